@@ -1,0 +1,27 @@
+//! ColQwen2.5 inference on candle, exact to colpali-engine (the parity contract is
+//! `shared/reference/colqwen2_5.md`, cited as "fact sheet §N").
+//!
+//! Data path: [`preprocess`] (page image → `pixel_values`) → [`vision`] (→ visual tokens) → [`text`]
+//! (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, 128]`) → [`score::maxsim`].
+//! [`ColQwen::embed_images`] and [`ColQwen::embed_queries`] run the whole path on packed batches.
+
+pub mod config;
+mod error;
+mod model;
+mod nn;
+pub mod preprocess;
+pub mod score;
+mod source;
+pub mod text;
+pub mod tokenize;
+pub mod vision;
+mod weights;
+
+pub use candle_core::{DType, Device};
+pub use config::{AdapterConfig, Config, PreprocessorConfig};
+pub use error::{Error, Result};
+pub use model::{ColQwen, LoadOptions, PackedBatch, EMBEDDING_DIM};
+pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
+pub use score::{maxsim, MultiVector};
+pub use source::{HubOptions, ModelFiles, DEFAULT_MODEL_ID};
+pub use tokenize::QueryTemplate;

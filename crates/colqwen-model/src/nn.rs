@@ -1,0 +1,115 @@
+//! Building blocks shared by both towers, each with the reference's precision recipe (fact sheet §10):
+//! Linear, RMSNorm (§4.4, trap 13), rotary application and variable-length attention over packed sequences.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+
+use crate::weights::Weights;
+
+/// `y = x·Wᵀ (+ b)`; `W` is `[out, in]` as in PyTorch.
+#[derive(Debug, Clone)]
+pub(crate) struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `weight` (and `bias` when `bias` is true) under `vb`.
+    pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
+        let weight = vb.get(&[out_dim, in_dim], "weight")?;
+        let bias = if bias { Some(vb.get(&[out_dim], "bias")?) } else { None };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    /// `[N, in] → [N, out]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let ys = xs.matmul(&self.weight.t()?)?;
+        match &self.bias {
+            Some(b) => ys.broadcast_add(b),
+            None => Ok(ys),
+        }
+    }
+}
+
+/// RMSNorm with the reference's order (trap 13): statistics in f32, normalised values cast back to the
+/// input dtype, *then* multiplied by the weight.
+#[derive(Debug, Clone)]
+pub(crate) struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
+        Ok(Self { weight: vb.get(&[dim], "weight")?, eps })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.dtype() == DType::F32 {
+            // In f32 the cast is a no-op, so candle's fused kernel computes the same function.
+            return candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32);
+        }
+        let x32 = xs.to_dtype(DType::F32)?;
+        let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = x32.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?.to_dtype(xs.dtype())?;
+        y.broadcast_mul(&self.weight)
+    }
+}
+
+/// NeoX ("half") rotary on `[H, N, d]` with per-token `cos`/`sin` of shape `[N, d/2]`.
+pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let xs = xs.unsqueeze(0)?.contiguous()?;
+    candle_nn::rotary_emb::rope(&xs, cos, sin)?.squeeze(0)
+}
+
+/// Attention over packed variable-length sequences.
+///
+/// `q`: `[Hq, N, d]`, `k`, `v`: `[Hkv, N, d]` with `Hq` a multiple of `Hkv` (query head `n` uses kv head
+/// `n / (Hq/Hkv)`, trap 19); sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; tokens of different
+/// sequences never see each other, which is what makes results independent of the batch. Scores and softmax
+/// in f32, probabilities cast to the value dtype before `·V` (trap 20). Returns `[N, Hq·d]`.
+pub(crate) fn varlen_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    cu_seqlens: &[usize],
+    causal: bool,
+    scale: f64,
+) -> Result<Tensor> {
+    let (hq, n, d) = q.dims3()?;
+    let hkv = k.dim(0)?;
+    let group = hq / hkv;
+    let mut outs = Vec::with_capacity(cu_seqlens.len().saturating_sub(1));
+    for w in cu_seqlens.windows(2) {
+        let (start, len) = (w[0], w[1] - w[0]);
+        if len == 0 {
+            continue;
+        }
+        // [Hkv, group·len, d]: the `group` query heads sharing a kv head are stacked along rows.
+        let qs = q.narrow(1, start, len)?.reshape((hkv, group * len, d))?;
+        let ks = k.narrow(1, start, len)?;
+        let vs = v.narrow(1, start, len)?;
+        let scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
+        let scores = if causal {
+            let mask = causal_mask(len, q.device())?;
+            scores.reshape((hkv, group, len, len))?.broadcast_add(&mask)?.reshape((hkv, group * len, len))?
+        } else {
+            scores
+        };
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        outs.push(probs.matmul(&vs.contiguous()?)?.reshape((hq, len, d))?);
+    }
+    let out = Tensor::cat(&outs, 1)?; // [Hq, N, d]
+    out.transpose(0, 1)?.reshape((n, hq * d))
+}
+
+/// `[len, len]` additive mask, 0 on and below the diagonal, −∞ above.
+fn causal_mask(len: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..len)
+        .flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Tensor::from_vec(data, (len, len), device)
+}

@@ -1,0 +1,304 @@
+//! Vision tower (fact sheet §4): patch embedding, window permutation, 2D rotary, window/full attention
+//! blocks, merger. Works on the patches of several images packed into one `[ΣP, 1176]` matrix.
+
+use candle_core::{DType, Device, Module, Tensor};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::nn::{apply_rotary, varlen_attention, Linear, RmsNorm};
+use crate::preprocess::ImageGrid;
+use crate::weights::Weights;
+
+/// Window layout of a packed batch of images (§4.3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowLayout {
+    /// Merged-token order used inside the tower: `window_index[k]` is the raster merged-token id placed at
+    /// position `k` (ids offset per image). Length `ΣT`.
+    pub window_index: Vec<usize>,
+    /// Patch offsets of the windows, duplicates removed (`cu_window_seqlens`).
+    pub cu_window_seqlens: Vec<usize>,
+    /// Patch offsets of whole images (`cu_seqlens`), for the full-attention blocks.
+    pub cu_seqlens: Vec<usize>,
+}
+
+impl WindowLayout {
+    /// `get_vision_window_index` of the reference: windows of `win × win` merged tokens in raster order,
+    /// cells in raster order inside each window, padding cells dropped.
+    pub fn new(grids: &[ImageGrid], merge: usize, win: usize) -> Self {
+        let unit = merge * merge;
+        let mut window_index = Vec::new();
+        let mut cu_window_seqlens = vec![0usize];
+        let mut cu_seqlens = vec![0usize];
+        let mut base = 0usize;
+        for g in grids {
+            let (mh, mw) = (g.h / merge, g.w / merge);
+            // pad = win − (m mod win): a whole empty window row/column when m is a multiple of win (trap 11).
+            let (nwh, nww) = ((mh + win - mh % win) / win, (mw + win - mw % win) / win);
+            for t in 0..g.t {
+                for wr in 0..nwh {
+                    for wc in 0..nww {
+                        let mut cells = 0;
+                        for r in wr * win..((wr + 1) * win).min(mh) {
+                            for c in wc * win..((wc + 1) * win).min(mw) {
+                                window_index.push(base + t * mh * mw + r * mw + c);
+                                cells += 1;
+                            }
+                        }
+                        let last = *cu_window_seqlens.last().expect("starts with 0");
+                        if cells > 0 {
+                            cu_window_seqlens.push(last + cells * unit);
+                        }
+                    }
+                }
+                let last = *cu_seqlens.last().expect("starts with 0");
+                cu_seqlens.push(last + g.h * g.w);
+            }
+            base += g.t * mh * mw;
+        }
+        Self { window_index, cu_window_seqlens, cu_seqlens }
+    }
+
+    /// Inverse permutation (`argsort(window_index)`), used to restore raster order after the merger (§4.5).
+    pub fn reverse_index(&self) -> Vec<usize> {
+        let mut rev = vec![0usize; self.window_index.len()];
+        for (pos, &id) in self.window_index.iter().enumerate() {
+            rev[id] = pos;
+        }
+        rev
+    }
+}
+
+/// Patch-row `(hpos, wpos)` positions in the merge-block-major order of §2.6 / §4.2.
+fn patch_positions(grids: &[ImageGrid], merge: usize) -> Vec<(usize, usize)> {
+    let mut pos = Vec::new();
+    for g in grids {
+        for _ in 0..g.t {
+            for bh in 0..g.h / merge {
+                for bw in 0..g.w / merge {
+                    for ih in 0..merge {
+                        for iw in 0..merge {
+                            pos.push((bh * merge + ih, bw * merge + iw));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    pos
+}
+
+fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
+    let v: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+    Ok(Tensor::from_vec(v, idx.len(), device)?)
+}
+
+struct VisionAttention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+    head_dim: usize,
+}
+
+struct VisionMlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+struct VisionBlock {
+    norm1: RmsNorm,
+    norm2: RmsNorm,
+    attn: VisionAttention,
+    mlp: VisionMlp,
+}
+
+struct PatchMerger {
+    ln_q: RmsNorm,
+    mlp0: Linear,
+    mlp2: Linear,
+    unit: usize,
+}
+
+/// The Qwen2.5-VL vision transformer (`visual.*`).
+pub struct VisionModel {
+    patch_embed: Tensor,
+    blocks: Vec<VisionBlock>,
+    merger: PatchMerger,
+    fullatt: Vec<usize>,
+    inv_freq: Vec<f32>,
+    merge: usize,
+    window: usize,
+}
+
+impl VisionAttention {
+    /// `xs`: `[N, D]` → `[N, D]`; `cos`/`sin`: `[N, head_dim/2]` f32.
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
+        let (n, _) = xs.dims2()?;
+        let qkv = self.qkv.forward(xs)?.reshape((n, 3, self.heads, self.head_dim))?;
+        // [H, N, d] per projection.
+        let part = |i: usize| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        // Rotary in f32, then back to the model dtype (trap 12).
+        let rot = |t: Tensor| -> candle_core::Result<Tensor> {
+            apply_rotary(&t.to_dtype(DType::F32)?, cos, sin)?.to_dtype(xs.dtype())
+        };
+        let (q, k) = (rot(q)?, rot(k)?);
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let out = varlen_attention(&q, &k, &v, cu, false, scale)?;
+        Ok(self.proj.forward(&out)?)
+    }
+}
+
+impl VisionBlock {
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
+        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, cos, sin, cu)?)?;
+        let m = self.norm2.forward(&xs)?;
+        let h = (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&m)?)? * self.mlp.up_proj.forward(&m)?)?;
+        Ok((&xs + self.mlp.down_proj.forward(&h)?)?)
+    }
+}
+
+impl VisionModel {
+    /// Loads `visual.*`.
+    pub(crate) fn new(cfg: &Config, vb: Weights) -> Result<Self> {
+        let v = &cfg.vision;
+        let d = v.hidden_size;
+        let head_dim = cfg.vision_head_dim();
+        let per_patch = v.in_chans * v.temporal_patch_size * v.patch_size * v.patch_size;
+        // Conv3d with kernel = stride = input: a Linear over the flattened (c, t, y, x) patch (§4.1).
+        let patch_embed = vb
+            .pp("patch_embed.proj")
+            .get(&[d, v.in_chans, v.temporal_patch_size, v.patch_size, v.patch_size], "weight")?
+            .reshape((d, per_patch))?;
+        let blocks = (0..v.depth)
+            .map(|i| {
+                let vb = vb.pp("blocks").pp(i);
+                let lin = |name: &str, i: usize, o: usize| Linear::new(i, o, true, vb.pp(name));
+                Ok(VisionBlock {
+                    norm1: RmsNorm::new(d, 1e-6, vb.pp("norm1"))?,
+                    norm2: RmsNorm::new(d, 1e-6, vb.pp("norm2"))?,
+                    attn: VisionAttention {
+                        qkv: lin("attn.qkv", d, 3 * d)?,
+                        proj: lin("attn.proj", d, d)?,
+                        heads: v.num_heads,
+                        head_dim,
+                    },
+                    mlp: VisionMlp {
+                        gate_proj: lin("mlp.gate_proj", d, v.intermediate_size)?,
+                        up_proj: lin("mlp.up_proj", d, v.intermediate_size)?,
+                        down_proj: lin("mlp.down_proj", v.intermediate_size, d)?,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let unit = v.spatial_merge_size * v.spatial_merge_size;
+        let vm = vb.pp("merger");
+        let merger = PatchMerger {
+            ln_q: RmsNorm::new(d, 1e-6, vm.pp("ln_q"))?,
+            mlp0: Linear::new(d * unit, d * unit, true, vm.pp("mlp.0"))?,
+            mlp2: Linear::new(d * unit, v.out_hidden_size, true, vm.pp("mlp.2"))?,
+            unit,
+        };
+        // 2D rotary: head_dim/2 rotated dims split between rows and columns, θ = 10000 (trap 12, 18).
+        let dim = head_dim / 2;
+        let inv_freq = (0..dim).step_by(2).map(|i| 1.0f32 / 10000f32.powf(i as f32 / dim as f32)).collect();
+        Ok(Self {
+            patch_embed,
+            blocks,
+            merger,
+            fullatt: v.fullatt_block_indexes.clone(),
+            inv_freq,
+            merge: v.spatial_merge_size,
+            window: v.window_size / v.spatial_merge_size / v.patch_size,
+        })
+    }
+
+    /// Window layout for these grids.
+    pub fn layout(&self, grids: &[ImageGrid]) -> WindowLayout {
+        WindowLayout::new(grids, self.merge, self.window)
+    }
+
+    /// Patch embedding: `[ΣP, 1176]` (any float dtype; cast to the model dtype first, trap 9) → `[ΣP, D]`,
+    /// rows in patch order (before the window permutation).
+    pub fn embed_patches(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let xs = pixel_values.to_dtype(self.patch_embed.dtype())?;
+        Ok(xs.matmul(&self.patch_embed.t()?)?)
+    }
+
+    /// Rotary `cos`, `sin` `[ΣP, head_dim/2]` in f32, in window-permuted order.
+    fn rotary(&self, grids: &[ImageGrid], layout: &WindowLayout, device: &Device) -> Result<(Tensor, Tensor)> {
+        let pos = patch_positions(grids, self.merge);
+        let unit = self.merge * self.merge;
+        let nf = self.inv_freq.len();
+        let mut angles = Vec::with_capacity(pos.len() * 2 * nf);
+        for &id in &layout.window_index {
+            for &(h, w) in &pos[id * unit..(id + 1) * unit] {
+                angles.extend(self.inv_freq.iter().map(|f| h as f32 * f));
+                angles.extend(self.inv_freq.iter().map(|f| w as f32 * f));
+            }
+        }
+        let theta = Tensor::from_vec(angles, (pos.len(), 2 * nf), device)?;
+        Ok((theta.cos()?, theta.sin()?))
+    }
+
+    /// The whole tower: `pixel_values` `[ΣP, 1176]` of the images with these grids → visual tokens
+    /// `[ΣT, out_hidden]` in raster order per image, images concatenated.
+    pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
+        let device = pixel_values.device();
+        let layout = self.layout(grids);
+        let xs = self.embed_patches(pixel_values)?;
+        let (n, d) = xs.dims2()?;
+        let unit = self.merge * self.merge;
+        let groups = index_tensor(&layout.window_index, device)?;
+        // Permute whole 2×2 groups into window order (§4.3).
+        let mut xs = xs.reshape((n / unit, unit * d))?.index_select(&groups, 0)?.reshape((n, d))?;
+        let (cos, sin) = self.rotary(grids, &layout, device)?;
+        for (i, block) in self.blocks.iter().enumerate() {
+            let cu = if self.fullatt.contains(&i) { &layout.cu_seqlens } else { &layout.cu_window_seqlens };
+            xs = block.forward(&xs, &cos, &sin, cu)?;
+        }
+        let m = &self.merger;
+        let xs = m.ln_q.forward(&xs)?.reshape((n / m.unit, m.unit * d))?;
+        let xs = m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)?;
+        let rev = index_tensor(&layout.reverse_index(), device)?;
+        Ok(xs.index_select(&rev, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fact sheet §4.3 tiny example: grid (1, 4, 12) → merged 2×6.
+    #[test]
+    fn window_index_matches_fact_sheet_example() {
+        let l = WindowLayout::new(&[ImageGrid { t: 1, h: 4, w: 12 }], 2, 4);
+        assert_eq!(l.window_index, [0, 1, 2, 3, 6, 7, 8, 9, 4, 5, 10, 11]);
+        assert_eq!(l.cu_window_seqlens, [0, 32, 48]);
+        assert_eq!(l.cu_seqlens, [0, 48]);
+    }
+
+    /// 768-token page (1, 48, 64): 48 full windows of 64 patches; A4 (1, 64, 46): 48 windows, 8 of 48.
+    #[test]
+    fn window_counts_match_fact_sheet() {
+        let l = WindowLayout::new(&[ImageGrid { t: 1, h: 48, w: 64 }], 2, 4);
+        assert_eq!(l.cu_window_seqlens.len() - 1, 48);
+        assert!(l.cu_window_seqlens.windows(2).all(|w| w[1] - w[0] == 64));
+        let a4 = WindowLayout::new(&[ImageGrid { t: 1, h: 64, w: 46 }], 2, 4);
+        let sizes: Vec<usize> = a4.cu_window_seqlens.windows(2).map(|w| w[1] - w[0]).collect();
+        assert_eq!(sizes.len(), 48);
+        assert_eq!(sizes.iter().filter(|&&s| s == 48).count(), 8);
+    }
+
+    #[test]
+    fn two_images_offset_ids_and_reverse_is_inverse() {
+        let grids = [ImageGrid { t: 1, h: 4, w: 12 }, ImageGrid { t: 1, h: 10, w: 10 }];
+        let l = WindowLayout::new(&grids, 2, 4);
+        assert_eq!(l.window_index.len(), 12 + 25);
+        assert_eq!(l.cu_seqlens, [0, 48, 148]);
+        let rev = l.reverse_index();
+        for (pos, &id) in l.window_index.iter().enumerate() {
+            assert_eq!(rev[id], pos);
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! Checkpoint tensors: one or several memory-mapped safetensors files, the key renaming of fact sheet §1.1,
+//! the LoRA merge of §1.4, and errors that name the file and the tensor.
+//!
+//! This is a small stand-in for candle's `VarBuilder` (same `pp` prefix idiom) because the errors must say
+//! *which file* lacks a tensor or holds a wrong shape, and because adapter tensors are merged on the way in.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::AdapterConfig;
+use crate::error::{Error, Result};
+
+/// On-disk key → module key (fact sheet §1.1, colpali-engine `_checkpoint_conversion_mapping`), plus the
+/// 5.x `Qwen2_5_VLForConditionalGeneration` layout (`model.language_model.*`, `model.visual.*`).
+pub(crate) fn module_key(disk_key: &str) -> String {
+    const RULES: [(&str, &str); 7] = [
+        ("base_model.model.custom_text_proj", "custom_text_proj"),
+        ("model.language_model.", "language_model."),
+        ("model.visual.", "visual."),
+        ("model.layers", "language_model.layers"),
+        ("model.embed_tokens", "language_model.embed_tokens"),
+        ("model.norm", "language_model.norm"),
+        ("model.custom_text_proj", "custom_text_proj"),
+    ];
+    for (from, to) in RULES {
+        if let Some(rest) = disk_key.strip_prefix(from) {
+            return format!("{to}{rest}");
+        }
+    }
+    disk_key.to_string()
+}
+
+/// Where a tensor lives: file index and its on-disk name.
+#[derive(Clone)]
+struct Entry {
+    file: usize,
+    disk_name: String,
+}
+
+/// One LoRA pair for a module (names after renaming, without `.weight`).
+struct LoraPair {
+    a: Entry,
+    b: Entry,
+}
+
+struct Store {
+    files: Vec<(PathBuf, MmapedSafetensors)>,
+    tensors: HashMap<String, Entry>,
+    adapter: Option<Adapter>,
+    /// Module names whose weight was loaded, to prove every adapter pair found its module.
+    used: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+struct Adapter {
+    config: AdapterConfig,
+    path: PathBuf,
+    files: Vec<(PathBuf, MmapedSafetensors)>,
+    pairs: HashMap<String, LoraPair>,
+    replacements: HashMap<String, Entry>,
+}
+
+/// Tensor source with a name prefix, like candle's `VarBuilder::pp`.
+#[derive(Clone)]
+pub(crate) struct Weights {
+    store: Arc<Store>,
+    prefix: String,
+    dtype: DType,
+    device: Device,
+}
+
+fn open(path: &Path) -> Result<MmapedSafetensors> {
+    if !path.exists() {
+        return Err(Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "file not found")));
+    }
+    // SAFETY: the file is mapped read-only; like every mmap loader we rely on nobody truncating it while we run.
+    unsafe { MmapedSafetensors::new(path) }.map_err(|source| Error::Safetensors { path: path.into(), source })
+}
+
+fn index_files(
+    files: &[(PathBuf, MmapedSafetensors)],
+    rename: impl Fn(&str) -> String,
+) -> HashMap<String, Entry> {
+    let mut map = HashMap::new();
+    for (i, (_, st)) in files.iter().enumerate() {
+        for (name, _) in st.tensors() {
+            map.insert(rename(&name), Entry { file: i, disk_name: name });
+        }
+    }
+    map
+}
+
+impl Weights {
+    /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config).
+    pub(crate) fn open(
+        files: &[PathBuf],
+        adapter: Option<(&Path, AdapterConfig)>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let files: Vec<_> = files.iter().map(|p| Ok((p.clone(), open(p)?))).collect::<Result<_>>()?;
+        let tensors = index_files(&files, module_key);
+        let adapter = adapter.map(|(path, config)| Adapter::open(path, config)).transpose()?;
+        Ok(Self {
+            store: Arc::new(Store { files, tensors, adapter, used: Default::default() }),
+            prefix: String::new(),
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// A view one level down: `pp("layers").pp(3)` → `layers.3.`.
+    pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Self {
+        let prefix =
+            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        Self { prefix, ..self.clone() }
+    }
+
+    fn full(&self, name: &str) -> String {
+        if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
+    }
+
+    fn files_list(&self) -> String {
+        let names: Vec<_> = self.store.files.iter().map(|(p, _)| p.display().to_string()).collect();
+        names.join(", ")
+    }
+
+    fn load_entry(
+        &self,
+        files: &[(PathBuf, MmapedSafetensors)],
+        entry: &Entry,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (path, st) = &files[entry.file];
+        let view = st.get(&entry.disk_name).map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        if view.shape() != shape {
+            return Err(Error::ShapeMismatch {
+                path: path.clone(),
+                name: entry.disk_name.clone(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
+        let stored: DType = view
+            .dtype()
+            .try_into()
+            .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        let t = Tensor::from_raw_buffer(view.data(), stored, view.shape(), &self.device)?;
+        Ok(t.to_dtype(dtype)?)
+    }
+
+    /// Loads `prefix.name` with the expected shape in the model dtype, with the adapter merged in when the
+    /// adapter targets this module (fact sheet §1.4: `W' = W + s·B·A`, computed in f32, rounded once).
+    pub(crate) fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        let full = self.full(name);
+        if let Ok(mut used) = self.store.used.lock() {
+            used.insert(full.clone());
+        }
+        if let Some(adapter) = &self.store.adapter {
+            if let Some(entry) = adapter.replacements.get(&full) {
+                return self.load_entry(&adapter.files, entry, shape, self.dtype);
+            }
+        }
+        let entry = self.store.tensors.get(&full).ok_or_else(|| Error::MissingTensor {
+            name: full.clone(),
+            files: self.files_list(),
+        })?;
+        let module = full.strip_suffix(".weight");
+        let pair = module.and_then(|m| self.store.adapter.as_ref().and_then(|a| a.pairs.get(m).map(|p| (a, m, p))));
+        let Some((adapter, module, pair)) = pair else {
+            return self.load_entry(&self.store.files, entry, shape, self.dtype);
+        };
+        let (rank, _) = adapter.config.rank_alpha(module);
+        let (out_dim, in_dim) = (shape[0], shape[1]);
+        let w = self.load_entry(&self.store.files, entry, shape, DType::F32)?;
+        let a = self.load_entry(&adapter.files, &pair.a, &[rank, in_dim], DType::F32)?;
+        let b = self.load_entry(&adapter.files, &pair.b, &[out_dim, rank], DType::F32)?;
+        let delta = (b.matmul(&a)? * adapter.config.scaling(module))?;
+        Ok((w + delta)?.to_dtype(self.dtype)?)
+    }
+
+    /// Checks that every adapter pair found its module: an adapter aimed at modules this model lacks is an
+    /// error, not a silent no-op. Call once the whole model is built.
+    pub(crate) fn check_adapter_used(&self) -> Result<()> {
+        let Some(adapter) = &self.store.adapter else { return Ok(()) };
+        let used = self.store.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mut unused: Vec<_> = adapter
+            .pairs
+            .keys()
+            .map(|m| format!("{m}.weight"))
+            .chain(adapter.replacements.keys().cloned())
+            .filter(|w| !used.contains(w))
+            .collect();
+        unused.sort();
+        match unused.first() {
+            None => Ok(()),
+            Some(first) => Err(Error::Adapter {
+                path: adapter.path.clone(),
+                reason: format!("{} adapter tensor(s) target modules the model does not have, e.g. {first}", unused.len()),
+            }),
+        }
+    }
+
+    /// Number of LoRA pairs in the adapter (0 without adapter).
+    pub(crate) fn lora_pairs(&self) -> usize {
+        self.store.adapter.as_ref().map_or(0, |a| a.pairs.len())
+    }
+}
+
+impl Adapter {
+    /// PEFT save format (fact sheet §1.4): keys start with `base_model.model.`; `lora_A`/`lora_B` pairs per
+    /// targeted Linear; any other tensor replaces the base tensor of the same name (`modules_to_save`).
+    fn open(path: &Path, config: AdapterConfig) -> Result<Self> {
+        let files = vec![(path.to_path_buf(), open(path)?)];
+        let strip = |k: &str| {
+            let k = k.strip_prefix("base_model.model.").unwrap_or(k);
+            let k = k.replace(".modules_to_save.default", "");
+            module_key(&k)
+        };
+        let all = index_files(&files, strip);
+        let mut a_half: HashMap<String, Entry> = HashMap::new();
+        let mut b_half: HashMap<String, Entry> = HashMap::new();
+        let mut replacements = HashMap::new();
+        for (name, entry) in all {
+            let name = name.replace(".default.weight", ".weight");
+            if let Some(m) = name.strip_suffix(".lora_A.weight") {
+                a_half.insert(m.to_string(), entry);
+            } else if let Some(m) = name.strip_suffix(".lora_B.weight") {
+                b_half.insert(m.to_string(), entry);
+            } else if name.contains("lora_") {
+                return Err(Error::Adapter {
+                    path: path.into(),
+                    reason: format!("unsupported LoRA tensor {} (LoRA biases, embeddings and DoRA magnitudes are not implemented)", entry.disk_name),
+                });
+            } else {
+                replacements.insert(name, entry);
+            }
+        }
+        let mut pairs = HashMap::new();
+        for (module, a) in a_half {
+            let b = b_half.remove(&module).ok_or_else(|| Error::Adapter {
+                path: path.into(),
+                reason: format!("{module} has lora_A but no lora_B"),
+            })?;
+            pairs.insert(module, LoraPair { a, b });
+        }
+        if let Some(module) = b_half.keys().next() {
+            return Err(Error::Adapter { path: path.into(), reason: format!("{module} has lora_B but no lora_A") });
+        }
+        Ok(Self { config, path: path.into(), files, pairs, replacements })
+    }
+}
