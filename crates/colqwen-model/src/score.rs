@@ -62,6 +62,7 @@ mod tests {
         assert!((maxsim(&q, &d) - (0.9 + 0.5)).abs() < 1e-6);
         // A query row whose every similarity is negative keeps its negative maximum.
         let q2 = MultiVector { rows: 1, dim: 2, data: vec![-1.0, -1.0] };
-        assert!((maxsim(&q2, &d) - (-0.8)).abs() < 1e-6);
+        let d2 = MultiVector { rows: 2, dim: 2, data: vec![0.5, 0.5, 0.9, -0.1] };
+        assert!((maxsim(&q2, &d2) - (-0.8)).abs() < 1e-6);
     }
 }

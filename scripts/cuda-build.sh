@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Builds the `colqwen` binary with `--features cuda` on a machine WITHOUT a GPU or CUDA toolkit (this project's
+# 2-core dev box), following shared/reference/cuda_build.md:
+#   1. CUDA 13.0 compiler wheels from PyPI into a throwaway venv (the GPU machine's driver is r580 = CUDA 13.0:
+#      PTX from a newer nvcc could be rejected, so 13.0.x is pinned);
+#   2. a toolkit root in the layout cudarc/cudaforge expect (bin/include/nvvm links, lib64 sonames);
+#   3. a link-time stub libcuda.so (the real driver serves at run time);
+#   4. cargo build --release --features cuda into target-cuda/, then a gzip of the binary for the device tool.
+# Usage: scripts/cuda-build.sh [cargo args...]   (default: -p colqwen-cli)
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=${COLQWEN_CUDA_WORK:-$HOME/.cache/colqwen-cuda}
+venv=$work/venv
+root=$work/toolkit
+mkdir -p "$work"
+
+if [ ! -x "$venv/bin/nvcc" ] && [ ! -e "$root/bin/nvcc" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q "cuda-toolkit[cublas,cudart,nvrtc,curand,nvcc,cccl,crt,nvvm]==13.0.2"
+fi
+cu13=$("$venv/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13"))')
+
+mkdir -p "$root/lib64/stubs"
+for d in bin include nvvm; do ln -sfn "$cu13/$d" "$root/$d"; done
+for l in cublas cublasLt nvrtc cudart; do ln -sfn "$(ls "$cu13"/lib/lib$l.so.13* | head -1)" "$root/lib64/lib$l.so"; done
+ln -sfn "$(ls "$cu13"/lib/libcurand.so.10* | head -1)" "$root/lib64/libcurand.so"
+
+if [ ! -f "$root/lib64/stubs/libcuda.so" ]; then
+  # Driver API link stub: one empty function per symbol cudarc declares.
+  cudarc=$(ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* | tail -1)
+  grep -ohE "pub unsafe fn cu[A-Za-z0-9_]+" "$cudarc/src/driver/sys/mod.rs" | awk '{print $4}' | sort -u |
+    sed 's/.*/void &(void) {}/' > "$work/cuda_stub.c"
+  gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib64/stubs/libcuda.so" "$work/cuda_stub.c"
+  ln -sfn libcuda.so "$root/lib64/stubs/libcuda.so.1"
+fi
+
+export CUDA_HOME=$root CUDA_PATH=$root CUDA_ROOT=$root
+export PATH=$root/bin:$PATH
+export LIBRARY_PATH=$root/lib64:$root/lib64/stubs:${LIBRARY_PATH:-}
+export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=2
+cd "$repo"
+if [ $# -eq 0 ]; then set -- -p colqwen-cli; fi
+cargo build --release --features cuda --target-dir target-cuda "$@"
