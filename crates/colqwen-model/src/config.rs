@@ -151,8 +151,7 @@ impl Config {
             .filter(|v| !v.is_null())
             .or_else(|| text_value.get("rope_parameters").filter(|v| !v.is_null()))
             .or_else(|| value.get("rope_scaling").filter(|v| !v.is_null()));
-        let rope: Option<RopeScaling> =
-            rope.map(|v| serde_json::from_value(v.clone())).transpose().map_err(json)?;
+        let rope: Option<RopeScaling> = rope.map(|v| serde_json::from_value(v.clone())).transpose().map_err(json)?;
         if let Some(theta) = rope.as_ref().and_then(|r| r.rope_theta) {
             text.rope_theta = theta;
         }
@@ -160,8 +159,7 @@ impl Config {
         text.mrope_section = rope
             .and_then(|r| r.mrope_section)
             .ok_or_else(|| invalid("rope_scaling.mrope_section is missing (Qwen2.5-VL uses M-RoPE)".into()))?;
-        let vision =
-            raw.vision_config.ok_or_else(|| invalid("vision_config is missing".into()))?;
+        let vision = raw.vision_config.ok_or_else(|| invalid("vision_config is missing".into()))?;
         let token = |v: Option<u32>, name: &str| {
             v.or_else(|| text_value.get(name).and_then(|x| x.as_u64()).map(|x| x as u32))
                 .ok_or_else(|| invalid(format!("{name} is missing")))
@@ -181,11 +179,17 @@ impl Config {
     fn validate(&self) -> std::result::Result<(), String> {
         let t = &self.text;
         let v = &self.vision;
-        if t.num_attention_heads == 0 || t.hidden_size % t.num_attention_heads != 0 {
-            return Err(format!("hidden_size {} is not a multiple of num_attention_heads {}", t.hidden_size, t.num_attention_heads));
+        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
+            return Err(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                t.hidden_size, t.num_attention_heads
+            ));
         }
-        if t.num_key_value_heads == 0 || t.num_attention_heads % t.num_key_value_heads != 0 {
-            return Err(format!("num_attention_heads {} is not a multiple of num_key_value_heads {}", t.num_attention_heads, t.num_key_value_heads));
+        if t.num_key_value_heads == 0 || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                t.num_attention_heads, t.num_key_value_heads
+            ));
         }
         let half = self.text_head_dim() / 2;
         if t.mrope_section.iter().sum::<usize>() != half {
@@ -194,15 +198,27 @@ impl Config {
         if t.mrope_section.len() != 3 {
             return Err(format!("mrope_section {:?} must have 3 parts (t, h, w)", t.mrope_section));
         }
-        if v.num_heads == 0 || v.hidden_size % v.num_heads != 0 || (v.hidden_size / v.num_heads) % 4 != 0 {
-            return Err(format!("vision hidden_size {} / num_heads {} must give a head_dim divisible by 4", v.hidden_size, v.num_heads));
+        if v.num_heads == 0
+            || !v.hidden_size.is_multiple_of(v.num_heads)
+            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
+        {
+            return Err(format!(
+                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4",
+                v.hidden_size, v.num_heads
+            ));
         }
         if v.out_hidden_size != t.hidden_size {
-            return Err(format!("vision out_hidden_size {} differs from hidden_size {}", v.out_hidden_size, t.hidden_size));
+            return Err(format!(
+                "vision out_hidden_size {} differs from hidden_size {}",
+                v.out_hidden_size, t.hidden_size
+            ));
         }
         let unit = v.patch_size * v.spatial_merge_size;
-        if v.spatial_merge_size != 2 || unit == 0 || v.window_size % unit != 0 {
-            return Err(format!("window_size {} must be a multiple of patch_size*spatial_merge_size = {unit} (merge 2)", v.window_size));
+        if v.spatial_merge_size != 2 || unit == 0 || !v.window_size.is_multiple_of(unit) {
+            return Err(format!(
+                "window_size {} must be a multiple of patch_size*spatial_merge_size = {unit} (merge 2)",
+                v.window_size
+            ));
         }
         if t.hidden_act != "silu" || v.hidden_act != "silu" {
             return Err(format!("hidden_act {:?}/{:?}: only silu is implemented", t.hidden_act, v.hidden_act));
@@ -263,9 +279,11 @@ struct RawSize {
     longest_edge: Option<usize>,
 }
 
-/// OPENAI_CLIP_MEAN (fact sheet §2.5).
+/// OPENAI_CLIP_MEAN (fact sheet §2.5), written as the reference writes it.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
-/// OPENAI_CLIP_STD (fact sheet §2.5).
+/// OPENAI_CLIP_STD (fact sheet §2.5), written as the reference writes it.
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 impl PreprocessorConfig {
@@ -273,8 +291,11 @@ impl PreprocessorConfig {
     /// `__init__` (§2.3), class defaults fill what the file omits.
     pub fn from_file(path: &Path, cfg: &Config) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let raw: RawPreprocessor = serde_json::from_slice(&bytes)
-            .map_err(|source| Error::Json { path: path.into(), what: "preprocessor config", source })?;
+        let raw: RawPreprocessor = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.into(),
+            what: "preprocessor config",
+            source,
+        })?;
         let invalid = |reason: String| Error::InvalidConfig { path: path.into(), reason };
         let check = |name: &str, found: Option<usize>, want: usize| match found {
             Some(f) if f != want => Err(invalid(format!("{name} {f} differs from the model's {want}"))),
@@ -287,7 +308,9 @@ impl PreprocessorConfig {
         let min_pixels = raw.min_pixels.or(size.and_then(|s| s.shortest_edge)).unwrap_or(56 * 56);
         let max_pixels = raw.max_pixels.or(size.and_then(|s| s.longest_edge)).unwrap_or(28 * 28 * 1280);
         if max_pixels < min_pixels || max_pixels < cfg.factor() * cfg.factor() {
-            return Err(invalid(format!("max_pixels {max_pixels} is below min_pixels {min_pixels} or one merged token")));
+            return Err(invalid(format!(
+                "max_pixels {max_pixels} is below min_pixels {min_pixels} or one merged token"
+            )));
         }
         Ok(Self {
             min_pixels,
@@ -332,8 +355,11 @@ impl AdapterConfig {
     /// Reads `adapter_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let cfg: Self = serde_json::from_slice(&bytes)
-            .map_err(|source| Error::Json { path: path.into(), what: "PEFT adapter config", source })?;
+        let cfg: Self = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.into(),
+            what: "PEFT adapter config",
+            source,
+        })?;
         let bad = |reason: &str| Err(Error::Adapter { path: path.into(), reason: reason.into() });
         if cfg.peft_type.as_deref().is_some_and(|t| t != "LORA") {
             return bad("only LoRA adapters (peft_type \"LORA\") are supported");

@@ -12,7 +12,7 @@ use crate::nn::Linear;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
 use crate::score::MultiVector;
 use crate::source::ModelFiles;
-use crate::text::{document_positions, query_positions, TextModel};
+use crate::text::{TextModel, document_positions, query_positions};
 use crate::tokenize::{Prompts, QueryTemplate};
 use crate::vision::VisionModel;
 use crate::weights::Weights;
@@ -77,8 +77,13 @@ impl ColQwen {
         let config = Config::from_file(&files.config)?;
         let pre_cfg = PreprocessorConfig::from_file(&files.preprocessor, &config)?;
         let v = &config.vision;
-        let preprocessor =
-            Preprocessor::new(&pre_cfg, v.patch_size, v.spatial_merge_size, v.temporal_patch_size, opts.max_visual_tokens);
+        let preprocessor = Preprocessor::new(
+            &pre_cfg,
+            v.patch_size,
+            v.spatial_merge_size,
+            v.temporal_patch_size,
+            opts.max_visual_tokens,
+        );
         let prompts = Prompts::load(&files.tokenizer, config.image_token_id, opts.query.clone())?;
         let adapter = match (&files.adapter, opts.skip_adapter) {
             (Some((cfg, weights)), false) => Some((weights.as_path(), AdapterConfig::from_file(cfg)?)),
@@ -188,7 +193,10 @@ impl ColQwen {
         let slots = next - n;
         let rows = vision.dim(0)?;
         if slots != rows {
-            return Err(candle_core::Error::Msg(format!("{slots} image slots in the prompts but {rows} visual tokens")).into());
+            return Err(candle_core::Error::Msg(format!(
+                "{slots} image slots in the prompts but {rows} visual tokens"
+            ))
+            .into());
         }
         let text = self.text.embed(&batch.ids)?;
         let all = Tensor::cat(&[&text, &vision.to_dtype(text.dtype())?], 0)?;
@@ -254,4 +262,3 @@ impl std::fmt::Debug for ColQwen {
         f.debug_struct("ColQwen").field("device", &self.device).field("dtype", &self.dtype).finish()
     }
 }
-

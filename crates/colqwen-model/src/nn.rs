@@ -1,7 +1,7 @@
 //! Building blocks shared by both towers, each with the reference's precision recipe (fact sheet §10):
 //! Linear, RMSNorm (§4.4, trap 13), rotary application and variable-length attention over packed sequences.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{D, DType, Module, Result, Tensor};
 
 use crate::weights::Weights;
 
@@ -108,8 +108,7 @@ pub(crate) fn varlen_attention(
 
 /// `[len, len]` additive mask, 0 on and below the diagonal, −∞ above.
 fn causal_mask(len: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let data: Vec<f32> = (0..len)
-        .flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
+    let data: Vec<f32> =
+        (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(data, (len, len), device)
 }

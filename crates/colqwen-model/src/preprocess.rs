@@ -212,7 +212,13 @@ pub struct Preprocessor {
 impl Preprocessor {
     /// From the preprocessor config; `max_visual_tokens` = N sets the cap to `N·28²` (colpali's
     /// `max_num_visual_tokens`, §2.3), so that no page yields more than N visual tokens.
-    pub fn new(cfg: &PreprocessorConfig, patch: usize, merge: usize, temporal: usize, max_visual_tokens: Option<usize>) -> Self {
+    pub fn new(
+        cfg: &PreprocessorConfig,
+        patch: usize,
+        merge: usize,
+        temporal: usize,
+        max_visual_tokens: Option<usize>,
+    ) -> Self {
         let factor = patch * merge;
         let inv = (1.0 / cfg.rescale_factor) as f32;
         Self {
@@ -331,6 +337,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // the fact sheet prints the f64 expansion of each f32
     fn fused_normalisation_constants_match_fact_sheet() {
         let cfg = PreprocessorConfig {
             min_pixels: 3136,

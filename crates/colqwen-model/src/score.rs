@@ -43,11 +43,7 @@ pub fn maxsim(query: &MultiVector, doc: &MultiVector) -> f32 {
     assert_eq!(query.dim, doc.dim, "query and document widths differ");
     query
         .rows()
-        .map(|q| {
-            doc.rows()
-                .map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>())
-                .fold(f32::NEG_INFINITY, f32::max)
-        })
+        .map(|q| doc.rows().map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>()).fold(f32::NEG_INFINITY, f32::max))
         .sum()
 }
 

@@ -113,7 +113,12 @@ impl Repo for HubRepo {
     }
 }
 
-fn open_repo(name: &str, relative_to: Option<&Path>, revision: Option<&str>, opts: &HubOptions) -> Result<Box<dyn Repo>> {
+fn open_repo(
+    name: &str,
+    relative_to: Option<&Path>,
+    revision: Option<&str>,
+    opts: &HubOptions,
+) -> Result<Box<dyn Repo>> {
     let as_path = Path::new(name);
     let candidates = [relative_to.map(|dir| dir.join(name)), Some(as_path.to_path_buf())];
     for c in candidates.into_iter().flatten() {
@@ -138,8 +143,11 @@ fn weights(repo: &dyn Repo) -> Result<Vec<PathBuf>> {
         struct Index {
             weight_map: std::collections::BTreeMap<String, String>,
         }
-        let idx: Index = serde_json::from_slice(&bytes)
-            .map_err(|source| Error::Json { path: index.clone(), what: "safetensors index", source })?;
+        let idx: Index = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: index.clone(),
+            what: "safetensors index",
+            source,
+        })?;
         let mut shards: Vec<&String> = idx.weight_map.values().collect();
         shards.sort();
         shards.dedup();
@@ -161,7 +169,10 @@ impl ModelFiles {
                 let cfg = AdapterConfig::from_file(&cfg_path)?;
                 let weights = required(top.as_ref(), "adapter_model.safetensors")?;
                 let base_name = base_override.map(str::to_string).or(cfg.base_model_name_or_path).ok_or_else(|| {
-                    Error::Adapter { path: cfg_path.clone(), reason: "base_model_name_or_path is missing; pass the base model explicitly".into() }
+                    Error::Adapter {
+                        path: cfg_path.clone(),
+                        reason: "base_model_name_or_path is missing; pass the base model explicitly".into(),
+                    }
                 })?;
                 let parent = cfg_path.parent().and_then(Path::parent);
                 let base = open_repo(&base_name, parent, None, opts)?;

@@ -96,11 +96,7 @@ impl Prompts {
 
     /// Ids of one query: `prefix + text + 10×<|endoftext|>` (§3.1), no truncation.
     pub fn query_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let full = format!(
-            "{}{text}{}",
-            self.query.prefix,
-            AUGMENTATION_TOKEN.repeat(self.query.augmentation_tokens)
-        );
+        let full = format!("{}{text}{}", self.query.prefix, AUGMENTATION_TOKEN.repeat(self.query.augmentation_tokens));
         encode(&self.tokenizer, &full)
     }
 
@@ -112,9 +108,8 @@ impl Prompts {
 
 fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<u32>> {
     // add_special_tokens = true mirrors the processor's default; Qwen2's post-processor adds nothing.
-    let enc = tokenizer.encode(text, true).map_err(|e| Error::Encode {
-        text: text.chars().take(80).collect(),
-        reason: e.to_string(),
-    })?;
+    let enc = tokenizer
+        .encode(text, true)
+        .map_err(|e| Error::Encode { text: text.chars().take(80).collect(), reason: e.to_string() })?;
     Ok(enc.get_ids().to_vec())
 }

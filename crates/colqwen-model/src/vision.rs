@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{apply_rotary, varlen_attention, Linear, RmsNorm};
+use crate::nn::{Linear, RmsNorm, apply_rotary, varlen_attention};
 use crate::preprocess::ImageGrid;
 use crate::weights::Weights;
 

@@ -80,10 +80,7 @@ fn open(path: &Path) -> Result<MmapedSafetensors> {
     unsafe { MmapedSafetensors::new(path) }.map_err(|source| Error::Safetensors { path: path.into(), source })
 }
 
-fn index_files(
-    files: &[(PathBuf, MmapedSafetensors)],
-    rename: impl Fn(&str) -> String,
-) -> HashMap<String, Entry> {
+fn index_files(files: &[(PathBuf, MmapedSafetensors)], rename: impl Fn(&str) -> String) -> HashMap<String, Entry> {
     let mut map = HashMap::new();
     for (i, (_, st)) in files.iter().enumerate() {
         for (name, _) in st.tensors() {
@@ -114,8 +111,7 @@ impl Weights {
 
     /// A view one level down: `pp("layers").pp(3)` → `layers.3.`.
     pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix =
-            if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
         Self { prefix, ..self.clone() }
     }
 
@@ -146,10 +142,8 @@ impl Weights {
             });
         }
         // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
-        let stored: DType = view
-            .dtype()
-            .try_into()
-            .map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        let stored: DType =
+            view.dtype().try_into().map_err(|source| Error::Safetensors { path: path.clone(), source })?;
         let t = Tensor::from_raw_buffer(view.data(), stored, view.shape(), &self.device)?;
         Ok(t.to_dtype(dtype)?)
     }
@@ -166,10 +160,11 @@ impl Weights {
                 return self.load_entry(&adapter.files, entry, shape, self.dtype);
             }
         }
-        let entry = self.store.tensors.get(&full).ok_or_else(|| Error::MissingTensor {
-            name: full.clone(),
-            files: self.files_list(),
-        })?;
+        let entry = self
+            .store
+            .tensors
+            .get(&full)
+            .ok_or_else(|| Error::MissingTensor { name: full.clone(), files: self.files_list() })?;
         let module = full.strip_suffix(".weight");
         let pair = module.and_then(|m| self.store.adapter.as_ref().and_then(|a| a.pairs.get(m).map(|p| (a, m, p))));
         let Some((adapter, module, pair)) = pair else {
@@ -201,7 +196,10 @@ impl Weights {
             None => Ok(()),
             Some(first) => Err(Error::Adapter {
                 path: adapter.path.clone(),
-                reason: format!("{} adapter tensor(s) target modules the model does not have, e.g. {first}", unused.len()),
+                reason: format!(
+                    "{} adapter tensor(s) target modules the model does not have, e.g. {first}",
+                    unused.len()
+                ),
             }),
         }
     }
@@ -235,7 +233,10 @@ impl Adapter {
             } else if name.contains("lora_") {
                 return Err(Error::Adapter {
                     path: path.into(),
-                    reason: format!("unsupported LoRA tensor {} (LoRA biases, embeddings and DoRA magnitudes are not implemented)", entry.disk_name),
+                    reason: format!(
+                        "unsupported LoRA tensor {} (LoRA biases, embeddings and DoRA magnitudes are not implemented)",
+                        entry.disk_name
+                    ),
                 });
             } else {
                 replacements.insert(name, entry);

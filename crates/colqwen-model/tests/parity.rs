@@ -6,13 +6,18 @@
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use colqwen_model::{maxsim, ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector};
-use colqwen_testkit::{assert_rows_close, golden_dir, manifest, tiny_adapter, Golden, F32_PARITY};
+use colqwen_model::{ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector, maxsim};
+use colqwen_testkit::{F32_PARITY, Golden, assert_rows_close, golden_dir, manifest, tiny_adapter};
 
 fn load(skip_adapter: bool) -> ColQwen {
-    let files = ModelFiles::resolve(tiny_adapter().to_str().unwrap(), None, &HubOptions { offline: true, ..Default::default() })
-        .expect("fixture model resolves");
-    ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions { skip_adapter, ..Default::default() }).expect("fixture model loads")
+    let files = ModelFiles::resolve(
+        tiny_adapter().to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .expect("fixture model resolves");
+    ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions { skip_adapter, ..Default::default() })
+        .expect("fixture model loads")
 }
 
 fn adapter_model() -> &'static ColQwen {
@@ -88,7 +93,11 @@ fn document_token_ids_grids_and_positions_are_exact() {
         let (wi, _) = inputs().i64(&key("image", i, "window_index"));
         assert_eq!(layout.window_index, wi.iter().map(|&x| x as usize).collect::<Vec<_>>(), "image {i}: window_index");
         let (cu, _) = inputs().i64(&key("image", i, "cu_window_seqlens"));
-        assert_eq!(layout.cu_window_seqlens, cu.iter().map(|&x| x as usize).collect::<Vec<_>>(), "image {i}: cu_window_seqlens");
+        assert_eq!(
+            layout.cu_window_seqlens,
+            cu.iter().map(|&x| x as usize).collect::<Vec<_>>(),
+            "image {i}: cu_window_seqlens"
+        );
     }
 }
 
@@ -112,10 +121,13 @@ fn query_token_ids_and_positions_are_exact() {
 fn levels(v: &[f32]) -> Vec<i32> {
     const MEAN: [f32; 3] = [122.77094, 116.74602, 104.09373];
     const STD: [f32; 3] = [68.50053, 66.63216, 70.32316];
-    v.iter().enumerate().map(|(k, x)| {
-        let c = (k % 1176) / 392;
-        (x * STD[c] + MEAN[c]).round() as i32
-    }).collect()
+    v.iter()
+        .enumerate()
+        .map(|(k, x)| {
+            let c = (k % 1176) / 392;
+            (x * STD[c] + MEAN[c]).round() as i32
+        })
+        .collect()
 }
 
 #[test]
@@ -156,7 +168,8 @@ fn check_documents(m: &ColQwen, golden: &str) {
         let (v, vs) = g.f32(&key("image", i, "vision_output"));
         let dv = assert_rows_close(&format!("{golden} image {i} vision output"), &flat(&vision), &v, vs[1], F32_PARITY);
         let (h, hs) = g.f32(&key("image", i, "last_hidden_state"));
-        let dh = assert_rows_close(&format!("{golden} image {i} last hidden state"), &flat(&hidden), &h, hs[1], F32_PARITY);
+        let dh =
+            assert_rows_close(&format!("{golden} image {i} last hidden state"), &flat(&hidden), &h, hs[1], F32_PARITY);
         let (e, _) = g.f32(&key("image", i, "embedding"));
         let de = assert_rows_close(&format!("{golden} image {i} embedding"), &flat(&emb), &e, 128, F32_PARITY);
         eprintln!("{golden} image {i}: vision {dv:?} hidden {dh:?} embedding {de:?}");
@@ -181,7 +194,13 @@ fn check_queries(m: &ColQwen, golden: &str) {
         let embeds = m.text().embed(&batch.ids).unwrap();
         let hidden = m.text().forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
         let (h, hs) = g.f32(&key("query", j, "last_hidden_state"));
-        assert_rows_close(&format!("{golden} query {j} last hidden state"), &flat(&hidden), &h, hs[hs.len() - 1], F32_PARITY);
+        assert_rows_close(
+            &format!("{golden} query {j} last hidden state"),
+            &flat(&hidden),
+            &h,
+            hs[hs.len() - 1],
+            F32_PARITY,
+        );
         let emb = &m.embed_queries(&[q]).unwrap()[0];
         let (e, _) = g.f32(&key("query", j, "embedding"));
         let d = assert_rows_close(&format!("{golden} query {j} embedding"), &emb.data, &e, 128, F32_PARITY);
@@ -206,7 +225,8 @@ fn query_stages_match_base_without_adapter() {
 fn reference_score(q: &MultiVector, d: &MultiVector, zero_padded: bool) -> f32 {
     q.rows()
         .map(|qr| {
-            let best = d.rows().map(|dr| qr.iter().zip(dr).map(|(a, b)| a * b).sum::<f32>()).fold(f32::NEG_INFINITY, f32::max);
+            let best =
+                d.rows().map(|dr| qr.iter().zip(dr).map(|(a, b)| a * b).sum::<f32>()).fold(f32::NEG_INFINITY, f32::max);
             if zero_padded { best.max(0.0) } else { best }
         })
         .sum()
@@ -235,7 +255,9 @@ fn check_scores(m: &ColQwen, golden: &str) {
         }
         assert_eq!(ranking(&ours), ranking(reference), "{golden} query {j}: ranking differs");
     }
-    eprintln!("{golden}: max relative score error {worst:.2e}; {clamped} pairs where the reference's zero padding binds");
+    eprintln!(
+        "{golden}: max relative score error {worst:.2e}; {clamped} pairs where the reference's zero padding binds"
+    );
 }
 
 fn ranking(scores: &[f32]) -> Vec<usize> {
