@@ -65,12 +65,18 @@ pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Te
     candle_nn::rotary_emb::rope(&xs, cos, sin)?.squeeze(0)
 }
 
+/// Upper bound on the f32 score matrices materialised at once by [`varlen_attention`].
+const SCORE_BYTES_PER_CHUNK: usize = 512 << 20;
+
 /// Attention over packed variable-length sequences.
 ///
 /// `q`: `[Hq, N, d]`, `k`, `v`: `[Hkv, N, d]` with `Hq` a multiple of `Hkv` (query head `n` uses kv head
 /// `n / (Hq/Hkv)`, trap 19); sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; tokens of different
 /// sequences never see each other, which is what makes results independent of the batch. Scores and softmax
 /// in f32, probabilities cast to the value dtype before `·V` (trap 20). Returns `[N, Hq·d]`.
+///
+/// Sequences of equal length (the vision windows of a page, pages of one size) are gathered and run as one
+/// batched matmul, in chunks that bound the score memory; nothing is padded.
 pub(crate) fn varlen_attention(
     q: &Tensor,
     k: &Tensor,
@@ -82,27 +88,49 @@ pub(crate) fn varlen_attention(
     let (hq, n, d) = q.dims3()?;
     let hkv = k.dim(0)?;
     let group = hq / hkv;
-    let mut outs = Vec::with_capacity(cu_seqlens.len().saturating_sub(1));
+    let device = q.device();
+    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
     for w in cu_seqlens.windows(2) {
-        let (start, len) = (w[0], w[1] - w[0]);
-        if len == 0 {
-            continue;
+        if w[1] > w[0] {
+            by_len.entry(w[1] - w[0]).or_default().push(w[0]);
         }
-        // [Hkv, group·len, d]: the `group` query heads sharing a kv head are stacked along rows.
-        let qs = q.narrow(1, start, len)?.reshape((hkv, group * len, d))?;
-        let ks = k.narrow(1, start, len)?;
-        let vs = v.narrow(1, start, len)?;
-        let scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
-        let scores = if causal {
-            let mask = causal_mask(len, q.device())?;
-            scores.reshape((hkv, group, len, len))?.broadcast_add(&mask)?.reshape((hkv, group * len, len))?
-        } else {
-            scores
-        };
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-        outs.push(probs.matmul(&vs.contiguous()?)?.reshape((hq, len, d))?);
     }
-    let out = Tensor::cat(&outs, 1)?; // [Hq, N, d]
+    let mut order: Vec<u32> = Vec::with_capacity(n);
+    let mut outs = Vec::new();
+    for (len, starts) in by_len {
+        let per_seq = hq * len * len * 4;
+        let chunk = (SCORE_BYTES_PER_CHUNK / per_seq.max(1)).max(1);
+        let mask = if causal { Some(causal_mask(len, device)?) } else { None };
+        for starts in starts.chunks(chunk) {
+            let s = starts.len();
+            let rows: Vec<u32> = starts.iter().flat_map(|&st| (st as u32)..(st + len) as u32).collect();
+            let idx = Tensor::from_slice(&rows, rows.len(), device)?;
+            order.extend_from_slice(&rows);
+            // [S·Hkv, group·len, d]: sequences × kv heads as the batch, the query heads of a kv head stacked.
+            let qs = q
+                .index_select(&idx, 1)?
+                .reshape((hkv, group, s, len, d))?
+                .permute((2, 0, 1, 3, 4))?
+                .reshape((s * hkv, group * len, d))?;
+            let kv = |t: &Tensor| -> Result<Tensor> {
+                t.index_select(&idx, 1)?.reshape((hkv, s, len, d))?.transpose(0, 1)?.reshape((s * hkv, len, d))
+            };
+            let (ks, vs) = (kv(k)?, kv(v)?);
+            let mut scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
+            if let Some(mask) = &mask {
+                scores = scores.reshape((s * hkv, group, len, len))?.broadcast_add(mask)?.reshape((s * hkv, group * len, len))?;
+            }
+            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+            let out = probs.matmul(&vs)?; // [S·Hkv, group·len, d]
+            outs.push(out.reshape((s, hkv, group, len, d))?.permute((1, 2, 0, 3, 4))?.reshape((hq, s * len, d))?);
+        }
+    }
+    let out = Tensor::cat(&outs, 1)?; // [Hq, N, d], rows in `order`
+    let mut inverse = vec![0u32; n];
+    for (pos, &row) in order.iter().enumerate() {
+        inverse[row as usize] = pos as u32;
+    }
+    let out = out.index_select(&Tensor::from_vec(inverse, n, device)?, 1)?;
     out.transpose(0, 1)?.reshape((n, hq * d))
 }
 
