@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The GPU benchmark, in ONE device call (see bench/README.md):
+#   1. a full-size random ColQwen2.5 checkpoint (3B config, bf16, colqwen2.5-base layout + LoRA adapter) made
+#      with the fixture generator on the GPU machine;
+#   2. the same pages (synthetic 768-token pages + every page of the corpus PDFs rendered as ingest renders
+#      them) embedded by the reference (colpali-engine 0.3.18, SDPA, bf16) and by colqwen, same weights;
+#   3. pages/s, ratio, MFU, peak GPU memory, query latency, full-scale parity (per-token cosine, top-10);
+#   4. end to end: the 134-page manual, PDF on disk -> pages stored.
+# Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.gz and .carry/colqwen-bench.gz
+# (scripts/cuda-build.sh). Writes logs and JSON lines to $OUT; prints a table last.
+set -uo pipefail
+OUT=${OUT:-/tmp/bench-out}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/run.log") 2>&1
+export PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+for b in colqwen colqwen-bench; do gunzip -c ".carry/$b.gz" > "/tmp/$b" && chmod +x "/tmp/$b"; done
+nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
+export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}"
+ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+R="$OUT/results.jsonl"; : > "$R"
+t0=$(date +%s)
+python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
+echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
+M=/tmp/m3b/colqwen2.5-3b-random-v0.2
+python3 bench/gpu/make_pages.py /tmp/pages "${SYNTHETIC_PAGES:-64}"
+/tmp/colqwen-bench render /tmp/pages 602112 fixtures/pdfs/*.pdf | tee -a "$R"
+
+mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/mem_$1.csv" & echo $!; }
+base_mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
+pid=$(mem ours)
+/tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "${BATCHES:-8,16,32}" bench/gpu/queries.txt | tee -a "$R"
+kill "$pid"
+echo "{\"what\": \"ours_peak_mib\", \"mib\": $(( $(sort -n "$OUT/mem_ours.csv" | tail -1) - base_mem ))}" >> "$R"
+python3 bench/gpu/reference.py "$M" /tmp/pages "$OUT/ref.safetensors" "${REF_BATCHES:-8,16}" bench/gpu/queries.txt | tee -a "$R"
+python3 bench/gpu/compare.py "$OUT/ours.safetensors" "$OUT/ref.safetensors" | tee -a "$R"
+
+t1=$(date +%s.%N)
+/tmp/colqwen --model "$M" --index /tmp/idx --json -q ingest fixtures/pdfs/reportlab-userguide_broken-xref.pdf > "$OUT/e2e.json"
+t2=$(date +%s.%N)
+python3 - "$OUT/e2e.json" "$t1" "$t2" >> "$R" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1])); wall = float(sys.argv[3]) - float(sys.argv[2])
+print(json.dumps({"what": "e2e", "pages": s["pages_ingested"], "ingest_seconds": round(s["seconds"], 2),
+                  "wall_seconds_incl_model_load": round(wall, 2), "pages_per_second": round(s["pages_ingested"] / s["seconds"], 2)}))
+PY
+/tmp/colqwen --model "$M" --index /tmp/idx --json search "how do I draw a chart" -k 3 > "$OUT/search.json" || true
+python3 bench/gpu/table.py "$R" "$(cat "$OUT/card.txt")"

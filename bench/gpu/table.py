@@ -1,0 +1,31 @@
+"""Prints the benchmark table from results.jsonl (last thing the device call prints)."""
+import json
+import sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
+card = sys.argv[2] if len(sys.argv) > 2 else "?"
+TF_PER_PAGE = 8.66e12  # fact sheet §9, 768 visual tokens
+PEAK = 989e12  # H100 SXM dense bf16
+ours = [r for r in rows if r.get("what") == "embed"]
+ref = [r for r in rows if r.get("what") == "reference_embed" and not r.get("oom")]
+best_o = max(ours, key=lambda r: r["pages_per_second"], default=None)
+best_r = max(ref, key=lambda r: r["pages_per_second"], default=None)
+get = lambda w: next((r for r in rows if r.get("what") == w), {})
+print(f"\n== colqwen GPU benchmark on {card} ==")
+for r in ours:
+    print(f"colqwen    batch {r['batch_size']:>3}: {r['pages_per_second']:7.2f} pages/s  (mean {r['mean_visual_tokens']} visual tokens)")
+for r in ref:
+    print(f"reference  batch {r['batch_size']:>3}: {r['pages_per_second']:7.2f} pages/s  peak {r['peak_gib']} GiB")
+if best_o and best_r:
+    print(f"best: colqwen {best_o['pages_per_second']:.2f} vs reference {best_r['pages_per_second']:.2f} pages/s "
+          f"= {best_o['pages_per_second'] / best_r['pages_per_second']:.2f}x; MFU colqwen "
+          f"{best_o['pages_per_second'] * TF_PER_PAGE / PEAK:.1%}, reference {best_r['pages_per_second'] * TF_PER_PAGE / PEAK:.1%}")
+print(f"peak GPU memory colqwen (nvidia-smi, all batches): {get('ours_peak_mib').get('mib', '?')} MiB")
+q, rq = get("query"), get("reference_query")
+print(f"query batch 1: colqwen {q.get('median_ms', '?')} ms, reference {rq.get('median_ms', '?')} ms")
+p = get("parity")
+print(f"parity: per-token cosine min {p.get('cos_min')} p1 {p.get('cos_p01')} mean {p.get('cos_mean')}; "
+      f"top-10 overlap {p.get('top10_overlap')}, top-1 agree {p.get('top1_agree')}")
+e = get("e2e")
+print(f"end to end (134-page manual, PDF -> stored): {e.get('pages_per_second')} pages/s, {e.get('ingest_seconds')} s "
+      f"({e.get('wall_seconds_incl_model_load')} s with model load)")

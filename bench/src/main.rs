@@ -1,0 +1,115 @@
+//! `colqwen-bench`: the Rust side of `bench/gpu/run.sh`.
+//!
+//! - `render OUT_DIR MAX_PIXELS PDF...`: renders every page (as ingest does) to `OUT_DIR/<pdf>-<page>.png`.
+//! - `embed MODEL IMAGE_DIR OUT.safetensors BATCHES [QUERIES_FILE]`: embeds all PNGs at each batch size
+//!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
+//!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
+//!   batch 1.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::Tensor;
+use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
+use colqwen::{DTypeChoice, DeviceChoice, Runtime};
+use rayon::prelude::*;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("render") if args.len() >= 4 => render(Path::new(&args[1]), args[2].parse()?, &args[3..]),
+        Some("embed") if args.len() >= 5 => embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5)),
+        _ => bail!("usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES]"),
+    }
+}
+
+fn render(out: &Path, max_pixels: u64, pdfs: &[String]) -> Result<()> {
+    std::fs::create_dir_all(out)?;
+    let limits = colqwen::pdf::RenderLimits::default();
+    let t = Instant::now();
+    let mut pages = 0;
+    for p in pdfs {
+        let doc = std::sync::Arc::new(colqwen::pdf::Document::open(Path::new(p), None)?);
+        let stem = Path::new(p).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let n = doc.page_count();
+        (0..n).into_par_iter().try_for_each(|i| -> Result<()> {
+            let size = doc.page_size_pt(i)?;
+            let (w, h) = colqwen::pdf::render_size(size, max_pixels, &limits);
+            let img = colqwen::pdf::render_contained(&doc, i, w, h, &limits)?;
+            img.save(out.join(format!("{stem}-{:04}.png", i + 1)))?;
+            Ok(())
+        })?;
+        pages += n;
+    }
+    println!("{{\"rendered_pages\": {pages}, \"seconds\": {:.3}}}", t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<&String>) -> Result<()> {
+    let rt = Runtime::resolve(DeviceChoice::Auto, DTypeChoice::Auto)?;
+    let t = Instant::now();
+    let files = ModelFiles::resolve(model, None, &HubOptions { offline: true, ..Default::default() })?;
+    let m = ColQwen::load(&files, &rt.device, rt.dtype, &LoadOptions::default())?;
+    eprintln!("loaded {model} on {} {:?} in {:.1}s", rt.device_name(), rt.dtype, t.elapsed().as_secs_f64());
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(images)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    paths.sort();
+    let t = Instant::now();
+    let pvs: Vec<PixelValues> = paths
+        .par_iter()
+        .map(|p| -> Result<PixelValues> {
+            let img = image::open(p).with_context(|| p.display().to_string())?.to_rgb8();
+            Ok(m.preprocessor().preprocess(&img)?)
+        })
+        .collect::<Result<_>>()?;
+    let tokens: usize = pvs.iter().map(|p| p.grid.tokens(2)).sum();
+    eprintln!("preprocessed {} images ({} visual tokens) in {:.2}s", pvs.len(), tokens, t.elapsed().as_secs_f64());
+    // Warm-up: kernel JIT, cuBLAS handles, allocator.
+    m.embed_pixel_values(&pvs[..pvs.len().min(2)])?;
+    let mut last = Vec::new();
+    for bs in batches.split(',').map(str::parse::<usize>) {
+        let bs = bs?;
+        let t = Instant::now();
+        let mut embs = Vec::with_capacity(pvs.len());
+        for chunk in pvs.chunks(bs) {
+            embs.extend(m.embed_pixel_values(chunk)?);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{{\"what\": \"embed\", \"batch_size\": {bs}, \"pages\": {}, \"seconds\": {secs:.4}, \"pages_per_second\": {:.2}, \"mean_visual_tokens\": {:.1}}}",
+            pvs.len(),
+            pvs.len() as f64 / secs,
+            tokens as f64 / pvs.len() as f64
+        );
+        last = embs;
+    }
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (p, e) in paths.iter().zip(&last) {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        tensors.insert(format!("image.{stem}"), Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?);
+    }
+    if let Some(qfile) = queries {
+        let qs: Vec<String> = std::fs::read_to_string(qfile)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            for q in &qs {
+                let t = Instant::now();
+                m.embed_queries(&[q])?;
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        println!("{{\"what\": \"query\", \"batch_size\": 1, \"median_ms\": {:.2}, \"p95_ms\": {:.2}}}", times[times.len() / 2], times[times.len() * 95 / 100]);
+        let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
+        for (i, e) in m.embed_queries(&refs)?.iter().enumerate() {
+            tensors.insert(format!("query.{i:03}"), Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?);
+        }
+    }
+    candle_core::safetensors::save(&tensors, out)?;
+    Ok(())
+}

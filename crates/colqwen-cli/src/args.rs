@@ -1,0 +1,149 @@
+//! What the user typed, validated by clap; no I/O here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Turn PDF manuals into a searchable visual index (ColQwen2.5 page embeddings) and search it.
+#[derive(Debug, Parser)]
+#[command(name = "colqwen", version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Index folder [default: the user's data dir, e.g. ~/.local/share/colqwen/index]
+    #[arg(long, global = true, env = "COLQWEN_INDEX")]
+    pub index: Option<PathBuf>,
+    /// Model: Hugging Face id or local folder [default: vidore/colqwen2.5-v0.2, or the index's model]
+    #[arg(long, global = true, env = "COLQWEN_MODEL")]
+    pub model: Option<String>,
+    /// Base checkpoint for an adapter, overriding its base_model_name_or_path
+    #[arg(long, global = true)]
+    pub base_model: Option<String>,
+    /// Model revision (branch, tag or commit) on the Hub
+    #[arg(long, global = true)]
+    pub revision: Option<String>,
+    /// Never download: use only the Hugging Face cache
+    #[arg(long, global = true, env = "COLQWEN_OFFLINE")]
+    pub offline: bool,
+    /// Where to run the model
+    #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceArg,
+    /// Compute precision
+    #[arg(long, global = true, value_enum, default_value_t = DTypeArg::Auto)]
+    pub dtype: DTypeArg,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less output (no progress bars)
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More logging (-v debug, -vv trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda(usize),
+    Metal,
+}
+
+fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    match s {
+        "auto" => Ok(DeviceArg::Auto),
+        "cpu" => Ok(DeviceArg::Cpu),
+        "metal" => Ok(DeviceArg::Metal),
+        "cuda" => Ok(DeviceArg::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(DeviceArg::Cuda)
+            .ok_or_else(|| format!("{s:?}: expected auto, cpu, cuda, cuda:N or metal")),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DTypeArg {
+    Auto,
+    F32,
+    Bf16,
+    F16,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add PDFs (files, folders, globs) to the index; pages already there are skipped
+    Ingest(IngestArgs),
+    /// Rank the index's pages for a question
+    Search(SearchArgs),
+    /// List the documents in the index
+    List,
+    /// Remove a document (id, id prefix, path or file name) from the index
+    Delete(DeleteArgs),
+    /// Pages, documents, size and model of the index
+    Stats,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// PDF files, folders (searched recursively for *.pdf) or glob patterns
+    #[arg(required = true)]
+    pub paths: Vec<String>,
+    /// Re-embed pages that are already in the index
+    #[arg(long)]
+    pub force: bool,
+    /// Password for encrypted PDFs
+    #[arg(long, env = "COLQWEN_PDF_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Pages per forward pass [default: 4 on the CPU, from free memory on a GPU]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Cap on visual tokens per page (colpali's max_num_visual_tokens) [default: the model's max_pixels]
+    #[arg(long)]
+    pub max_visual_tokens: Option<usize>,
+    /// Render threads [default: all cores]
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Seconds one page may take to render before it is reported as failed
+    #[arg(long, default_value_t = 60)]
+    pub page_timeout: u64,
+    /// Store vectors as float16 (half the disk) in a new index
+    #[arg(long)]
+    pub f16: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// The question
+    pub query: String,
+    /// Number of pages to return
+    #[arg(short, default_value_t = 10)]
+    pub k: usize,
+    /// Only search this document (id, id prefix, path or file name)
+    #[arg(long)]
+    pub doc: Option<String>,
+    /// Ranking: exact MaxSim over all pages, two-stage (pooled prefetch + MaxSim rerank), or auto
+    #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
+    pub mode: ModeArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    Auto,
+    Exact,
+    TwoStage,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Document id, id prefix, path or file name (see `colqwen list`)
+    pub doc: String,
+}

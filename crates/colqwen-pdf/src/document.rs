@@ -1,0 +1,481 @@
+//! Opening a PDF and rendering its pages with hayro.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use hayro::hayro_interpret::util::TransformExt;
+use hayro::hayro_interpret::{InterpreterSettings, InterpreterWarning};
+use hayro::hayro_syntax::page::Page;
+use hayro::hayro_syntax::{DecryptionError, LoadPdfError, Pdf};
+use hayro::kurbo::Affine;
+use hayro::vello_cpu::color::palette::css::WHITE;
+use hayro::vello_cpu::peniko::ImageAlphaType;
+use hayro::vello_cpu::{Pixels, Pixmap, RasterizerSettings, RenderContext, Resources, TargetInit};
+use hayro::{RenderCache, RenderSettings, render_into};
+use image::RgbImage;
+
+use crate::error::{Error, Result};
+
+/// Largest width or height hayro can render into (its pixmaps use `u16` sides).
+pub const MAX_SIDE_PX: u32 = u16::MAX as u32;
+
+/// How far into the file a `%PDF-` header is looked for (as Acrobat does).
+const HEADER_SEARCH_BYTES: usize = 1024;
+
+/// An opened PDF.
+///
+/// `Document` is `Send + Sync`: one `Arc<Document>` can be shared by several
+/// threads, each rendering different pages at the same time (the parsed objects are
+/// shared and read-only; each render gets its own rasterizer state and caches).
+pub struct Document {
+    pdf: Pdf,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Document")
+            .field("path", &self.path)
+            .field("page_count", &self.page_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Document {
+    /// Read and open the PDF at `path`.
+    ///
+    /// `password`: `None` opens unencrypted files and files encrypted with an
+    /// empty user password (the common "no password needed to open" case).
+    /// `Some(pw)` is tried first; if it does not match, the empty password is tried
+    /// too, so one `--password` can be passed for a whole folder of PDFs.
+    pub fn open(path: &Path, password: Option<&str>) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::open_bytes(bytes, password, path.to_path_buf())
+    }
+
+    /// Open a PDF held in memory. `name` is only used in error messages and logs.
+    pub fn from_bytes(bytes: Vec<u8>, password: Option<&str>, name: &str) -> Result<Self> {
+        Self::open_bytes(bytes, password, PathBuf::from(name))
+    }
+
+    fn open_bytes(bytes: Vec<u8>, password: Option<&str>, path: PathBuf) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::Empty { path });
+        }
+        let _span =
+            tracing::debug_span!("open_pdf", path = %path.display(), bytes = bytes.len()).entered();
+        // Keep the bytes shared so a second attempt (empty password) does not copy them,
+        // and so they are still at hand to diagnose a failure.
+        let data: Arc<Vec<u8>> = Arc::new(bytes);
+
+        let first = Pdf::new_with_password(data.clone(), password.unwrap_or(""));
+        let result = match (first, password) {
+            // A password was given but does not match: the file may still open
+            // with the empty user password (only an owner password is set).
+            (Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)), Some(pw))
+                if !pw.is_empty() =>
+            {
+                match Pdf::new_with_password(data.clone(), "") {
+                    Ok(pdf) => {
+                        tracing::debug!(
+                            "given password did not match; opened with the empty user password"
+                        );
+                        Ok(pdf)
+                    }
+                    Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => {
+                        return Err(Error::WrongPassword { path });
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (r, _) => r,
+        };
+
+        let pdf = match result {
+            Ok(pdf) => pdf,
+            Err(e) => return Err(classify_load_error(e, &data, path)),
+        };
+
+        if looks_truncated(&data) {
+            // hayro rebuilds the xref of a truncated file by scanning for objects and
+            // then finds some of its pages; the rest of the document (and often content
+            // streams, fonts or images of the pages it found) is gone, so do not
+            // pretend the file is fine.
+            return Err(Error::Damaged {
+                path,
+                reason: "the file is truncated (it ends inside PDF data, without a final %%EOF)",
+            });
+        }
+
+        tracing::debug!(pages = pdf.pages().len(), version = ?pdf.version(), "opened PDF");
+        Ok(Self { pdf, path })
+    }
+
+    /// The file path (or the `name` given to [`Document::from_bytes`]).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Number of pages.
+    pub fn page_count(&self) -> usize {
+        self.pdf.pages().len()
+    }
+
+    /// Page size in PDF points (1/72 inch) as displayed: the crop box (intersected
+    /// with the media box) with `/Rotate` applied, so a landscape page rotated by 90°
+    /// reports `(height, width)` of its box. Zero-area boxes are reported as A4, which
+    /// is what hayro renders them as.
+    pub fn page_size_pt(&self, page_index: usize) -> Result<(f32, f32)> {
+        Ok(self.page(page_index)?.render_dimensions())
+    }
+
+    fn page(&self, page_index: usize) -> Result<&Page<'_>> {
+        let pages = self.pdf.pages();
+        pages.get(page_index).ok_or_else(|| Error::PageOutOfRange {
+            path: self.path.clone(),
+            page_index,
+            page_count: pages.len(),
+        })
+    }
+
+    /// Render one page to exactly `width_px` × `height_px` RGB8 pixels on a white
+    /// background. The page (as displayed, after `/Rotate`) is stretched to fill the
+    /// image; pass a size with the page's aspect ratio (see
+    /// [`render_size`](crate::render_size)) to avoid distortion.
+    ///
+    /// Runs on the calling thread (hayro rasterizes single-threaded). Only the hard
+    /// limit of 65535 px per side is checked here: no time limit, no panic
+    /// containment and no scan for oversized images (which can abort the process, see
+    /// [`Error::ImageTooLarge`]). Use [`render_contained`](crate::render_contained) for
+    /// untrusted input.
+    ///
+    /// Problems hayro recovers from (a font or image that fails to load) do not fail
+    /// the render; they are logged once per page with `tracing::warn!`.
+    pub fn render_page(
+        &self,
+        page_index: usize,
+        width_px: u32,
+        height_px: u32,
+    ) -> Result<RgbImage> {
+        self.renderer().render_page(page_index, width_px, height_px)
+    }
+
+    /// A renderer that keeps hayro's caches (parsed fonts, glyph outlines, decoded
+    /// objects) and its rasterizer buffers between pages: about 1.3× the throughput of
+    /// [`Document::render_page`] on text documents (see NOTES.md). It is not `Send`: make
+    /// one per thread, e.g. one per worker in a thread pool, all borrowing the same
+    /// shared `Document`. Its caches grow with the fonts and images seen; drop it (or
+    /// make a new one) between documents.
+    pub fn renderer(&self) -> PageRenderer<'_> {
+        PageRenderer {
+            doc: self,
+            cache: RenderCache::new(),
+            ctx: None,
+        }
+    }
+
+    /// Scan what the page uses and fail with [`Error::ImageTooLarge`] or
+    /// [`Error::TooManyDashes`] if rendering it could exhaust memory (see `guard.rs`).
+    pub(crate) fn check_page_hazards(
+        &self,
+        page_index: usize,
+        max_image_pixels: u64,
+        max_dash_segments: u64,
+    ) -> Result<()> {
+        let page = self.page(page_index)?;
+        let scan = crate::guard::scan_page(page);
+        tracing::debug!(page_index, ?scan, "scanned page before rendering");
+        if let Some((w, h)) = scan.largest_image
+            && u64::from(w) * u64::from(h) > max_image_pixels
+        {
+            return Err(Error::ImageTooLarge {
+                path: self.path.clone(),
+                page_index,
+                width_px: w,
+                height_px: h,
+                max_image_pixels,
+            });
+        }
+        if scan.dash_segments > max_dash_segments as f64 {
+            return Err(Error::TooManyDashes {
+                path: self.path.clone(),
+                page_index,
+                // Saturating float-to-int conversion.
+                dash_segments: scan.dash_segments as u64,
+                max_dash_segments,
+            });
+        }
+        Ok(())
+    }
+
+    /// Check a requested pixel size against the rasterizer's limits and `max_pixels`.
+    pub(crate) fn check_size(
+        &self,
+        page_index: usize,
+        width_px: u32,
+        height_px: u32,
+        max_pixels: u64,
+    ) -> Result<(u16, u16)> {
+        let total = u64::from(width_px) * u64::from(height_px);
+        match (u16::try_from(width_px), u16::try_from(height_px)) {
+            (Ok(w), Ok(h)) if w > 0 && h > 0 && total <= max_pixels => Ok((w, h)),
+            _ => Err(Error::PageTooLarge {
+                path: self.path.clone(),
+                page_index,
+                width_px,
+                height_px,
+                max_pixels: max_pixels.min(u64::from(MAX_SIDE_PX) * u64::from(MAX_SIDE_PX)),
+            }),
+        }
+    }
+}
+
+/// Renders pages of one [`Document`], reusing caches between pages; see
+/// [`Document::renderer`].
+pub struct PageRenderer<'d> {
+    doc: &'d Document,
+    cache: RenderCache<'d>,
+    ctx: Option<RenderContext>,
+}
+
+impl std::fmt::Debug for PageRenderer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageRenderer")
+            .field("doc", &self.doc.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PageRenderer<'_> {
+    /// Same as [`Document::render_page`].
+    pub fn render_page(
+        &mut self,
+        page_index: usize,
+        width_px: u32,
+        height_px: u32,
+    ) -> Result<RgbImage> {
+        let doc = self.doc;
+        let page = doc.page(page_index)?;
+        let (w16, h16) = doc.check_size(page_index, width_px, height_px, u64::MAX)?;
+        let _span = tracing::debug_span!("render_page", path = %doc.path.display(), page_index, width_px, height_px)
+            .entered();
+
+        let warnings = Arc::new(WarningCounts::default());
+        let sink = warnings.clone();
+        let interpreter_settings = InterpreterSettings {
+            warning_sink: Arc::new(move |w| sink.record(w)),
+            ..InterpreterSettings::default()
+        };
+
+        let (page_w_pt, page_h_pt) = page.render_dimensions();
+        let transform = Affine::scale_non_uniform(
+            f64::from(width_px) / f64::from(page_w_pt),
+            f64::from(height_px) / f64::from(page_h_pt),
+        ) * page.initial_transform(true).to_kurbo();
+
+        // Reuse the rasterizer's buffers; take it out while rendering so that a panic
+        // inside hayro cannot leave a half-used context behind for the next page.
+        let mut ctx = match self.ctx.take() {
+            Some(mut ctx) => {
+                ctx.reset_and_resize(w16, h16);
+                ctx
+            }
+            None => RenderContext::new(w16, h16),
+        };
+        render_into(
+            page,
+            &self.cache,
+            &interpreter_settings,
+            &RenderSettings::default(),
+            &mut ctx,
+            transform,
+        );
+        ctx.flush();
+        let mut pixmap = Pixmap::new(w16, h16);
+        ctx.render_with(
+            &mut pixmap,
+            &mut Resources::default(),
+            RasterizerSettings {
+                target_init: TargetInit::Clear(WHITE),
+                ..RasterizerSettings::default()
+            },
+        );
+        self.ctx = Some(ctx);
+
+        warnings.report(&doc.path, page_index);
+
+        let rgb = match pixmap.try_take_rgb8(ImageAlphaType::AlphaPremultiplied) {
+            Pixels::Rgb8(rgb) => rgb,
+            // Not expected with an opaque white background, but composite over white
+            // rather than fail: premultiplied c over white is c + (255 - a).
+            Pixels::Rgba8(rgba) => rgba
+                .chunks_exact(4)
+                .flat_map(|p| {
+                    let under = 255 - p[3];
+                    [
+                        p[0].saturating_add(under),
+                        p[1].saturating_add(under),
+                        p[2].saturating_add(under),
+                    ]
+                })
+                .collect(),
+        };
+        Ok(RgbImage::from_raw(width_px, height_px, rgb)
+            .expect("hayro returns exactly width*height RGB pixels"))
+    }
+}
+
+/// Map hayro's load error to ours, looking at the bytes to tell "not a PDF" from
+/// "a damaged PDF".
+fn classify_load_error(e: LoadPdfError, data: &[u8], path: PathBuf) -> Error {
+    match e {
+        LoadPdfError::Decryption(DecryptionError::PasswordProtected) => {
+            Error::PasswordRequired { path }
+        }
+        LoadPdfError::Decryption(DecryptionError::UnsupportedAlgorithm) => {
+            Error::UnsupportedEncryption { path }
+        }
+        LoadPdfError::Decryption(DecryptionError::InvalidEncryption) => Error::Damaged {
+            path,
+            reason: "its encryption dictionary is invalid",
+        },
+        LoadPdfError::Decryption(DecryptionError::MissingIDEntry) => Error::Damaged {
+            path,
+            reason: "it is encrypted but its trailer lacks the /ID entry needed to decrypt it",
+        },
+        LoadPdfError::Invalid => {
+            if !has_pdf_header(data) {
+                Error::NotPdf {
+                    path,
+                    starts_with: printable_prefix(data, 16),
+                }
+            } else if looks_truncated(data) {
+                Error::Damaged {
+                    path,
+                    reason: "the file is truncated (it ends inside PDF data, without a final %%EOF) and no pages could be recovered",
+                }
+            } else {
+                Error::Damaged {
+                    path,
+                    reason: "neither its cross-reference table nor its page tree could be read or reconstructed",
+                }
+            }
+        }
+    }
+}
+
+fn has_pdf_header(data: &[u8]) -> bool {
+    find(&data[..data.len().min(HEADER_SEARCH_BYTES)], b"%PDF-")
+}
+
+/// A file is taken as truncated if it has no `%%EOF` at all, or if PDF objects
+/// follow its last `%%EOF` (an incremental update or the rest of a linearized file
+/// was cut off). Junk after the final `%%EOF` (padding, an HTML footer) is fine:
+/// viewers ignore it, and so does hayro.
+fn looks_truncated(data: &[u8]) -> bool {
+    match rfind(data, b"%%EOF") {
+        None => true,
+        Some(pos) => {
+            let tail = &data[pos + 5..];
+            [&b"endobj"[..], b"endstream", b" obj"]
+                .iter()
+                .any(|needle| find(tail, needle))
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|w| w == needle)
+}
+
+/// The first `n` bytes as a quoted string, non-printable bytes shown as `.`.
+fn printable_prefix(data: &[u8], n: usize) -> String {
+    let s: String = data
+        .iter()
+        .take(n)
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '.'
+            }
+        })
+        .collect();
+    format!("{s:?}")
+}
+
+/// Counts of hayro's (non-fatal) interpreter warnings for one page render.
+#[derive(Default)]
+struct WarningCounts {
+    unsupported_font: AtomicU32,
+    image_decode_failure: AtomicU32,
+    other: AtomicU32,
+}
+
+impl WarningCounts {
+    fn record(&self, w: InterpreterWarning) {
+        let counter = match w {
+            InterpreterWarning::UnsupportedFont => &self.unsupported_font,
+            InterpreterWarning::ImageDecodeFailure => &self.image_decode_failure,
+            _ => &self.other,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn report(&self, path: &Path, page_index: usize) {
+        let fonts = self.unsupported_font.load(Ordering::Relaxed);
+        let images = self.image_decode_failure.load(Ordering::Relaxed);
+        let other = self.other.load(Ordering::Relaxed);
+        if fonts + images + other > 0 {
+            tracing::warn!(
+                path = %path.display(),
+                page_index,
+                unsupported_fonts = fonts,
+                image_decode_failures = images,
+                other_warnings = other,
+                "page rendered, but some of its content could not be drawn"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Document>();
+    }
+
+    #[test]
+    fn truncation_heuristic() {
+        assert!(looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"));
+        assert!(!looks_truncated(
+            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n"
+        ));
+        assert!(!looks_truncated(
+            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n\0\0\0<html></html>"
+        ));
+        assert!(looks_truncated(
+            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n2 0 obj\n<<>>\nendo"
+        ));
+    }
+
+    #[test]
+    fn printable_prefix_masks_binary() {
+        assert_eq!(
+            printable_prefix(b"<!DOCTYPE html>\n<x>", 16),
+            "\"<!DOCTYPE html>.\""
+        );
+    }
+}

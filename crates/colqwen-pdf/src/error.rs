@@ -1,0 +1,237 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while opening or rendering a PDF.
+///
+/// Every variant names the file (`path`, which is the `name` given to
+/// [`Document::from_bytes`](crate::Document::from_bytes) for in-memory documents)
+/// and, where relevant, the 0-based `page_index`; the messages show the 1-based page
+/// number (`page_index.saturating_add(1)`), as the CLI does. Messages end with what the user can do
+/// about it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("{}: cannot read file: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The file is zero bytes long.
+    #[error("{}: file is empty (0 bytes); re-download or re-export it", path.display())]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The file is not a PDF at all (no `%PDF-` header in its first 1024
+    /// bytes, and the PDF parser found nothing), e.g. an HTML page saved as `.pdf`.
+    #[error(
+        "{}: not a PDF file (no %PDF- header; it starts with {}); it may be a web page or \
+         another format saved with a .pdf name",
+        path.display(),
+        starts_with
+    )]
+    NotPdf {
+        /// The file.
+        path: PathBuf,
+        /// The first few bytes, printable ASCII only, for the message.
+        starts_with: String,
+    },
+
+    /// The file looks like a PDF but cannot be read, even after attempting to
+    /// reconstruct its cross-reference table (a broken xref that can be repaired is
+    /// *not* an error).
+    #[error("{}: damaged PDF: {reason}; re-download the file or repair it (e.g. `qpdf in.pdf out.pdf`)", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, as far as can be told.
+        reason: &'static str,
+    },
+
+    /// The PDF is encrypted with a user password and none was given.
+    #[error("{}: PDF is password-protected; pass its password with --password", path.display())]
+    PasswordRequired {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The PDF is encrypted and the given password opens it neither as user
+    /// nor (for AES-256 files) as owner password.
+    #[error("{}: wrong password for this PDF; check the value given with --password", path.display())]
+    WrongPassword {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The PDF uses an encryption scheme the renderer does not implement.
+    #[error(
+        "{}: PDF uses an unsupported encryption method; decrypt it first (e.g. `qpdf --decrypt --password=PW in.pdf out.pdf`)",
+        path.display()
+    )]
+    UnsupportedEncryption {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A page index past the end of the document was requested.
+    #[error(
+        "{}: page {} does not exist (the document has {page_count} page(s))",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    PageOutOfRange {
+        /// The file.
+        path: PathBuf,
+        /// The requested 0-based page index.
+        page_index: usize,
+        /// Number of pages in the document.
+        page_count: usize,
+    },
+
+    /// The requested pixel size is zero, or larger than the limit
+    /// (`max_pixels`, or 65535 px per side, which is the rasterizer's hard limit).
+    #[error(
+        "{}: page {}: requested render size {width_px}x{height_px} px is outside the \
+         allowed range (1..=65535 px per side, at most {max_pixels} px in total); lower the \
+         resolution or raise the pixel limit",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    PageTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// Requested width.
+        width_px: u32,
+        /// Requested height.
+        height_px: u32,
+        /// The pixel limit that applied.
+        max_pixels: u64,
+    },
+
+    /// The page holds an image whose declared size exceeds `max_image_pixels`.
+    /// Rendering it could exhaust memory, which aborts the whole process, so the page
+    /// is not rendered.
+    #[error(
+        "{}: page {}: contains a {width_px}x{height_px} px image, more than the \
+         {max_image_pixels} px allowed; skip this page, or raise the image pixel limit if the \
+         machine has the memory (about 1-4 bytes per image pixel)",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    ImageTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// Declared image width.
+        width_px: u32,
+        /// Declared image height.
+        height_px: u32,
+        /// The limit that applied.
+        max_image_pixels: u64,
+    },
+
+    /// The page strokes paths with so fine a dash pattern that rendering would need
+    /// more dash segments than allowed (each costs memory; an unbounded number
+    /// exhausts it, which aborts the whole process).
+    #[error(
+        "{}: page {}: dashed lines would need about {dash_segments} dash segments, \
+         more than the {max_dash_segments} allowed; skip this page, or raise the dash limit",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    TooManyDashes {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// Estimated dash segments.
+        dash_segments: u64,
+        /// The limit that applied.
+        max_dash_segments: u64,
+    },
+
+    /// The renderer panicked on this page (a bug in the renderer, triggered by
+    /// this file). Other pages may still render.
+    #[error(
+        "{}: page {}: the PDF renderer crashed ({message}); skip this page or \
+         re-save the PDF with another tool",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    RenderPanicked {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// The panic payload, if it was a string.
+        message: String,
+    },
+
+    /// Rendering this page took longer than the time budget. The render keeps
+    /// running on a detached thread until it ends on its own.
+    #[error(
+        "{}: page {}: rendering did not finish within {budget:?}; skip this page or \
+         raise the render time budget",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    RenderTimeout {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// The budget that was exceeded.
+        budget: Duration,
+    },
+
+    /// Too many earlier renders timed out and are still running on detached
+    /// threads, so no new contained render is started.
+    #[error(
+        "{}: page {}: not rendered because {hung} earlier page renders timed out and \
+         are still running; restart the process, and skip the PDFs whose pages timed out",
+        path.display(),
+        page_index.saturating_add(1)
+    )]
+    TooManyHungRenders {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// How many timed-out renders are still running.
+        hung: usize,
+    },
+
+    /// The operating system refused to start a render worker thread.
+    #[error("{}: page {}: cannot start a render thread: {source}", path.display(), page_index.saturating_add(1))]
+    SpawnWorker {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Encoding a preview image failed.
+    #[error("cannot encode preview image: {source}")]
+    EncodePreview {
+        /// The underlying error.
+        #[source]
+        source: image::ImageError,
+    },
+}

@@ -1,0 +1,34 @@
+//! PDF bytes → RGB page images, for colqwen.
+//!
+//! Backed by [hayro](https://crates.io/crates/hayro) 0.9 (pure Rust, no C
+//! dependencies). Knows nothing about models: it opens PDFs ([`Document`]), reports
+//! page sizes, renders pages to exact pixel sizes on white ([`Document::render_page`]),
+//! contains renderer panics and runaway renders ([`render_contained`]), picks render
+//! sizes for a model pixel budget ([`render_size`]) and encodes JPEG previews
+//! ([`encode_preview`]).
+//!
+//! Page indices are 0-based (`page_index`). Errors name the file and page and say what
+//! the user can do ([`Error`]). Logging is through `tracing` only.
+//!
+//! # Threads
+//! [`Document`] is `Send + Sync`. Share one `Arc<Document>` and render different pages
+//! from several threads at once; there is no need to open the file once per thread.
+//! hayro itself renders a page on one core. For throughput, give each worker thread its
+//! own [`PageRenderer`] ([`Document::renderer`]), which keeps hayro's caches between
+//! pages.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod contain;
+mod document;
+mod error;
+mod guard;
+mod preview;
+mod size;
+
+pub use contain::{RenderLimits, contain, hung_renders, render_contained};
+pub use document::{Document, MAX_SIDE_PX, PageRenderer};
+pub use error::{Error, Result};
+pub use preview::encode_preview;
+pub use size::render_size;

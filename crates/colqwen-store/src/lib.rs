@@ -1,0 +1,23 @@
+//! Embedded multi-vector page store of colqwen.
+//!
+//! Each page is stored as one point of a [qdrant-edge](https://crates.io/crates/qdrant-edge)
+//! shard: a named multivector `colqwen` (all rows, MaxSim over Dot, no HNSW), a named dense
+//! vector `pooled` (normalised mean of the rows, for two-stage search) and a payload (doc_id,
+//! source_path, file_sha256, page_index, page_count, page size, model_id, preprocessing, preview).
+//! One index is one folder; see [`Store`].
+
+mod error;
+mod id;
+mod manifest;
+mod maxsim;
+mod schema;
+mod store;
+mod wal;
+
+pub use error::{Error, Result};
+pub use id::point_id;
+pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage};
+pub use maxsim::maxsim;
+pub use store::{
+    AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, DocumentInfo, Hit, PageRecord, SearchMode, Stats, Store,
+};

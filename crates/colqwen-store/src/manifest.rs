@@ -1,0 +1,165 @@
+//! `manifest.json`: what an index was built with. A run with other settings is refused.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The on-disk format this build reads and writes (our manifest + shard schema + payload fields).
+pub const FORMAT_VERSION: u32 = 1;
+
+pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+
+/// Element type of the stored page vectors. Queries are always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VectorStorage {
+    /// 4 bytes per value.
+    #[default]
+    F32,
+    /// 2 bytes per value (IEEE half); scores differ from f32 by ~1e-3 relative.
+    F16,
+}
+
+impl std::fmt::Display for VectorStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            VectorStorage::F32 => "f32",
+            VectorStorage::F16 => "f16",
+        })
+    }
+}
+
+/// What an index was built with. Stored as `<dir>/manifest.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexManifest {
+    /// Always [`FORMAT_VERSION`] for manifests made by this build.
+    pub format_version: u32,
+    /// Model identity, e.g. `"vidore/colqwen2.5-v0.2@<revision>"`.
+    pub model_id: String,
+    /// Width of one vector (128 for ColQwen2.5).
+    pub embedding_dim: usize,
+    /// Everything that changes the vectors of a page: max_pixels, max_visual_tokens, dpi policy, ...
+    pub preprocessing: serde_json::Value,
+    /// Element type of the stored page vectors.
+    pub storage: VectorStorage,
+}
+
+impl IndexManifest {
+    /// A manifest of the current [`FORMAT_VERSION`].
+    pub fn new(
+        model_id: impl Into<String>,
+        embedding_dim: usize,
+        preprocessing: serde_json::Value,
+        storage: VectorStorage,
+    ) -> Self {
+        Self {
+            format_version: FORMAT_VERSION,
+            model_id: model_id.into(),
+            embedding_dim,
+            preprocessing,
+            storage,
+        }
+    }
+
+    pub(crate) fn validate(&self, dir: &Path) -> Result<()> {
+        if self.format_version != FORMAT_VERSION {
+            return Err(Error::UnsupportedFormat {
+                dir: dir.to_path_buf(),
+                found: self.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        if self.embedding_dim == 0 {
+            return Err(Error::InvalidManifest { reason: "embedding_dim must be > 0" });
+        }
+        if self.model_id.trim().is_empty() {
+            return Err(Error::InvalidManifest { reason: "model_id must not be empty" });
+        }
+        Ok(())
+    }
+
+    /// Refuses `requested` unless it describes the same vectors as `self` (the manifest on disk).
+    pub(crate) fn check_same(&self, requested: &IndexManifest, dir: &Path) -> Result<()> {
+        let mismatch = |field: &'static str, index: String, requested: String| Error::ManifestMismatch {
+            dir: dir.to_path_buf(),
+            field,
+            index,
+            requested,
+        };
+        if self.format_version != requested.format_version {
+            return Err(mismatch(
+                "format_version",
+                self.format_version.to_string(),
+                requested.format_version.to_string(),
+            ));
+        }
+        if self.model_id != requested.model_id {
+            return Err(mismatch("model_id", self.model_id.clone(), requested.model_id.clone()));
+        }
+        if self.embedding_dim != requested.embedding_dim {
+            return Err(mismatch(
+                "embedding_dim",
+                self.embedding_dim.to_string(),
+                requested.embedding_dim.to_string(),
+            ));
+        }
+        // serde_json::Value equality ignores object key order.
+        if self.preprocessing != requested.preprocessing {
+            return Err(mismatch(
+                "preprocessing",
+                crate::id::canonical_json(&self.preprocessing),
+                crate::id::canonical_json(&requested.preprocessing),
+            ));
+        }
+        if self.storage != requested.storage {
+            return Err(mismatch("storage", self.storage.to_string(), requested.storage.to_string()));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn path(dir: &Path) -> PathBuf {
+        dir.join(MANIFEST_FILE)
+    }
+
+    /// `Ok(None)` when the file does not exist.
+    pub(crate) fn read(dir: &Path) -> Result<Option<IndexManifest>> {
+        let path = Self::path(dir);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("reading", path)(e)),
+        };
+        let manifest: IndexManifest =
+            serde_json::from_slice(&bytes).map_err(|source| Error::ManifestParse { path, source })?;
+        Ok(Some(manifest))
+    }
+
+    /// Atomic write: temp file, fsync, rename, fsync of the directory.
+    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+        let path = Self::path(dir);
+        let tmp = dir.join(".manifest.json.tmp");
+        let json = serde_json::to_vec_pretty(self).expect("a manifest always serialises to JSON");
+        {
+            let mut f = fs::File::create(&tmp).map_err(Error::io("creating", &tmp))?;
+            f.write_all(&json).map_err(Error::io("writing", &tmp))?;
+            f.write_all(b"\n").map_err(Error::io("writing", &tmp))?;
+            f.sync_all().map_err(Error::io("syncing", &tmp))?;
+        }
+        fs::rename(&tmp, &path).map_err(Error::io("renaming into place", &path))?;
+        sync_dir(dir)
+    }
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let d = fs::File::open(dir).map_err(Error::io("opening directory", dir))?;
+        d.sync_all().map_err(Error::io("syncing directory", dir))?;
+    }
+    let _ = dir;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Seeded synthetic pages for the store tests.
+#![allow(dead_code)]
+
+use colqwen_store::{IndexManifest, PageRecord, VectorStorage};
+use serde_json::json;
+
+pub const DIM: usize = 128;
+
+/// splitmix64: tiny, seeded, good enough for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+    /// Standard normal (Box-Muller).
+    pub fn normal(&mut self) -> f32 {
+        let u1 = self.uniform().max(1e-7);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+pub fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+pub fn unit_vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
+    normalize(&mut v);
+    v
+}
+
+/// `rows` unit vectors around a random page centroid (noise of norm ~`noise`), like real pages.
+pub fn clustered_page(rng: &mut Rng, rows: usize, dim: usize, noise: f32) -> Vec<f32> {
+    let centroid = unit_vector(rng, dim);
+    let sigma = noise / (dim as f32).sqrt();
+    let mut out = Vec::with_capacity(rows * dim);
+    for _ in 0..rows {
+        let mut row: Vec<f32> = centroid.iter().map(|c| c + sigma * rng.normal()).collect();
+        normalize(&mut row);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+/// `rows` noisy copies of random rows of `page`.
+pub fn planted_query(rng: &mut Rng, page: &[f32], rows: usize, dim: usize, noise: f32) -> Vec<f32> {
+    let page_rows = page.len() / dim;
+    let sigma = noise / (dim as f32).sqrt();
+    let mut out = Vec::with_capacity(rows * dim);
+    for _ in 0..rows {
+        let r = rng.below(page_rows as u64) as usize;
+        let mut row: Vec<f32> = page[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();
+        normalize(&mut row);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+pub fn random_query(rng: &mut Rng, rows: usize, dim: usize) -> Vec<f32> {
+    (0..rows).flat_map(|_| unit_vector(rng, dim)).collect()
+}
+
+pub fn manifest(storage: VectorStorage) -> IndexManifest {
+    IndexManifest::new(
+        "vidore/colqwen2.5-v0.2@test",
+        DIM,
+        json!({"max_pixels": 1003520, "max_visual_tokens": 768, "dpi": "fit"}),
+        storage,
+    )
+}
+
+/// Page `page_index` of a `page_count`-page file `doc`, version `sha`.
+pub fn page(rng: &mut Rng, doc: &str, sha: &str, page_index: usize, page_count: usize, rows: usize) -> PageRecord {
+    PageRecord {
+        doc_id: doc.to_owned(),
+        source_path: format!("pdfs/{doc}.pdf"),
+        file_sha256: sha.to_owned(),
+        page_index,
+        page_count,
+        page_width_pt: 595.0,
+        page_height_pt: 842.0,
+        preview: Some(format!("previews/{sha}/{page_index}.webp")),
+        vectors: clustered_page(rng, rows, DIM, 1.0),
+    }
+}
+
+/// All pages of one file.
+pub fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, rows: usize) -> Vec<PageRecord> {
+    (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
+}

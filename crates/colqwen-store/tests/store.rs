@@ -1,0 +1,384 @@
+//! Store behaviour against the real qdrant-edge engine, in temp dirs.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+
+use colqwen_store::{Error, PageRecord, SearchMode, Store, VectorStorage, maxsim, point_id};
+use common::*;
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().expect("temp dir")
+}
+
+#[test]
+fn store_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Store>();
+}
+
+#[test]
+fn round_trip_write_flush_reopen() {
+    let dir = temp();
+    let mut rng = Rng::new(1);
+    let pages = document(&mut rng, "a", "sha-a", 5, 32);
+    let query = planted_query(&mut rng, &pages[3].vectors, 8, DIM, 0.2);
+    {
+        let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+        store.upsert(pages.clone()).unwrap();
+        store.flush().unwrap();
+        assert_eq!(store.page_count().unwrap(), 5);
+    }
+    for dir_files in ["manifest.json", "LOCK", "shard"] {
+        assert!(dir.path().join(dir_files).exists(), "{dir_files} missing");
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.manifest(), &manifest(VectorStorage::F32));
+    assert_eq!(store.page_count().unwrap(), 5);
+    let hits = store.search(&query, 3, None, SearchMode::Exact).unwrap();
+    assert_eq!(hits.len(), 3);
+    let top = &hits[0];
+    assert_eq!((top.doc_id.as_str(), top.page_index), ("a", 3));
+    assert_eq!(top.source_path, "pdfs/a.pdf");
+    assert_eq!(top.file_sha256, "sha-a");
+    assert_eq!(top.page_count, 5);
+    assert_eq!((top.page_width_pt, top.page_height_pt), (595.0, 842.0));
+    assert_eq!(top.preview.as_deref(), Some("previews/sha-a/3.webp"));
+    let m = manifest(VectorStorage::F32);
+    assert_eq!(top.point_id, point_id("sha-a", 3, &m.model_id, &m.preprocessing));
+    let oracle = maxsim(&query, &pages[3].vectors, DIM);
+    assert!((top.score - oracle).abs() <= 1e-4 * oracle.abs(), "{} vs {oracle}", top.score);
+}
+
+#[test]
+fn open_missing_index_is_not_found() {
+    let dir = temp();
+    match Store::open(&dir.path().join("nope")) {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+    match Store::open(dir.path()) {
+        Err(Error::NotFound { .. }) => {}
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[test]
+fn idempotent_upsert() {
+    let dir = temp();
+    let mut rng = Rng::new(2);
+    let pages = document(&mut rng, "a", "sha-a", 6, 16);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    store.upsert(pages.clone()).unwrap();
+    store.upsert(pages.clone()).unwrap();
+    assert_eq!(store.page_count().unwrap(), 6);
+    store.flush().unwrap();
+    drop(store);
+    // Again after reopening (the WAL numbering must continue, or replacements would be skipped).
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let mut changed = pages.clone();
+    for p in &mut changed {
+        p.preview = Some("changed.webp".into());
+    }
+    store.upsert(changed).unwrap();
+    assert_eq!(store.page_count().unwrap(), 6);
+    let q = planted_query(&mut rng, &pages[0].vectors, 4, DIM, 0.1);
+    let hits = store.search(&q, 6, None, SearchMode::Exact).unwrap();
+    assert!(hits.iter().all(|h| h.preview.as_deref() == Some("changed.webp")));
+    assert_eq!(store.point_ids().unwrap().len(), 6);
+}
+
+#[test]
+fn delete_document_and_file_version() {
+    let dir = temp();
+    let mut rng = Rng::new(3);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    store.upsert(document(&mut rng, "a", "sha-a1", 4, 8)).unwrap();
+    store.upsert(document(&mut rng, "b", "sha-b", 3, 8)).unwrap();
+    // "a" changed on disk: new version re-indexed with 2 pages, then the old version is dropped.
+    store.upsert(document(&mut rng, "a", "sha-a2", 2, 8)).unwrap();
+    assert_eq!(store.page_count().unwrap(), 9);
+    assert_eq!(store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(), 4);
+    assert_eq!(store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(), 0);
+    assert_eq!(store.page_count().unwrap(), 5);
+    assert_eq!(store.pages_of_file("sha-a1").unwrap(), BTreeSet::new());
+    assert_eq!(store.pages_of_file("sha-a2").unwrap(), BTreeSet::from([0, 1]));
+    assert_eq!(store.delete_document("b").unwrap(), 3);
+    assert_eq!(store.delete_document("b").unwrap(), 0);
+    assert_eq!(store.delete_document("never-there").unwrap(), 0);
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.page_count().unwrap(), 2);
+    let docs = store.documents().unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0].doc_id, "a");
+    assert_eq!(docs[0].file_sha256, "sha-a2");
+}
+
+#[test]
+fn pages_of_file_and_documents() {
+    let dir = temp();
+    let mut rng = Rng::new(4);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    // An interrupted ingest: pages 0, 2, 5 of a 7-page file.
+    let doc = document(&mut rng, "a", "sha-a", 7, 8);
+    store.upsert(vec![doc[0].clone(), doc[2].clone(), doc[5].clone()]).unwrap();
+    store.upsert(document(&mut rng, "b", "sha-b", 2, 8)).unwrap();
+    assert_eq!(store.pages_of_file("sha-a").unwrap(), BTreeSet::from([0, 2, 5]));
+    assert_eq!(store.pages_of_file("sha-b").unwrap(), BTreeSet::from([0, 1]));
+    assert!(store.pages_of_file("unknown").unwrap().is_empty());
+    let docs = store.documents().unwrap();
+    let summary: Vec<_> = docs.iter().map(|d| (d.doc_id.as_str(), d.page_count, d.stored_pages)).collect();
+    assert_eq!(summary, [("a", 7, 3), ("b", 2, 2)]);
+    let stats = store.stats().unwrap();
+    assert_eq!((stats.pages, stats.documents), (5, 2));
+    assert_eq!(stats.storage, VectorStorage::F32);
+    assert_eq!(stats.embedding_dim, DIM);
+    assert!(stats.bytes_on_disk > 0);
+}
+
+#[test]
+fn refuses_mismatched_manifest() {
+    let dir = temp();
+    drop(Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap());
+    let mut other = manifest(VectorStorage::F32);
+    other.model_id = "vidore/colqwen2-v1.0".into();
+    let err = Store::open_or_create(dir.path(), &other).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::ManifestMismatch { field: "model_id", .. }), "{msg}");
+    assert!(msg.contains("vidore/colqwen2.5-v0.2@test") && msg.contains("vidore/colqwen2-v1.0"), "{msg}");
+
+    let mut other = manifest(VectorStorage::F32);
+    other.preprocessing["max_pixels"] = serde_json::json!(602112);
+    let err = Store::open_or_create(dir.path(), &other).unwrap_err();
+    assert!(matches!(err, Error::ManifestMismatch { field: "preprocessing", .. }), "{err}");
+
+    let mut other = manifest(VectorStorage::F32);
+    other.embedding_dim = 64;
+    assert!(matches!(
+        Store::open_or_create(dir.path(), &other),
+        Err(Error::ManifestMismatch { field: "embedding_dim", .. })
+    ));
+    assert!(matches!(
+        Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)),
+        Err(Error::ManifestMismatch { field: "storage", .. })
+    ));
+    let mut other = manifest(VectorStorage::F32);
+    other.format_version = 99;
+    assert!(matches!(
+        Store::open_or_create(dir.path(), &other),
+        Err(Error::UnsupportedFormat { found: 99, .. })
+    ));
+    // Key order of the preprocessing object does not matter.
+    let mut reordered = manifest(VectorStorage::F32);
+    reordered.preprocessing = serde_json::json!({"dpi": "fit", "max_visual_tokens": 768, "max_pixels": 1003520});
+    Store::open_or_create(dir.path(), &reordered).unwrap();
+}
+
+#[test]
+fn second_open_is_in_use() {
+    let dir = temp();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    // File::try_lock is per open file description: a second open in the same process conflicts.
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::InUse { .. }), "{err:?}");
+    assert!(err.to_string().contains("index in use by another colqwen process"));
+    assert!(matches!(
+        Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)),
+        Err(Error::InUse { .. })
+    ));
+    drop(store);
+    Store::open(dir.path()).unwrap();
+}
+
+/// 50 pages, 5 random + 5 planted queries: qdrant's exact ranking and scores equal the oracle's.
+#[test]
+fn exact_search_equals_oracle() {
+    let dir = temp();
+    let mut rng = Rng::new(5);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let mut pages: Vec<PageRecord> = Vec::new();
+    for d in 0..10 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
+    }
+    store.upsert(pages.clone()).unwrap();
+    let m = manifest(VectorStorage::F32);
+    let by_id: HashMap<u64, &PageRecord> = pages
+        .iter()
+        .map(|p| (point_id(&p.file_sha256, p.page_index, &m.model_id, &m.preprocessing), p))
+        .collect();
+    let mut queries: Vec<Vec<f32>> = (0..5).map(|_| random_query(&mut rng, 16, DIM)).collect();
+    for t in [0, 11, 22, 33, 49] {
+        queries.push(planted_query(&mut rng, &pages[t].vectors, 16, DIM, 0.5));
+    }
+    for query in &queries {
+        let hits = store.search(query, 50, None, SearchMode::Exact).unwrap();
+        assert_eq!(hits.len(), 50);
+        let mut oracle: Vec<f32> = pages.iter().map(|p| maxsim(query, &p.vectors, DIM)).collect();
+        oracle.sort_by(|a, b| b.total_cmp(a));
+        for (rank, hit) in hits.iter().enumerate() {
+            let own = maxsim(query, &by_id[&hit.point_id].vectors, DIM);
+            let tol = 1e-4 * own.abs().max(1e-3);
+            assert!((hit.score - own).abs() <= tol, "score {} vs oracle {own}", hit.score);
+            // Same rank as the oracle (up to ties within tolerance).
+            assert!((hit.score - oracle[rank]).abs() <= tol, "rank {rank}: {} vs {}", hit.score, oracle[rank]);
+        }
+    }
+}
+
+#[test]
+fn filter_by_doc_id() {
+    let dir = temp();
+    let mut rng = Rng::new(6);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let mut pages = Vec::new();
+    for d in 0..6 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 4, 16));
+    }
+    store.upsert(pages.clone()).unwrap();
+    // A query planted in d1 page 2, searched only within d4.
+    let query = planted_query(&mut rng, &pages[4 + 2].vectors, 8, DIM, 0.2);
+    for mode in [SearchMode::Exact, SearchMode::TwoStage { prefetch: 3 }, SearchMode::Auto] {
+        let hits = store.search(&query, 10, Some("d4"), mode).unwrap();
+        assert!(!hits.is_empty(), "{mode:?}");
+        assert!(hits.iter().all(|h| h.doc_id == "d4"), "{mode:?}");
+        assert!(hits.len() <= 4);
+        let all = store.search(&query, 1, None, mode).unwrap();
+        assert_eq!((all[0].doc_id.as_str(), all[0].page_index), ("d1", 2), "{mode:?}");
+    }
+    assert!(store.search(&query, 10, Some("nope"), SearchMode::Exact).unwrap().is_empty());
+}
+
+#[test]
+fn two_stage_finds_planted_top1() {
+    let dir = temp();
+    let mut rng = Rng::new(7);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let mut pages = Vec::new();
+    for d in 0..20 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 32));
+    }
+    store.upsert(pages.clone()).unwrap();
+    for target in [3usize, 57, 101, 150, 199] {
+        let query = planted_query(&mut rng, &pages[target].vectors, 16, DIM, 0.5);
+        let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let want = (pages[target].doc_id.as_str(), pages[target].page_index);
+        assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
+        assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
+        assert_eq!(two[0].point_id, exact[0].point_id);
+        assert!((two[0].score - exact[0].score).abs() <= 1e-5 * exact[0].score.abs());
+    }
+}
+
+#[test]
+fn f16_storage_round_trip_scores_close_to_f32() {
+    let mut rng = Rng::new(8);
+    let mut pages = Vec::new();
+    for d in 0..6 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
+    }
+    let queries: Vec<Vec<f32>> = (0..4)
+        .map(|i| planted_query(&mut rng, &pages[i * 7].vectors, 16, DIM, 0.5))
+        .collect();
+    let (d32, d16) = (temp(), temp());
+    {
+        let mut s32 = Store::open_or_create(d32.path(), &manifest(VectorStorage::F32)).unwrap();
+        let mut s16 = Store::open_or_create(d16.path(), &manifest(VectorStorage::F16)).unwrap();
+        s32.upsert(pages.clone()).unwrap();
+        s16.upsert(pages.clone()).unwrap();
+        s32.flush().unwrap();
+        s16.flush().unwrap();
+    }
+    let s32 = Store::open(d32.path()).unwrap();
+    let s16 = Store::open(d16.path()).unwrap();
+    assert_eq!(s16.manifest().storage, VectorStorage::F16);
+    for (i, q) in queries.iter().enumerate() {
+        let h32 = s32.search(q, 30, None, SearchMode::Exact).unwrap();
+        let h16 = s16.search(q, 30, None, SearchMode::Exact).unwrap();
+        assert_eq!(h16[0].point_id, h32[0].point_id, "query {i}");
+        let f32_scores: HashMap<u64, f32> = h32.iter().map(|h| (h.point_id, h.score)).collect();
+        for h in &h16 {
+            let s = f32_scores[&h.point_id];
+            assert!((h.score - s).abs() <= 2e-3 * s.abs(), "f16 {} vs f32 {s}", h.score);
+        }
+    }
+}
+
+#[test]
+fn rejects_bad_input_without_panicking() {
+    let dir = temp();
+    let mut rng = Rng::new(9);
+    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let mut bad = page(&mut rng, "a", "sha", 0, 1, 4);
+    bad.vectors.pop();
+    assert!(matches!(store.upsert(vec![bad.clone()]), Err(Error::PageVectorShape { .. })));
+    bad.vectors.clear();
+    assert!(matches!(store.upsert(vec![bad]), Err(Error::PageVectorShape { .. })));
+    let mut nan = page(&mut rng, "a", "sha", 0, 1, 4);
+    nan.vectors[5] = f32::NAN;
+    assert!(matches!(store.upsert(vec![nan]), Err(Error::NonFinite { .. })));
+    let oob = page(&mut rng, "a", "sha", 3, 2, 4);
+    assert!(matches!(store.upsert(vec![oob]), Err(Error::PageIndexOutOfRange { .. })));
+    assert_eq!(store.page_count().unwrap(), 0);
+    store.upsert(vec![page(&mut rng, "a", "sha", 0, 1, 4)]).unwrap();
+    assert!(matches!(store.search(&[0.0; 100], 5, None, SearchMode::Exact), Err(Error::QueryShape { .. })));
+    assert!(matches!(store.search(&[], 5, None, SearchMode::Exact), Err(Error::QueryShape { .. })));
+    assert!(store.search(&[0.5; DIM], 0, None, SearchMode::Exact).unwrap().is_empty());
+    assert_eq!(store.search(&[0.5; DIM], 5, None, SearchMode::Auto).unwrap().len(), 1);
+}
+
+/// qdrant-edge 0.7 never truncates its WAL; the store drops old WAL segments while the shard is
+/// closed. Point versions must keep increasing afterwards (replace and delete still work).
+#[test]
+fn wal_is_compacted_on_open_and_versions_continue() {
+    let dir = temp();
+    let mut rng = Rng::new(10);
+    let m = manifest(VectorStorage::F32);
+    let wal = dir.path().join("shard/wal");
+    let closed = || {
+        std::fs::read_dir(&wal)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("closed-"))
+            .count()
+    };
+    let mut store = Store::open_or_create(dir.path(), &m).unwrap();
+    // ~0.47 MB of WAL per 768-row page: 160 pages fill two 32 MiB WAL segments.
+    for d in 0..16 {
+        store.upsert(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).unwrap();
+    }
+    store.flush().unwrap();
+    assert!(closed() >= 2, "expected several closed WAL segments, got {}", closed());
+    drop(store);
+    let mut store = Store::open_or_create(dir.path(), &m).unwrap();
+    assert_eq!(closed(), 1);
+    assert_eq!(store.page_count().unwrap(), 160);
+    let mut replaced = page(&mut rng, "d0", "sha0", 0, 10, 8);
+    replaced.preview = Some("new.webp".into());
+    let q = replaced.vectors[..DIM].to_vec();
+    store.upsert(vec![replaced]).unwrap();
+    assert_eq!(store.delete_document("d1").unwrap(), 10);
+    store.flush().unwrap();
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.page_count().unwrap(), 150);
+    let hit = &store.search(&q, 1, Some("d0"), SearchMode::Exact).unwrap()[0];
+    assert_eq!((hit.page_index, hit.preview.as_deref()), (0, Some("new.webp")));
+    assert!(store.pages_of_file("sha1").unwrap().is_empty());
+}
+
+/// If something opened the shard without our LOCK, qdrant-edge's own WAL flock error must still
+/// reach the caller as `InUse`, never as a raw "WouldBlock".
+#[test]
+fn raw_wal_flock_is_reported_as_in_use() {
+    let dir = temp();
+    drop(Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap());
+    let raw = qdrant_edge::EdgeShard::load(&dir.path().join("shard"), None).unwrap();
+    let err = qdrant_edge::EdgeShard::load(&dir.path().join("shard"), None).unwrap_err();
+    assert!(err.to_string().contains("WouldBlock"), "{err}");
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::InUse { .. }), "{err:?}");
+    drop(raw);
+    Store::open(dir.path()).unwrap();
+}
