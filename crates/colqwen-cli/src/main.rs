@@ -1,7 +1,7 @@
 //! `colqwen`: the binary is thin. It parses flags, resolves settings, calls the library, prints results
 //! (stdout) and errors with hints (stderr), and maps outcomes to exit codes: 0 ok (a broken pipe too),
 //! 1 user-fixable (bad PDF, missing index, device not built in, …), 2 unexpected.
-#![allow(clippy::print_stdout, clippy::print_stderr)]
+#![allow(clippy::print_stdout, clippy::print_stderr, unreachable_pub)]
 
 mod args;
 mod commands;

@@ -82,7 +82,9 @@ pub enum Error {
     NonFinite { what: String },
 
     /// A page record that is inconsistent in itself.
-    #[error("page {page_index} of document {doc_id}: page_index must be below page_count {page_count}")]
+    #[error(
+        "page {page_index} of document {doc_id}: page_index must be below page_count {page_count}"
+    )]
     PageIndexOutOfRange {
         doc_id: String,
         page_index: usize,
@@ -112,13 +114,19 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
 
     /// Maps a qdrant-edge error; the WAL flock failure (`WouldBlock`) becomes [`Error::InUse`].
-    pub(crate) fn engine(op: &'static str, dir: &std::path::Path) -> impl FnOnce(qdrant_edge::OperationError) -> Error {
+    pub(crate) fn engine(
+        op: &'static str,
+        dir: &std::path::Path,
+    ) -> impl FnOnce(qdrant_edge::OperationError) -> Error {
         let dir = dir.to_path_buf();
         move |source| {
             if source.to_string().contains("WouldBlock") {
@@ -143,10 +151,18 @@ mod tests {
         );
         let err = Error::engine("opening shard", Path::new("/x"))(raw);
         assert!(matches!(err, Error::InUse { .. }), "{err:?}");
-        assert_eq!(err.to_string(), "index in use by another colqwen process: /x");
+        assert_eq!(
+            err.to_string(),
+            "index in use by another colqwen process: /x"
+        );
         let other = qdrant_edge::OperationError::service_error_light("disk full");
         let err = Error::engine("upserting pages", Path::new("/x"))(other);
         assert_eq!(err.to_string(), "upserting pages in index /x");
-        assert!(std::error::Error::source(&err).unwrap().to_string().contains("disk full"));
+        assert!(
+            std::error::Error::source(&err)
+                .unwrap()
+                .to_string()
+                .contains("disk full")
+        );
     }
 }

@@ -78,7 +78,10 @@ mod tests {
         m.insert("max_pixels".into(), json!(1));
         let b = serde_json::Value::Object(m);
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&a), r#"{"dpi":{"a":[1,{"x":2,"y":1}],"b":2},"max_pixels":1}"#);
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"dpi":{"a":[1,{"x":2,"y":1}],"b":2},"max_pixels":1}"#
+        );
     }
 
     #[test]

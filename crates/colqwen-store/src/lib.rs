@@ -1,3 +1,4 @@
+#![allow(missing_docs)] // fields of the error and record types are named for what they hold
 //! Embedded multi-vector page store of colqwen.
 //!
 //! Each page is stored as one point of a [qdrant-edge](https://crates.io/crates/qdrant-edge)
@@ -19,5 +20,5 @@ pub use id::point_id;
 pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage};
 pub use maxsim::maxsim;
 pub use store::{
-    AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, DocumentInfo, Hit, PageRecord, SearchMode, Stats, Store,
+    AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, DocumentInfo, Hit, PageRecord, SearchMode, Stats, Store,
 };

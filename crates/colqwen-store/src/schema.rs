@@ -6,8 +6,8 @@ use qdrant_edge::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::manifest::{IndexManifest, VectorStorage};
 use crate::PageRecord;
+use crate::manifest::{IndexManifest, VectorStorage};
 
 /// Named multivector: all rows of a page, MaxSim over Dot, no HNSW graph (m = 0).
 pub(crate) const COLQWEN: &str = "colqwen";
@@ -29,7 +29,8 @@ pub(crate) mod field {
 }
 
 /// Fields with a keyword payload index.
-pub(crate) const KEYWORD_INDEXED: [&str; 3] = [field::DOC_ID, field::FILE_SHA256, field::SOURCE_PATH];
+pub(crate) const KEYWORD_INDEXED: [&str; 3] =
+    [field::DOC_ID, field::FILE_SHA256, field::SOURCE_PATH];
 
 /// Fields returned with hits and listings (not `preprocessing`, which is the same for all points).
 pub(crate) const HIT_FIELDS: [&str; 8] = [

@@ -29,9 +29,16 @@ const UPSERT_BATCH_PAGES: usize = 16;
 const SCROLL_PAGE: usize = 1024;
 
 /// `SearchMode::Auto` runs an exact MaxSim scan up to this many candidate pages, two-stage above.
-pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
-/// Prefetch size `SearchMode::Auto` uses in two-stage mode.
+/// An exact scan costs ~0.14 ms/page (f32) or ~0.18 ms/page (f16) on one core (NOTES.md), so this keeps
+/// exact search near 50-70 ms; exact results are worth that on small indexes.
+pub const AUTO_EXACT_MAX_PAGES: usize = 400;
+/// Prefetch of `SearchMode::Auto` in two-stage mode up to [`AUTO_LARGE_INDEX_PAGES`] candidate pages:
+/// recall@10 vs exact 0.98 at 10k pages, p50 29 ms (synthetic clustered pages, NOTES.md).
 pub const AUTO_PREFETCH: usize = 200;
+/// Above this many candidate pages `Auto` prefetches [`AUTO_PREFETCH_LARGE`].
+pub const AUTO_LARGE_INDEX_PAGES: usize = 20_000;
+/// Prefetch for large indexes: recall@10 0.99 at 100k pages (200 gave 0.91), rerank ~80-90 ms.
+pub const AUTO_PREFETCH_LARGE: usize = 500;
 
 /// One embedded page, as handed to [`Store::upsert`].
 #[derive(Debug, Clone, PartialEq)]
@@ -143,10 +150,14 @@ impl Store {
     /// Opens an existing index; [`Error::NotFound`] if `dir` holds none.
     pub fn open(dir: &Path) -> Result<Store> {
         if !IndexManifest::path(dir).exists() {
-            return Err(Error::NotFound { dir: dir.to_path_buf() });
+            return Err(Error::NotFound {
+                dir: dir.to_path_buf(),
+            });
         }
         let lock = lock(dir)?;
-        let manifest = IndexManifest::read(dir)?.ok_or_else(|| Error::NotFound { dir: dir.to_path_buf() })?;
+        let manifest = IndexManifest::read(dir)?.ok_or_else(|| Error::NotFound {
+            dir: dir.to_path_buf(),
+        })?;
         manifest.validate(dir)?;
         if !dir.join(SHARD_DIR).join(EDGE_CONFIG_FILE).exists() {
             return Err(Error::Damaged {
@@ -164,9 +175,11 @@ impl Store {
         let existing = shard_dir.join(EDGE_CONFIG_FILE).exists();
         let shard = if existing {
             wal::compact(&shard_dir)?;
-            EdgeShard::load(&shard_dir, Some(config)).map_err(Error::engine("opening shard", dir))?
+            EdgeShard::load(&shard_dir, Some(config))
+                .map_err(Error::engine("opening shard", dir))?
         } else {
-            fs::create_dir_all(&shard_dir).map_err(Error::io("creating shard directory", &shard_dir))?;
+            fs::create_dir_all(&shard_dir)
+                .map_err(Error::io("creating shard directory", &shard_dir))?;
             EdgeShard::new(&shard_dir, config).map_err(Error::engine("creating shard", dir))?
         };
         let mut store = Store {
@@ -225,7 +238,9 @@ impl Store {
             let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
                 PointInsertOperations::PointsList(batch),
             ));
-            self.shard()?.update(op).map_err(Error::engine("upserting pages", &self.dir))?;
+            self.shard()?
+                .update(op)
+                .map_err(Error::engine("upserting pages", &self.dir))?;
         }
         Ok(())
     }
@@ -242,7 +257,10 @@ impl Store {
         let pooled = schema::pooled(&page.vectors, dim);
         let multi = TypedMultiDenseVector::new(page.vectors, dim);
         let vectors = Vectors::new_named([
-            (schema::COLQWEN, Vector::from(VectorInternal::MultiDense(multi))),
+            (
+                schema::COLQWEN,
+                Vector::from(VectorInternal::MultiDense(multi)),
+            ),
             (schema::POOLED, Vector::new_dense(pooled)),
         ]);
         // `payload` is always a JSON object (PointStruct::new panics otherwise).
@@ -254,12 +272,12 @@ impl Store {
         let started = Instant::now();
         let shard = self.shard()?;
         // qdrant-edge 0.7 flush() panics on I/O errors instead of returning them.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush())).map_err(|panic| {
-            Error::Flush {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush())).map_err(
+            |panic| Error::Flush {
                 dir: self.dir.clone(),
                 message: panic_message(panic),
-            }
-        })?;
+            },
+        )?;
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "flushed index");
         let shard_dir = self.dir.join(SHARD_DIR);
         if wal::closed_bytes(&shard_dir) > wal::COMPACT_AT_BYTES {
@@ -275,8 +293,10 @@ impl Store {
         let shard_dir = self.dir.join(SHARD_DIR);
         drop(self.shard.take()); // flushes again (cheap: nothing changed) and releases the WAL
         wal::compact(&shard_dir)?;
-        let shard = EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest)))
-            .map_err(Error::engine("reopening shard after WAL compaction", &self.dir))?;
+        let shard =
+            EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest))).map_err(
+                Error::engine("reopening shard after WAL compaction", &self.dir),
+            )?;
         self.shard = Some(shard);
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "compacted WAL");
         Ok(())
@@ -284,23 +304,34 @@ impl Store {
 
     /// Builds the HNSW graph of the pooled vectors and merges segments. Blocking; optional.
     pub fn optimize(&mut self) -> Result<bool> {
-        self.shard()?.optimize().map_err(Error::engine("optimizing", &self.dir))
+        self.shard()?
+            .optimize()
+            .map_err(Error::engine("optimizing", &self.dir))
     }
 
     /// Page indexes stored for a file (by content hash).
     pub fn pages_of_file(&self, file_sha256: &str) -> Result<BTreeSet<usize>> {
         let mut pages = BTreeSet::new();
-        self.scroll(Some(must(field::FILE_SHA256, file_sha256)), &[field::PAGE_INDEX], |id, p| {
-            pages.insert(self.usize_field(id, p, field::PAGE_INDEX)?);
-            Ok(())
-        })?;
+        self.scroll(
+            Some(must(field::FILE_SHA256, file_sha256)),
+            &[field::PAGE_INDEX],
+            |id, p| {
+                pages.insert(self.usize_field(id, p, field::PAGE_INDEX)?);
+                Ok(())
+            },
+        )?;
         Ok(pages)
     }
 
     /// Stored documents, one entry per (doc_id, file version), sorted by doc_id.
     pub fn documents(&self) -> Result<Vec<DocumentInfo>> {
         let mut docs: BTreeMap<(String, String), DocumentInfo> = BTreeMap::new();
-        let fields = [field::DOC_ID, field::SOURCE_PATH, field::FILE_SHA256, field::PAGE_COUNT];
+        let fields = [
+            field::DOC_ID,
+            field::SOURCE_PATH,
+            field::FILE_SHA256,
+            field::PAGE_COUNT,
+        ];
         self.scroll(None, &fields, |id, p| {
             let doc_id = self.str_field(id, p, field::DOC_ID)?;
             let sha = self.str_field(id, p, field::FILE_SHA256)?;
@@ -336,8 +367,11 @@ impl Store {
     fn delete_where(&mut self, filter: Filter, op: &'static str) -> Result<usize> {
         let n = self.count(Some(filter.clone()))?;
         if n > 0 {
-            let update = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
-            self.shard()?.update(update).map_err(Error::engine(op, &self.dir))?;
+            let update =
+                UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
+            self.shard()?
+                .update(update)
+                .map_err(Error::engine(op, &self.dir))?;
         }
         Ok(n)
     }
@@ -349,7 +383,10 @@ impl Store {
 
     fn count(&self, filter: Option<Filter>) -> Result<usize> {
         self.shard()?
-            .count(CountRequest { filter, exact: true })
+            .count(CountRequest {
+                filter,
+                exact: true,
+            })
             .map_err(Error::engine("counting pages", &self.dir))
     }
 
@@ -374,13 +411,24 @@ impl Store {
 
     /// Top `k` pages by MaxSim against `query` (`rows × dim`, row-major), optionally only pages
     /// of one document.
-    pub fn search(&self, query: &[f32], k: usize, filter: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
+    pub fn search(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&str>,
+        mode: SearchMode,
+    ) -> Result<Vec<Hit>> {
         let dim = self.manifest.embedding_dim;
         if query.is_empty() || query.len() % dim != 0 {
-            return Err(Error::QueryShape { len: query.len(), dim });
+            return Err(Error::QueryShape {
+                len: query.len(),
+                dim,
+            });
         }
         if !query.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFinite { what: "query".into() });
+            return Err(Error::NonFinite {
+                what: "query".into(),
+            });
         }
         if k == 0 {
             return Ok(Vec::new());
@@ -388,10 +436,13 @@ impl Store {
         let filter = filter.map(|doc_id| must(field::DOC_ID, doc_id));
         let mode = match mode {
             SearchMode::Auto => {
-                if self.count(filter.clone())? <= AUTO_EXACT_MAX_PAGES {
+                let candidates = self.count(filter.clone())?;
+                if candidates <= AUTO_EXACT_MAX_PAGES {
                     SearchMode::Exact
-                } else {
+                } else if candidates <= AUTO_LARGE_INDEX_PAGES {
                     SearchMode::TwoStage { prefetch: AUTO_PREFETCH }
+                } else {
+                    SearchMode::TwoStage { prefetch: AUTO_PREFETCH_LARGE }
                 }
             }
             m => m,
@@ -426,11 +477,21 @@ impl Store {
                 ..Default::default()
             }),
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(schema::HIT_FIELDS.iter().map(|f| key(f)).collect()),
+            with_payload: WithPayloadInterface::Fields(
+                schema::HIT_FIELDS.iter().map(|f| key(f)).collect(),
+            ),
         };
         let started = Instant::now();
-        let points = self.shard()?.query(request).map_err(Error::engine("searching", &self.dir))?;
-        tracing::debug!(?mode, k, ms = started.elapsed().as_millis() as u64, "searched");
+        let points = self
+            .shard()?
+            .query(request)
+            .map_err(Error::engine("searching", &self.dir))?;
+        tracing::debug!(
+            ?mode,
+            k,
+            ms = started.elapsed().as_millis() as u64,
+            "searched"
+        );
         points
             .into_iter()
             .map(|p| {
@@ -447,7 +508,10 @@ impl Store {
                     page_count: self.usize_field(id, payload, field::PAGE_COUNT)?,
                     page_width_pt: f32_field(payload, field::PAGE_WIDTH_PT),
                     page_height_pt: f32_field(payload, field::PAGE_HEIGHT_PT),
-                    preview: payload.get(field::PREVIEW).and_then(Value::as_str).map(str::to_owned),
+                    preview: payload
+                        .get(field::PREVIEW)
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
                 })
             })
             .collect()
@@ -507,7 +571,10 @@ impl Store {
     }
 
     fn str_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<String> {
-        p.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| self.corrupt(id, name))
+        p.get(name)
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| self.corrupt(id, name))
     }
 
     fn usize_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<usize> {
@@ -538,7 +605,9 @@ fn lock(dir: &Path) -> Result<fs::File> {
         .map_err(Error::io("opening lock file", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse { dir: dir.to_path_buf() }),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse {
+            dir: dir.to_path_buf(),
+        }),
         Err(fs::TryLockError::Error(e)) => Err(Error::io("locking", path)(e)),
     }
 }
@@ -573,7 +642,10 @@ fn key(name: &str) -> JsonPath {
 }
 
 fn match_condition(name: &str, value: &str) -> Condition {
-    Condition::Field(FieldCondition::new_match(key(name), Match::from(value.to_owned())))
+    Condition::Field(FieldCondition::new_match(
+        key(name),
+        Match::from(value.to_owned()),
+    ))
 }
 
 fn must(name: &str, value: &str) -> Filter {
@@ -592,7 +664,9 @@ fn num_id(id: PointId, dir: &Path) -> Result<u64> {
 }
 
 fn f32_field(p: &Map<String, Value>, name: &str) -> f32 {
-    p.get(name).and_then(Value::as_f64).map_or(f32::NAN, |v| v as f32)
+    p.get(name)
+        .and_then(Value::as_f64)
+        .map_or(f32::NAN, |v| v as f32)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {

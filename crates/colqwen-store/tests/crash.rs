@@ -21,21 +21,32 @@ const ROWS: usize = 64;
 
 fn child_page(rng: &mut Rng, run: u32, i: usize) -> PageRecord {
     let file = i / PAGES_PER_FILE;
-    page(rng, &format!("r{run}-d{file}"), &format!("r{run}-sha{file}"), i % PAGES_PER_FILE, PAGES_PER_FILE, ROWS)
+    page(
+        rng,
+        &format!("r{run}-d{file}"),
+        &format!("r{run}-sha{file}"),
+        i % PAGES_PER_FILE,
+        PAGES_PER_FILE,
+        ROWS,
+    )
 }
 
 /// The child: upserts pages in batches, flushing every FLUSH_EVERY pages and printing
 /// "flushed N" after each flush returns. A no-op unless started by `sigkill_during_ingest`.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_DIR) else { return };
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
     let run: u32 = std::env::var(CHILD_RUN).unwrap().parse().unwrap();
     let mut store = Store::open_or_create(dir.as_ref(), &manifest(VectorStorage::F32)).unwrap();
     let mut rng = Rng::new(run as u64);
     let mut out = std::io::stdout().lock();
     let mut written = 0;
     while written < 100_000 {
-        let batch: Vec<_> = (written..written + BATCH).map(|i| child_page(&mut rng, run, i)).collect();
+        let batch: Vec<_> = (written..written + BATCH)
+            .map(|i| child_page(&mut rng, run, i))
+            .collect();
         store.upsert(batch).unwrap();
         written += BATCH;
         if written % FLUSH_EVERY == 0 {
@@ -49,7 +60,10 @@ fn crash_child() {
 #[test]
 fn sigkill_during_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     eprintln!("sigkill_during_ingest seed {seed}");
     let mut rng = Rng::new(seed);
     let m = manifest(VectorStorage::F32);
@@ -92,7 +106,12 @@ fn sigkill_during_ingest() {
         let mut regen = Rng::new(run as u64);
         for i in 0..max_flushed {
             let p = child_page(&mut regen, run, i);
-            flushed_ids.insert(point_id(&p.file_sha256, p.page_index, &m.model_id, &m.preprocessing));
+            flushed_ids.insert(point_id(
+                &p.file_sha256,
+                p.page_index,
+                &m.model_id,
+                &m.preprocessing,
+            ));
         }
 
         let store = Store::open(dir.path()).expect("index opens after SIGKILL");
@@ -104,13 +123,18 @@ fn sigkill_during_ingest() {
         let missing: Vec<_> = flushed_ids.difference(&distinct).collect();
         assert!(missing.is_empty(), "{} flushed pages lost", missing.len());
         assert!(count >= flushed_ids.len());
-        eprintln!("run {run}: killed {extra_ms} ms after flushed {last}; last flushed {max_flushed}; pages after reopen {count} (flushed in all runs {})", flushed_ids.len());
+        eprintln!(
+            "run {run}: killed {extra_ms} ms after flushed {last}; last flushed {max_flushed}; pages after reopen {count} (flushed in all runs {})",
+            flushed_ids.len()
+        );
         let mut qrng = Rng::new(run as u64);
         let p0 = child_page(&mut qrng, run, 0);
         let q = planted_query(&mut qrng, &p0.vectors, 8, DIM, 0.3);
         let hits = store.search(&q, 5, None, SearchMode::Exact).unwrap();
         assert_eq!(hits.len(), 5);
-        let hits2 = store.search(&q, 5, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let hits2 = store
+            .search(&q, 5, None, SearchMode::TwoStage { prefetch: 20 })
+            .unwrap();
         assert_eq!(hits2.len(), 5);
     }
 }

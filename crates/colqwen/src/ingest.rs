@@ -131,7 +131,7 @@ struct Run<'a> {
     fatal: Mutex<Option<Error>>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn fail(&self, path: &Path, page_index: Option<usize>, error: Error) {
         let f = Failure { path: path.to_path_buf(), page_index, error };
         self.progress.on_failure(&f);
@@ -140,7 +140,7 @@ impl Run<'_> {
         }
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, &mut Store> {
+    fn store(&self) -> std::sync::MutexGuard<'_, &'a mut Store> {
         self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -378,8 +378,13 @@ fn embed_stage(
     }
 }
 
+/// Pages written between two flushes inside a long document. qdrant-edge 0.7 does not replay its WAL, so
+/// only flushed pages survive a kill: this bounds the work a killed run has to redo.
+const FLUSH_EVERY_PAGES: usize = 256;
+
 /// Writes pages, and finishes each document (old versions removed, flush) when its last page is through.
 fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
+    let mut since_flush = 0usize;
     for Item { doc, page_index, outcome } in items {
         if run.stopped() {
             return;
@@ -403,11 +408,20 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
                 }
                 run.ingested.fetch_add(1, Ordering::Relaxed);
                 run.progress.on_pages_stored(1);
+                since_flush += 1;
+                if since_flush >= FLUSH_EVERY_PAGES {
+                    if let Err(e) = run.store().flush() {
+                        run.set_fatal(e.into());
+                        return;
+                    }
+                    since_flush = 0;
+                }
             }
             Err(e) => run.fail(&doc.path, Some(page_index), e),
         }
         if doc.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             finish_document(run, &doc);
+            since_flush = 0;
         }
     }
 }

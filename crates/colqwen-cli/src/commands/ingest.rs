@@ -11,7 +11,7 @@ use colqwen::store::{Store, VectorStorage};
 use colqwen::{IngestOptions, Summary};
 
 use super::{index_dir, index_model, load_engine, print_json, UsageError};
-use crate::args::{GlobalArgs, IngestArgs};
+use crate::args::{GlobalArgs, IngestArgs, StorageArg};
 use crate::progress::{enabled, IngestBars};
 
 pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
@@ -23,7 +23,10 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     let bars = enabled(g.quiet, g.verbose, g.json);
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
     let engine = load_engine(g, index_model(&dir).as_deref(), load, bars)?;
-    let storage = if a.f16 { VectorStorage::F16 } else { VectorStorage::F32 };
+    let storage = match a.storage {
+        StorageArg::F16 => VectorStorage::F16,
+        StorageArg::F32 => VectorStorage::F32,
+    };
     let mut manifest = engine.index_manifest(storage);
     if let Some(existing) = existing_storage(&dir) {
         manifest.storage = existing; // an existing index keeps its storage type
