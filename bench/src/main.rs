@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
 use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 use colqwen::{DTypeChoice, DeviceChoice, Runtime};
@@ -21,8 +21,12 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("render") if args.len() >= 4 => render(Path::new(&args[1]), args[2].parse()?, &args[3..]),
-        Some("embed") if args.len() >= 5 => embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5)),
-        _ => bail!("usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES]"),
+        Some("embed") if args.len() >= 5 => {
+            embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5))
+        }
+        _ => {
+            bail!("usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES]")
+        }
     }
 }
 
@@ -91,10 +95,12 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (p, e) in paths.iter().zip(&last) {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        tensors.insert(format!("image.{stem}"), Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?);
+        tensors
+            .insert(format!("image.{stem}"), Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?);
     }
     if let Some(qfile) = queries {
-        let qs: Vec<String> = std::fs::read_to_string(qfile)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+        let qs: Vec<String> =
+            std::fs::read_to_string(qfile)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
         let mut times = Vec::new();
         for _ in 0..3 {
             for q in &qs {
@@ -104,10 +110,17 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
             }
         }
         times.sort_by(f64::total_cmp);
-        println!("{{\"what\": \"query\", \"batch_size\": 1, \"median_ms\": {:.2}, \"p95_ms\": {:.2}}}", times[times.len() / 2], times[times.len() * 95 / 100]);
+        println!(
+            "{{\"what\": \"query\", \"batch_size\": 1, \"median_ms\": {:.2}, \"p95_ms\": {:.2}}}",
+            times[times.len() / 2],
+            times[times.len() * 95 / 100]
+        );
         let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
         for (i, e) in m.embed_queries(&refs)?.iter().enumerate() {
-            tensors.insert(format!("query.{i:03}"), Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?);
+            tensors.insert(
+                format!("query.{i:03}"),
+                Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu)?,
+            );
         }
     }
     candle_core::safetensors::save(&tensors, out)?;

@@ -54,10 +54,16 @@ pub(crate) fn hint_for_error(cause: &(dyn std::error::Error + 'static)) -> Optio
     use colqwen::store::Error as S;
     if let Some(e) = cause.downcast_ref::<colqwen::Error>() {
         return match e {
+            // `#[error(transparent)]` wrappers hide the inner error from the source chain: look inside.
+            colqwen::Error::Pdf(inner) => hint_for_error(inner),
+            colqwen::Error::Model(inner) => hint_for_error(inner),
+            colqwen::Error::Store(inner) => hint_for_error(inner),
             colqwen::Error::DeviceUnavailable { requested, .. } if requested.starts_with("cuda") => {
                 Some("rebuild with `--features cuda` (scripts/cuda-build.sh), or pass --device cpu".into())
             }
-            colqwen::Error::DeviceUnavailable { .. } => Some("rebuild with `--features metal`, or pass --device cpu".into()),
+            colqwen::Error::DeviceUnavailable { .. } => {
+                Some("rebuild with `--features metal`, or pass --device cpu".into())
+            }
             colqwen::Error::NoSuchDocument(_) => Some("`colqwen list` shows the documents and their ids".into()),
             colqwen::Error::ModelMismatch { .. } => {
                 Some("omit --model to use the index's model, or pass --index for another index".into())
@@ -68,12 +74,16 @@ pub(crate) fn hint_for_error(cause: &(dyn std::error::Error + 'static)) -> Optio
     }
     if let Some(e) = cause.downcast_ref::<M>() {
         return match e {
-            M::NotCached { .. } => Some("run once with network access to download the model, or pass --model with a local folder".into()),
+            M::NotCached { .. } => {
+                Some("run once with network access to download the model, or pass --model with a local folder".into())
+            }
             M::Hub { .. } => Some("check the network and the model id; gated models need HF_TOKEN".into()),
             M::MissingFile { .. } | M::Safetensors { .. } | M::ShapeMismatch { .. } | M::MissingTensor { .. } => {
                 Some("the model folder is incomplete or damaged: download it again".into())
             }
-            M::UnsupportedModelType { .. } => Some("colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into()),
+            M::UnsupportedModelType { .. } => {
+                Some("colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into())
+            }
             _ => None,
         };
     }
@@ -90,7 +100,9 @@ pub(crate) fn hint_for_error(cause: &(dyn std::error::Error + 'static)) -> Optio
     }
     if let Some(e) = cause.downcast_ref::<S>() {
         return match e {
-            S::InUse { .. } => Some("another colqwen process is using this index: wait for it, or pass --index DIR".into()),
+            S::InUse { .. } => {
+                Some("another colqwen process is using this index: wait for it, or pass --index DIR".into())
+            }
             S::NotFound { .. } => Some("run `colqwen ingest FILE.pdf` first, or pass --index DIR".into()),
             S::ManifestMismatch { .. } => {
                 Some("use the model the index was built with (omit --model), or pass --index for a new index".into())
@@ -103,22 +115,25 @@ pub(crate) fn hint_for_error(cause: &(dyn std::error::Error + 'static)) -> Optio
 
 /// Problems the user can fix (exit 1); anything else is a bug or an environment failure (exit 2).
 fn user_fixable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<colqwen::pdf::Error>().is_some()
-            || c.downcast_ref::<colqwen::store::Error>().is_some_and(|s| {
-                matches!(
-                    s,
-                    colqwen::store::Error::InUse { .. }
-                        | colqwen::store::Error::NotFound { .. }
-                        | colqwen::store::Error::ManifestMismatch { .. }
-                )
-            })
-            || c.downcast_ref::<colqwen::model::Error>().is_some_and(|m| !matches!(m, colqwen::model::Error::Tensor(_)))
-            || c.downcast_ref::<colqwen::Error>().is_some_and(|x| {
-                !matches!(x, colqwen::Error::Model(colqwen::model::Error::Tensor(_)) | colqwen::Error::Store(_))
-            })
-            || c.downcast_ref::<commands::UsageError>().is_some()
-    })
+    e.chain().any(fixable)
+}
+
+fn fixable(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use colqwen::store::Error as S;
+    if let Some(e) = cause.downcast_ref::<colqwen::Error>() {
+        return match e {
+            colqwen::Error::Pdf(inner) => fixable(inner),
+            colqwen::Error::Model(inner) => fixable(inner),
+            colqwen::Error::Store(inner) => fixable(inner),
+            _ => true,
+        };
+    }
+    cause.downcast_ref::<colqwen::pdf::Error>().is_some()
+        || cause
+            .downcast_ref::<S>()
+            .is_some_and(|s| matches!(s, S::InUse { .. } | S::NotFound { .. } | S::ManifestMismatch { .. }))
+        || cause.downcast_ref::<colqwen::model::Error>().is_some_and(|m| !matches!(m, colqwen::model::Error::Tensor(_)))
+        || cause.downcast_ref::<commands::UsageError>().is_some()
 }
 
 /// One line for a failed document or page: path, page number, error chain.

@@ -109,18 +109,22 @@ pub(crate) fn varlen_attention(
             let idx = Tensor::from_slice(&rows, rows.len(), device)?;
             order.extend_from_slice(&rows);
             // [S·Hkv, group·len, d]: sequences × kv heads as the batch, the query heads of a kv head stacked.
-            let qs = q
-                .index_select(&idx, 1)?
-                .reshape((hkv, group, s, len, d))?
-                .permute((2, 0, 1, 3, 4))?
-                .reshape((s * hkv, group * len, d))?;
+            let qs = q.index_select(&idx, 1)?.reshape((hkv, group, s, len, d))?.permute((2, 0, 1, 3, 4))?.reshape((
+                s * hkv,
+                group * len,
+                d,
+            ))?;
             let kv = |t: &Tensor| -> Result<Tensor> {
                 t.index_select(&idx, 1)?.reshape((hkv, s, len, d))?.transpose(0, 1)?.reshape((s * hkv, len, d))
             };
             let (ks, vs) = (kv(k)?, kv(v)?);
             let mut scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
             if let Some(mask) = &mask {
-                scores = scores.reshape((s * hkv, group, len, len))?.broadcast_add(mask)?.reshape((s * hkv, group * len, len))?;
+                scores = scores.reshape((s * hkv, group, len, len))?.broadcast_add(mask)?.reshape((
+                    s * hkv,
+                    group * len,
+                    len,
+                ))?;
             }
             let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
             let out = probs.matmul(&vs)?; // [S·Hkv, group·len, d]

@@ -16,11 +16,7 @@ use colqwen_pdf::{Document, Error, RenderLimits, contain, render_contained, rend
 use image::RgbImage;
 
 fn limits() -> RenderLimits {
-    RenderLimits {
-        time_budget: Duration::from_secs(10),
-        max_hung_renders: 64,
-        ..RenderLimits::default()
-    }
+    RenderLimits { time_budget: Duration::from_secs(10), max_hung_renders: 64, ..RenderLimits::default() }
 }
 
 /// Open (contained: opening parses the page tree) and render up to `max_pages` pages.
@@ -184,13 +180,7 @@ fn pdf(objs: &[Vec<u8>]) -> Vec<u8> {
     for o in offsets {
         out.extend(format!("{o:010} 00000 n \n").bytes());
     }
-    out.extend(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objs.len() + 1
-        )
-        .bytes(),
-    );
+    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objs.len() + 1).bytes());
     out
 }
 
@@ -206,10 +196,7 @@ fn one_page(page_extra: &str, content: &[u8], more: Vec<Vec<u8>>) -> Vec<u8> {
     let mut objs = vec![
         b"<< /Type /Catalog /Pages 2 0 R >>".to_vec(),
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_vec(),
-        format!(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R {page_extra} >>"
-        )
-        .into_bytes(),
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R {page_extra} >>").into_bytes(),
         stream("", content),
     ];
     objs.extend(more);
@@ -224,25 +211,15 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         let mut more = vec![];
         for level in 0..depth {
             let next = 5 + level + 1;
-            let body = if level + 1 < depth {
-                format!("/X{next} Do /X{next} Do")
-            } else {
-                "0 0 1 1 re f".to_owned()
-            };
+            let body = if level + 1 < depth { format!("/X{next} Do /X{next} Do") } else { "0 0 1 1 re f".to_owned() };
             let res = if level + 1 < depth {
                 format!("/Resources << /XObject << /X{next} {next} 0 R >> >>")
             } else {
                 String::new()
             };
-            more.push(stream(
-                &format!("/Type /XObject /Subtype /Form /BBox [0 0 612 792] {res}"),
-                body.as_bytes(),
-            ));
+            more.push(stream(&format!("/Type /XObject /Subtype /Form /BBox [0 0 612 792] {res}"), body.as_bytes()));
         }
-        v.push((
-            "form-fanout-2^40",
-            one_page("/Resources << /XObject << /X5 5 0 R >> >>", b"/X5 Do", more),
-        ));
+        v.push(("form-fanout-2^40", one_page("/Resources << /XObject << /X5 5 0 R >> >>", b"/X5 Do", more)));
     }
     // Self-referencing form (recursion).
     v.push((
@@ -257,102 +234,62 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         ),
     ));
     // Tiny dash on a long line.
-    v.push((
-        "dash-1e-6",
-        one_page("", b"[0.000001] 0 d 1 w 0 0 m 100000 100000 l S", vec![]),
-    ));
-    v.push((
-        "dash-1e-3-long",
-        one_page(
-            "",
-            b"[0.001] 0 d 1 w 0 0 m 600 700 l 10 700 l 600 0 l S",
-            vec![],
-        ),
-    ));
+    v.push(("dash-1e-6", one_page("", b"[0.000001] 0 d 1 w 0 0 m 100000 100000 l S", vec![])));
+    v.push(("dash-1e-3-long", one_page("", b"[0.001] 0 d 1 w 0 0 m 600 700 l 10 700 l 600 0 l S", vec![])));
     // Huge coordinates / widths.
-    v.push((
-        "coords-1e30",
-        one_page("", b"0 0 m 1e30 1e30 l 1e30 0 1e-30 1 0 1e30 c f", vec![]),
-    ));
-    v.push((
-        "stroke-width-1e30",
-        one_page("", b"1e30 w 0 0 m 100 100 l S", vec![]),
-    ));
+    v.push(("coords-1e30", one_page("", b"0 0 m 1e30 1e30 l 1e30 0 1e-30 1 0 1e30 c f", vec![])));
+    v.push(("stroke-width-1e30", one_page("", b"1e30 w 0 0 m 100 100 l S", vec![])));
     v.push((
         "curve-1e15",
-        one_page(
-            "",
-            b"0 0 m 1e15 -1e15 -1e15 1e15 300 300 c S 1e10 0 0 1e10 0 0 cm 0 0 m 1 1 l 1 0 l f",
-            vec![],
-        ),
+        one_page("", b"0 0 m 1e15 -1e15 -1e15 1e15 300 300 c S 1e10 0 0 1e10 0 0 cm 0 0 m 1 1 l 1 0 l f", vec![]),
     ));
     // Many operations.
     {
         let mut c = Vec::new();
         for i in 0..2_000_000u32 {
-            c.extend(
-                format!(
-                    "{} {} m {} {} l S\n",
-                    i % 600,
-                    i % 700,
-                    (i * 7) % 600,
-                    (i * 13) % 700
-                )
-                .bytes(),
-            );
+            c.extend(format!("{} {} m {} {} l S\n", i % 600, i % 700, (i * 7) % 600, (i * 13) % 700).bytes());
         }
         v.push(("2M-strokes", one_page("", &c, vec![])));
     }
     // The same kind of overflow with few bytes: nested forms, 30 x 20 x 500 long strokes.
     {
-        let c: Vec<u8> = "0 0 m 612 792 l S 612 0 m 0 792 l S\n"
-            .repeat(250)
-            .into_bytes();
+        let c: Vec<u8> = "0 0 m 612 792 l S 612 0 m 0 792 l S\n".repeat(250).into_bytes();
         v.push((
             "alpha-overflow-forms",
             one_page(
                 "/Resources << /XObject << /A 5 0 R >> >>",
                 b"/A Do",
                 vec![
-                    stream("/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /B 6 0 R >> >>", "/B Do ".repeat(30).as_bytes()),
-                    stream("/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /C 7 0 R >> >>", "/C Do ".repeat(20).as_bytes()),
+                    stream(
+                        "/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /B 6 0 R >> >>",
+                        "/B Do ".repeat(30).as_bytes(),
+                    ),
+                    stream(
+                        "/Type /XObject /Subtype /Form /BBox [0 0 612 792] /Resources << /XObject << /C 7 0 R >> >>",
+                        "/C Do ".repeat(20).as_bytes(),
+                    ),
                     stream("/Type /XObject /Subtype /Form /BBox [0 0 612 792]", &c),
                 ],
             ),
         ));
     }
     // Absurd boxes.
-    v.push((
-        "mediabox-1e30",
-        one_page("/MediaBox [0 0 1e30 1e30]", b"0 0 100 100 re f", vec![]),
-    ));
-    v.push((
-        "mediabox-negative",
-        one_page("/MediaBox [0 0 -612 -792]", b"0 0 100 100 re f", vec![]),
-    ));
-    v.push((
-        "mediabox-tiny",
-        one_page("/MediaBox [0 0 1e-9 1e-9]", b"0 0 100 100 re f", vec![]),
-    ));
-    v.push((
-        "rotate-45",
-        one_page("/Rotate 45", b"0 0 100 100 re f", vec![]),
-    ));
-    v.push((
-        "rotate-huge",
-        one_page("/Rotate 2147483647", b"0 0 100 100 re f", vec![]),
-    ));
-    v.push((
-        "userunit-1e6",
-        one_page("/UserUnit 1000000", b"0 0 100 100 re f", vec![]),
-    ));
+    v.push(("mediabox-1e30", one_page("/MediaBox [0 0 1e30 1e30]", b"0 0 100 100 re f", vec![])));
+    v.push(("mediabox-negative", one_page("/MediaBox [0 0 -612 -792]", b"0 0 100 100 re f", vec![])));
+    v.push(("mediabox-tiny", one_page("/MediaBox [0 0 1e-9 1e-9]", b"0 0 100 100 re f", vec![])));
+    v.push(("rotate-45", one_page("/Rotate 45", b"0 0 100 100 re f", vec![])));
+    v.push(("rotate-huge", one_page("/Rotate 2147483647", b"0 0 100 100 re f", vec![])));
+    v.push(("userunit-1e6", one_page("/UserUnit 1000000", b"0 0 100 100 re f", vec![])));
     // Huge image declared, tiny data.
     v.push((
         "image-65535sq-nodata",
         one_page(
             "/Resources << /XObject << /I 5 0 R >> >>",
             b"612 0 0 792 0 0 cm /I Do",
-            vec![stream("/Type /XObject /Subtype /Image /Width 65535 /Height 65535 /ColorSpace /DeviceRGB /BitsPerComponent 8", b"\xff\x00")],
+            vec![stream(
+                "/Type /XObject /Subtype /Image /Width 65535 /Height 65535 /ColorSpace /DeviceRGB /BitsPerComponent 8",
+                b"\xff\x00",
+            )],
         ),
     ));
     v.push((
@@ -368,7 +305,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         one_page(
             "/Resources << /XObject << /I 5 0 R >> >>",
             b"612 0 0 792 0 0 cm /I Do",
-            vec![stream("/Type /XObject /Subtype /Image /Width -5 /Height 0 /ColorSpace /DeviceGray /BitsPerComponent 3", b"\xff\x00")],
+            vec![stream(
+                "/Type /XObject /Subtype /Image /Width -5 /Height 0 /ColorSpace /DeviceGray /BitsPerComponent 3",
+                b"\xff\x00",
+            )],
         ),
     ));
     // The same, reached through a form, as a soft mask, and inline, at 1 bit.
@@ -396,28 +336,16 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
     ));
     v.push((
         "inline-image-2e9-1bit",
-        one_page(
-            "",
-            b"q 100 0 0 100 0 0 cm BI /W 2000000000 /H 2000000000 /CS /G /BPC 1 ID \xff\xff EI Q",
-            vec![],
-        ),
+        one_page("", b"q 100 0 0 100 0 0 cm BI /W 2000000000 /H 2000000000 /CS /G /BPC 1 ID \xff\xff EI Q", vec![]),
     ));
     v.push((
         "inline-image-60000-1bit",
-        one_page(
-            "",
-            b"q 100 0 0 100 0 0 cm BI /W 60000 /H 60000 /CS /G /BPC 1 ID \xff\xff EI Q",
-            vec![],
-        ),
+        one_page("", b"q 100 0 0 100 0 0 cm BI /W 60000 /H 60000 /CS /G /BPC 1 ID \xff\xff EI Q", vec![]),
     ));
     // Inline image with absurd size.
     v.push((
         "inline-image-huge",
-        one_page(
-            "",
-            b"q 100 0 0 100 0 0 cm BI /W 60000 /H 60000 /CS /G /BPC 8 ID \xff\xff EI Q",
-            vec![],
-        ),
+        one_page("", b"q 100 0 0 100 0 0 cm BI /W 60000 /H 60000 /CS /G /BPC 8 ID \xff\xff EI Q", vec![]),
     ));
     // Unbalanced graphics state / clip stack.
     {
@@ -427,10 +355,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         }
         v.push(("100k-q-clips", one_page("", &c, vec![])));
     }
-    v.push((
-        "Q-underflow",
-        one_page("", b"Q Q Q Q 0 0 1 1 re f Q Q", vec![]),
-    ));
+    v.push(("Q-underflow", one_page("", b"Q Q Q Q 0 0 1 1 re f Q Q", vec![])));
     // Shading with pathological function.
     v.push((
         "shading-sampled-huge",
@@ -450,10 +375,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
             b"/S sh",
             vec![
                 b"<< /ShadingType 1 /ColorSpace /DeviceRGB /Function 6 0 R >>".to_vec(),
-                stream(
-                    "/FunctionType 4 /Domain [0 1 0 1] /Range [0 1 0 1 0 1]",
-                    b"{ 1 1 100000 { pop } for dup dup }",
-                ),
+                stream("/FunctionType 4 /Domain [0 1 0 1] /Range [0 1 0 1 0 1]", b"{ 1 1 100000 { pop } for dup dup }"),
             ],
         ),
     ));
@@ -498,10 +420,7 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         for _ in 0..100_000 {
             d.extend(b"<< /A ");
         }
-        v.push((
-            "nested-dicts-100k",
-            pdf(&[d, b"<< /Type /Pages /Kids [] /Count 0 >>".to_vec()]),
-        ));
+        v.push(("nested-dicts-100k", pdf(&[d, b"<< /Type /Pages /Kids [] /Count 0 >>".to_vec()])));
     }
     // Reference chain: object n -> n+1 -> ... (indirect length)
     {
@@ -553,11 +472,7 @@ fn craft(which: Option<&str>) {
         println!(
             "{name}: {:.0?} {}",
             t.elapsed(),
-            if findings.is_empty() {
-                "ok".into()
-            } else {
-                findings.join(" | ")
-            }
+            if findings.is_empty() { "ok".into() } else { findings.join(" | ") }
         );
     }
 }
@@ -571,15 +486,7 @@ fn main() {
             for p in &args[1..] {
                 let t = Instant::now();
                 let f = exercise(std::fs::read(p).unwrap(), p, 1000);
-                println!(
-                    "{p}: {:.0?} {}",
-                    t.elapsed(),
-                    if f.is_empty() {
-                        "ok".into()
-                    } else {
-                        f.join(" | ")
-                    }
-                );
+                println!("{p}: {:.0?} {}", t.elapsed(), if f.is_empty() { "ok".into() } else { f.join(" | ") });
             }
         }
         Some("write") => {

@@ -20,10 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let doc = Document::open(&PathBuf::from(input), password.as_deref())?;
     let first: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let last: usize = args
-        .get(3)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(doc.page_count().saturating_sub(1));
+    let last: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(doc.page_count().saturating_sub(1));
     std::fs::create_dir_all(out)?;
     let limits = RenderLimits::default();
     for i in first..=last.min(doc.page_count().saturating_sub(1)) {
@@ -33,10 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let path = PathBuf::from(out).join(format!("page-{i:04}.png"));
         img.save_with_format(&path, image::ImageFormat::Png)?;
         let jpeg = encode_preview(&img, 512, 80)?;
-        std::fs::write(
-            PathBuf::from(out).join(format!("page-{i:04}-preview.jpg")),
-            jpeg,
-        )?;
+        std::fs::write(PathBuf::from(out).join(format!("page-{i:04}-preview.jpg")), jpeg)?;
         println!("{} {}x{} pt -> {w}x{h} px", path.display(), size.0, size.1);
     }
     Ok(())

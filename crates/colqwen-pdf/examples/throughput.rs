@@ -63,23 +63,13 @@ fn serial(docs: &[(PathBuf, Vec<u8>)], limits: &RenderLimits) -> Vec<DocTiming> 
             let img = doc.render_page(i, w, h).unwrap();
             std::hint::black_box(img);
         }
-        out.push((
-            name(path),
-            doc.page_count(),
-            thread_cpu() - c0,
-            w0.elapsed(),
-            dims.0,
-            dims.1,
-        ));
+        out.push((name(path), doc.page_count(), thread_cpu() - c0, w0.elapsed(), dims.0, dims.1));
     }
     out
 }
 
 /// Same, but with one PageRenderer per document (hayro caches reused across pages).
-fn serial_renderer(
-    docs: &[(PathBuf, Vec<u8>)],
-    limits: &RenderLimits,
-) -> Vec<(String, usize, Duration)> {
+fn serial_renderer(docs: &[(PathBuf, Vec<u8>)], limits: &RenderLimits) -> Vec<(String, usize, Duration)> {
     let mut out = vec![];
     for (path, bytes) in docs {
         let c0 = thread_cpu();
@@ -111,15 +101,10 @@ fn parallel(
     limits: &RenderLimits,
 ) -> (usize, Duration, Duration) {
     let t0 = Instant::now();
-    let opened: Vec<Arc<Document>> = docs
-        .iter()
-        .map(|(p, b)| Arc::new(Document::from_bytes(b.clone(), None, &name(p)).unwrap()))
-        .collect();
-    let jobs: Vec<(usize, usize)> = opened
-        .iter()
-        .enumerate()
-        .flat_map(|(d, doc)| (0..doc.page_count()).map(move |i| (d, i)))
-        .collect();
+    let opened: Vec<Arc<Document>> =
+        docs.iter().map(|(p, b)| Arc::new(Document::from_bytes(b.clone(), None, &name(p)).unwrap())).collect();
+    let jobs: Vec<(usize, usize)> =
+        opened.iter().enumerate().flat_map(|(d, doc)| (0..doc.page_count()).map(move |i| (d, i))).collect();
     let next = AtomicUsize::new(0);
     let cpu_total = std::sync::Mutex::new(Duration::ZERO);
     // Wall time threads spent neither on a CPU nor waiting for one: blocked (locks, I/O).
@@ -132,9 +117,7 @@ fn parallel(
                     opened.clone()
                 } else {
                     docs.iter()
-                        .map(|(p, b)| {
-                            Arc::new(Document::from_bytes(b.clone(), None, &name(p)).unwrap())
-                        })
+                        .map(|(p, b)| Arc::new(Document::from_bytes(b.clone(), None, &name(p)).unwrap()))
                         .collect()
                 };
                 let mut renderers: Vec<_> = own.iter().map(|d| d.renderer()).collect();
@@ -152,8 +135,7 @@ fn parallel(
                 }
                 let (c1, q1) = sched();
                 *cpu_total.lock().unwrap() += c1 - c0;
-                *blocked_total.lock().unwrap() +=
-                    w0.elapsed().saturating_sub((c1 - c0) + (q1 - q0));
+                *blocked_total.lock().unwrap() += w0.elapsed().saturating_sub((c1 - c0) + (q1 - q0));
             });
         }
     });
@@ -168,20 +150,12 @@ fn parallel(
 }
 
 fn main() {
-    let rounds: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3);
+    let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
     let docs = corpus();
     let limits = RenderLimits::default();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cores: {cores}; rounds: {rounds} (best round reported)");
-    println!(
-        "loadavg at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("loadavg at start: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 
     // Warm up (page cache, lazy statics).
     serial(&docs, &limits);
@@ -236,13 +210,7 @@ fn main() {
     println!("\n## single thread, one PageRenderer per document (doc.renderer(): caches reused)");
     let (mut pages, mut cpu) = (0, Duration::ZERO);
     for (n, p, c) in best_reuse.unwrap() {
-        println!(
-            "{:<48} {:>5} {:>10.1} {:>9.1}",
-            n,
-            p,
-            c.as_secs_f64() * 1e3 / p as f64,
-            p as f64 / c.as_secs_f64()
-        );
+        println!("{:<48} {:>5} {:>10.1} {:>9.1}", n, p, c.as_secs_f64() * 1e3 / p as f64, p as f64 / c.as_secs_f64());
         pages += p;
         cpu += c;
     }
@@ -259,30 +227,10 @@ fn main() {
         ("1 thread, render_page", 1, true, Mode::RenderPage),
         ("1 thread, PageRenderer", 1, true, Mode::Renderer),
         ("1 thread, render_contained", 1, true, Mode::Contained),
-        (
-            "all cores, shared Arc<Document>, render_page",
-            cores,
-            true,
-            Mode::RenderPage,
-        ),
-        (
-            "all cores, Document per thread, render_page",
-            cores,
-            false,
-            Mode::RenderPage,
-        ),
-        (
-            "all cores, shared, PageRenderer per thread",
-            cores,
-            true,
-            Mode::Renderer,
-        ),
-        (
-            "all cores, shared, render_contained",
-            cores,
-            true,
-            Mode::Contained,
-        ),
+        ("all cores, shared Arc<Document>, render_page", cores, true, Mode::RenderPage),
+        ("all cores, Document per thread, render_page", cores, false, Mode::RenderPage),
+        ("all cores, shared, PageRenderer per thread", cores, true, Mode::Renderer),
+        ("all cores, shared, render_contained", cores, true, Mode::Contained),
     ] {
         let mut bestp: Option<(usize, Duration, Duration)> = None;
         for _ in 0..rounds {
@@ -298,10 +246,5 @@ fn main() {
             cpu.as_secs_f64() * 1e3 / n as f64
         );
     }
-    println!(
-        "\nloadavg at end: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    println!("\nloadavg at end: {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
 }

@@ -129,11 +129,7 @@ where
 {
     let hung = HUNG_RENDERS.load(Ordering::SeqCst);
     if hung >= limits.max_hung_renders {
-        return Err(Error::TooManyHungRenders {
-            path: path.to_path_buf(),
-            page_index,
-            hung,
-        });
+        return Err(Error::TooManyHungRenders { path: path.to_path_buf(), page_index, hung });
     }
 
     let state = Arc::new(AtomicU8::new(RUNNING));
@@ -147,20 +143,13 @@ where
             let outcome = catch_unwind(AssertUnwindSafe(f));
             // The receiver may be gone (timed out); then the result is just dropped.
             let _ = tx.send(outcome);
-            if worker_state
-                .compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
+            if worker_state.compare_exchange(RUNNING, FINISHED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
                 // The caller gave up on us and counted us as hung.
                 HUNG_RENDERS.fetch_sub(1, Ordering::SeqCst);
                 tracing::debug!(page_index, "a timed-out render finished");
             }
         })
-        .map_err(|source| Error::SpawnWorker {
-            path: path.to_path_buf(),
-            page_index,
-            source,
-        })?;
+        .map_err(|source| Error::SpawnWorker { path: path.to_path_buf(), page_index, source })?;
 
     let outcome = match rx.recv_timeout(limits.time_budget) {
         Ok(outcome) => outcome,
@@ -168,21 +157,14 @@ where
             // Count first, then mark abandoned, so the worker's decrement can never
             // run before this increment.
             HUNG_RENDERS.fetch_add(1, Ordering::SeqCst);
-            if state
-                .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok()
-            {
+            if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
                 tracing::warn!(
                     path = %path.display(),
                     page_index,
                     budget = ?limits.time_budget,
                     "page render timed out; its thread is left running"
                 );
-                return Err(Error::RenderTimeout {
-                    path: path.to_path_buf(),
-                    page_index,
-                    budget: limits.time_budget,
-                });
+                return Err(Error::RenderTimeout { path: path.to_path_buf(), page_index, budget: limits.time_budget });
             }
             // It finished just now: its result is in the channel.
             HUNG_RENDERS.fetch_sub(1, Ordering::SeqCst);
@@ -199,11 +181,7 @@ where
     outcome.unwrap_or_else(|payload| {
         let message = panic_message(payload.as_ref());
         tracing::warn!(path = %path.display(), page_index, %message, "page render panicked");
-        Err(Error::RenderPanicked {
-            path: path.to_path_buf(),
-            page_index,
-            message,
-        })
+        Err(Error::RenderPanicked { path: path.to_path_buf(), page_index, message })
     })
 }
 

@@ -50,10 +50,7 @@ impl Document {
     /// `Some(pw)` is tried first; if it does not match, the empty password is tried
     /// too, so one `--password` can be passed for a whole folder of PDFs.
     pub fn open(path: &Path, password: Option<&str>) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
         Self::open_bytes(bytes, password, path.to_path_buf())
     }
 
@@ -66,8 +63,7 @@ impl Document {
         if bytes.is_empty() {
             return Err(Error::Empty { path });
         }
-        let _span =
-            tracing::debug_span!("open_pdf", path = %path.display(), bytes = bytes.len()).entered();
+        let _span = tracing::debug_span!("open_pdf", path = %path.display(), bytes = bytes.len()).entered();
         // Keep the bytes shared so a second attempt (empty password) does not copy them,
         // and so they are still at hand to diagnose a failure.
         let data: Arc<Vec<u8>> = Arc::new(bytes);
@@ -76,14 +72,10 @@ impl Document {
         let result = match (first, password) {
             // A password was given but does not match: the file may still open
             // with the empty user password (only an owner password is set).
-            (Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)), Some(pw))
-                if !pw.is_empty() =>
-            {
+            (Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)), Some(pw)) if !pw.is_empty() => {
                 match Pdf::new_with_password(data.clone(), "") {
                     Ok(pdf) => {
-                        tracing::debug!(
-                            "given password did not match; opened with the empty user password"
-                        );
+                        tracing::debug!("given password did not match; opened with the empty user password");
                         Ok(pdf)
                     }
                     Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => {
@@ -155,12 +147,7 @@ impl Document {
     ///
     /// Problems hayro recovers from (a font or image that fails to load) do not fail
     /// the render; they are logged once per page with `tracing::warn!`.
-    pub fn render_page(
-        &self,
-        page_index: usize,
-        width_px: u32,
-        height_px: u32,
-    ) -> Result<RgbImage> {
+    pub fn render_page(&self, page_index: usize, width_px: u32, height_px: u32) -> Result<RgbImage> {
         self.renderer().render_page(page_index, width_px, height_px)
     }
 
@@ -171,11 +158,7 @@ impl Document {
     /// shared `Document`. Its caches grow with the fonts and images seen; drop it (or
     /// make a new one) between documents.
     pub fn renderer(&self) -> PageRenderer<'_> {
-        PageRenderer {
-            doc: self,
-            cache: RenderCache::new(),
-            ctx: None,
-        }
+        PageRenderer { doc: self, cache: RenderCache::new(), ctx: None }
     }
 
     /// Scan what the page uses and fail with [`Error::ImageTooLarge`] or
@@ -244,32 +227,23 @@ pub struct PageRenderer<'d> {
 
 impl std::fmt::Debug for PageRenderer<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PageRenderer")
-            .field("doc", &self.doc.path)
-            .finish_non_exhaustive()
+        f.debug_struct("PageRenderer").field("doc", &self.doc.path).finish_non_exhaustive()
     }
 }
 
 impl PageRenderer<'_> {
     /// Same as [`Document::render_page`].
-    pub fn render_page(
-        &mut self,
-        page_index: usize,
-        width_px: u32,
-        height_px: u32,
-    ) -> Result<RgbImage> {
+    pub fn render_page(&mut self, page_index: usize, width_px: u32, height_px: u32) -> Result<RgbImage> {
         let doc = self.doc;
         let page = doc.page(page_index)?;
         let (w16, h16) = doc.check_size(page_index, width_px, height_px, u64::MAX)?;
-        let _span = tracing::debug_span!("render_page", path = %doc.path.display(), page_index, width_px, height_px)
-            .entered();
+        let _span =
+            tracing::debug_span!("render_page", path = %doc.path.display(), page_index, width_px, height_px).entered();
 
         let warnings = Arc::new(WarningCounts::default());
         let sink = warnings.clone();
-        let interpreter_settings = InterpreterSettings {
-            warning_sink: Arc::new(move |w| sink.record(w)),
-            ..InterpreterSettings::default()
-        };
+        let interpreter_settings =
+            InterpreterSettings { warning_sink: Arc::new(move |w| sink.record(w)), ..InterpreterSettings::default() };
 
         let (page_w_pt, page_h_pt) = page.render_dimensions();
         let transform = Affine::scale_non_uniform(
@@ -286,23 +260,13 @@ impl PageRenderer<'_> {
             }
             None => RenderContext::new(w16, h16),
         };
-        render_into(
-            page,
-            &self.cache,
-            &interpreter_settings,
-            &RenderSettings::default(),
-            &mut ctx,
-            transform,
-        );
+        render_into(page, &self.cache, &interpreter_settings, &RenderSettings::default(), &mut ctx, transform);
         ctx.flush();
         let mut pixmap = Pixmap::new(w16, h16);
         ctx.render_with(
             &mut pixmap,
             &mut Resources::default(),
-            RasterizerSettings {
-                target_init: TargetInit::Clear(WHITE),
-                ..RasterizerSettings::default()
-            },
+            RasterizerSettings { target_init: TargetInit::Clear(WHITE), ..RasterizerSettings::default() },
         );
         self.ctx = Some(ctx);
 
@@ -316,16 +280,11 @@ impl PageRenderer<'_> {
                 .chunks_exact(4)
                 .flat_map(|p| {
                     let under = 255 - p[3];
-                    [
-                        p[0].saturating_add(under),
-                        p[1].saturating_add(under),
-                        p[2].saturating_add(under),
-                    ]
+                    [p[0].saturating_add(under), p[1].saturating_add(under), p[2].saturating_add(under)]
                 })
                 .collect(),
         };
-        Ok(RgbImage::from_raw(width_px, height_px, rgb)
-            .expect("hayro returns exactly width*height RGB pixels"))
+        Ok(RgbImage::from_raw(width_px, height_px, rgb).expect("hayro returns exactly width*height RGB pixels"))
     }
 }
 
@@ -333,26 +292,17 @@ impl PageRenderer<'_> {
 /// "a damaged PDF".
 fn classify_load_error(e: LoadPdfError, data: &[u8], path: PathBuf) -> Error {
     match e {
-        LoadPdfError::Decryption(DecryptionError::PasswordProtected) => {
-            Error::PasswordRequired { path }
+        LoadPdfError::Decryption(DecryptionError::PasswordProtected) => Error::PasswordRequired { path },
+        LoadPdfError::Decryption(DecryptionError::UnsupportedAlgorithm) => Error::UnsupportedEncryption { path },
+        LoadPdfError::Decryption(DecryptionError::InvalidEncryption) => {
+            Error::Damaged { path, reason: "its encryption dictionary is invalid" }
         }
-        LoadPdfError::Decryption(DecryptionError::UnsupportedAlgorithm) => {
-            Error::UnsupportedEncryption { path }
+        LoadPdfError::Decryption(DecryptionError::MissingIDEntry) => {
+            Error::Damaged { path, reason: "it is encrypted but its trailer lacks the /ID entry needed to decrypt it" }
         }
-        LoadPdfError::Decryption(DecryptionError::InvalidEncryption) => Error::Damaged {
-            path,
-            reason: "its encryption dictionary is invalid",
-        },
-        LoadPdfError::Decryption(DecryptionError::MissingIDEntry) => Error::Damaged {
-            path,
-            reason: "it is encrypted but its trailer lacks the /ID entry needed to decrypt it",
-        },
         LoadPdfError::Invalid => {
             if !has_pdf_header(data) {
-                Error::NotPdf {
-                    path,
-                    starts_with: printable_prefix(data, 16),
-                }
+                Error::NotPdf { path, starts_with: printable_prefix(data, 16) }
             } else if looks_truncated(data) {
                 Error::Damaged {
                     path,
@@ -381,9 +331,7 @@ fn looks_truncated(data: &[u8]) -> bool {
         None => true,
         Some(pos) => {
             let tail = &data[pos + 5..];
-            [&b"endobj"[..], b"endstream", b" obj"]
-                .iter()
-                .any(|needle| find(tail, needle))
+            [&b"endobj"[..], b"endstream", b" obj"].iter().any(|needle| find(tail, needle))
         }
     }
 }
@@ -398,17 +346,8 @@ fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// The first `n` bytes as a quoted string, non-printable bytes shown as `.`.
 fn printable_prefix(data: &[u8], n: usize) -> String {
-    let s: String = data
-        .iter()
-        .take(n)
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '.'
-            }
-        })
-        .collect();
+    let s: String =
+        data.iter().take(n).map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '.' }).collect();
     format!("{s:?}")
 }
 
@@ -460,22 +399,13 @@ mod tests {
     #[test]
     fn truncation_heuristic() {
         assert!(looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n"));
-        assert!(!looks_truncated(
-            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n"
-        ));
-        assert!(!looks_truncated(
-            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n\0\0\0<html></html>"
-        ));
-        assert!(looks_truncated(
-            b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n2 0 obj\n<<>>\nendo"
-        ));
+        assert!(!looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n"));
+        assert!(!looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n\0\0\0<html></html>"));
+        assert!(looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n2 0 obj\n<<>>\nendo"));
     }
 
     #[test]
     fn printable_prefix_masks_binary() {
-        assert_eq!(
-            printable_prefix(b"<!DOCTYPE html>\n<x>", 16),
-            "\"<!DOCTYPE html>.\""
-        );
+        assert_eq!(printable_prefix(b"<!DOCTYPE html>\n<x>", 16), "\"<!DOCTYPE html>.\"");
     }
 }

@@ -42,12 +42,7 @@ pub(crate) struct PageScan {
 
 /// Scan the objects page `page` uses.
 pub(crate) fn scan_page(page: &Page<'_>) -> PageScan {
-    let mut w = Walker {
-        xref: page.xref(),
-        visited: HashSet::new(),
-        budget: NODE_BUDGET,
-        found: PageScan::default(),
-    };
+    let mut w = Walker { xref: page.xref(), visited: HashSet::new(), budget: NODE_BUDGET, found: PageScan::default() };
     if let Some(content) = page.page_stream() {
         let resources = page.raw().get::<Dict<'_>>(b"Resources");
         w.scan_content(content, resources.as_ref());
@@ -76,9 +71,7 @@ struct PathState {
 
 impl PathState {
     fn set_dash(&mut self, values: impl Iterator<Item = f32>) {
-        self.dash_period = values
-            .map(|v| if v == 0.0 { 0.01 } else { f64::from(v).abs() })
-            .sum();
+        self.dash_period = values.map(|v| if v == 0.0 { 0.01 } else { f64::from(v).abs() }).sum();
     }
 
     fn to(&mut self, p: (f64, f64)) {
@@ -93,11 +86,7 @@ impl PathState {
 
     /// Dash segments the current path produces if stroked now.
     fn stroke(&mut self) -> f64 {
-        let n = if self.dash_period > 0.0 {
-            self.length / self.dash_period
-        } else {
-            0.0
-        };
+        let n = if self.dash_period > 0.0 { self.length / self.dash_period } else { 0.0 };
         self.length = 0.0;
         n
     }
@@ -105,20 +94,12 @@ impl PathState {
 
 impl<'x> Walker<'x> {
     fn record(&mut self, dict: &Dict<'_>, inline: bool) {
-        let (wk, hk): (&[u8], &[u8]) = if inline {
-            (b"W", b"H")
-        } else {
-            (b"Width", b"Height")
-        };
+        let (wk, hk): (&[u8], &[u8]) = if inline { (b"W", b"H") } else { (b"Width", b"Height") };
         let w = dict.get::<u32>(wk).or_else(|| dict.get::<u32>(b"Width"));
         let h = dict.get::<u32>(hk).or_else(|| dict.get::<u32>(b"Height"));
         if let (Some(w), Some(h)) = (w, h) {
             let area = u64::from(w) * u64::from(h);
-            if self
-                .found
-                .largest_image
-                .is_none_or(|(lw, lh)| area > u64::from(lw) * u64::from(lh))
-            {
+            if self.found.largest_image.is_none_or(|(lw, lh)| area > u64::from(lw) * u64::from(lh)) {
                 self.found.largest_image = Some((w, h));
             }
         }
@@ -238,8 +219,7 @@ impl<'x> Walker<'x> {
                 if is(b"Image") || (dict.contains_key(b"Width") && dict.contains_key(b"Height")) {
                     self.record(&dict, false);
                 }
-                let is_content =
-                    as_content || is(b"Form") || dict.get::<u8>(b"PatternType") == Some(1);
+                let is_content = as_content || is(b"Form") || dict.get::<u8>(b"PatternType") == Some(1);
                 if is_content && let Ok(data) = s.decoded() {
                     let resources = dict.get::<Dict<'_>>(b"Resources");
                     self.scan_content(&data, resources.as_ref());

@@ -17,11 +17,7 @@ use crate::document::MAX_SIDE_PX;
 /// `limits.max_pixels` and 65535 px per side; each side is at least 1 px.
 ///
 /// Degenerate inputs (zero, negative or non-finite sizes) are treated as A4.
-pub fn render_size(
-    page_size_pt: (f32, f32),
-    target_pixels: u64,
-    limits: &RenderLimits,
-) -> (u32, u32) {
+pub fn render_size(page_size_pt: (f32, f32), target_pixels: u64, limits: &RenderLimits) -> (u32, u32) {
     const A4_PT: (f64, f64) = (595.2756, 841.8898);
     let (mut w_pt, mut h_pt) = (f64::from(page_size_pt.0), f64::from(page_size_pt.1));
     if !(w_pt.is_finite() && h_pt.is_finite() && w_pt > 0.0 && h_pt > 0.0) {
@@ -30,11 +26,7 @@ pub fn render_size(
     let area_pt = w_pt * h_pt;
 
     // Pixels per point.
-    let oversample = if limits.oversample.is_finite() && limits.oversample > 0.0 {
-        limits.oversample
-    } else {
-        1.0
-    };
+    let oversample = if limits.oversample.is_finite() && limits.oversample > 0.0 { limits.oversample } else { 1.0 };
     let mut scale = (oversample * target_pixels as f64 / area_pt).sqrt();
     let min_scale = f64::from(limits.min_dpi) / 72.0;
     if min_scale.is_finite() && scale < min_scale {
@@ -78,13 +70,7 @@ mod tests {
     #[test]
     fn degenerate_sizes_do_not_panic() {
         let l = RenderLimits::default();
-        for s in [
-            (0.0, 0.0),
-            (f32::NAN, 1.0),
-            (-5.0, 100.0),
-            (f32::INFINITY, 1.0),
-            (1e-30, 1e30),
-        ] {
+        for s in [(0.0, 0.0), (f32::NAN, 1.0), (-5.0, 100.0), (f32::INFINITY, 1.0), (1e-30, 1e30)] {
             let (w, h) = render_size(s, 602_112, &l);
             assert!(w >= 1 && h >= 1 && w <= MAX_SIDE_PX && h <= MAX_SIDE_PX);
         }
@@ -92,10 +78,7 @@ mod tests {
 
     #[test]
     fn max_pixels_caps() {
-        let l = RenderLimits {
-            max_pixels: 1_000_000,
-            ..RenderLimits::default()
-        };
+        let l = RenderLimits { max_pixels: 1_000_000, ..RenderLimits::default() };
         let (w, h) = render_size((8400.0, 8400.0), 602_112, &l);
         assert!(u64::from(w) * u64::from(h) <= 1_000_000);
         assert!(w >= 999);

@@ -12,10 +12,7 @@ fn open_err(rel: &str, password: Option<&str>) -> (Error, String) {
     let err = Document::open(&path, password).expect_err(rel);
     let msg = err.to_string();
     let file_name = Path::new(rel).file_name().unwrap().to_str().unwrap();
-    assert!(
-        msg.contains(file_name),
-        "message does not name the file: {msg}"
-    );
+    assert!(msg.contains(file_name), "message does not name the file: {msg}");
     println!("{rel} (password {password:?}): {msg}");
     (err, msg)
 }
@@ -76,10 +73,7 @@ fn empty_user_password_opens_and_renders() {
         assert_eq!(doc.page_count(), 1);
         let img = doc.render_page(0, 298, 421).unwrap();
         assert!(non_white(&img) > 100);
-        assert!(
-            img == plain.render_page(0, 298, 421).unwrap(),
-            "decrypted render differs"
-        );
+        assert!(img == plain.render_page(0, 298, 421).unwrap(), "decrypted render differs");
     }
 }
 
@@ -127,22 +121,9 @@ fn from_bytes_names_the_document_in_errors() {
 fn page_out_of_range() {
     let doc = Document::open(&fixture("pdfs/siscone-refman_p60_diagram.pdf"), None).unwrap();
     let err = doc.render_page(1, 10, 10).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::PageOutOfRange {
-                page_index: 1,
-                page_count: 1,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::PageOutOfRange { page_index: 1, page_count: 1, .. }), "{err:?}");
     assert!(err.to_string().contains("siscone-refman_p60_diagram.pdf"));
-    assert!(matches!(
-        doc.page_size_pt(5),
-        Err(Error::PageOutOfRange { .. })
-    ));
+    assert!(matches!(doc.page_size_pt(5), Err(Error::PageOutOfRange { .. })));
     println!("{err}");
 }
 

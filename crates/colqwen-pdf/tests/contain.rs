@@ -19,20 +19,13 @@ use image::RgbImage;
 #[test]
 fn containment() {
     let path = fixture("pdfs/siscone-refman_p60_diagram.pdf");
-    let limits = RenderLimits {
-        time_budget: Duration::from_millis(300),
-        max_hung_renders: 2,
-        ..RenderLimits::default()
-    };
+    let limits =
+        RenderLimits { time_budget: Duration::from_millis(300), max_hung_renders: 2, ..RenderLimits::default() };
 
     // 1. A panic becomes RenderPanicked with the message.
     let err = contain(&path, 3, &limits, || panic!("boom in page 3")).unwrap_err();
     match &err {
-        Error::RenderPanicked {
-            page_index: 3,
-            message,
-            ..
-        } => assert_eq!(message, "boom in page 3"),
+        Error::RenderPanicked { page_index: 3, message, .. } => assert_eq!(message, "boom in page 3"),
         other => panic!("expected RenderPanicked, got {other:?}"),
     }
     assert!(err.to_string().contains("siscone-refman_p60_diagram.pdf"));
@@ -48,11 +41,7 @@ fn containment() {
         Ok(RgbImage::new(1, 1))
     })
     .unwrap_err();
-    assert!(
-        start.elapsed() < Duration::from_millis(1200),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_millis(1200), "{:?}", start.elapsed());
     assert!(
         matches!(err, Error::RenderTimeout { page_index: 7, budget, .. } if budget == limits.time_budget),
         "{err:?}"
@@ -69,10 +58,7 @@ fn containment() {
     assert!(matches!(err, Error::RenderTimeout { .. }), "{err:?}");
     assert_eq!(hung_renders(), 2);
     let err = contain(&path, 9, &limits, || Ok(RgbImage::new(1, 1))).unwrap_err();
-    assert!(
-        matches!(err, Error::TooManyHungRenders { hung: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::TooManyHungRenders { hung: 2, .. }), "{err:?}");
     println!("{err}");
 
     // 4. When the detached renders end, the counter drops and renders work again.
@@ -85,33 +71,16 @@ fn containment() {
     assert_eq!(img.dimensions(), (2, 3));
 
     // 5. An error from the closure passes through unchanged.
-    let err = contain(&path, 0, &limits, || {
-        Err(Error::Empty {
-            path: "x.pdf".into(),
-        })
-    })
-    .unwrap_err();
+    let err = contain(&path, 0, &limits, || Err(Error::Empty { path: "x.pdf".into() })).unwrap_err();
     assert!(matches!(err, Error::Empty { .. }));
 
     // 6. The real thing: render_contained renders a page, and enforces max_pixels.
     let doc = Arc::new(Document::open(&path, None).unwrap());
     let img = render_contained(&doc, 0, 298, 421, &limits).unwrap();
     assert_eq!(img.dimensions(), (298, 421));
-    let small = RenderLimits {
-        max_pixels: 10_000,
-        ..limits.clone()
-    };
+    let small = RenderLimits { max_pixels: 10_000, ..limits.clone() };
     let err = render_contained(&doc, 0, 298, 421, &small).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::PageTooLarge {
-                max_pixels: 10_000,
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::PageTooLarge { max_pixels: 10_000, .. }), "{err:?}");
     println!("{err}");
     let err = render_contained(&doc, 1, 298, 421, &limits).unwrap_err();
     assert!(matches!(err, Error::PageOutOfRange { .. }), "{err:?}");

@@ -15,10 +15,7 @@ use common::{TARGET_PIXELS, fixture};
 fn endless_render_becomes_render_timeout() {
     let doc = Arc::new(Document::open(&fixture("bad-pdfs/form-fanout-hang.pdf"), None).unwrap());
     assert_eq!(doc.page_count(), 1);
-    let limits = RenderLimits {
-        time_budget: Duration::from_secs(2),
-        ..RenderLimits::default()
-    };
+    let limits = RenderLimits { time_budget: Duration::from_secs(2), ..RenderLimits::default() };
     let (w, h) = render_size(doc.page_size_pt(0).unwrap(), TARGET_PIXELS, &limits);
     let before = hung_renders();
     let start = Instant::now();
@@ -28,10 +25,7 @@ fn endless_render_becomes_render_timeout() {
         matches!(err, Error::RenderTimeout { page_index: 0, budget, .. } if budget == Duration::from_secs(2)),
         "{err:?}"
     );
-    assert!(
-        waited >= Duration::from_secs(2) && waited < Duration::from_secs(4),
-        "{waited:?}"
-    );
+    assert!(waited >= Duration::from_secs(2) && waited < Duration::from_secs(4), "{waited:?}");
     // The worker cannot be killed: it is detached and still running.
     assert_eq!(hung_renders(), before + 1);
     println!("{err}");
@@ -46,15 +40,7 @@ fn absurd_image_is_refused_before_rendering() {
     let limits = RenderLimits::default();
     let err = render_contained(&doc, 0, 612, 792, &limits).unwrap_err();
     assert!(
-        matches!(
-            err,
-            Error::ImageTooLarge {
-                page_index: 0,
-                width_px: 2_000_000_000,
-                height_px: 2_000_000_000,
-                ..
-            }
-        ),
+        matches!(err, Error::ImageTooLarge { page_index: 0, width_px: 2_000_000_000, height_px: 2_000_000_000, .. }),
         "{err:?}"
     );
     assert!(err.to_string().contains("huge-image-declared.pdf"));
@@ -77,13 +63,8 @@ fn image_scan_accepts_every_corpus_page() {
 /// A limit below the scanned page's image size refuses it (the scan sees the JBIG2 image).
 #[test]
 fn image_limit_applies_to_scans() {
-    let doc = Arc::new(
-        Document::open(&fixture("pdfs/linnsequencer-brochure_scanned.pdf"), None).unwrap(),
-    );
-    let limits = RenderLimits {
-        max_image_pixels: 1_000_000,
-        ..RenderLimits::default()
-    };
+    let doc = Arc::new(Document::open(&fixture("pdfs/linnsequencer-brochure_scanned.pdf"), None).unwrap());
+    let limits = RenderLimits { max_image_pixels: 1_000_000, ..RenderLimits::default() };
     let err = render_contained(&doc, 0, 306, 396, &limits).unwrap_err();
     assert!(matches!(err, Error::ImageTooLarge { .. }), "{err:?}");
     println!("{err}");
@@ -96,12 +77,7 @@ fn fine_dash_is_refused_before_rendering() {
     let doc = Arc::new(Document::open(&fixture("bad-pdfs/dash-memory-bomb.pdf"), None).unwrap());
     let err = render_contained(&doc, 0, 729, 943, &RenderLimits::default()).unwrap_err();
     match &err {
-        Error::TooManyDashes {
-            page_index: 0,
-            dash_segments,
-            max_dash_segments: 2_000_000,
-            ..
-        } => {
+        Error::TooManyDashes { page_index: 0, dash_segments, max_dash_segments: 2_000_000, .. } => {
             assert!(*dash_segments > 100_000_000_000, "{dash_segments}");
         }
         other => panic!("expected TooManyDashes, got {other:?}"),
@@ -118,20 +94,12 @@ fn fine_dash_is_refused_before_rendering() {
 #[test]
 #[ignore = "needs ~3 GB RAM and ~10 s of CPU"]
 fn renderer_panic_becomes_render_panicked() {
-    let doc =
-        Arc::new(Document::open(&fixture("bad-pdfs/alpha-overflow-panic.pdf"), None).unwrap());
-    let limits = RenderLimits {
-        time_budget: Duration::from_secs(120),
-        ..RenderLimits::default()
-    };
+    let doc = Arc::new(Document::open(&fixture("bad-pdfs/alpha-overflow-panic.pdf"), None).unwrap());
+    let limits = RenderLimits { time_budget: Duration::from_secs(120), ..RenderLimits::default() };
     let (w, h) = render_size(doc.page_size_pt(0).unwrap(), TARGET_PIXELS, &limits);
     let err = render_contained(&doc, 0, w, h, &limits).unwrap_err();
     match &err {
-        Error::RenderPanicked {
-            page_index: 0,
-            message,
-            ..
-        } => {
+        Error::RenderPanicked { page_index: 0, message, .. } => {
             assert!(message.contains("alpha_idx"), "{message}");
         }
         other => panic!("expected RenderPanicked, got {other:?}"),

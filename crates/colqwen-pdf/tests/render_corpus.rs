@@ -17,15 +17,9 @@ fn every_corpus_page_renders_to_the_requested_size_with_content() {
         for page_index in 0..doc.page_count() {
             let size = doc.page_size_pt(page_index).unwrap();
             let (w, h) = render_size(size, TARGET_PIXELS, &limits);
-            let img = doc
-                .render_page(page_index, w, h)
-                .unwrap_or_else(|e| panic!("{e}"));
+            let img = doc.render_page(page_index, w, h).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(img.dimensions(), (w, h), "{} p{page_index}", path.display());
-            assert!(
-                non_white(&img) > 100,
-                "{} page {page_index} is blank",
-                path.display()
-            );
+            assert!(non_white(&img) > 100, "{} page {page_index} is blank", path.display());
             total_pages += 1;
         }
     }
@@ -50,17 +44,9 @@ fn page_sizes_are_sensible() {
         ("cplusplus-annotations_p125_table.pdf", 1, (595.0, 842.0)),
         ("gutenprint-users-manual_p5-14_text.pdf", 10, (612.0, 792.0)),
         ("linnsequencer-brochure_scanned.pdf", 1, (612.0, 792.0)),
-        (
-            "reportlab-userguide_broken-xref.pdf",
-            134,
-            (595.276, 841.89),
-        ),
+        ("reportlab-userguide_broken-xref.pdf", 134, (595.276, 841.89)),
         ("siscone-refman_p60_diagram.pdf", 1, (595.0, 842.0)),
-        (
-            "wikipedia-ocr-printout_epson-scan_unusual.pdf",
-            1,
-            (595.0, 841.0),
-        ),
+        ("wikipedia-ocr-printout_epson-scan_unusual.pdf", 1, (595.0, 841.0)),
     ];
     for (name, pages, (ew, eh)) in expect {
         let doc = Document::open(&fixture(&format!("pdfs/{name}")), None).unwrap();
@@ -68,26 +54,16 @@ fn page_sizes_are_sensible() {
         for i in 0..doc.page_count() {
             let (w, h) = doc.page_size_pt(i).unwrap();
             // pdfinfo rounds to whole points for some files.
-            assert!(
-                (w - ew).abs() < 1.0 && (h - eh).abs() < 1.0,
-                "{name} p{i}: {w}x{h}"
-            );
+            assert!((w - ew).abs() < 1.0 && (h - eh).abs() < 1.0, "{name} p{i}: {w}x{h}");
         }
     }
 }
 
 #[test]
 fn scanned_jbig2_and_ccitt_pages_render_with_content() {
-    for name in [
-        "linnsequencer-brochure_scanned.pdf",
-        "wikipedia-ocr-printout_epson-scan_unusual.pdf",
-    ] {
+    for name in ["linnsequencer-brochure_scanned.pdf", "wikipedia-ocr-printout_epson-scan_unusual.pdf"] {
         let doc = Document::open(&fixture(&format!("pdfs/{name}")), None).unwrap();
-        let (w, h) = render_size(
-            doc.page_size_pt(0).unwrap(),
-            TARGET_PIXELS,
-            &RenderLimits::default(),
-        );
+        let (w, h) = render_size(doc.page_size_pt(0).unwrap(), TARGET_PIXELS, &RenderLimits::default());
         let img = doc.render_page(0, w, h).unwrap();
         let dark = dark_fraction(&img);
         // A text scan is a few percent to a few tens of percent ink; blank would be 0,
@@ -109,17 +85,9 @@ fn rotated_page_reports_displayed_size_and_renders_rotated() {
     // /Rotate 90 turns the page clockwise for display.
     let a_cw = image::imageops::rotate90(&a);
     assert_eq!(a_cw.dimensions(), b.dimensions());
-    let diff: u64 = a_cw
-        .as_raw()
-        .iter()
-        .zip(b.as_raw())
-        .map(|(x, y)| u64::from(x.abs_diff(*y)))
-        .sum();
+    let diff: u64 = a_cw.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
     let mae = diff as f64 / a_cw.as_raw().len() as f64;
-    assert!(
-        mae < 3.0,
-        "rotated render differs from upright render turned clockwise: MAE {mae}"
-    );
+    assert!(mae < 3.0, "rotated render differs from upright render turned clockwise: MAE {mae}");
 }
 
 #[test]
@@ -132,17 +100,9 @@ fn render_is_exactly_the_requested_size_even_when_distorting() {
 
 #[test]
 fn one_document_renders_pages_from_several_threads() {
-    let doc = Arc::new(
-        Document::open(
-            &fixture("pdfs/gutenprint-users-manual_p5-14_text.pdf"),
-            None,
-        )
-        .unwrap(),
-    );
+    let doc = Arc::new(Document::open(&fixture("pdfs/gutenprint-users-manual_p5-14_text.pdf"), None).unwrap());
     let (w, h) = (306, 396);
-    let serial: Vec<_> = (0..doc.page_count())
-        .map(|i| doc.render_page(i, w, h).unwrap())
-        .collect();
+    let serial: Vec<_> = (0..doc.page_count()).map(|i| doc.render_page(i, w, h).unwrap()).collect();
     let parallel: Vec<_> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..doc.page_count())
             .map(|i| {
@@ -153,18 +113,13 @@ fn one_document_renders_pages_from_several_threads() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for (i, (a, b)) in serial.iter().zip(&parallel).enumerate() {
-        assert!(
-            a == b,
-            "page {i}: parallel render differs from serial render"
-        );
+        assert!(a == b, "page {i}: parallel render differs from serial render");
     }
 }
 
 #[test]
 fn contained_render_matches_direct_render() {
-    let doc = Arc::new(
-        Document::open(&fixture("pdfs/cplusplus-annotations_p125_table.pdf"), None).unwrap(),
-    );
+    let doc = Arc::new(Document::open(&fixture("pdfs/cplusplus-annotations_p125_table.pdf"), None).unwrap());
     let limits = RenderLimits::default();
     let direct = doc.render_page(0, 400, 566).unwrap();
     let contained = render_contained(&doc, 0, 400, 566, &limits).unwrap();
@@ -198,17 +153,8 @@ fn page_renderer_matches_render_page_across_pages_and_sizes() {
             }
             let a = renderer.render_page(i, w, h).unwrap();
             let b = doc.render_page(i, w, h).unwrap();
-            let diff = a
-                .as_raw()
-                .iter()
-                .zip(b.as_raw())
-                .filter(|(x, y)| x != y)
-                .count();
-            assert!(
-                diff == 0,
-                "{} page {i} at {w}x{h}: {diff} bytes differ",
-                path.display()
-            );
+            let diff = a.as_raw().iter().zip(b.as_raw()).filter(|(x, y)| x != y).count();
+            assert!(diff == 0, "{} page {i} at {w}x{h}: {diff} bytes differ", path.display());
         }
     }
 }

@@ -10,11 +10,7 @@ const FACTOR: f64 = 28.0;
 /// Python's round(): half to even.
 fn round_half_even(x: f64) -> f64 {
     let r = x.round();
-    if (x - x.trunc()).abs() == 0.5 {
-        2.0 * (x / 2.0).round()
-    } else {
-        r
-    }
+    if (x - x.trunc()).abs() == 0.5 { 2.0 * (x / 2.0).round() } else { r }
 }
 
 /// Qwen2.5-VL `smart_resize(height, width, factor=28, min_pixels, max_pixels)`.
@@ -36,14 +32,8 @@ fn smart_resize(h: f64, w: f64, min_pixels: f64, max_pixels: f64) -> (f64, f64) 
 fn check(page_pt: (f32, f32), target: u64, limits: &RenderLimits) {
     let (w, h) = render_size(page_pt, target, limits);
     assert!(w >= 1 && h >= 1 && w <= MAX_SIDE_PX && h <= MAX_SIDE_PX);
-    assert!(
-        u64::from(w) * u64::from(h) <= limits.max_pixels,
-        "{page_pt:?} -> {w}x{h}"
-    );
-    assert!(
-        u64::from(w) * u64::from(h) >= target,
-        "{page_pt:?} -> {w}x{h} < {target}"
-    );
+    assert!(u64::from(w) * u64::from(h) <= limits.max_pixels, "{page_pt:?} -> {w}x{h}");
+    assert!(u64::from(w) * u64::from(h) >= target, "{page_pt:?} -> {w}x{h} < {target}");
     let (h_bar, w_bar) = smart_resize(f64::from(h), f64::from(w), 3136.0, target as f64);
     assert!(
         h_bar <= f64::from(h) && w_bar <= f64::from(w),
@@ -51,10 +41,7 @@ fn check(page_pt: (f32, f32), target: u64, limits: &RenderLimits) {
     );
     let aspect_page = f64::from(page_pt.0) / f64::from(page_pt.1);
     let aspect_px = f64::from(w) / f64::from(h);
-    assert!(
-        (aspect_px / aspect_page - 1.0).abs() < 0.01,
-        "{page_pt:?} -> {w}x{h}"
-    );
+    assert!((aspect_px / aspect_page - 1.0).abs() < 0.01, "{page_pt:?} -> {w}x{h}");
 }
 
 #[test]
@@ -108,10 +95,7 @@ fn a4_and_letter_sizes() {
 fn min_dpi_applies_to_large_pages_and_max_pixels_caps() {
     let l = RenderLimits::default();
     // A0 at 72 dpi = 2384x3370 = 8.0 Mpx (more than 1.25 x target, within 16.7 Mpx).
-    assert_eq!(
-        render_size((2384.0, 3370.0), TARGET_PIXELS, &l),
-        (2384, 3370)
-    );
+    assert_eq!(render_size((2384.0, 3370.0), TARGET_PIXELS, &l), (2384, 3370));
     // 8400 pt square at 72 dpi would be 70 Mpx: capped at 4096².
     let (w, h) = render_size((8400.0, 8400.0), TARGET_PIXELS, &l);
     assert_eq!((w, h), (4096, 4096));

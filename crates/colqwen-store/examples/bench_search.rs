@@ -30,10 +30,7 @@ fn page_vectors(i: usize) -> Vec<f32> {
 }
 
 fn cpu_now() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer to a timespec; CLOCK_PROCESS_CPUTIME_ID is always available on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
@@ -89,13 +86,7 @@ fn main() {
         .map(String::as_str)
         .unwrap_or("f32,f16")
         .split(',')
-        .map(|s| {
-            if s == "f16" {
-                VectorStorage::F16
-            } else {
-                VectorStorage::F32
-            }
-        })
+        .map(|s| if s == "f16" { VectorStorage::F16 } else { VectorStorage::F32 })
         .collect();
     let n_queries: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(20);
     println!(
@@ -110,10 +101,7 @@ fn main() {
         .map(|i| {
             if i % 2 == 0 {
                 let t = qrng.below(n as u64) as usize;
-                (
-                    planted_query(&mut qrng, &pages[t], QUERY_ROWS, DIM, 1.0),
-                    Some(t),
-                )
+                (planted_query(&mut qrng, &pages[t], QUERY_ROWS, DIM, 1.0), Some(t))
             } else {
                 (random_query(&mut qrng, QUERY_ROWS, DIM), None)
             }
@@ -125,19 +113,9 @@ fn main() {
     let mut bfp = Vec::new();
     let mut truth = Vec::new();
     for (q, _) in &queries {
-        let (scores, w, _) = timed(|| {
-            pages
-                .iter()
-                .map(|p| maxsim_fast(q, p, DIM))
-                .collect::<Vec<_>>()
-        });
+        let (scores, w, _) = timed(|| pages.iter().map(|p| maxsim_fast(q, p, DIM)).collect::<Vec<_>>());
         bf1.push(w);
-        let (scores_p, w, _) = timed(|| {
-            pages
-                .par_iter()
-                .map(|p| maxsim_fast(q, p, DIM))
-                .collect::<Vec<_>>()
-        });
+        let (scores_p, w, _) = timed(|| pages.par_iter().map(|p| maxsim_fast(q, p, DIM)).collect::<Vec<_>>());
         bfp.push(w);
         assert_eq!(top_k(scores.clone(), K), top_k(scores_p, K));
         truth.push(top_k(scores, K));
@@ -146,16 +124,8 @@ fn main() {
     let o = maxsim(&queries[0].0, &pages[0], DIM);
     let f = maxsim_fast(&queries[0].0, &pages[0], DIM);
     assert!((o - f).abs() <= 1e-4 * o.abs());
-    println!(
-        "| brute force RAM, 1 thread | p50 {:.1} ms | p95 {:.1} ms |",
-        pct(&bf1, 0.5),
-        pct(&bf1, 0.95)
-    );
-    println!(
-        "| brute force RAM, rayon | p50 {:.1} ms | p95 {:.1} ms |",
-        pct(&bfp, 0.5),
-        pct(&bfp, 0.95)
-    );
+    println!("| brute force RAM, 1 thread | p50 {:.1} ms | p95 {:.1} ms |", pct(&bf1, 0.5), pct(&bf1, 0.95));
+    println!("| brute force RAM, rayon | p50 {:.1} ms | p95 {:.1} ms |", pct(&bfp, 0.5), pct(&bfp, 0.95));
 
     for storage in storages {
         let dir = work.join(format!("idx-{n}-{storage}"));
@@ -218,32 +188,18 @@ fn main() {
             let mut store = Store::open(&dir).unwrap();
             let (_, w, _) = timed(|| store.optimize().unwrap());
             let stats = store.stats().unwrap();
-            println!(
-                "\noptimize() {:.1} s; disk {:.0} MiB",
-                w / 1e3,
-                stats.bytes_on_disk as f64 / 1048576.0
-            );
+            println!("\noptimize() {:.1} s; disk {:.0} MiB", w / 1e3, stats.bytes_on_disk as f64 / 1048576.0);
             run_queries(&store, &queries, &truth, " (optimized)");
         }
     }
 }
 
-fn run_queries(
-    store: &Store,
-    queries: &[(Vec<f32>, Option<usize>)],
-    truth: &[Vec<usize>],
-    tag: &str,
-) {
+fn run_queries(store: &Store, queries: &[(Vec<f32>, Option<usize>)], truth: &[Vec<usize>], tag: &str) {
     // Warm-up (page cache), then timed.
-    let _ = store
-        .search(&queries[0].0, K, None, SearchMode::Exact)
-        .unwrap();
+    let _ = store.search(&queries[0].0, K, None, SearchMode::Exact).unwrap();
     let mut modes = vec![("exact".to_string(), SearchMode::Exact)];
     for p in PREFETCHES {
-        modes.push((
-            format!("two-stage {p}"),
-            SearchMode::TwoStage { prefetch: p },
-        ));
+        modes.push((format!("two-stage {p}"), SearchMode::TwoStage { prefetch: p }));
     }
     modes.push(("auto".to_string(), SearchMode::Auto));
     println!(

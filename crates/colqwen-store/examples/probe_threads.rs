@@ -14,10 +14,7 @@ use colqwen_store::{SearchMode, Store};
 use common::*;
 
 fn thread_cpu() -> f64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid pointer; CLOCK_THREAD_CPUTIME_ID is always available on Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
@@ -70,11 +67,7 @@ fn main() {
         store.search(&q, 10, None, SearchMode::Exact).unwrap();
     }
     let (w, c) = (w.elapsed().as_secs_f64(), thread_cpu() - c);
-    println!(
-        "exact search, 1 thread: {:.2} s per query, thread CPU/wall {:.2}",
-        w / per_thread as f64,
-        c / w
-    );
+    println!("exact search, 1 thread: {:.2} s per query, thread CPU/wall {:.2}", w / per_thread as f64, c / w);
     pair("exact search", || {
         for _ in 0..per_thread {
             store.search(&q, 10, None, SearchMode::Exact).unwrap();

@@ -72,10 +72,7 @@ fn main() {
         .map(|i| {
             if i % 2 == 0 {
                 let t = qrng.below(n as u64) as usize;
-                (
-                    planted_query(&mut qrng, &page_vectors(t), QUERY_ROWS, DIM, 1.0),
-                    true,
-                )
+                (planted_query(&mut qrng, &page_vectors(t), QUERY_ROWS, DIM, 1.0), true)
             } else {
                 (random_query(&mut qrng, QUERY_ROWS, DIM), false)
             }
@@ -91,19 +88,11 @@ fn main() {
             queries
                 .iter()
                 .zip(&pooled_q)
-                .map(|((q, _), pq)| {
-                    (
-                        pq.iter().zip(&p).map(|(a, b)| a * b).sum(),
-                        maxsim_fast(q, &v),
-                    )
-                })
+                .map(|((q, _), pq)| (pq.iter().zip(&p).map(|(a, b)| a * b).sum(), maxsim_fast(q, &v)))
                 .collect()
         })
         .collect();
-    println!(
-        "# recall_sim: {n} pages, {n_queries} queries, computed in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("# recall_sim: {n} pages, {n_queries} queries, computed in {:.0} s", started.elapsed().as_secs_f64());
     println!("| prefetch | recall@10 planted | recall@10 random | min recall random |");
     println!("|---|---|---|---|");
     for p in PREFETCHES.into_iter().filter(|&p| p < n) {
@@ -126,11 +115,6 @@ fn main() {
                 min_r = min_r.min(recall);
             }
         }
-        println!(
-            "| {p} | {:.3} | {:.3} | {:.1} |",
-            rp / np as f64,
-            rr / nr as f64,
-            min_r
-        );
+        println!("| {p} | {:.3} | {:.3} | {:.1} |", rp / np as f64, rr / nr as f64, min_r);
     }
 }

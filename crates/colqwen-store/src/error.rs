@@ -22,20 +22,11 @@ pub enum Error {
         "index at {dir} was built with {field} = {index}, but this run uses {field} = {requested}; \
          use another index directory or re-index from scratch"
     )]
-    ManifestMismatch {
-        dir: PathBuf,
-        field: &'static str,
-        index: String,
-        requested: String,
-    },
+    ManifestMismatch { dir: PathBuf, field: &'static str, index: String, requested: String },
 
     /// The on-disk format (or the format asked for) is not the one this build reads and writes.
     #[error("index at {dir} has format version {found}; this build supports version {supported}")]
-    UnsupportedFormat {
-        dir: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    UnsupportedFormat { dir: PathBuf, found: u32, supported: u32 },
 
     /// `manifest.json` exists but cannot be parsed.
     #[error("cannot parse index manifest {path}")]
@@ -63,15 +54,8 @@ pub enum Error {
     },
 
     /// Page vectors whose length is not a non-zero multiple of the embedding dimension.
-    #[error(
-        "page {page_index} of document {doc_id}: {len} floats is not a non-empty multiple of dim {dim}"
-    )]
-    PageVectorShape {
-        doc_id: String,
-        page_index: usize,
-        len: usize,
-        dim: usize,
-    },
+    #[error("page {page_index} of document {doc_id}: {len} floats is not a non-empty multiple of dim {dim}")]
+    PageVectorShape { doc_id: String, page_index: usize, len: usize, dim: usize },
 
     /// Query vectors whose length is not a non-zero multiple of the embedding dimension.
     #[error("query: {len} floats is not a non-empty multiple of dim {dim}")]
@@ -82,22 +66,12 @@ pub enum Error {
     NonFinite { what: String },
 
     /// A page record that is inconsistent in itself.
-    #[error(
-        "page {page_index} of document {doc_id}: page_index must be below page_count {page_count}"
-    )]
-    PageIndexOutOfRange {
-        doc_id: String,
-        page_index: usize,
-        page_count: usize,
-    },
+    #[error("page {page_index} of document {doc_id}: page_index must be below page_count {page_count}")]
+    PageIndexOutOfRange { doc_id: String, page_index: usize, page_count: usize },
 
     /// A stored point lacks a payload field this crate always writes.
     #[error("index at {dir}: stored point {point_id} has no valid payload field `{field}`")]
-    CorruptPayload {
-        dir: PathBuf,
-        point_id: String,
-        field: &'static str,
-    },
+    CorruptPayload { dir: PathBuf, point_id: String, field: &'static str },
 
     /// An operation of the qdrant-edge engine failed.
     #[error("{op} in index {dir}")]
@@ -114,19 +88,13 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
         let path = path.into();
         move |source| Error::Io { op, path, source }
     }
 
     /// Maps a qdrant-edge error; the WAL flock failure (`WouldBlock`) becomes [`Error::InUse`].
-    pub(crate) fn engine(
-        op: &'static str,
-        dir: &std::path::Path,
-    ) -> impl FnOnce(qdrant_edge::OperationError) -> Error {
+    pub(crate) fn engine(op: &'static str, dir: &std::path::Path) -> impl FnOnce(qdrant_edge::OperationError) -> Error {
         let dir = dir.to_path_buf();
         move |source| {
             if source.to_string().contains("WouldBlock") {
@@ -151,18 +119,10 @@ mod tests {
         );
         let err = Error::engine("opening shard", Path::new("/x"))(raw);
         assert!(matches!(err, Error::InUse { .. }), "{err:?}");
-        assert_eq!(
-            err.to_string(),
-            "index in use by another colqwen process: /x"
-        );
+        assert_eq!(err.to_string(), "index in use by another colqwen process: /x");
         let other = qdrant_edge::OperationError::service_error_light("disk full");
         let err = Error::engine("upserting pages", Path::new("/x"))(other);
         assert_eq!(err.to_string(), "upserting pages in index /x");
-        assert!(
-            std::error::Error::source(&err)
-                .unwrap()
-                .to_string()
-                .contains("disk full")
-        );
+        assert!(std::error::Error::source(&err).unwrap().to_string().contains("disk full"));
     }
 }

@@ -5,12 +5,7 @@ use sha2::{Digest, Sha256};
 /// Id of one stored page: the first 8 bytes (big-endian) of SHA-256 over
 /// `"colqwen-point-v1"`, the file hash, the page index, the model id and the canonical JSON of
 /// the preprocessing settings, NUL-separated. Same page + same settings = same id.
-pub fn point_id(
-    file_sha256: &str,
-    page_index: usize,
-    model_id: &str,
-    preprocessing: &serde_json::Value,
-) -> u64 {
+pub fn point_id(file_sha256: &str, page_index: usize, model_id: &str, preprocessing: &serde_json::Value) -> u64 {
     let mut h = Sha256::new();
     h.update(b"colqwen-point-v1\0");
     h.update(file_sha256.as_bytes());
@@ -78,10 +73,7 @@ mod tests {
         m.insert("max_pixels".into(), json!(1));
         let b = serde_json::Value::Object(m);
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(
-            canonical_json(&a),
-            r#"{"dpi":{"a":[1,{"x":2,"y":1}],"b":2},"max_pixels":1}"#
-        );
+        assert_eq!(canonical_json(&a), r#"{"dpi":{"a":[1,{"x":2,"y":1}],"b":2},"max_pixels":1}"#);
     }
 
     #[test]

@@ -20,5 +20,6 @@ pub use id::point_id;
 pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage};
 pub use maxsim::maxsim;
 pub use store::{
-    AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, DocumentInfo, Hit, PageRecord, SearchMode, Stats, Store,
+    AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, DocumentInfo, Hit, PageRecord,
+    SearchMode, Stats, Store,
 };

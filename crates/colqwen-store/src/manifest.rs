@@ -56,13 +56,7 @@ impl IndexManifest {
         preprocessing: serde_json::Value,
         storage: VectorStorage,
     ) -> Self {
-        Self {
-            format_version: FORMAT_VERSION,
-            model_id: model_id.into(),
-            embedding_dim,
-            preprocessing,
-            storage,
-        }
+        Self { format_version: FORMAT_VERSION, model_id: model_id.into(), embedding_dim, preprocessing, storage }
     }
 
     pub(crate) fn validate(&self, dir: &Path) -> Result<()> {
@@ -74,27 +68,22 @@ impl IndexManifest {
             });
         }
         if self.embedding_dim == 0 {
-            return Err(Error::InvalidManifest {
-                reason: "embedding_dim must be > 0",
-            });
+            return Err(Error::InvalidManifest { reason: "embedding_dim must be > 0" });
         }
         if self.model_id.trim().is_empty() {
-            return Err(Error::InvalidManifest {
-                reason: "model_id must not be empty",
-            });
+            return Err(Error::InvalidManifest { reason: "model_id must not be empty" });
         }
         Ok(())
     }
 
     /// Refuses `requested` unless it describes the same vectors as `self` (the manifest on disk).
     pub(crate) fn check_same(&self, requested: &IndexManifest, dir: &Path) -> Result<()> {
-        let mismatch =
-            |field: &'static str, index: String, requested: String| Error::ManifestMismatch {
-                dir: dir.to_path_buf(),
-                field,
-                index,
-                requested,
-            };
+        let mismatch = |field: &'static str, index: String, requested: String| Error::ManifestMismatch {
+            dir: dir.to_path_buf(),
+            field,
+            index,
+            requested,
+        };
         if self.format_version != requested.format_version {
             return Err(mismatch(
                 "format_version",
@@ -103,18 +92,10 @@ impl IndexManifest {
             ));
         }
         if self.model_id != requested.model_id {
-            return Err(mismatch(
-                "model_id",
-                self.model_id.clone(),
-                requested.model_id.clone(),
-            ));
+            return Err(mismatch("model_id", self.model_id.clone(), requested.model_id.clone()));
         }
         if self.embedding_dim != requested.embedding_dim {
-            return Err(mismatch(
-                "embedding_dim",
-                self.embedding_dim.to_string(),
-                requested.embedding_dim.to_string(),
-            ));
+            return Err(mismatch("embedding_dim", self.embedding_dim.to_string(), requested.embedding_dim.to_string()));
         }
         // serde_json::Value equality ignores object key order.
         if self.preprocessing != requested.preprocessing {
@@ -125,11 +106,7 @@ impl IndexManifest {
             ));
         }
         if self.storage != requested.storage {
-            return Err(mismatch(
-                "storage",
-                self.storage.to_string(),
-                requested.storage.to_string(),
-            ));
+            return Err(mismatch("storage", self.storage.to_string(), requested.storage.to_string()));
         }
         Ok(())
     }
@@ -146,8 +123,8 @@ impl IndexManifest {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("reading", path)(e)),
         };
-        let manifest: IndexManifest = serde_json::from_slice(&bytes)
-            .map_err(|source| Error::ManifestParse { path, source })?;
+        let manifest: IndexManifest =
+            serde_json::from_slice(&bytes).map_err(|source| Error::ManifestParse { path, source })?;
         Ok(Some(manifest))
     }
 

@@ -1,8 +1,8 @@
 //! How pages map onto the qdrant-edge shard: vector names, config, payload fields.
 
 use qdrant_edge::{
-    Distance, EdgeConfig, EdgeVectorParams, HnswIndexConfig, MultiVectorComparator,
-    MultiVectorConfig, VectorStorageDatatype,
+    Distance, EdgeConfig, EdgeVectorParams, HnswIndexConfig, MultiVectorComparator, MultiVectorConfig,
+    VectorStorageDatatype,
 };
 use serde_json::{Map, Value, json};
 
@@ -29,8 +29,7 @@ pub(crate) mod field {
 }
 
 /// Fields with a keyword payload index.
-pub(crate) const KEYWORD_INDEXED: [&str; 3] =
-    [field::DOC_ID, field::FILE_SHA256, field::SOURCE_PATH];
+pub(crate) const KEYWORD_INDEXED: [&str; 3] = [field::DOC_ID, field::FILE_SHA256, field::SOURCE_PATH];
 
 /// Fields returned with hits and listings (not `preprocessing`, which is the same for all points).
 pub(crate) const HIT_FIELDS: [&str; 8] = [
@@ -57,21 +56,13 @@ pub(crate) fn edge_config(manifest: &IndexManifest) -> EdgeConfig {
         .vector(
             COLQWEN,
             EdgeVectorParams::builder(manifest.embedding_dim, Distance::Dot)
-                .multivector_config(MultiVectorConfig {
-                    comparator: MultiVectorComparator::MaxSim,
-                })
-                .hnsw_config(HnswIndexConfig {
-                    m: 0,
-                    ..Default::default()
-                })
+                .multivector_config(MultiVectorConfig { comparator: MultiVectorComparator::MaxSim })
+                .hnsw_config(HnswIndexConfig { m: 0, ..Default::default() })
                 .datatype(datatype)
                 .on_disk(MULTIVECTOR_ON_DISK)
                 .build(),
         )
-        .vector(
-            POOLED,
-            EdgeVectorParams::builder(manifest.embedding_dim, Distance::Dot).build(),
-        )
+        .vector(POOLED, EdgeVectorParams::builder(manifest.embedding_dim, Distance::Dot).build())
         .build()
 }
 
@@ -106,9 +97,6 @@ pub(crate) fn payload(page: &PageRecord, manifest: &IndexManifest) -> Value {
     m.insert(field::MODEL_ID.into(), json!(manifest.model_id));
     m.insert(field::PREPROCESSING.into(), manifest.preprocessing.clone());
     m.insert(field::PREVIEW.into(), json!(page.preview));
-    m.insert(
-        field::N_VECTORS.into(),
-        json!(page.vectors.len() / manifest.embedding_dim.max(1)),
-    );
+    m.insert(field::N_VECTORS.into(), json!(page.vectors.len() / manifest.embedding_dim.max(1)));
     Value::Object(m)
 }

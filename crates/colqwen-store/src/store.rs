@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use qdrant_edge::{
-    Condition, CountRequest, EdgeShard, FieldCondition, FieldIndexOperations, Filter, JsonPath,
-    Match, NamedQuery, PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations,
-    PointOperations, PointStruct, Prefetch, QueryEnum, QueryRequest, ScoringQuery, ScrollRequest,
-    SearchParams, TypedMultiDenseVector, UpdateOperation, Vector, VectorInternal, Vectors,
-    WithPayloadInterface, WithVector,
+    Condition, CountRequest, EdgeShard, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery,
+    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch,
+    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, TypedMultiDenseVector, UpdateOperation, Vector,
+    VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -150,14 +149,10 @@ impl Store {
     /// Opens an existing index; [`Error::NotFound`] if `dir` holds none.
     pub fn open(dir: &Path) -> Result<Store> {
         if !IndexManifest::path(dir).exists() {
-            return Err(Error::NotFound {
-                dir: dir.to_path_buf(),
-            });
+            return Err(Error::NotFound { dir: dir.to_path_buf() });
         }
         let lock = lock(dir)?;
-        let manifest = IndexManifest::read(dir)?.ok_or_else(|| Error::NotFound {
-            dir: dir.to_path_buf(),
-        })?;
+        let manifest = IndexManifest::read(dir)?.ok_or_else(|| Error::NotFound { dir: dir.to_path_buf() })?;
         manifest.validate(dir)?;
         if !dir.join(SHARD_DIR).join(EDGE_CONFIG_FILE).exists() {
             return Err(Error::Damaged {
@@ -175,19 +170,12 @@ impl Store {
         let existing = shard_dir.join(EDGE_CONFIG_FILE).exists();
         let shard = if existing {
             wal::compact(&shard_dir)?;
-            EdgeShard::load(&shard_dir, Some(config))
-                .map_err(Error::engine("opening shard", dir))?
+            EdgeShard::load(&shard_dir, Some(config)).map_err(Error::engine("opening shard", dir))?
         } else {
-            fs::create_dir_all(&shard_dir)
-                .map_err(Error::io("creating shard directory", &shard_dir))?;
+            fs::create_dir_all(&shard_dir).map_err(Error::io("creating shard directory", &shard_dir))?;
             EdgeShard::new(&shard_dir, config).map_err(Error::engine("creating shard", dir))?
         };
-        let mut store = Store {
-            shard: Some(shard),
-            manifest,
-            dir: dir.to_path_buf(),
-            _lock: lock,
-        };
+        let mut store = Store { shard: Some(shard), manifest, dir: dir.to_path_buf(), _lock: lock };
         store.ensure_payload_indexes()?;
         tracing::debug!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "opened index");
         Ok(store)
@@ -199,15 +187,12 @@ impl Store {
             if present.keys().any(|k| k.to_string() == name) {
                 continue;
             }
-            let op = UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(
-                qdrant_edge::CreateIndex {
+            let op =
+                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(qdrant_edge::CreateIndex {
                     field_name: key(name),
                     field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                },
-            ));
-            self.shard()?
-                .update(op)
-                .map_err(Error::engine("creating payload index", &self.dir))?;
+                }));
+            self.shard()?.update(op).map_err(Error::engine("creating payload index", &self.dir))?;
         }
         Ok(())
     }
@@ -235,32 +220,22 @@ impl Store {
             for page in pages.by_ref().take(UPSERT_BATCH_PAGES) {
                 batch.push(self.point(page).into());
             }
-            let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(batch),
-            ));
-            self.shard()?
-                .update(op)
-                .map_err(Error::engine("upserting pages", &self.dir))?;
+            let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(
+                batch,
+            )));
+            self.shard()?.update(op).map_err(Error::engine("upserting pages", &self.dir))?;
         }
         Ok(())
     }
 
     fn point(&self, page: PageRecord) -> PointStruct {
         let dim = self.manifest.embedding_dim;
-        let id = point_id(
-            &page.file_sha256,
-            page.page_index,
-            &self.manifest.model_id,
-            &self.manifest.preprocessing,
-        );
+        let id = point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
         let payload = schema::payload(&page, &self.manifest);
         let pooled = schema::pooled(&page.vectors, dim);
         let multi = TypedMultiDenseVector::new(page.vectors, dim);
         let vectors = Vectors::new_named([
-            (
-                schema::COLQWEN,
-                Vector::from(VectorInternal::MultiDense(multi)),
-            ),
+            (schema::COLQWEN, Vector::from(VectorInternal::MultiDense(multi))),
             (schema::POOLED, Vector::new_dense(pooled)),
         ]);
         // `payload` is always a JSON object (PointStruct::new panics otherwise).
@@ -272,12 +247,8 @@ impl Store {
         let started = Instant::now();
         let shard = self.shard()?;
         // qdrant-edge 0.7 flush() panics on I/O errors instead of returning them.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush())).map_err(
-            |panic| Error::Flush {
-                dir: self.dir.clone(),
-                message: panic_message(panic),
-            },
-        )?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
+            .map_err(|panic| Error::Flush { dir: self.dir.clone(), message: panic_message(panic) })?;
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "flushed index");
         let shard_dir = self.dir.join(SHARD_DIR);
         if wal::closed_bytes(&shard_dir) > wal::COMPACT_AT_BYTES {
@@ -293,10 +264,8 @@ impl Store {
         let shard_dir = self.dir.join(SHARD_DIR);
         drop(self.shard.take()); // flushes again (cheap: nothing changed) and releases the WAL
         wal::compact(&shard_dir)?;
-        let shard =
-            EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest))).map_err(
-                Error::engine("reopening shard after WAL compaction", &self.dir),
-            )?;
+        let shard = EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest)))
+            .map_err(Error::engine("reopening shard after WAL compaction", &self.dir))?;
         self.shard = Some(shard);
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "compacted WAL");
         Ok(())
@@ -304,34 +273,23 @@ impl Store {
 
     /// Builds the HNSW graph of the pooled vectors and merges segments. Blocking; optional.
     pub fn optimize(&mut self) -> Result<bool> {
-        self.shard()?
-            .optimize()
-            .map_err(Error::engine("optimizing", &self.dir))
+        self.shard()?.optimize().map_err(Error::engine("optimizing", &self.dir))
     }
 
     /// Page indexes stored for a file (by content hash).
     pub fn pages_of_file(&self, file_sha256: &str) -> Result<BTreeSet<usize>> {
         let mut pages = BTreeSet::new();
-        self.scroll(
-            Some(must(field::FILE_SHA256, file_sha256)),
-            &[field::PAGE_INDEX],
-            |id, p| {
-                pages.insert(self.usize_field(id, p, field::PAGE_INDEX)?);
-                Ok(())
-            },
-        )?;
+        self.scroll(Some(must(field::FILE_SHA256, file_sha256)), &[field::PAGE_INDEX], |id, p| {
+            pages.insert(self.usize_field(id, p, field::PAGE_INDEX)?);
+            Ok(())
+        })?;
         Ok(pages)
     }
 
     /// Stored documents, one entry per (doc_id, file version), sorted by doc_id.
     pub fn documents(&self) -> Result<Vec<DocumentInfo>> {
         let mut docs: BTreeMap<(String, String), DocumentInfo> = BTreeMap::new();
-        let fields = [
-            field::DOC_ID,
-            field::SOURCE_PATH,
-            field::FILE_SHA256,
-            field::PAGE_COUNT,
-        ];
+        let fields = [field::DOC_ID, field::SOURCE_PATH, field::FILE_SHA256, field::PAGE_COUNT];
         self.scroll(None, &fields, |id, p| {
             let doc_id = self.str_field(id, p, field::DOC_ID)?;
             let sha = self.str_field(id, p, field::FILE_SHA256)?;
@@ -367,11 +325,8 @@ impl Store {
     fn delete_where(&mut self, filter: Filter, op: &'static str) -> Result<usize> {
         let n = self.count(Some(filter.clone()))?;
         if n > 0 {
-            let update =
-                UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
-            self.shard()?
-                .update(update)
-                .map_err(Error::engine(op, &self.dir))?;
+            let update = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
+            self.shard()?.update(update).map_err(Error::engine(op, &self.dir))?;
         }
         Ok(n)
     }
@@ -382,12 +337,7 @@ impl Store {
     }
 
     fn count(&self, filter: Option<Filter>) -> Result<usize> {
-        self.shard()?
-            .count(CountRequest {
-                filter,
-                exact: true,
-            })
-            .map_err(Error::engine("counting pages", &self.dir))
+        self.shard()?.count(CountRequest { filter, exact: true }).map_err(Error::engine("counting pages", &self.dir))
     }
 
     /// Pages, documents, disk use, model and storage type.
@@ -411,24 +361,13 @@ impl Store {
 
     /// Top `k` pages by MaxSim against `query` (`rows × dim`, row-major), optionally only pages
     /// of one document.
-    pub fn search(
-        &self,
-        query: &[f32],
-        k: usize,
-        filter: Option<&str>,
-        mode: SearchMode,
-    ) -> Result<Vec<Hit>> {
+    pub fn search(&self, query: &[f32], k: usize, filter: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
         let dim = self.manifest.embedding_dim;
         if query.is_empty() || query.len() % dim != 0 {
-            return Err(Error::QueryShape {
-                len: query.len(),
-                dim,
-            });
+            return Err(Error::QueryShape { len: query.len(), dim });
         }
         if !query.iter().all(|v| v.is_finite()) {
-            return Err(Error::NonFinite {
-                what: "query".into(),
-            });
+            return Err(Error::NonFinite { what: "query".into() });
         }
         if k == 0 {
             return Ok(Vec::new());
@@ -472,26 +411,13 @@ impl Store {
             score_threshold: None,
             limit: k,
             offset: 0,
-            params: Some(SearchParams {
-                exact: true,
-                ..Default::default()
-            }),
+            params: Some(SearchParams { exact: true, ..Default::default() }),
             with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(
-                schema::HIT_FIELDS.iter().map(|f| key(f)).collect(),
-            ),
+            with_payload: WithPayloadInterface::Fields(schema::HIT_FIELDS.iter().map(|f| key(f)).collect()),
         };
         let started = Instant::now();
-        let points = self
-            .shard()?
-            .query(request)
-            .map_err(Error::engine("searching", &self.dir))?;
-        tracing::debug!(
-            ?mode,
-            k,
-            ms = started.elapsed().as_millis() as u64,
-            "searched"
-        );
+        let points = self.shard()?.query(request).map_err(Error::engine("searching", &self.dir))?;
+        tracing::debug!(?mode, k, ms = started.elapsed().as_millis() as u64, "searched");
         points
             .into_iter()
             .map(|p| {
@@ -508,10 +434,7 @@ impl Store {
                     page_count: self.usize_field(id, payload, field::PAGE_COUNT)?,
                     page_width_pt: f32_field(payload, field::PAGE_WIDTH_PT),
                     page_height_pt: f32_field(payload, field::PAGE_HEIGHT_PT),
-                    preview: payload
-                        .get(field::PREVIEW)
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    preview: payload.get(field::PREVIEW).and_then(Value::as_str).map(str::to_owned),
                 })
             })
             .collect()
@@ -571,25 +494,15 @@ impl Store {
     }
 
     fn str_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<String> {
-        p.get(name)
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| self.corrupt(id, name))
+        p.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| self.corrupt(id, name))
     }
 
     fn usize_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<usize> {
-        p.get(name)
-            .and_then(Value::as_u64)
-            .and_then(|v| usize::try_from(v).ok())
-            .ok_or_else(|| self.corrupt(id, name))
+        p.get(name).and_then(Value::as_u64).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| self.corrupt(id, name))
     }
 
     fn corrupt(&self, id: u64, field: &'static str) -> Error {
-        Error::CorruptPayload {
-            dir: self.dir.clone(),
-            point_id: id.to_string(),
-            field,
-        }
+        Error::CorruptPayload { dir: self.dir.clone(), point_id: id.to_string(), field }
     }
 }
 
@@ -605,9 +518,7 @@ fn lock(dir: &Path) -> Result<fs::File> {
         .map_err(Error::io("opening lock file", &path))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse {
-            dir: dir.to_path_buf(),
-        }),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::InUse { dir: dir.to_path_buf() }),
         Err(fs::TryLockError::Error(e)) => Err(Error::io("locking", path)(e)),
     }
 }
@@ -629,9 +540,7 @@ fn check_page(page: &PageRecord, dim: usize) -> Result<()> {
         });
     }
     if !page.vectors.iter().all(|v| v.is_finite()) {
-        return Err(Error::NonFinite {
-            what: format!("page {} of document {}", page.page_index, page.doc_id),
-        });
+        return Err(Error::NonFinite { what: format!("page {} of document {}", page.page_index, page.doc_id) });
     }
     Ok(())
 }
@@ -642,10 +551,7 @@ fn key(name: &str) -> JsonPath {
 }
 
 fn match_condition(name: &str, value: &str) -> Condition {
-    Condition::Field(FieldCondition::new_match(
-        key(name),
-        Match::from(value.to_owned()),
-    ))
+    Condition::Field(FieldCondition::new_match(key(name), Match::from(value.to_owned())))
 }
 
 fn must(name: &str, value: &str) -> Filter {
@@ -655,18 +561,12 @@ fn must(name: &str, value: &str) -> Filter {
 fn num_id(id: PointId, dir: &Path) -> Result<u64> {
     match id {
         PointId::NumId(n) => Ok(n),
-        other => Err(Error::CorruptPayload {
-            dir: dir.to_path_buf(),
-            point_id: other.to_string(),
-            field: "id",
-        }),
+        other => Err(Error::CorruptPayload { dir: dir.to_path_buf(), point_id: other.to_string(), field: "id" }),
     }
 }
 
 fn f32_field(p: &Map<String, Value>, name: &str) -> f32 {
-    p.get(name)
-        .and_then(Value::as_f64)
-        .map_or(f32::NAN, |v| v as f32)
+    p.get(name).and_then(Value::as_f64).map_or(f32::NAN, |v| v as f32)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {

@@ -26,10 +26,7 @@ fn closed_segments(shard_dir: &Path) -> Result<Vec<(u64, std::path::PathBuf, u64
     for entry in entries {
         let entry = entry.map_err(Error::io("listing", &wal_dir))?;
         let name = entry.file_name();
-        let Some(start) = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("closed-"))
-            .and_then(|n| n.parse::<u64>().ok())
+        let Some(start) = name.to_str().and_then(|n| n.strip_prefix("closed-")).and_then(|n| n.parse::<u64>().ok())
         else {
             continue;
         };
@@ -42,9 +39,7 @@ fn closed_segments(shard_dir: &Path) -> Result<Vec<(u64, std::path::PathBuf, u64
 
 /// Bytes in closed WAL segments (0 if unreadable).
 pub(crate) fn closed_bytes(shard_dir: &Path) -> u64 {
-    closed_segments(shard_dir)
-        .map(|c| c.iter().map(|s| s.2).sum())
-        .unwrap_or(0)
+    closed_segments(shard_dir).map(|c| c.iter().map(|s| s.2).sum()).unwrap_or(0)
 }
 
 /// Deletes every closed WAL segment except the newest. Returns the bytes freed. Does nothing

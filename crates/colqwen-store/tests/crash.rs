@@ -21,14 +21,7 @@ const ROWS: usize = 64;
 
 fn child_page(rng: &mut Rng, run: u32, i: usize) -> PageRecord {
     let file = i / PAGES_PER_FILE;
-    page(
-        rng,
-        &format!("r{run}-d{file}"),
-        &format!("r{run}-sha{file}"),
-        i % PAGES_PER_FILE,
-        PAGES_PER_FILE,
-        ROWS,
-    )
+    page(rng, &format!("r{run}-d{file}"), &format!("r{run}-sha{file}"), i % PAGES_PER_FILE, PAGES_PER_FILE, ROWS)
 }
 
 /// The child: upserts pages in batches, flushing every FLUSH_EVERY pages and printing
@@ -44,9 +37,7 @@ fn crash_child() {
     let mut out = std::io::stdout().lock();
     let mut written = 0;
     while written < 100_000 {
-        let batch: Vec<_> = (written..written + BATCH)
-            .map(|i| child_page(&mut rng, run, i))
-            .collect();
+        let batch: Vec<_> = (written..written + BATCH).map(|i| child_page(&mut rng, run, i)).collect();
         store.upsert(batch).unwrap();
         written += BATCH;
         if written % FLUSH_EVERY == 0 {
@@ -60,10 +51,7 @@ fn crash_child() {
 #[test]
 fn sigkill_during_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
     eprintln!("sigkill_during_ingest seed {seed}");
     let mut rng = Rng::new(seed);
     let m = manifest(VectorStorage::F32);
@@ -106,12 +94,7 @@ fn sigkill_during_ingest() {
         let mut regen = Rng::new(run as u64);
         for i in 0..max_flushed {
             let p = child_page(&mut regen, run, i);
-            flushed_ids.insert(point_id(
-                &p.file_sha256,
-                p.page_index,
-                &m.model_id,
-                &m.preprocessing,
-            ));
+            flushed_ids.insert(point_id(&p.file_sha256, p.page_index, &m.model_id, &m.preprocessing));
         }
 
         let store = Store::open(dir.path()).expect("index opens after SIGKILL");
@@ -132,9 +115,7 @@ fn sigkill_during_ingest() {
         let q = planted_query(&mut qrng, &p0.vectors, 8, DIM, 0.3);
         let hits = store.search(&q, 5, None, SearchMode::Exact).unwrap();
         assert_eq!(hits.len(), 5);
-        let hits2 = store
-            .search(&q, 5, None, SearchMode::TwoStage { prefetch: 20 })
-            .unwrap();
+        let hits2 = store.search(&q, 5, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
         assert_eq!(hits2.len(), 5);
     }
 }

@@ -45,16 +45,9 @@ fn round_trip_write_flush_reopen() {
     assert_eq!((top.page_width_pt, top.page_height_pt), (595.0, 842.0));
     assert_eq!(top.preview.as_deref(), Some("previews/sha-a/3.webp"));
     let m = manifest(VectorStorage::F32);
-    assert_eq!(
-        top.point_id,
-        point_id("sha-a", 3, &m.model_id, &m.preprocessing)
-    );
+    assert_eq!(top.point_id, point_id("sha-a", 3, &m.model_id, &m.preprocessing));
     let oracle = maxsim(&query, &pages[3].vectors, DIM);
-    assert!(
-        (top.score - oracle).abs() <= 1e-4 * oracle.abs(),
-        "{} vs {oracle}",
-        top.score
-    );
+    assert!((top.score - oracle).abs() <= 1e-4 * oracle.abs(), "{} vs {oracle}", top.score);
 }
 
 #[test]
@@ -91,10 +84,7 @@ fn idempotent_upsert() {
     assert_eq!(store.page_count().unwrap(), 6);
     let q = planted_query(&mut rng, &pages[0].vectors, 4, DIM, 0.1);
     let hits = store.search(&q, 6, None, SearchMode::Exact).unwrap();
-    assert!(
-        hits.iter()
-            .all(|h| h.preview.as_deref() == Some("changed.webp"))
-    );
+    assert!(hits.iter().all(|h| h.preview.as_deref() == Some("changed.webp")));
     assert_eq!(store.point_ids().unwrap().len(), 6);
 }
 
@@ -103,31 +93,16 @@ fn delete_document_and_file_version() {
     let dir = temp();
     let mut rng = Rng::new(3);
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
-    store
-        .upsert(document(&mut rng, "a", "sha-a1", 4, 8))
-        .unwrap();
-    store
-        .upsert(document(&mut rng, "b", "sha-b", 3, 8))
-        .unwrap();
+    store.upsert(document(&mut rng, "a", "sha-a1", 4, 8)).unwrap();
+    store.upsert(document(&mut rng, "b", "sha-b", 3, 8)).unwrap();
     // "a" changed on disk: new version re-indexed with 2 pages, then the old version is dropped.
-    store
-        .upsert(document(&mut rng, "a", "sha-a2", 2, 8))
-        .unwrap();
+    store.upsert(document(&mut rng, "a", "sha-a2", 2, 8)).unwrap();
     assert_eq!(store.page_count().unwrap(), 9);
-    assert_eq!(
-        store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(),
-        4
-    );
-    assert_eq!(
-        store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(),
-        0
-    );
+    assert_eq!(store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(), 4);
+    assert_eq!(store.delete_file_version("pdfs/a.pdf", "sha-a2").unwrap(), 0);
     assert_eq!(store.page_count().unwrap(), 5);
     assert_eq!(store.pages_of_file("sha-a1").unwrap(), BTreeSet::new());
-    assert_eq!(
-        store.pages_of_file("sha-a2").unwrap(),
-        BTreeSet::from([0, 1])
-    );
+    assert_eq!(store.pages_of_file("sha-a2").unwrap(), BTreeSet::from([0, 1]));
     assert_eq!(store.delete_document("b").unwrap(), 3);
     assert_eq!(store.delete_document("b").unwrap(), 0);
     assert_eq!(store.delete_document("never-there").unwrap(), 0);
@@ -148,26 +123,13 @@ fn pages_of_file_and_documents() {
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     // An interrupted ingest: pages 0, 2, 5 of a 7-page file.
     let doc = document(&mut rng, "a", "sha-a", 7, 8);
-    store
-        .upsert(vec![doc[0].clone(), doc[2].clone(), doc[5].clone()])
-        .unwrap();
-    store
-        .upsert(document(&mut rng, "b", "sha-b", 2, 8))
-        .unwrap();
-    assert_eq!(
-        store.pages_of_file("sha-a").unwrap(),
-        BTreeSet::from([0, 2, 5])
-    );
-    assert_eq!(
-        store.pages_of_file("sha-b").unwrap(),
-        BTreeSet::from([0, 1])
-    );
+    store.upsert(vec![doc[0].clone(), doc[2].clone(), doc[5].clone()]).unwrap();
+    store.upsert(document(&mut rng, "b", "sha-b", 2, 8)).unwrap();
+    assert_eq!(store.pages_of_file("sha-a").unwrap(), BTreeSet::from([0, 2, 5]));
+    assert_eq!(store.pages_of_file("sha-b").unwrap(), BTreeSet::from([0, 1]));
     assert!(store.pages_of_file("unknown").unwrap().is_empty());
     let docs = store.documents().unwrap();
-    let summary: Vec<_> = docs
-        .iter()
-        .map(|d| (d.doc_id.as_str(), d.page_count, d.stored_pages))
-        .collect();
+    let summary: Vec<_> = docs.iter().map(|d| (d.doc_id.as_str(), d.page_count, d.stored_pages)).collect();
     assert_eq!(summary, [("a", 7, 3), ("b", 2, 2)]);
     let stats = store.stats().unwrap();
     assert_eq!((stats.pages, stats.documents), (5, 2));
@@ -184,61 +146,30 @@ fn refuses_mismatched_manifest() {
     other.model_id = "vidore/colqwen2-v1.0".into();
     let err = Store::open_or_create(dir.path(), &other).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        matches!(
-            err,
-            Error::ManifestMismatch {
-                field: "model_id",
-                ..
-            }
-        ),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("vidore/colqwen2.5-v0.2@test") && msg.contains("vidore/colqwen2-v1.0"),
-        "{msg}"
-    );
+    assert!(matches!(err, Error::ManifestMismatch { field: "model_id", .. }), "{msg}");
+    assert!(msg.contains("vidore/colqwen2.5-v0.2@test") && msg.contains("vidore/colqwen2-v1.0"), "{msg}");
 
     let mut other = manifest(VectorStorage::F32);
     other.preprocessing["max_pixels"] = serde_json::json!(602112);
     let err = Store::open_or_create(dir.path(), &other).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::ManifestMismatch {
-                field: "preprocessing",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, Error::ManifestMismatch { field: "preprocessing", .. }), "{err}");
 
     let mut other = manifest(VectorStorage::F32);
     other.embedding_dim = 64;
     assert!(matches!(
         Store::open_or_create(dir.path(), &other),
-        Err(Error::ManifestMismatch {
-            field: "embedding_dim",
-            ..
-        })
+        Err(Error::ManifestMismatch { field: "embedding_dim", .. })
     ));
     assert!(matches!(
         Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)),
-        Err(Error::ManifestMismatch {
-            field: "storage",
-            ..
-        })
+        Err(Error::ManifestMismatch { field: "storage", .. })
     ));
     let mut other = manifest(VectorStorage::F32);
     other.format_version = 99;
-    assert!(matches!(
-        Store::open_or_create(dir.path(), &other),
-        Err(Error::UnsupportedFormat { found: 99, .. })
-    ));
+    assert!(matches!(Store::open_or_create(dir.path(), &other), Err(Error::UnsupportedFormat { found: 99, .. })));
     // Key order of the preprocessing object does not matter.
     let mut reordered = manifest(VectorStorage::F32);
-    reordered.preprocessing =
-        serde_json::json!({"dpi": "fit", "max_visual_tokens": 768, "max_pixels": 1003520});
+    reordered.preprocessing = serde_json::json!({"dpi": "fit", "max_visual_tokens": 768, "max_pixels": 1003520});
     Store::open_or_create(dir.path(), &reordered).unwrap();
 }
 
@@ -249,14 +180,8 @@ fn second_open_is_in_use() {
     // File::try_lock is per open file description: a second open in the same process conflicts.
     let err = Store::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::InUse { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .contains("index in use by another colqwen process")
-    );
-    assert!(matches!(
-        Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)),
-        Err(Error::InUse { .. })
-    ));
+    assert!(err.to_string().contains("index in use by another colqwen process"));
+    assert!(matches!(Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)), Err(Error::InUse { .. })));
     drop(store);
     Store::open(dir.path()).unwrap();
 }
@@ -269,25 +194,12 @@ fn exact_search_equals_oracle() {
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages: Vec<PageRecord> = Vec::new();
     for d in 0..10 {
-        pages.extend(document(
-            &mut rng,
-            &format!("d{d}"),
-            &format!("sha{d}"),
-            5,
-            32,
-        ));
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
     }
     store.upsert(pages.clone()).unwrap();
     let m = manifest(VectorStorage::F32);
-    let by_id: HashMap<u64, &PageRecord> = pages
-        .iter()
-        .map(|p| {
-            (
-                point_id(&p.file_sha256, p.page_index, &m.model_id, &m.preprocessing),
-                p,
-            )
-        })
-        .collect();
+    let by_id: HashMap<u64, &PageRecord> =
+        pages.iter().map(|p| (point_id(&p.file_sha256, p.page_index, &m.model_id, &m.preprocessing), p)).collect();
     let mut queries: Vec<Vec<f32>> = (0..5).map(|_| random_query(&mut rng, 16, DIM)).collect();
     for t in [0, 11, 22, 33, 49] {
         queries.push(planted_query(&mut rng, &pages[t].vectors, 16, DIM, 0.5));
@@ -295,26 +207,14 @@ fn exact_search_equals_oracle() {
     for query in &queries {
         let hits = store.search(query, 50, None, SearchMode::Exact).unwrap();
         assert_eq!(hits.len(), 50);
-        let mut oracle: Vec<f32> = pages
-            .iter()
-            .map(|p| maxsim(query, &p.vectors, DIM))
-            .collect();
+        let mut oracle: Vec<f32> = pages.iter().map(|p| maxsim(query, &p.vectors, DIM)).collect();
         oracle.sort_by(|a, b| b.total_cmp(a));
         for (rank, hit) in hits.iter().enumerate() {
             let own = maxsim(query, &by_id[&hit.point_id].vectors, DIM);
             let tol = 1e-4 * own.abs().max(1e-3);
-            assert!(
-                (hit.score - own).abs() <= tol,
-                "score {} vs oracle {own}",
-                hit.score
-            );
+            assert!((hit.score - own).abs() <= tol, "score {} vs oracle {own}", hit.score);
             // Same rank as the oracle (up to ties within tolerance).
-            assert!(
-                (hit.score - oracle[rank]).abs() <= tol,
-                "rank {rank}: {} vs {}",
-                hit.score,
-                oracle[rank]
-            );
+            assert!((hit.score - oracle[rank]).abs() <= tol, "rank {rank}: {} vs {}", hit.score, oracle[rank]);
         }
     }
 }
@@ -326,39 +226,20 @@ fn filter_by_doc_id() {
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages = Vec::new();
     for d in 0..6 {
-        pages.extend(document(
-            &mut rng,
-            &format!("d{d}"),
-            &format!("sha{d}"),
-            4,
-            16,
-        ));
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 4, 16));
     }
     store.upsert(pages.clone()).unwrap();
     // A query planted in d1 page 2, searched only within d4.
     let query = planted_query(&mut rng, &pages[4 + 2].vectors, 8, DIM, 0.2);
-    for mode in [
-        SearchMode::Exact,
-        SearchMode::TwoStage { prefetch: 3 },
-        SearchMode::Auto,
-    ] {
+    for mode in [SearchMode::Exact, SearchMode::TwoStage { prefetch: 3 }, SearchMode::Auto] {
         let hits = store.search(&query, 10, Some("d4"), mode).unwrap();
         assert!(!hits.is_empty(), "{mode:?}");
         assert!(hits.iter().all(|h| h.doc_id == "d4"), "{mode:?}");
         assert!(hits.len() <= 4);
         let all = store.search(&query, 1, None, mode).unwrap();
-        assert_eq!(
-            (all[0].doc_id.as_str(), all[0].page_index),
-            ("d1", 2),
-            "{mode:?}"
-        );
+        assert_eq!((all[0].doc_id.as_str(), all[0].page_index), ("d1", 2), "{mode:?}");
     }
-    assert!(
-        store
-            .search(&query, 10, Some("nope"), SearchMode::Exact)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(store.search(&query, 10, Some("nope"), SearchMode::Exact).unwrap().is_empty());
 }
 
 #[test]
@@ -368,21 +249,13 @@ fn two_stage_finds_planted_top1() {
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages = Vec::new();
     for d in 0..20 {
-        pages.extend(document(
-            &mut rng,
-            &format!("d{d}"),
-            &format!("sha{d}"),
-            10,
-            32,
-        ));
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 32));
     }
     store.upsert(pages.clone()).unwrap();
     for target in [3usize, 57, 101, 150, 199] {
         let query = planted_query(&mut rng, &pages[target].vectors, 16, DIM, 0.5);
         let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
-        let two = store
-            .search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 })
-            .unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
         let want = (pages[target].doc_id.as_str(), pages[target].page_index);
         assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
         assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
@@ -396,17 +269,9 @@ fn f16_storage_round_trip_scores_close_to_f32() {
     let mut rng = Rng::new(8);
     let mut pages = Vec::new();
     for d in 0..6 {
-        pages.extend(document(
-            &mut rng,
-            &format!("d{d}"),
-            &format!("sha{d}"),
-            5,
-            32,
-        ));
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
     }
-    let queries: Vec<Vec<f32>> = (0..4)
-        .map(|i| planted_query(&mut rng, &pages[i * 7].vectors, 16, DIM, 0.5))
-        .collect();
+    let queries: Vec<Vec<f32>> = (0..4).map(|i| planted_query(&mut rng, &pages[i * 7].vectors, 16, DIM, 0.5)).collect();
     let (d32, d16) = (temp(), temp());
     {
         let mut s32 = Store::open_or_create(d32.path(), &manifest(VectorStorage::F32)).unwrap();
@@ -426,11 +291,7 @@ fn f16_storage_round_trip_scores_close_to_f32() {
         let f32_scores: HashMap<u64, f32> = h32.iter().map(|h| (h.point_id, h.score)).collect();
         for h in &h16 {
             let s = f32_scores[&h.point_id];
-            assert!(
-                (h.score - s).abs() <= 2e-3 * s.abs(),
-                "f16 {} vs f32 {s}",
-                h.score
-            );
+            assert!((h.score - s).abs() <= 2e-3 * s.abs(), "f16 {} vs f32 {s}", h.score);
         }
     }
 }
@@ -442,51 +303,20 @@ fn rejects_bad_input_without_panicking() {
     let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut bad = page(&mut rng, "a", "sha", 0, 1, 4);
     bad.vectors.pop();
-    assert!(matches!(
-        store.upsert(vec![bad.clone()]),
-        Err(Error::PageVectorShape { .. })
-    ));
+    assert!(matches!(store.upsert(vec![bad.clone()]), Err(Error::PageVectorShape { .. })));
     bad.vectors.clear();
-    assert!(matches!(
-        store.upsert(vec![bad]),
-        Err(Error::PageVectorShape { .. })
-    ));
+    assert!(matches!(store.upsert(vec![bad]), Err(Error::PageVectorShape { .. })));
     let mut nan = page(&mut rng, "a", "sha", 0, 1, 4);
     nan.vectors[5] = f32::NAN;
-    assert!(matches!(
-        store.upsert(vec![nan]),
-        Err(Error::NonFinite { .. })
-    ));
+    assert!(matches!(store.upsert(vec![nan]), Err(Error::NonFinite { .. })));
     let oob = page(&mut rng, "a", "sha", 3, 2, 4);
-    assert!(matches!(
-        store.upsert(vec![oob]),
-        Err(Error::PageIndexOutOfRange { .. })
-    ));
+    assert!(matches!(store.upsert(vec![oob]), Err(Error::PageIndexOutOfRange { .. })));
     assert_eq!(store.page_count().unwrap(), 0);
-    store
-        .upsert(vec![page(&mut rng, "a", "sha", 0, 1, 4)])
-        .unwrap();
-    assert!(matches!(
-        store.search(&[0.0; 100], 5, None, SearchMode::Exact),
-        Err(Error::QueryShape { .. })
-    ));
-    assert!(matches!(
-        store.search(&[], 5, None, SearchMode::Exact),
-        Err(Error::QueryShape { .. })
-    ));
-    assert!(
-        store
-            .search(&[0.5; DIM], 0, None, SearchMode::Exact)
-            .unwrap()
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .search(&[0.5; DIM], 5, None, SearchMode::Auto)
-            .unwrap()
-            .len(),
-        1
-    );
+    store.upsert(vec![page(&mut rng, "a", "sha", 0, 1, 4)]).unwrap();
+    assert!(matches!(store.search(&[0.0; 100], 5, None, SearchMode::Exact), Err(Error::QueryShape { .. })));
+    assert!(matches!(store.search(&[], 5, None, SearchMode::Exact), Err(Error::QueryShape { .. })));
+    assert!(store.search(&[0.5; DIM], 0, None, SearchMode::Exact).unwrap().is_empty());
+    assert_eq!(store.search(&[0.5; DIM], 5, None, SearchMode::Auto).unwrap().len(), 1);
 }
 
 /// qdrant-edge 0.7 never truncates its WAL; the store drops old WAL segments while the shard is
@@ -500,34 +330,16 @@ fn wal_is_compacted_on_open_and_versions_continue() {
     let closed = || {
         std::fs::read_dir(&wal)
             .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("closed-")
-            })
+            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("closed-"))
             .count()
     };
     let mut store = Store::open_or_create(dir.path(), &m).unwrap();
     // ~0.47 MB of WAL per 768-row page: 160 pages fill two 32 MiB WAL segments.
     for d in 0..16 {
-        store
-            .upsert(document(
-                &mut rng,
-                &format!("d{d}"),
-                &format!("sha{d}"),
-                10,
-                768,
-            ))
-            .unwrap();
+        store.upsert(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).unwrap();
     }
     store.flush().unwrap();
-    assert!(
-        closed() >= 2,
-        "expected several closed WAL segments, got {}",
-        closed()
-    );
+    assert!(closed() >= 2, "expected several closed WAL segments, got {}", closed());
     drop(store);
     let mut store = Store::open_or_create(dir.path(), &m).unwrap();
     assert_eq!(closed(), 1);
@@ -542,10 +354,7 @@ fn wal_is_compacted_on_open_and_versions_continue() {
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.page_count().unwrap(), 150);
     let hit = &store.search(&q, 1, Some("d0"), SearchMode::Exact).unwrap()[0];
-    assert_eq!(
-        (hit.page_index, hit.preview.as_deref()),
-        (0, Some("new.webp"))
-    );
+    assert_eq!((hit.page_index, hit.preview.as_deref()), (0, Some("new.webp")));
     assert!(store.pages_of_file("sha1").unwrap().is_empty());
 }
 

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -294,8 +294,8 @@ fn render_page(run: &Run<'_>, doc: &DocState, page_index: usize) -> Result<Rende
     let (w, h) = colqwen_pdf::render_size(size_pt, pre.max_pixels as u64, limits);
     let image = colqwen_pdf::render_contained(&doc.pdf, page_index, w, h, limits)?;
     let preview = write_preview(run, doc, page_index, &image)?;
-    let pixel_values = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pre.preprocess(&image)))
-        .map_err(|_| {
+    let pixel_values =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pre.preprocess(&image))).map_err(|_| {
             Error::Pdf(colqwen_pdf::Error::RenderPanicked {
                 path: doc.path.clone(),
                 page_index,
@@ -329,12 +329,7 @@ fn write_preview(run: &Run<'_>, doc: &DocState, page_index: usize, image: &image
 }
 
 /// Collects full batches (or what is left at the end), runs the model, passes failures straight through.
-fn embed_stage(
-    run: &Run<'_>,
-    pages: Receiver<Item<RenderedPage>>,
-    out: SyncSender<Item<Embedded>>,
-    batch_size: usize,
-) {
+fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSender<Item<Embedded>>, batch_size: usize) {
     let mut batch: Vec<(Arc<DocState>, usize, RenderedPage)> = Vec::with_capacity(batch_size);
     let mut open = true;
     while open || !batch.is_empty() {

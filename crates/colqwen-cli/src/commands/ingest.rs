@@ -10,9 +10,9 @@ use colqwen::model::LoadOptions;
 use colqwen::store::{Store, VectorStorage};
 use colqwen::{IngestOptions, Summary};
 
-use super::{index_dir, index_model, load_engine, print_json, UsageError};
+use super::{UsageError, index_dir, index_model, load_engine, print_json};
 use crate::args::{GlobalArgs, IngestArgs, StorageArg};
-use crate::progress::{enabled, IngestBars};
+use crate::progress::{IngestBars, enabled};
 
 pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     let files = expand(&a.paths)?;

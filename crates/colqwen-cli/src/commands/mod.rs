@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use colqwen::model::{HubOptions, LoadOptions, DEFAULT_MODEL_ID};
+use colqwen::model::{DEFAULT_MODEL_ID, HubOptions, LoadOptions};
 use colqwen::{DTypeChoice, DeviceChoice, Engine, EngineOptions, Runtime};
 
 use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs};
@@ -16,7 +16,6 @@ use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs};
 /// A usage problem found after parsing (exit code 1).
 #[derive(Debug)]
 pub struct UsageError(pub String);
-
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

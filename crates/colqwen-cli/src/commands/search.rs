@@ -4,9 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use colqwen::SearchOptions;
 use colqwen::model::LoadOptions;
 use colqwen::store::{SearchMode, Store};
-use colqwen::SearchOptions;
 
 use super::{index_dir, load_engine, print_json};
 use crate::args::{GlobalArgs, ModeArg, SearchArgs};

@@ -8,9 +8,7 @@ use image::RgbImage;
 pub const TARGET_PIXELS: u64 = 602_112; // 768 tokens x 28²
 
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(rel)
 }
 
 pub fn corpus() -> Vec<PathBuf> {

@@ -68,10 +68,7 @@ pub fn planted_query(rng: &mut Rng, page: &[f32], rows: usize, dim: usize, noise
     let mut out = Vec::with_capacity(rows * dim);
     for _ in 0..rows {
         let r = rng.below(page_rows as u64) as usize;
-        let mut row: Vec<f32> = page[r * dim..(r + 1) * dim]
-            .iter()
-            .map(|x| x + sigma * rng.normal())
-            .collect();
+        let mut row: Vec<f32> = page[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();
         normalize(&mut row);
         out.extend_from_slice(&row);
     }
@@ -92,14 +89,7 @@ pub fn manifest(storage: VectorStorage) -> IndexManifest {
 }
 
 /// Page `page_index` of a `page_count`-page file `doc`, version `sha`.
-pub fn page(
-    rng: &mut Rng,
-    doc: &str,
-    sha: &str,
-    page_index: usize,
-    page_count: usize,
-    rows: usize,
-) -> PageRecord {
+pub fn page(rng: &mut Rng, doc: &str, sha: &str, page_index: usize, page_count: usize, rows: usize) -> PageRecord {
     PageRecord {
         doc_id: doc.to_owned(),
         source_path: format!("pdfs/{doc}.pdf"),
@@ -114,14 +104,6 @@ pub fn page(
 }
 
 /// All pages of one file.
-pub fn document(
-    rng: &mut Rng,
-    doc: &str,
-    sha: &str,
-    page_count: usize,
-    rows: usize,
-) -> Vec<PageRecord> {
-    (0..page_count)
-        .map(|i| page(rng, doc, sha, i, page_count, rows))
-        .collect()
+pub fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, rows: usize) -> Vec<PageRecord> {
+    (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
 }
