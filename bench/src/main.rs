@@ -17,6 +17,8 @@ use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 use colqwen::{DTypeChoice, DeviceChoice, Runtime};
 use rayon::prelude::*;
 
+mod recall;
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
