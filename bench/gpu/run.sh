@@ -20,6 +20,9 @@ export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBR
 ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 R="$OUT/results.jsonl"; : > "$R"
+# Smoke test on the tiny fixture model first: fail in seconds, not after the 3B checkpoint is written.
+/tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1,4 \
+  || { echo "smoke test failed"; exit 1; }
 t0=$(date +%s)
 python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
 echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
