@@ -33,9 +33,15 @@ python3 bench/gpu/make_pages.py /tmp/pages "${SYNTHETIC_PAGES:-64}"
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/mem_$1.csv" & echo $!; }
 base_mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
 pid=$(mem ours)
-/tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "${BATCHES:-8,16,32}" bench/gpu/queries.txt | tee -a "$R"
+/tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "${BATCHES:-16,32}" bench/gpu/queries.txt | tee -a "$R"
 kill "$pid"
 echo "{\"what\": \"ours_peak_mib\", \"mib\": $(( $(sort -n "$OUT/mem_ours.csv" | tail -1) - base_mem ))}" >> "$R"
+# The adapter names its base as a sibling folder (the Rust loader resolves it); transformers needs a path.
+python3 - "$M" <<'PY'
+import json, sys, pathlib
+p = pathlib.Path(sys.argv[1]) / "adapter_config.json"; c = json.loads(p.read_text())
+c["base_model_name_or_path"] = str(p.parent.parent / c["base_model_name_or_path"]); p.write_text(json.dumps(c, indent=2))
+PY
 python3 bench/gpu/reference.py "$M" /tmp/pages "$OUT/ref.safetensors" "${REF_BATCHES:-8,16}" bench/gpu/queries.txt | tee -a "$R"
 python3 bench/gpu/compare.py "$OUT/ours.safetensors" "$OUT/ref.safetensors" | tee -a "$R"
 

@@ -26,6 +26,10 @@ print(f"query batch 1: colqwen {q.get('median_ms', '?')} ms, reference {rq.get('
 p = get("parity")
 print(f"parity: per-token cosine min {p.get('cos_min')} p1 {p.get('cos_p01')} mean {p.get('cos_mean')}; "
       f"top-10 overlap {p.get('top10_overlap')}, top-1 agree {p.get('top1_agree')}")
+prof = sorted((r for r in rows if r.get("what") == "profile"), key=lambda r: -r["ms_per_page"])
+if prof:
+    print("where colqwen's time goes (ms/page, batch 16, synchronised spans): " + ", ".join(
+        f"{r['span']} {r['ms_per_page']:.2f}" for r in prof[:12]) + f"; total {get('profile_total').get('ms_per_page')}")
 e = get("e2e")
 print(f"end to end (134-page manual, PDF -> stored): {e.get('pages_per_second')} pages/s, {e.get('ingest_seconds')} s "
       f"({e.get('wall_seconds_incl_model_load')} s with model load)")

@@ -97,6 +97,23 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
         );
         last = embs;
     }
+    // Where the time goes: one pass of 32 pages at batch 16 with per-span device synchronisation.
+    colqwen::model::profile::enable(true);
+    let t = Instant::now();
+    let n = pvs.len().min(32);
+    for chunk in pvs[..n].chunks(16) {
+        m.embed_pixel_values(chunk)?;
+    }
+    let total = t.elapsed().as_secs_f64();
+    for (name, secs, calls) in colqwen::model::profile::report() {
+        println!(
+            "{{\"what\": \"profile\", \"span\": \"{name}\", \"ms_per_page\": {:.3}, \"share\": {:.3}, \"calls\": {calls}}}",
+            secs * 1e3 / n as f64,
+            secs / total
+        );
+    }
+    println!("{{\"what\": \"profile_total\", \"ms_per_page\": {:.3}}}", total * 1e3 / n as f64);
+    colqwen::model::profile::enable(false);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (p, e) in paths.iter().zip(&last) {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

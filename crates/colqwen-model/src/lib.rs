@@ -10,6 +10,7 @@ mod error;
 mod model;
 mod nn;
 pub mod preprocess;
+pub mod profile;
 pub mod score;
 mod source;
 pub mod text;

@@ -5,6 +5,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::config::Config;
 use crate::error::Result;
 use crate::nn::{Linear, RmsNorm, apply_rotary, varlen_attention};
+use crate::profile::span;
 use crate::preprocess::ImageGrid;
 use crate::weights::Weights;
 
@@ -84,25 +85,38 @@ pub struct TextModel {
 impl Attention {
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
         let (n, _) = xs.dims2()?;
+        let dev = xs.device();
         let heads = |t: Tensor, h: usize| t.reshape((n, h, self.head_dim))?.transpose(0, 1)?.contiguous();
-        let q = heads(self.q_proj.forward(xs)?, self.heads)?;
-        let k = heads(self.k_proj.forward(xs)?, self.kv_heads)?;
-        let v = heads(self.v_proj.forward(xs)?, self.kv_heads)?;
+        let (q, k, v) = span("text.qkv", dev, || {
+            Ok::<_, candle_core::Error>((
+                heads(self.q_proj.forward(xs)?, self.heads)?,
+                heads(self.k_proj.forward(xs)?, self.kv_heads)?,
+                heads(self.v_proj.forward(xs)?, self.kv_heads)?,
+            ))
+        })?;
         // Rotary in the model dtype with cos/sin already cast to it (trap 16).
-        let q = apply_rotary(&q, cos, sin)?;
-        let k = apply_rotary(&k, cos, sin)?;
+        let (q, k) = span("text.rope", dev, || {
+            Ok::<_, candle_core::Error>((apply_rotary(&q, cos, sin)?, apply_rotary(&k, cos, sin)?))
+        })?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = varlen_attention(&q, &k, &v, cu, true, scale)?;
-        Ok(self.o_proj.forward(&out)?)
+        let out = span("text.attention", dev, || varlen_attention(&q, &k, &v, cu, true, scale))?;
+        Ok(span("text.o_proj", dev, || self.o_proj.forward(&out))?)
     }
 }
 
 impl DecoderLayer {
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
-        let xs = (xs + self.self_attn.forward(&self.input_layernorm.forward(xs)?, cos, sin, cu)?)?;
-        let m = self.post_attention_layernorm.forward(&xs)?;
-        let h = (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&m)?)? * self.mlp.up_proj.forward(&m)?)?;
-        Ok((&xs + self.mlp.down_proj.forward(&h)?)?)
+        let dev = xs.device();
+        let a = span("text.norm", dev, || self.input_layernorm.forward(xs))?;
+        let o = self.self_attn.forward(&a, cos, sin, cu)?;
+        let xs = span("text.residual", dev, || xs + o)?;
+        let m = span("text.norm", dev, || self.post_attention_layernorm.forward(&xs))?;
+        let (g, u) = span("text.mlp_gate_up", dev, || {
+            Ok::<_, candle_core::Error>((self.mlp.gate_proj.forward(&m)?, self.mlp.up_proj.forward(&m)?))
+        })?;
+        let h = span("text.silu_mul", dev, || candle_nn::ops::silu(&g)? * u)?;
+        let d = span("text.mlp_down", dev, || self.mlp.down_proj.forward(&h))?;
+        Ok(span("text.residual", dev, || &xs + d)?)
     }
 }
 
@@ -171,7 +185,7 @@ impl TextModel {
     /// Decoder stack + final norm: `embeds` `[N, D]` of packed sequences (sequence `i` = rows
     /// `cu_seqlens[i]..cu_seqlens[i+1]`), positions `[3][N]` → `last_hidden_state` `[N, D]`.
     pub fn forward(&self, embeds: &Tensor, positions: &[Vec<u32>; 3], cu_seqlens: &[usize]) -> Result<Tensor> {
-        let (cos, sin) = self.rotary(positions, embeds.dtype(), embeds.device())?;
+        let (cos, sin) = span("text.rotary_tables", embeds.device(), || self.rotary(positions, embeds.dtype(), embeds.device()))?;
         let mut xs = embeds.clone();
         for layer in &self.layers {
             xs = layer.forward(&xs, &cos, &sin, cu_seqlens)?;

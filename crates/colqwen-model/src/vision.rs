@@ -6,6 +6,7 @@ use candle_core::{DType, Device, Module, Tensor};
 use crate::config::Config;
 use crate::error::Result;
 use crate::nn::{Linear, RmsNorm, apply_rotary, varlen_attention};
+use crate::profile::span;
 use crate::preprocess::ImageGrid;
 use crate::weights::Weights;
 
@@ -132,9 +133,10 @@ pub struct VisionModel {
 
 impl VisionAttention {
     /// `xs`: `[N, D]` → `[N, D]`; `cos`/`sin`: `[N, head_dim/2]` f32.
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize], full: bool) -> Result<Tensor> {
         let (n, _) = xs.dims2()?;
-        let qkv = self.qkv.forward(xs)?.reshape((n, 3, self.heads, self.head_dim))?;
+        let dev = xs.device();
+        let qkv = span("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((n, 3, self.heads, self.head_dim))?;
         // [H, N, d] per projection.
         let part = |i: usize| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
         let (q, k, v) = (part(0)?, part(1)?, part(2)?);
@@ -142,19 +144,27 @@ impl VisionAttention {
         let rot = |t: Tensor| -> candle_core::Result<Tensor> {
             apply_rotary(&t.to_dtype(DType::F32)?, cos, sin)?.to_dtype(xs.dtype())
         };
-        let (q, k) = (rot(q)?, rot(k)?);
+        let (q, k) = span("vision.rope", dev, || Ok::<_, candle_core::Error>((rot(q)?, rot(k)?)))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = varlen_attention(&q, &k, &v, cu, false, scale)?;
-        Ok(self.proj.forward(&out)?)
+        let name = if full { "vision.attention_full" } else { "vision.attention_window" };
+        let out = span(name, dev, || varlen_attention(&q, &k, &v, cu, false, scale))?;
+        Ok(span("vision.proj", dev, || self.proj.forward(&out))?)
     }
 }
 
 impl VisionBlock {
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
-        let xs = (xs + self.attn.forward(&self.norm1.forward(xs)?, cos, sin, cu)?)?;
-        let m = self.norm2.forward(&xs)?;
-        let h = (candle_nn::ops::silu(&self.mlp.gate_proj.forward(&m)?)? * self.mlp.up_proj.forward(&m)?)?;
-        Ok((&xs + self.mlp.down_proj.forward(&h)?)?)
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize], full: bool) -> Result<Tensor> {
+        let dev = xs.device();
+        let a = span("vision.norm", dev, || self.norm1.forward(xs))?;
+        let o = self.attn.forward(&a, cos, sin, cu, full)?;
+        let xs = span("vision.residual", dev, || xs + o)?;
+        let m = span("vision.norm", dev, || self.norm2.forward(&xs))?;
+        let (g, u) = span("vision.mlp_gate_up", dev, || {
+            Ok::<_, candle_core::Error>((self.mlp.gate_proj.forward(&m)?, self.mlp.up_proj.forward(&m)?))
+        })?;
+        let h = span("vision.silu_mul", dev, || candle_nn::ops::silu(&g)? * u)?;
+        let d = span("vision.mlp_down", dev, || self.mlp.down_proj.forward(&h))?;
+        Ok(span("vision.residual", dev, || &xs + d)?)
     }
 }
 
@@ -246,20 +256,23 @@ impl VisionModel {
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
         let device = pixel_values.device();
         let layout = self.layout(grids);
-        let xs = self.embed_patches(pixel_values)?;
+        let xs = span("vision.patch_embed", device, || self.embed_patches(pixel_values))?;
         let (n, d) = xs.dims2()?;
         let unit = self.merge * self.merge;
         let groups = index_tensor(&layout.window_index, device)?;
         // Permute whole 2×2 groups into window order (§4.3).
         let mut xs = xs.reshape((n / unit, unit * d))?.index_select(&groups, 0)?.reshape((n, d))?;
-        let (cos, sin) = self.rotary(grids, &layout, device)?;
+        let (cos, sin) = span("vision.rotary_tables", device, || self.rotary(grids, &layout, device))?;
         for (i, block) in self.blocks.iter().enumerate() {
-            let cu = if self.fullatt.contains(&i) { &layout.cu_seqlens } else { &layout.cu_window_seqlens };
-            xs = block.forward(&xs, &cos, &sin, cu)?;
+            let full = self.fullatt.contains(&i);
+            let cu = if full { &layout.cu_seqlens } else { &layout.cu_window_seqlens };
+            xs = block.forward(&xs, &cos, &sin, cu, full)?;
         }
         let m = &self.merger;
-        let xs = m.ln_q.forward(&xs)?.reshape((n / m.unit, m.unit * d))?;
-        let xs = m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)?;
+        let xs = span("vision.merger", device, || {
+            let xs = m.ln_q.forward(&xs)?.reshape((n / m.unit, m.unit * d))?;
+            m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)
+        })?;
         let rev = index_tensor(&layout.reverse_index(), device)?;
         Ok(xs.index_select(&rev, 0)?)
     }
