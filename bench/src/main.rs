@@ -18,6 +18,7 @@ use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 use colqwen::{DTypeChoice, DeviceChoice, Runtime};
 use rayon::prelude::*;
 
+mod gemm;
 mod recall;
 
 fn main() -> Result<()> {
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
         Some("embed") if args.len() >= 5 => {
             embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5))
         }
+        Some("gemm") => gemm::run(),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \

@@ -5,11 +5,21 @@ use candle_core::{D, DType, Module, Result, Tensor};
 
 use crate::weights::Weights;
 
+/// Extra input columns of the bias-in-GEMM form: one column of ones carries the bias, seven zeros keep
+/// the inner dimension a multiple of 8 (cuBLAS takes its fast tensor-core kernels only on aligned sizes).
+const BIAS_COLUMNS: usize = 8;
+
 /// `y = x·Wᵀ (+ b)`; `W` is `[out, in]` as in PyTorch.
+///
+/// On CUDA a bias is folded into the matrix product as `[x | 1 0…0] · [W | b 0…0]ᵀ`: candle's broadcast add
+/// over `[N, out]` costs 4× the GEMM on an H100 (bench `colqwen-bench gemm`), and the bias then enters the
+/// f32 accumulator before the single bf16 rounding, as cuBLAS's epilogue does in the reference (trap 23).
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    /// `[out, in + 8]` with the bias column (CUDA only).
+    augmented: Option<Tensor>,
 }
 
 impl Linear {
@@ -17,13 +27,37 @@ impl Linear {
     pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
         let weight = vb.get(&[out_dim, in_dim], "weight")?;
         let bias = if bias { Some(vb.get(&[out_dim], "bias")?) } else { None };
-        Ok(Self { weight, bias })
+        Ok(Self::from_parts(weight, bias)?)
+    }
+
+    /// From tensors (`weight` `[out, in]`, `bias` `[out]`).
+    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let augmented = match &bias {
+            Some(b) if weight.device().is_cuda() => {
+                let out = weight.dim(0)?;
+                let pad = Tensor::zeros((out, BIAS_COLUMNS - 1), weight.dtype(), weight.device())?;
+                Some(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?.t()?)
+            }
+            _ => None,
+        };
+        Ok(Self { weight, bias, augmented })
+    }
+
+    /// `(weight, bias)`.
+    pub(crate) fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.weight, self.bias.as_ref())
     }
 }
 
 impl Module for Linear {
     /// `[N, in] → [N, out]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if let Some(w) = &self.augmented {
+            let n = xs.dim(0)?;
+            let ones = Tensor::ones((n, 1), xs.dtype(), xs.device())?;
+            let zeros = Tensor::zeros((n, BIAS_COLUMNS - 1), xs.dtype(), xs.device())?;
+            return Tensor::cat(&[xs, &ones, &zeros], 1)?.matmul(w);
+        }
         let ys = xs.matmul(&self.weight.t()?)?;
         match &self.bias {
             Some(b) => ys.broadcast_add(b),
@@ -70,73 +104,111 @@ pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Te
 /// Upper bound on the f32 score matrices materialised at once by [`varlen_attention`].
 const SCORE_BYTES_PER_CHUNK: usize = 512 << 20;
 
-/// Attention over packed variable-length sequences.
+/// One batch of equal-length sequences of an [`AttentionPlan`].
+struct Chunk {
+    /// Packed row indices of the chunk's sequences, in order (`[S·len]`, u32).
+    rows: Tensor,
+    seqs: usize,
+    len: usize,
+    /// Causal mask already expanded to the scores' shape `[S·Hkv, group·len, len]` (contiguous, f32), so the
+    /// add is elementwise: candle's broadcast add is several times slower on CUDA.
+    mask: Option<Tensor>,
+}
+
+/// How packed sequences are grouped for attention, built once per forward and shared by every layer.
+///
+/// Sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; sequences of equal length (the vision windows of a
+/// page, pages of one size) are gathered and run as one batched matmul, in chunks that bound the score
+/// memory; nothing is padded, and tokens of different sequences never see each other, which is what makes
+/// results independent of the batch.
+pub(crate) struct AttentionPlan {
+    chunks: Vec<Chunk>,
+    /// Inverse of the concatenated chunk row order (`[N]`, u32).
+    inverse: Tensor,
+    n: usize,
+}
+
+impl AttentionPlan {
+    /// Plan for `heads` query heads sharing `kv_heads` key/value heads.
+    pub(crate) fn new(
+        cu_seqlens: &[usize],
+        heads: usize,
+        kv_heads: usize,
+        causal: bool,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let group = heads / kv_heads;
+        let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+        for w in cu_seqlens.windows(2) {
+            if w[1] > w[0] {
+                by_len.entry(w[1] - w[0]).or_default().push(w[0]);
+            }
+        }
+        let n = cu_seqlens.last().copied().unwrap_or(0);
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let mut chunks = Vec::new();
+        for (len, starts) in by_len {
+            let per_seq = heads * len * len * 4;
+            let per_chunk = (SCORE_BYTES_PER_CHUNK / per_seq.max(1)).max(1);
+            for starts in starts.chunks(per_chunk) {
+                let rows: Vec<u32> = starts.iter().flat_map(|&st| (st as u32)..(st + len) as u32).collect();
+                order.extend_from_slice(&rows);
+                let s = starts.len();
+                let mask = if causal {
+                    let m = causal_mask(len, device)?;
+                    Some(m.unsqueeze(0)?.broadcast_as((s * kv_heads, group, len, len))?.contiguous()?.reshape((
+                        s * kv_heads,
+                        group * len,
+                        len,
+                    ))?)
+                } else {
+                    None
+                };
+                chunks.push(Chunk { rows: Tensor::from_vec(rows, s * len, device)?, seqs: s, len, mask });
+            }
+        }
+        let mut inverse = vec![0u32; n];
+        for (pos, &row) in order.iter().enumerate() {
+            inverse[row as usize] = pos as u32;
+        }
+        Ok(Self { chunks, inverse: Tensor::from_vec(inverse, n, device)?, n })
+    }
+}
+
+/// Attention over packed variable-length sequences (see [`AttentionPlan`]).
 ///
 /// `q`: `[Hq, N, d]`, `k`, `v`: `[Hkv, N, d]` with `Hq` a multiple of `Hkv` (query head `n` uses kv head
-/// `n / (Hq/Hkv)`, trap 19); sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; tokens of different
-/// sequences never see each other, which is what makes results independent of the batch. Scores and softmax
-/// in f32, probabilities cast to the value dtype before `·V` (trap 20). Returns `[N, Hq·d]`.
-///
-/// Sequences of equal length (the vision windows of a page, pages of one size) are gathered and run as one
-/// batched matmul, in chunks that bound the score memory; nothing is padded.
-pub(crate) fn varlen_attention(
-    q: &Tensor,
-    k: &Tensor,
-    v: &Tensor,
-    cu_seqlens: &[usize],
-    causal: bool,
-    scale: f64,
-) -> Result<Tensor> {
+/// `n / (Hq/Hkv)`, trap 19). Scores and softmax in f32, probabilities cast to the value dtype before `·V`
+/// (trap 20). Returns `[N, Hq·d]`.
+pub(crate) fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, plan: &AttentionPlan, scale: f64) -> Result<Tensor> {
     let (hq, n, d) = q.dims3()?;
+    if n != plan.n {
+        candle_core::bail!("attention plan covers {} rows, the input has {n}", plan.n);
+    }
     let hkv = k.dim(0)?;
     let group = hq / hkv;
-    let device = q.device();
-    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for w in cu_seqlens.windows(2) {
-        if w[1] > w[0] {
-            by_len.entry(w[1] - w[0]).or_default().push(w[0]);
+    let mut outs = Vec::with_capacity(plan.chunks.len());
+    for c in &plan.chunks {
+        let (s, len) = (c.seqs, c.len);
+        // [S·Hkv, group·len, d]: sequences × kv heads as the batch, the query heads of a kv head stacked.
+        let qs = q.index_select(&c.rows, 1)?.reshape((hkv, group, s, len, d))?.permute((2, 0, 1, 3, 4))?.reshape((
+            s * hkv,
+            group * len,
+            d,
+        ))?;
+        let kv = |t: &Tensor| -> Result<Tensor> {
+            t.index_select(&c.rows, 1)?.reshape((hkv, s, len, d))?.transpose(0, 1)?.reshape((s * hkv, len, d))
+        };
+        let (ks, vs) = (kv(k)?, kv(v)?);
+        let mut scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
+        if let Some(mask) = &c.mask {
+            scores = (scores + mask)?;
         }
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
+        let out = probs.matmul(&vs)?; // [S·Hkv, group·len, d]
+        outs.push(out.reshape((s, hkv, group, len, d))?.permute((1, 2, 0, 3, 4))?.reshape((hq, s * len, d))?);
     }
-    let mut order: Vec<u32> = Vec::with_capacity(n);
-    let mut outs = Vec::new();
-    for (len, starts) in by_len {
-        let per_seq = hq * len * len * 4;
-        let chunk = (SCORE_BYTES_PER_CHUNK / per_seq.max(1)).max(1);
-        let mask = if causal { Some(causal_mask(len, device)?) } else { None };
-        for starts in starts.chunks(chunk) {
-            let s = starts.len();
-            let rows: Vec<u32> = starts.iter().flat_map(|&st| (st as u32)..(st + len) as u32).collect();
-            let idx = Tensor::from_slice(&rows, rows.len(), device)?;
-            order.extend_from_slice(&rows);
-            // [S·Hkv, group·len, d]: sequences × kv heads as the batch, the query heads of a kv head stacked.
-            let qs = q.index_select(&idx, 1)?.reshape((hkv, group, s, len, d))?.permute((2, 0, 1, 3, 4))?.reshape((
-                s * hkv,
-                group * len,
-                d,
-            ))?;
-            let kv = |t: &Tensor| -> Result<Tensor> {
-                t.index_select(&idx, 1)?.reshape((hkv, s, len, d))?.transpose(0, 1)?.reshape((s * hkv, len, d))
-            };
-            let (ks, vs) = (kv(k)?, kv(v)?);
-            let mut scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
-            if let Some(mask) = &mask {
-                scores = scores.reshape((s * hkv, group, len, len))?.broadcast_add(mask)?.reshape((
-                    s * hkv,
-                    group * len,
-                    len,
-                ))?;
-            }
-            let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(v.dtype())?;
-            let out = probs.matmul(&vs)?; // [S·Hkv, group·len, d]
-            outs.push(out.reshape((s, hkv, group, len, d))?.permute((1, 2, 0, 3, 4))?.reshape((hq, s * len, d))?);
-        }
-    }
-    let out = Tensor::cat(&outs, 1)?; // [Hq, N, d], rows in `order`
-    let mut inverse = vec![0u32; n];
-    for (pos, &row) in order.iter().enumerate() {
-        inverse[row as usize] = pos as u32;
-    }
-    let out = out.index_select(&Tensor::from_vec(inverse, n, device)?, 1)?;
+    let out = Tensor::cat(&outs, 1)?.index_select(&plan.inverse, 1)?; // [Hq, N, d]
     out.transpose(0, 1)?.reshape((n, hq * d))
 }
 

@@ -4,9 +4,9 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{Linear, RmsNorm, apply_rotary, varlen_attention};
-use crate::profile::span;
+use crate::nn::{AttentionPlan, Linear, RmsNorm, apply_rotary, varlen_attention};
 use crate::preprocess::ImageGrid;
+use crate::profile::span;
 use crate::weights::Weights;
 
 /// M-RoPE positions `[3][L]` (t, h, w streams) of one document (§5.2): text tokens advance all streams
@@ -83,7 +83,7 @@ pub struct TextModel {
 }
 
 impl Attention {
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
         let (n, _) = xs.dims2()?;
         let dev = xs.device();
         let heads = |t: Tensor, h: usize| t.reshape((n, h, self.head_dim))?.transpose(0, 1)?.contiguous();
@@ -99,16 +99,16 @@ impl Attention {
             Ok::<_, candle_core::Error>((apply_rotary(&q, cos, sin)?, apply_rotary(&k, cos, sin)?))
         })?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = span("text.attention", dev, || varlen_attention(&q, &k, &v, cu, true, scale))?;
+        let out = span("text.attention", dev, || varlen_attention(&q, &k, &v, plan, scale))?;
         Ok(span("text.o_proj", dev, || self.o_proj.forward(&out))?)
     }
 }
 
 impl DecoderLayer {
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, cu: &[usize]) -> Result<Tensor> {
+    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
         let dev = xs.device();
         let a = span("text.norm", dev, || self.input_layernorm.forward(xs))?;
-        let o = self.self_attn.forward(&a, cos, sin, cu)?;
+        let o = self.self_attn.forward(&a, cos, sin, plan)?;
         let xs = span("text.residual", dev, || xs + o)?;
         let m = span("text.norm", dev, || self.post_attention_layernorm.forward(&xs))?;
         let (g, u) = span("text.mlp_gate_up", dev, || {
@@ -185,10 +185,15 @@ impl TextModel {
     /// Decoder stack + final norm: `embeds` `[N, D]` of packed sequences (sequence `i` = rows
     /// `cu_seqlens[i]..cu_seqlens[i+1]`), positions `[3][N]` → `last_hidden_state` `[N, D]`.
     pub fn forward(&self, embeds: &Tensor, positions: &[Vec<u32>; 3], cu_seqlens: &[usize]) -> Result<Tensor> {
-        let (cos, sin) = span("text.rotary_tables", embeds.device(), || self.rotary(positions, embeds.dtype(), embeds.device()))?;
+        let (cos, sin) =
+            span("text.rotary_tables", embeds.device(), || self.rotary(positions, embeds.dtype(), embeds.device()))?;
+        let (heads, kv_heads) = self.layers.first().map_or((1, 1), |l| (l.self_attn.heads, l.self_attn.kv_heads));
+        let plan = span("text.attention_plan", embeds.device(), || {
+            AttentionPlan::new(cu_seqlens, heads, kv_heads, true, embeds.device())
+        })?;
         let mut xs = embeds.clone();
         for layer in &self.layers {
-            xs = layer.forward(&xs, &cos, &sin, cu_seqlens)?;
+            xs = layer.forward(&xs, &cos, &sin, &plan)?;
         }
         Ok(self.norm.forward(&xs)?)
     }
