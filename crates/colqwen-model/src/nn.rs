@@ -18,7 +18,7 @@ const BIAS_COLUMNS: usize = 8;
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
-    /// `[out, in + 8]` with the bias column (CUDA only).
+    /// `[in + 8, out]`: `[W | b 0…0]ᵀ`, contiguous (CUDA only).
     augmented: Option<Tensor>,
 }
 
@@ -36,7 +36,7 @@ impl Linear {
             Some(b) if weight.device().is_cuda() => {
                 let out = weight.dim(0)?;
                 let pad = Tensor::zeros((out, BIAS_COLUMNS - 1), weight.dtype(), weight.device())?;
-                Some(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?.t()?)
+                Some(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?)
             }
             _ => None,
         };
