@@ -23,6 +23,16 @@ R="$OUT/results.jsonl"; : > "$R"
 # Smoke test on the tiny fixture model first: fail in seconds, not after the 3B checkpoint is written.
 /tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1,4 \
   || { echo "smoke test failed"; exit 1; }
+# The CUDA-only paths (bias folded into the GEMM, padded MLP, fused RMSNorm) against the reference's f32 golden
+# outputs of the tiny model.
+python3 - >> "$R" <<'PY'
+import json, torch
+from safetensors.torch import load_file
+ours, gold = load_file("/tmp/tiny.safetensors"), load_file("fixtures/tiny/golden/adapter.safetensors")
+cos = torch.cat([torch.nn.functional.cosine_similarity(ours[f"image.{i:02d}"].float(), gold[f"image.{i:02d}.embedding"].float(), dim=-1) for i in range(7)])
+print(json.dumps({"what": "tiny_gpu_vs_f32_golden", "cos_min": round(cos.min().item(), 5), "cos_mean": round(cos.mean().item(), 5)}))
+PY
+tail -1 "$R"
 t0=$(date +%s)
 python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
 echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
