@@ -121,6 +121,8 @@ struct Embedded {
 struct Run<'a> {
     engine: &'a Engine,
     store: Mutex<&'a mut Store>,
+    /// The index folder (previews go below it), read once so render workers never wait on the store lock.
+    index_dir: PathBuf,
     opts: &'a IngestOptions,
     progress: &'a dyn Progress,
     failures: Mutex<Vec<Failure>>,
@@ -171,8 +173,10 @@ pub fn ingest(
     let start = Instant::now();
     let batch_size = opts.batch_size.max(1);
     let threads = opts.render_threads.max(1);
+    let index_dir = store.dir().to_path_buf();
     let run = Run {
         engine,
+        index_dir,
         store: Mutex::new(store),
         opts,
         progress,
@@ -312,8 +316,7 @@ fn write_preview(run: &Run<'_>, doc: &DocState, page_index: usize, image: &image
         return Ok(None);
     }
     let rel = format!("previews/{}/{:04}.jpg", doc.doc_id, page_index + 1);
-    let dir = run.store().dir().to_path_buf();
-    let path = dir.join(&rel);
+    let path = run.index_dir.join(&rel);
     let bytes = colqwen_pdf::encode_preview(image, side, 80)?;
     let write = || -> std::io::Result<()> {
         if let Some(parent) = path.parent() {
