@@ -187,6 +187,10 @@ pub(crate) fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, plan: &Attent
     }
     let hkv = k.dim(0)?;
     let group = hq / hkv;
+    // In half precision the scale is applied to q (one pass over [Hq, N, d]) instead of to the f32 scores
+    // (a pass over [.., len, len]); in f32 it stays on the scores, as in the reference.
+    let (q, score_scale) = if q.dtype() == DType::F32 { (q.clone(), scale) } else { ((q * scale)?, 1.0) };
+    let q = &q;
     let mut outs = Vec::with_capacity(plan.chunks.len());
     for c in &plan.chunks {
         let (s, len) = (c.seqs, c.len);
@@ -200,7 +204,10 @@ pub(crate) fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, plan: &Attent
             t.index_select(&c.rows, 1)?.reshape((hkv, s, len, d))?.transpose(0, 1)?.reshape((s * hkv, len, d))
         };
         let (ks, vs) = (kv(k)?, kv(v)?);
-        let mut scores = (qs.matmul(&ks.t()?)?.to_dtype(DType::F32)? * scale)?;
+        let mut scores = qs.matmul(&ks.t()?)?.to_dtype(DType::F32)?;
+        if score_scale != 1.0 {
+            scores = (scores * score_scale)?;
+        }
         if let Some(mask) = &c.mask {
             scores = (scores + mask)?;
         }
