@@ -213,12 +213,25 @@ fn a_second_process_gets_a_clear_in_use_message() {
     let mut c = colqwen(&index);
     c.args(["ingest", "--force"]).arg(pdf(MANUAL)).stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let mut c = colqwen(&index);
-    c.arg("list");
-    let out = run(c);
+    // Wait until the ingest holds the index: its first preview (written after the index is opened and locked)
+    // appears. `57ca4fdd6a0cc32d` is the manual's document id (SHA-256 prefix, fixtures/pdfs/SOURCES.md).
+    let first_preview = index.join("previews/57ca4fdd6a0cc32d");
+    let mut out = None;
+    for _ in 0..240 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if first_preview.is_dir() {
+            let mut c = colqwen(&index);
+            c.arg("list");
+            out = Some(run(c));
+            break;
+        }
+    }
     child.kill().unwrap();
     child.wait().unwrap();
+    let out = out.expect("the ingest never held the index");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("in use"), "{err}");
