@@ -21,7 +21,7 @@ mod weights;
 pub use candle_core::{DType, Device};
 pub use config::{AdapterConfig, Config, PreprocessorConfig};
 pub use error::{Error, Result};
-pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch};
+pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch, default_batch_size, free_device_memory};
 pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
 pub use score::{MultiVector, maxsim};
 pub use source::{DEFAULT_MODEL_ID, HubOptions, ModelFiles};

@@ -37,7 +37,7 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     let opts = IngestOptions {
         force: a.force,
         password: a.password.clone(),
-        batch_size: a.batch_size.unwrap_or(if engine.runtime().device.is_cpu() { 4 } else { 16 }),
+        batch_size: a.batch_size.unwrap_or_else(|| colqwen::model::default_batch_size(&engine.runtime().device)),
         render_threads: a.jobs.unwrap_or(default_jobs),
         render_limits: colqwen::pdf::RenderLimits {
             time_budget: Duration::from_secs(a.page_timeout),
