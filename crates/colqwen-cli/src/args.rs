@@ -103,7 +103,7 @@ pub struct IngestArgs {
     /// Password for encrypted PDFs
     #[arg(long, env = "COLQWEN_PDF_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 32]
+    /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
     #[arg(long)]
     pub batch_size: Option<usize>,
     /// Cap on visual tokens per page (colpali's max_num_visual_tokens) [default: the model's max_pixels]
