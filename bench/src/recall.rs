@@ -52,16 +52,6 @@ fn synthetic(real: &[MultiVector], i: usize) -> Vec<f32> {
     v
 }
 
-fn pooled(v: &[f32], dim: usize) -> Vec<f32> {
-    let mut m = vec![0f32; dim];
-    for row in v.chunks_exact(dim) {
-        m.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-    }
-    let n = m.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    m.iter_mut().for_each(|x| *x /= n);
-    m
-}
-
 fn top(scores: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -96,7 +86,7 @@ pub(crate) fn run(model: &str, sizes: &str, queries: &str, pdfs: &[String]) -> R
     let refs: Vec<&str> = qs.iter().map(String::as_str).collect();
     let q = m.embed_queries(&refs)?;
     let dim = q[0].dim;
-    let qpooled: Vec<Vec<f32>> = q.iter().map(|x| pooled(&x.data, dim)).collect();
+    let qpooled: Vec<Vec<f32>> = q.iter().map(|x| colqwen::store::pooled(&x.data, dim)).collect();
     eprintln!(
         "{} real pages embedded ({} rows each on average), {} queries",
         real.len(),
@@ -110,7 +100,7 @@ pub(crate) fn run(model: &str, sizes: &str, queries: &str, pdfs: &[String]) -> R
             .into_par_iter()
             .map(|i| {
                 let v = synthetic(&real, i);
-                let p = pooled(&v, dim);
+                let p = colqwen::store::pooled(&v, dim);
                 let exact = q.iter().map(|qq| colqwen::store::maxsim(&qq.data, &v, dim)).collect();
                 let cos = qpooled.iter().map(|qp| qp.iter().zip(&p).map(|(a, b)| a * b).sum()).collect();
                 (exact, cos)

@@ -21,19 +21,6 @@ impl MultiVector {
     pub fn rows(&self) -> impl Iterator<Item = &[f32]> {
         self.data.chunks_exact(self.dim)
     }
-
-    /// Mean of the rows, L2-normalised (the "pooled" first-stage vector of the store).
-    pub fn pooled(&self) -> Vec<f32> {
-        let mut mean = vec![0f32; self.dim];
-        for row in self.rows() {
-            for (m, v) in mean.iter_mut().zip(row) {
-                *m += v;
-            }
-        }
-        let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-        mean.iter_mut().for_each(|v| *v /= norm);
-        mean
-    }
 }
 
 /// MaxSim: `Σ_a max_c ⟨q_a, d_c⟩` over the real rows of both (colpali `score_multi_vector` without its

@@ -19,6 +19,7 @@ pub use error::{Error, Result};
 pub use id::point_id;
 pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage};
 pub use maxsim::maxsim;
+pub use schema::pooled;
 pub use store::{
     AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, DocumentInfo, Hit, PageRecord,
     SearchMode, Stats, Store,

@@ -115,8 +115,9 @@ impl IndexManifest {
         dir.join(MANIFEST_FILE)
     }
 
-    /// `Ok(None)` when the file does not exist.
-    pub(crate) fn read(dir: &Path) -> Result<Option<IndexManifest>> {
+    /// The manifest of the index in `dir`; `Ok(None)` when there is no index there yet. Reads the file only
+    /// (no lock), so a caller can learn an index's model before loading it.
+    pub fn read(dir: &Path) -> Result<Option<IndexManifest>> {
         let path = Self::path(dir);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,

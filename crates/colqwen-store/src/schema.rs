@@ -66,8 +66,8 @@ pub(crate) fn edge_config(manifest: &IndexManifest) -> EdgeConfig {
         .build()
 }
 
-/// L2-normalised mean of the rows (all zeros if the mean is zero).
-pub(crate) fn pooled(vectors: &[f32], dim: usize) -> Vec<f32> {
+/// The first-stage vector of a page: L2-normalised mean of the rows (all zeros if the mean is zero).
+pub fn pooled(vectors: &[f32], dim: usize) -> Vec<f32> {
     let mut mean = vec![0.0f32; dim];
     let mut rows = 0usize;
     for row in vectors.chunks_exact(dim) {

@@ -112,8 +112,14 @@ struct Item<T> {
     outcome: std::result::Result<T, Error>,
 }
 
+/// What the store needs of a rendered page once its pixels went into the model.
+struct PageMeta {
+    size_pt: (f32, f32),
+    preview: Option<String>,
+}
+
 struct Embedded {
-    page: RenderedPage,
+    page: PageMeta,
     vectors: Vec<f32>,
 }
 
@@ -333,12 +339,16 @@ fn write_preview(run: &Run<'_>, doc: &DocState, page_index: usize, image: &image
 
 /// Collects full batches (or what is left at the end), runs the model, passes failures straight through.
 fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSender<Item<Embedded>>, batch_size: usize) {
-    let mut batch: Vec<(Arc<DocState>, usize, RenderedPage)> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<(Arc<DocState>, usize, PageMeta)> = Vec::with_capacity(batch_size);
+    let mut pixels: Vec<PixelValues> = Vec::with_capacity(batch_size);
     let mut open = true;
     while open || !batch.is_empty() {
         while open && batch.len() < batch_size {
             match pages.recv() {
-                Ok(Item { doc, page_index, outcome: Ok(page) }) => batch.push((doc, page_index, page)),
+                Ok(Item { doc, page_index, outcome: Ok(page) }) => {
+                    pixels.push(page.pixel_values);
+                    batch.push((doc, page_index, PageMeta { size_pt: page.size_pt, preview: page.preview }));
+                }
                 Ok(Item { doc, page_index, outcome: Err(e) }) => {
                     if out.send(Item { doc, page_index, outcome: Err(e) }).is_err() {
                         return;
@@ -350,8 +360,8 @@ fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSend
         if batch.is_empty() {
             break;
         }
-        let pvs: Vec<PixelValues> = batch.iter().map(|(_, _, p)| p.pixel_values.clone()).collect();
-        let result = run.engine.model().embed_pixel_values(&pvs);
+        let result = run.engine.model().embed_pixel_values(&pixels);
+        pixels.clear();
         match result {
             Ok(vectors) => {
                 run.progress.on_pages_embedded(batch.len());

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use colqwen::model::LoadOptions;
-use colqwen::store::{Store, VectorStorage};
+use colqwen::store::{IndexManifest, Store, VectorStorage};
 use colqwen::{IngestOptions, Summary};
 
-use super::{UsageError, index_dir, index_model, load_engine, print_json};
+use super::{UsageError, index_dir, load_engine, print_json};
 use crate::args::{GlobalArgs, IngestArgs, StorageArg};
 use crate::progress::{IngestBars, enabled};
 
@@ -22,14 +22,15 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     let dir = index_dir(g)?;
     let bars = enabled(g.quiet, g.verbose, g.json);
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
-    let engine = load_engine(g, index_model(&dir).as_deref(), load, bars)?;
+    let existing = IndexManifest::read(&dir).with_context(|| format!("reading the index {}", dir.display()))?;
+    let engine = load_engine(g, existing.as_ref().map(|m| m.model_id.as_str()), load, bars)?;
     let storage = match a.storage {
         StorageArg::F16 => VectorStorage::F16,
         StorageArg::F32 => VectorStorage::F32,
     };
     let mut manifest = engine.index_manifest(storage);
-    if let Some(existing) = existing_storage(&dir) {
-        manifest.storage = existing; // an existing index keeps its storage type
+    if let Some(existing) = &existing {
+        manifest.storage = existing.storage; // an existing index keeps its storage type
     }
     let mut store =
         Store::open_or_create(&dir, &manifest).with_context(|| format!("opening the index {}", dir.display()))?;
@@ -59,12 +60,6 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
-}
-
-fn existing_storage(dir: &Path) -> Option<VectorStorage> {
-    let bytes = std::fs::read(dir.join("manifest.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    serde_json::from_value(v.get("storage")?.clone()).ok()
 }
 
 /// Files as given, folders searched recursively for `*.pdf`, anything else as a glob pattern.

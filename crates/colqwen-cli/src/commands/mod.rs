@@ -4,7 +4,7 @@ mod admin;
 mod ingest;
 mod search;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -78,13 +78,6 @@ pub fn load_engine(g: &GlobalArgs, index_model: Option<&str>, load: LoadOptions,
     spinner.finish_and_clear();
     tracing::info!(model = engine.model_id(), device = rt.device_name(), dtype = ?rt.dtype, "model ready");
     Ok(engine)
-}
-
-/// The model id recorded in an existing index, if there is one.
-pub fn index_model(dir: &Path) -> Option<String> {
-    let bytes = std::fs::read(dir.join("manifest.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("model_id")?.as_str().map(str::to_string)
 }
 
 /// Prints JSON to stdout.
