@@ -15,11 +15,11 @@ const BIAS_COLUMNS: usize = 8;
 /// over `[N, out]` costs 4× the GEMM on an H100 (bench `colqwen-bench gemm`), and the bias then enters the
 /// f32 accumulator before the single bf16 rounding, as cuBLAS's epilogue does in the reference (trap 23).
 #[derive(Debug, Clone)]
-pub(crate) struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
-    /// `[in + 8, out]`: `[W | b 0…0]ᵀ`, contiguous (CUDA only).
-    augmented: Option<Tensor>,
+pub(crate) enum Linear {
+    /// `weight` `[out, in]`, optional `bias` `[out]`.
+    Plain { weight: Tensor, bias: Option<Tensor> },
+    /// `[in + 8, out]`: `[W | b 0…0]ᵀ`, contiguous (CUDA, biased layers only; the plain weight is not kept).
+    Augmented(Tensor),
 }
 
 impl Linear {
@@ -32,36 +32,34 @@ impl Linear {
 
     /// From tensors (`weight` `[out, in]`, `bias` `[out]`).
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        let augmented = match &bias {
+        match bias {
             Some(b) if weight.device().is_cuda() => {
                 let out = weight.dim(0)?;
                 let pad = Tensor::zeros((out, BIAS_COLUMNS - 1), weight.dtype(), weight.device())?;
-                Some(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?)
+                Ok(Self::Augmented(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?))
             }
-            _ => None,
-        };
-        Ok(Self { weight, bias, augmented })
-    }
-
-    /// `(weight, bias)`.
-    pub(crate) fn parts(&self) -> (&Tensor, Option<&Tensor>) {
-        (&self.weight, self.bias.as_ref())
+            bias => Ok(Self::Plain { weight, bias }),
+        }
     }
 }
 
 impl Module for Linear {
     /// `[N, in] → [N, out]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if let Some(w) = &self.augmented {
-            let n = xs.dim(0)?;
-            let ones = Tensor::ones((n, 1), xs.dtype(), xs.device())?;
-            let zeros = Tensor::zeros((n, BIAS_COLUMNS - 1), xs.dtype(), xs.device())?;
-            return Tensor::cat(&[xs, &ones, &zeros], 1)?.matmul(w);
-        }
-        let ys = xs.matmul(&self.weight.t()?)?;
-        match &self.bias {
-            Some(b) => ys.broadcast_add(b),
-            None => Ok(ys),
+        match self {
+            Self::Augmented(w) => {
+                let n = xs.dim(0)?;
+                let ones = Tensor::ones((n, 1), xs.dtype(), xs.device())?;
+                let zeros = Tensor::zeros((n, BIAS_COLUMNS - 1), xs.dtype(), xs.device())?;
+                Tensor::cat(&[xs, &ones, &zeros], 1)?.matmul(w)
+            }
+            Self::Plain { weight, bias } => {
+                let ys = xs.matmul(&weight.t()?)?;
+                match bias {
+                    Some(b) => ys.broadcast_add(b),
+                    None => Ok(ys),
+                }
+            }
         }
     }
 }

@@ -107,26 +107,32 @@ struct VisionMlp {
 }
 
 impl VisionMlp {
-    /// On CUDA, pads the MLP width to a multiple of 128 (3420 → 3456) with zero rows in gate/up and zero
-    /// columns in down: `silu(0)·0 = 0`, so the function is unchanged, and cuBLAS runs its aligned kernels
-    /// (2.5× faster for this shape on an H100, bench `colqwen-bench gemm`).
-    fn aligned(gate: Linear, up: Linear, down: Linear) -> candle_core::Result<Self> {
-        let (w, _) = gate.parts();
-        let (inter, d) = w.dims2()?;
+    /// Loads `mlp.*` of one block. On CUDA the MLP width is padded to a multiple of 128 (3420 → 3456) with zero
+    /// rows in gate/up and zero columns in down before the layers are built: `silu(0)·0 = 0`, so the function
+    /// is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for this shape on an H100, bench
+    /// `colqwen-bench gemm`).
+    fn load(d: usize, inter: usize, vb: Weights) -> Result<Self> {
+        let get =
+            |name: &str, shape: &[usize]| vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" });
+        let (mut gw, mut gb) = (get("gate_proj", &[inter, d])?, get("gate_proj", &[inter])?);
+        let (mut uw, mut ub) = (get("up_proj", &[inter, d])?, get("up_proj", &[inter])?);
+        let (mut dw, db) = (get("down_proj", &[d, inter])?, get("down_proj", &[d])?);
         let padded = inter.div_ceil(128) * 128;
-        if !w.device().is_cuda() || padded == inter {
-            return Ok(Self { gate_proj: gate, up_proj: up, down_proj: down });
+        if gw.device().is_cuda() && padded != inter {
+            let extra = padded - inter;
+            let (dtype, device) = (gw.dtype(), gw.device().clone());
+            let zeros = |shape: &[usize]| Tensor::zeros(shape, dtype, &device);
+            gw = Tensor::cat(&[&gw, &zeros(&[extra, d])?], 0)?;
+            uw = Tensor::cat(&[&uw, &zeros(&[extra, d])?], 0)?;
+            gb = Tensor::cat(&[&gb, &zeros(&[extra])?], 0)?;
+            ub = Tensor::cat(&[&ub, &zeros(&[extra])?], 0)?;
+            dw = Tensor::cat(&[&dw, &zeros(&[d, extra])?], 1)?;
         }
-        let extra = padded - inter;
-        let rows = |l: &Linear| -> candle_core::Result<Linear> {
-            let (w, b) = l.parts();
-            let w = Tensor::cat(&[w, &Tensor::zeros((extra, d), w.dtype(), w.device())?], 0)?;
-            let b = b.map(|b| Tensor::cat(&[b, &Tensor::zeros(extra, b.dtype(), b.device())?], 0)).transpose()?;
-            Linear::from_parts(w, b)
-        };
-        let (dw, db) = down.parts();
-        let dw = Tensor::cat(&[dw, &Tensor::zeros((d, extra), dw.dtype(), dw.device())?], 1)?;
-        Ok(Self { gate_proj: rows(&gate)?, up_proj: rows(&up)?, down_proj: Linear::from_parts(dw, db.cloned())? })
+        Ok(Self {
+            gate_proj: Linear::from_parts(gw, Some(gb))?,
+            up_proj: Linear::from_parts(uw, Some(ub))?,
+            down_proj: Linear::from_parts(dw, Some(db))?,
+        })
     }
 }
 
@@ -217,11 +223,7 @@ impl VisionModel {
                         heads: v.num_heads,
                         head_dim,
                     },
-                    mlp: VisionMlp::aligned(
-                        lin("mlp.gate_proj", d, v.intermediate_size)?,
-                        lin("mlp.up_proj", d, v.intermediate_size)?,
-                        lin("mlp.down_proj", v.intermediate_size, d)?,
-                    )?,
+                    mlp: VisionMlp::load(d, v.intermediate_size, vb.pp("mlp"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
