@@ -6,7 +6,8 @@
 #   2. a toolkit root in the layout cudarc/cudaforge expect (bin/include/nvvm links, lib64 sonames);
 #   3. a link-time stub libcuda.so (the real driver serves at run time);
 #   4. cargo build --release --features cuda into target-cuda/, then a gzip of the binary for the device tool.
-# Usage: scripts/cuda-build.sh [cargo args...]   (default: -p colqwen-cli)
+# Usage: scripts/cuda-build.sh [cargo args...]        (default: -p colqwen-cli)
+#        scripts/cuda-build.sh test [cargo args...]   (test binaries only: cargo test --no-run)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${COLQWEN_CUDA_WORK:-$HOME/.cache/colqwen-cuda}
@@ -39,5 +40,7 @@ export PATH=$root/bin:$PATH
 export LIBRARY_PATH=$root/lib64:$root/lib64/stubs:${LIBRARY_PATH:-}
 export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=2
 cd "$repo"
+cmd=build
+if [ "${1:-}" = test ]; then cmd=test; shift; set -- --no-run "$@"; fi
 if [ $# -eq 0 ]; then set -- -p colqwen-cli; fi
-cargo build --release --features cuda --target-dir target-cuda "$@"
+cargo "$cmd" --release --features cuda --target-dir target-cuda "$@"

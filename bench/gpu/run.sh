@@ -7,19 +7,29 @@
 #   3. pages/s, ratio, MFU, peak GPU memory, query latency, full-scale parity (per-token cosine, top-10);
 #   4. end to end: the 134-page manual, PDF on disk -> pages stored.
 # Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.gz and .carry/colqwen-bench.gz
-# (scripts/cuda-build.sh). Writes logs and JSON lines to $OUT; prints a table last.
+# (scripts/cuda-build.sh), optionally .carry/kernel-tests.gz (the colqwen-model lib tests built with
+# `scripts/cuda-build.sh test -p colqwen-model --lib`: fused kernels vs the generic path, run first).
+# Knobs: BATCHES, REF_BATCHES, SYNTHETIC_PAGES; OURS_ONLY=1 skips the reference, the comparison and the end-to-end
+# run (a quick iteration). The 3B checkpoint is reused when the machine still has it (/tmp/m3b).
+# Writes logs and JSON lines to $OUT; prints a table last.
 set -uo pipefail
 OUT=${OUT:-/tmp/bench-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-for b in colqwen colqwen-bench; do gunzip -c ".carry/$b.gz" > "/tmp/$b" && chmod +x "/tmp/$b"; done
+for b in colqwen colqwen-bench kernel-tests; do
+  [ -f ".carry/$b.gz" ] && gunzip -c ".carry/$b.gz" > "/tmp/$b" && chmod +x "/tmp/$b"
+done
 nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
 export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}"
 ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 R="$OUT/results.jsonl"; : > "$R"
+if [ -f .carry/kernel-tests.gz ]; then
+  /tmp/kernel-tests kernels --test-threads 1 > "$OUT/kernel-tests.log" 2>&1
+  echo "{\"what\": \"kernel_tests\", \"rc\": $?, \"summary\": \"$(grep 'test result' "$OUT/kernel-tests.log" | tr -d '"')\"}" | tee -a "$R"
+fi
 # Smoke test on the tiny fixture model first: fail in seconds, not after the 3B checkpoint is written.
 /tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1,4 \
   || { echo "smoke test failed"; exit 1; }
@@ -34,11 +44,19 @@ print(json.dumps({"what": "tiny_gpu_vs_f32_golden", "cos_min": round(cos.min().i
 PY
 tail -1 "$R"
 t0=$(date +%s)
-python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
-echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
 M=/tmp/m3b/colqwen2.5-3b-random-v0.2
-python3 bench/gpu/make_pages.py /tmp/pages "${SYNTHETIC_PAGES:-64}"
-/tmp/colqwen-bench render /tmp/pages 602112 fixtures/pdfs/*.pdf | tee -a "$R"
+if [ ! -f /tmp/m3b/done ]; then
+  rm -rf /tmp/m3b
+  python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
+  touch /tmp/m3b/done
+fi
+echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
+if [ ! -f /tmp/pages/done ]; then
+  rm -rf /tmp/pages
+  python3 bench/gpu/make_pages.py /tmp/pages "${SYNTHETIC_PAGES:-64}"
+  /tmp/colqwen-bench render /tmp/pages 602112 fixtures/pdfs/*.pdf | tee -a "$R"
+  touch /tmp/pages/done
+fi
 
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/mem_$1.csv" & echo $!; }
 base_mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
@@ -46,6 +64,7 @@ pid=$(mem ours)
 /tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "${BATCHES:-16,32}" bench/gpu/queries.txt | tee -a "$R"
 kill "$pid"
 echo "{\"what\": \"ours_peak_mib\", \"mib\": $(( $(sort -n "$OUT/mem_ours.csv" | tail -1) - base_mem ))}" >> "$R"
+if [ "${OURS_ONLY:-0}" = 1 ]; then python3 bench/gpu/table.py "$R" "$(cat "$OUT/card.txt")"; exit 0; fi
 # The adapter names its base as a sibling folder (the Rust loader resolves it); transformers needs a path.
 python3 - "$M" <<'PY'
 import json, sys, pathlib

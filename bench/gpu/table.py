@@ -33,3 +33,6 @@ if prof:
 e = get("e2e")
 print(f"end to end (134-page manual, PDF -> stored): {e.get('pages_per_second')} pages/s, {e.get('ingest_seconds')} s "
       f"({e.get('wall_seconds_incl_model_load')} s with model load)")
+k = get("kernel_tests")
+if k:
+    print(f"fused kernel tests (vs generic path): rc {k.get('rc')}; {k.get('summary')}")

@@ -7,6 +7,8 @@
 
 pub mod config;
 mod error;
+#[cfg(feature = "cuda")]
+mod kernels;
 mod model;
 mod nn;
 pub mod preprocess;

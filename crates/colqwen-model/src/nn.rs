@@ -3,6 +3,7 @@
 
 use candle_core::{D, DType, Module, Result, Tensor};
 
+use crate::profile::span;
 use crate::weights::Weights;
 
 /// Extra input columns of the bias-in-GEMM form: one column of ones carries the bias, seven zeros keep
@@ -113,22 +114,52 @@ struct Chunk {
     mask: Option<Tensor>,
 }
 
-/// How packed sequences are grouped for attention, built once per forward and shared by every layer.
+/// How packed sequences are attended, built once per forward and shared by every layer.
 ///
-/// Sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; sequences of equal length (the vision windows of a
-/// page, pages of one size) are gathered and run as one batched matmul, in chunks that bound the score
-/// memory; nothing is padded, and tokens of different sequences never see each other, which is what makes
-/// results independent of the batch.
+/// Sequence `i` is rows `cu_seqlens[i]..cu_seqlens[i+1]`; tokens of different sequences never see each
+/// other and nothing is padded, which is what makes results independent of the batch.
 pub(crate) struct AttentionPlan {
-    chunks: Vec<Chunk>,
-    /// Inverse of the concatenated chunk row order (`[N]`, u32).
-    inverse: Tensor,
+    kind: PlanKind,
     n: usize,
 }
 
+enum PlanKind {
+    /// Sequences of equal length (the vision windows of a page, pages of one size) gathered and run as one
+    /// batched matmul, in chunks that bound the score memory.
+    Generic {
+        chunks: Vec<Chunk>,
+        /// Inverse of the concatenated chunk row order (`[N]`, u32).
+        inverse: Tensor,
+    },
+    /// The fused flash kernel over 64-row tiles of every sequence (CUDA, bf16, see [`crate::kernels`]).
+    #[cfg(feature = "cuda")]
+    Flash { tiles: Tensor, causal: bool },
+}
+
 impl AttentionPlan {
-    /// Plan for `heads` query heads sharing `kv_heads` key/value heads.
+    /// Plan for `heads` query heads of `head_dim` sharing `kv_heads` key/value heads, activations in `dtype`:
+    /// the flash kernel where it exists (CUDA, bf16, a compiled head dim), the generic path elsewhere.
     pub(crate) fn new(
+        cu_seqlens: &[usize],
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        causal: bool,
+        dtype: DType,
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        #[cfg(feature = "cuda")]
+        if device.is_cuda() && dtype == DType::BF16 && crate::kernels::FLASH_HEAD_DIMS.contains(&head_dim) {
+            let tiles = crate::kernels::flash_tiles(cu_seqlens, device)?;
+            let n = cu_seqlens.last().copied().unwrap_or(0);
+            return Ok(Self { kind: PlanKind::Flash { tiles, causal }, n });
+        }
+        let _ = (head_dim, dtype);
+        Self::generic(cu_seqlens, heads, kv_heads, causal, device)
+    }
+
+    /// The generic plan (any device and dtype).
+    pub(crate) fn generic(
         cu_seqlens: &[usize],
         heads: usize,
         kv_heads: usize,
@@ -169,8 +200,116 @@ impl AttentionPlan {
         for (pos, &row) in order.iter().enumerate() {
             inverse[row as usize] = pos as u32;
         }
-        Ok(Self { chunks, inverse: Tensor::from_vec(inverse, n, device)?, n })
+        Ok(Self { kind: PlanKind::Generic { chunks, inverse: Tensor::from_vec(inverse, n, device)? }, n })
     }
+}
+
+/// Self-attention of one layer straight from its fused projection, rotary included.
+///
+/// `qkv` `[N, (Hq + 2·Hkv)·d]` (query heads, then key heads, then value heads), rotary tables `cos`/`sin`
+/// `[N, d/2]` → `[N, Hq·d]`. The rotation runs in the tables' dtype: f32 tables give the vision tower's
+/// recipe (trap 12), tables in the model dtype the language model's (trap 16). `spans` names the rotary and
+/// attention stages for the profile.
+pub(crate) fn attention(
+    qkv: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    plan: &AttentionPlan,
+    spans: [&'static str; 2],
+) -> Result<Tensor> {
+    let (n, width) = qkv.dims2()?;
+    let d = width / (heads + 2 * kv_heads);
+    let scale = 1.0 / (d as f64).sqrt();
+    let dev = qkv.device();
+    let qkv = qkv.reshape((n, heads + 2 * kv_heads, d))?;
+    match &plan.kind {
+        #[cfg(feature = "cuda")]
+        PlanKind::Flash { tiles, causal } => {
+            let qk = span(spans[0], dev, || crate::kernels::rope(&qkv, heads + kv_heads, cos, sin))?;
+            span(spans[1], dev, || {
+                let (q, k) = (qk.narrow(1, 0, heads)?, qk.narrow(1, heads, kv_heads)?);
+                let v = qkv.narrow(1, heads + kv_heads, kv_heads)?;
+                crate::kernels::flash_attention(&q, &k, &v, tiles, *causal, scale)?.reshape((n, heads * d))
+            })
+        }
+        PlanKind::Generic { .. } => {
+            // [H, N, d] per projection.
+            let part = |first: usize, count: usize| qkv.narrow(1, first, count)?.transpose(0, 1)?.contiguous();
+            let rot = |t: Tensor| apply_rotary(&t.to_dtype(cos.dtype())?, cos, sin)?.to_dtype(qkv.dtype());
+            let (q, k) = span(spans[0], dev, || {
+                Ok::<_, candle_core::Error>((rot(part(0, heads)?)?, rot(part(heads, kv_heads)?)?))
+            })?;
+            let v = part(heads + kv_heads, kv_heads)?;
+            span(spans[1], dev, || varlen_attention(&q, &k, &v, plan, scale))
+        }
+    }
+}
+
+/// The gated MLP of both towers, `down(silu(gate(x)) · up(x))`, with gate and up fused into one GEMM.
+#[derive(Debug, Clone)]
+pub(crate) struct GatedMlp {
+    /// `[N, D] → [N, 2I]`: gate columns, then up columns.
+    gate_up: Linear,
+    down: Linear,
+}
+
+impl GatedMlp {
+    /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb` (with biases when `bias`). On CUDA the width is
+    /// padded to a multiple of 128 (vision: 3420 → 3456) with zero rows in gate/up and zero columns in down:
+    /// `silu(0)·0 = 0`, so the function is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for
+    /// this shape on an H100, bench `colqwen-bench gemm`).
+    pub(crate) fn new(d: usize, inter: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
+        let get = |name: &str, shape: &[usize]| {
+            vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" })
+        };
+        let (mut gw, mut uw, mut dw) = (get("gate_proj", &[inter, d])?, get("up_proj", &[inter, d])?, get("down_proj", &[d, inter])?);
+        let (mut gb, mut ub, db) = if bias {
+            (Some(get("gate_proj", &[inter])?), Some(get("up_proj", &[inter])?), Some(get("down_proj", &[d])?))
+        } else {
+            (None, None, None)
+        };
+        let padded = inter.div_ceil(128) * 128;
+        if gw.device().is_cuda() && padded != inter {
+            let extra = padded - inter;
+            let (dtype, device) = (gw.dtype(), gw.device().clone());
+            let zeros = |shape: &[usize]| Tensor::zeros(shape, dtype, &device);
+            let pad = |t: &Tensor, dim: usize, shape: &[usize]| Tensor::cat(&[t, &zeros(shape)?], dim);
+            gw = pad(&gw, 0, &[extra, d])?;
+            uw = pad(&uw, 0, &[extra, d])?;
+            dw = pad(&dw, 1, &[d, extra])?;
+            gb = gb.map(|b| pad(&b, 0, &[extra])).transpose()?;
+            ub = ub.map(|b| pad(&b, 0, &[extra])).transpose()?;
+        }
+        let gate_up_bias = match (gb, ub) {
+            (Some(g), Some(u)) => Some(Tensor::cat(&[&g, &u], 0)?),
+            _ => None,
+        };
+        Ok(Self {
+            gate_up: Linear::from_parts(Tensor::cat(&[&gw, &uw], 0)?, gate_up_bias)?,
+            down: Linear::from_parts(dw, db)?,
+        })
+    }
+
+    /// `[N, D] → [N, D]`; `spans` names the gate/up GEMM, the activation and the down GEMM for the profile.
+    pub(crate) fn forward(&self, xs: &Tensor, spans: [&'static str; 3]) -> Result<Tensor> {
+        let dev = xs.device();
+        let gu = span(spans[0], dev, || self.gate_up.forward(xs))?;
+        let h = span(spans[1], dev, || silu_mul(&gu))?;
+        span(spans[2], dev, || self.down.forward(&h))
+    }
+}
+
+/// `silu(gu[:, :I]) · gu[:, I:]` of `[N, 2I]` → `[N, I]`, the reference's two roundings (silu, then the
+/// product) in half precision; fused on CUDA in bf16.
+pub(crate) fn silu_mul(gu: &Tensor) -> Result<Tensor> {
+    #[cfg(feature = "cuda")]
+    if gu.device().is_cuda() && gu.dtype() == DType::BF16 {
+        return crate::kernels::silu_mul(&gu.contiguous()?);
+    }
+    let inter = gu.dim(1)? / 2;
+    candle_nn::ops::silu(&gu.narrow(1, 0, inter)?)? * gu.narrow(1, inter, inter)?
 }
 
 /// Attention over packed variable-length sequences (see [`AttentionPlan`]).
@@ -183,14 +322,19 @@ pub(crate) fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, plan: &Attent
     if n != plan.n {
         candle_core::bail!("attention plan covers {} rows, the input has {n}", plan.n);
     }
+    let (chunks, inverse) = match &plan.kind {
+        PlanKind::Generic { chunks, inverse } => (chunks, inverse),
+        #[cfg(feature = "cuda")]
+        PlanKind::Flash { .. } => candle_core::bail!("varlen_attention needs a generic attention plan"),
+    };
     let hkv = k.dim(0)?;
     let group = hq / hkv;
     // In half precision the scale is applied to q (one pass over [Hq, N, d]) instead of to the f32 scores
     // (a pass over [.., len, len]); in f32 it stays on the scores, as in the reference.
     let (q, score_scale) = if q.dtype() == DType::F32 { (q.clone(), scale) } else { ((q * scale)?, 1.0) };
     let q = &q;
-    let mut outs = Vec::with_capacity(plan.chunks.len());
-    for c in &plan.chunks {
+    let mut outs = Vec::with_capacity(chunks.len());
+    for c in chunks {
         let (s, len) = (c.seqs, c.len);
         // [S·Hkv, group·len, d]: sequences × kv heads as the batch, the query heads of a kv head stacked.
         let qs = q.index_select(&c.rows, 1)?.reshape((hkv, group, s, len, d))?.permute((2, 0, 1, 3, 4))?.reshape((
@@ -213,7 +357,7 @@ pub(crate) fn varlen_attention(q: &Tensor, k: &Tensor, v: &Tensor, plan: &Attent
         let out = probs.matmul(&vs)?; // [S·Hkv, group·len, d]
         outs.push(out.reshape((s, hkv, group, len, d))?.permute((1, 2, 0, 3, 4))?.reshape((hq, s * len, d))?);
     }
-    let out = Tensor::cat(&outs, 1)?.index_select(&plan.inverse, 1)?; // [Hq, N, d]
+    let out = Tensor::cat(&outs, 1)?.index_select(inverse, 1)?; // [Hq, N, d]
     out.transpose(0, 1)?.reshape((n, hq * d))
 }
 

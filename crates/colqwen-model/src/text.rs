@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, Linear, RmsNorm, apply_rotary, varlen_attention};
+use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention};
 use crate::preprocess::ImageGrid;
 use crate::profile::span;
 use crate::weights::Weights;
@@ -51,26 +51,18 @@ pub fn query_positions(len: usize) -> [Vec<u32>; 3] {
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// `q_proj`, `k_proj`, `v_proj` as one GEMM: `[N, D] → [N, (Hq + 2·Hkv)·head_dim]`.
+    qkv: Linear,
     o_proj: Linear,
     heads: usize,
     kv_heads: usize,
-    head_dim: usize,
-}
-
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
 }
 
 struct DecoderLayer {
     input_layernorm: RmsNorm,
     post_attention_layernorm: RmsNorm,
     self_attn: Attention,
-    mlp: Mlp,
+    mlp: GatedMlp,
 }
 
 /// The Qwen2.5-VL language model (`language_model.*`).
@@ -83,23 +75,22 @@ pub struct TextModel {
 }
 
 impl Attention {
+    /// Loads `q_proj`, `k_proj`, `v_proj` (biased) fused into one projection, and `o_proj`.
+    fn new(d: usize, heads: usize, kv_heads: usize, head_dim: usize, vb: Weights) -> Result<Self> {
+        let part = |name: &str, h: usize| -> Result<(Tensor, Tensor)> {
+            Ok((vb.pp(name).get(&[h * head_dim, d], "weight")?, vb.pp(name).get(&[h * head_dim], "bias")?))
+        };
+        let ((qw, qb), (kw, kb), (vw, vb_)) = (part("q_proj", heads)?, part("k_proj", kv_heads)?, part("v_proj", kv_heads)?);
+        let qkv = Linear::from_parts(Tensor::cat(&[&qw, &kw, &vw], 0)?, Some(Tensor::cat(&[&qb, &kb, &vb_], 0)?))?;
+        let o_proj = Linear::new(heads * head_dim, d, false, vb.pp("o_proj"))?;
+        Ok(Self { qkv, o_proj, heads, kv_heads })
+    }
+
+    /// `[N, D] → [N, D]`; `cos`/`sin` `[N, head_dim/2]` in the model dtype (rotary in bf16, trap 16).
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
-        let (n, _) = xs.dims2()?;
         let dev = xs.device();
-        let heads = |t: Tensor, h: usize| t.reshape((n, h, self.head_dim))?.transpose(0, 1)?.contiguous();
-        let (q, k, v) = span("text.qkv", dev, || {
-            Ok::<_, candle_core::Error>((
-                heads(self.q_proj.forward(xs)?, self.heads)?,
-                heads(self.k_proj.forward(xs)?, self.kv_heads)?,
-                heads(self.v_proj.forward(xs)?, self.kv_heads)?,
-            ))
-        })?;
-        // Rotary in the model dtype with cos/sin already cast to it (trap 16).
-        let (q, k) = span("text.rope", dev, || {
-            Ok::<_, candle_core::Error>((apply_rotary(&q, cos, sin)?, apply_rotary(&k, cos, sin)?))
-        })?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let out = span("text.attention", dev, || varlen_attention(&q, &k, &v, plan, scale))?;
+        let qkv = span("text.qkv", dev, || self.qkv.forward(xs))?;
+        let out = attention(&qkv, self.heads, self.kv_heads, cos, sin, plan, ["text.rope", "text.attention"])?;
         Ok(span("text.o_proj", dev, || self.o_proj.forward(&out))?)
     }
 }
@@ -111,11 +102,7 @@ impl DecoderLayer {
         let o = self.self_attn.forward(&a, cos, sin, plan)?;
         let xs = span("text.residual", dev, || xs + o)?;
         let m = span("text.norm", dev, || self.post_attention_layernorm.forward(&xs))?;
-        let (g, u) = span("text.mlp_gate_up", dev, || {
-            Ok::<_, candle_core::Error>((self.mlp.gate_proj.forward(&m)?, self.mlp.up_proj.forward(&m)?))
-        })?;
-        let h = span("text.silu_mul", dev, || candle_nn::ops::silu(&g)? * u)?;
-        let d = span("text.mlp_down", dev, || self.mlp.down_proj.forward(&h))?;
+        let d = self.mlp.forward(&m, ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"])?;
         Ok(span("text.residual", dev, || &xs + d)?)
     }
 }
@@ -129,25 +116,17 @@ impl TextModel {
         let layers = (0..t.num_hidden_layers)
             .map(|i| {
                 let vb = vb.pp("layers").pp(i);
-                let a = vb.pp("self_attn");
-                let m = vb.pp("mlp");
                 Ok(DecoderLayer {
                     input_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("input_layernorm"))?,
                     post_attention_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
-                    self_attn: Attention {
-                        q_proj: Linear::new(d, t.num_attention_heads * hd, true, a.pp("q_proj"))?,
-                        k_proj: Linear::new(d, t.num_key_value_heads * hd, true, a.pp("k_proj"))?,
-                        v_proj: Linear::new(d, t.num_key_value_heads * hd, true, a.pp("v_proj"))?,
-                        o_proj: Linear::new(t.num_attention_heads * hd, d, false, a.pp("o_proj"))?,
-                        heads: t.num_attention_heads,
-                        kv_heads: t.num_key_value_heads,
-                        head_dim: hd,
-                    },
-                    mlp: Mlp {
-                        gate_proj: Linear::new(d, t.intermediate_size, false, m.pp("gate_proj"))?,
-                        up_proj: Linear::new(d, t.intermediate_size, false, m.pp("up_proj"))?,
-                        down_proj: Linear::new(t.intermediate_size, d, false, m.pp("down_proj"))?,
-                    },
+                    self_attn: Attention::new(
+                        d,
+                        t.num_attention_heads,
+                        t.num_key_value_heads,
+                        hd,
+                        vb.pp("self_attn"),
+                    )?,
+                    mlp: GatedMlp::new(d, t.intermediate_size, false, vb.pp("mlp"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -188,8 +167,9 @@ impl TextModel {
         let (cos, sin) =
             span("text.rotary_tables", embeds.device(), || self.rotary(positions, embeds.dtype(), embeds.device()))?;
         let (heads, kv_heads) = self.layers.first().map_or((1, 1), |l| (l.self_attn.heads, l.self_attn.kv_heads));
+        let head_dim = 2 * self.inv_freq.len();
         let plan = span("text.attention_plan", embeds.device(), || {
-            AttentionPlan::new(cu_seqlens, heads, kv_heads, true, embeds.device())
+            AttentionPlan::new(cu_seqlens, heads, kv_heads, head_dim, true, embeds.dtype(), embeds.device())
         })?;
         let mut xs = embeds.clone();
         for layer in &self.layers {

@@ -1,11 +1,11 @@
 //! Vision tower (fact sheet §4): patch embedding, window permutation, 2D rotary, window/full attention
 //! blocks, merger. Works on the patches of several images packed into one `[ΣP, 1176]` matrix.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, Linear, RmsNorm, apply_rotary, varlen_attention};
+use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention};
 use crate::preprocess::ImageGrid;
 use crate::profile::span;
 use crate::weights::Weights;
@@ -97,50 +97,13 @@ struct VisionAttention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
-    head_dim: usize,
-}
-
-struct VisionMlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
-impl VisionMlp {
-    /// Loads `mlp.*` of one block. On CUDA the MLP width is padded to a multiple of 128 (3420 → 3456) with zero
-    /// rows in gate/up and zero columns in down before the layers are built: `silu(0)·0 = 0`, so the function
-    /// is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for this shape on an H100, bench
-    /// `colqwen-bench gemm`).
-    fn load(d: usize, inter: usize, vb: Weights) -> Result<Self> {
-        let get =
-            |name: &str, shape: &[usize]| vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" });
-        let (mut gw, mut gb) = (get("gate_proj", &[inter, d])?, get("gate_proj", &[inter])?);
-        let (mut uw, mut ub) = (get("up_proj", &[inter, d])?, get("up_proj", &[inter])?);
-        let (mut dw, db) = (get("down_proj", &[d, inter])?, get("down_proj", &[d])?);
-        let padded = inter.div_ceil(128) * 128;
-        if gw.device().is_cuda() && padded != inter {
-            let extra = padded - inter;
-            let (dtype, device) = (gw.dtype(), gw.device().clone());
-            let zeros = |shape: &[usize]| Tensor::zeros(shape, dtype, &device);
-            gw = Tensor::cat(&[&gw, &zeros(&[extra, d])?], 0)?;
-            uw = Tensor::cat(&[&uw, &zeros(&[extra, d])?], 0)?;
-            gb = Tensor::cat(&[&gb, &zeros(&[extra])?], 0)?;
-            ub = Tensor::cat(&[&ub, &zeros(&[extra])?], 0)?;
-            dw = Tensor::cat(&[&dw, &zeros(&[d, extra])?], 1)?;
-        }
-        Ok(Self {
-            gate_proj: Linear::from_parts(gw, Some(gb))?,
-            up_proj: Linear::from_parts(uw, Some(ub))?,
-            down_proj: Linear::from_parts(dw, Some(db))?,
-        })
-    }
 }
 
 struct VisionBlock {
     norm1: RmsNorm,
     norm2: RmsNorm,
     attn: VisionAttention,
-    mlp: VisionMlp,
+    mlp: GatedMlp,
 }
 
 struct PatchMerger {
@@ -162,22 +125,12 @@ pub struct VisionModel {
 }
 
 impl VisionAttention {
-    /// `xs`: `[N, D]` → `[N, D]`; `cos`/`sin`: `[N, head_dim/2]` f32.
+    /// `xs`: `[N, D]` → `[N, D]`; `cos`/`sin`: `[N, head_dim/2]` f32 (rotary in f32, trap 12).
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan, full: bool) -> Result<Tensor> {
-        let (n, _) = xs.dims2()?;
         let dev = xs.device();
-        let qkv = span("vision.qkv", dev, || self.qkv.forward(xs))?.reshape((n, 3, self.heads, self.head_dim))?;
-        // [H, N, d] per projection.
-        let part = |i: usize| qkv.narrow(1, i, 1)?.squeeze(1)?.transpose(0, 1)?.contiguous();
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        // Rotary in f32, then back to the model dtype (trap 12).
-        let rot = |t: Tensor| -> candle_core::Result<Tensor> {
-            apply_rotary(&t.to_dtype(DType::F32)?, cos, sin)?.to_dtype(xs.dtype())
-        };
-        let (q, k) = span("vision.rope", dev, || Ok::<_, candle_core::Error>((rot(q)?, rot(k)?)))?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let qkv = span("vision.qkv", dev, || self.qkv.forward(xs))?;
         let name = if full { "vision.attention_full" } else { "vision.attention_window" };
-        let out = span(name, dev, || varlen_attention(&q, &k, &v, plan, scale))?;
+        let out = attention(&qkv, self.heads, self.heads, cos, sin, plan, ["vision.rope", name])?;
         Ok(span("vision.proj", dev, || self.proj.forward(&out))?)
     }
 }
@@ -189,11 +142,7 @@ impl VisionBlock {
         let o = self.attn.forward(&a, cos, sin, plan, full)?;
         let xs = span("vision.residual", dev, || xs + o)?;
         let m = span("vision.norm", dev, || self.norm2.forward(&xs))?;
-        let (g, u) = span("vision.mlp_gate_up", dev, || {
-            Ok::<_, candle_core::Error>((self.mlp.gate_proj.forward(&m)?, self.mlp.up_proj.forward(&m)?))
-        })?;
-        let h = span("vision.silu_mul", dev, || candle_nn::ops::silu(&g)? * u)?;
-        let d = span("vision.mlp_down", dev, || self.mlp.down_proj.forward(&h))?;
+        let d = self.mlp.forward(&m, ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"])?;
         Ok(span("vision.residual", dev, || &xs + d)?)
     }
 }
@@ -221,9 +170,8 @@ impl VisionModel {
                         qkv: lin("attn.qkv", d, 3 * d)?,
                         proj: lin("attn.proj", d, d)?,
                         heads: v.num_heads,
-                        head_dim,
                     },
-                    mlp: VisionMlp::load(d, v.intermediate_size, vb.pp("mlp"))?,
+                    mlp: GatedMlp::new(d, v.intermediate_size, true, vb.pp("mlp"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -290,10 +238,11 @@ impl VisionModel {
         let mut xs = xs.reshape((n / unit, unit * d))?.index_select(&groups, 0)?.reshape((n, d))?;
         let (cos, sin) = span("vision.rotary_tables", device, || self.rotary(grids, &layout, device))?;
         let heads = self.blocks.first().map_or(1, |b| b.attn.heads);
+        let (head_dim, dtype) = (d / heads, xs.dtype());
         let (window_plan, full_plan) = span("vision.attention_plan", device, || {
             Ok::<_, candle_core::Error>((
-                AttentionPlan::new(&layout.cu_window_seqlens, heads, heads, false, device)?,
-                AttentionPlan::new(&layout.cu_seqlens, heads, heads, false, device)?,
+                AttentionPlan::new(&layout.cu_window_seqlens, heads, heads, head_dim, false, dtype, device)?,
+                AttentionPlan::new(&layout.cu_seqlens, heads, heads, head_dim, false, dtype, device)?,
             ))
         })?;
         for (i, block) in self.blocks.iter().enumerate() {

@@ -1,0 +1,276 @@
+// Fused CUDA kernels of colqwen's bf16 path, compiled to PTX by build.rs with the pinned nvcc
+// (scripts/cuda-build.sh) and loaded by src/kernels.rs. Each kernel has a generic candle twin (the CPU,
+// Metal and f32 path) and a test comparing the two (tests/cuda_kernels.rs).
+//
+//   flash_fwd_d{16,32,64,80,96,128}  variable-length attention over packed sequences (FlashAttention-2
+//                                    scheme: scores and probabilities never leave registers)
+//   rope_f32 / rope_bf16             NeoX rotary of q and k straight out of the fused qkv GEMM
+//   silu_mul_bf16                    silu(gate) * up over the fused gate/up GEMM output
+
+#include <cuda_bf16.h>
+#include <stdint.h>
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low half) = lo
+    return *reinterpret_cast<uint32_t*>(&v);
+}
+
+// D += A·B on tensor cores: A 16×16 (row), B 16×8 (col), f32 accumulators. Fragment layouts: PTX ISA,
+// "Matrix Fragments for mma.m16n8k16 with floating point type" (g = lane/4, c = lane%4):
+//   A regs: (g, 2c..2c+1), (g+8, 2c..), (g, 2c+8..), (g+8, 2c+8..)
+//   B regs: (k 2c..2c+1, n g), (k 2c+8.., n g)
+//   C/D:    (g, 2c), (g, 2c+1), (g+8, 2c), (g+8, 2c+1)
+__device__ __forceinline__ void mma_bf16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                         uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16-byte global → shared copy that bypasses registers; `valid == false` writes zeros (rows past the end of
+// a sequence must be zero, not garbage: 0 · NaN would poison the accumulators).
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+    uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Four transposed 8×8 bf16 matrices from shared memory (row addresses from lanes 8i..8i+7 for matrix i).
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                                  const void* smem) {
+    uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(s));
+}
+
+constexpr int BR = 64;  // query rows per block: 4 warps × 16
+constexpr int BC = 64;  // keys per tile
+constexpr int THREADS = 128;
+
+// One block = one tile of up to 64 query rows of one sequence, for one query head.
+//   q [N, Hq, D], k/v [N, Hkv, D], o [N, Hq, D]: row strides q_rs, k_rs, v_rs, o_rs (elements), head stride D.
+//   tiles [T][3] = (first row of the sequence, its length, first query row of the tile inside it).
+//   Query head h reads kv head h / group (GQA). Softmax of scale·q·k in f32 (exp2 of log2-scaled scores),
+//   probabilities rounded to bf16 for P·V, as FlashAttention-2 and SDPA's flash kernel do.
+template <int D>
+__device__ __forceinline__ void flash_fwd(const bf16* __restrict__ q, const bf16* __restrict__ k,
+                                          const bf16* __restrict__ v, bf16* __restrict__ o,
+                                          const uint32_t* __restrict__ tiles, int q_rs, int k_rs, int v_rs,
+                                          int o_rs, int group, float scale_log2, int causal) {
+    static_assert(D % 16 == 0, "head dim must be a multiple of 16");
+    constexpr int DP = D + 8;  // padded shared row: conflict-free fragment loads and ldmatrix
+    __shared__ __align__(16) bf16 ks[BC * DP];
+    __shared__ __align__(16) bf16 vs[BC * DP];
+
+    const int h = blockIdx.y, kvh = h / group;
+    const int start = tiles[3 * blockIdx.x], len = tiles[3 * blockIdx.x + 1], q0 = tiles[3 * blockIdx.x + 2];
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, c = lane % 4;
+    const int r0 = q0 + warp * 16 + g, r1 = r0 + 8;  // query rows of this thread, inside the sequence
+
+    uint32_t qa[D / 16][4];
+    const bf16* qb = q + (size_t)start * q_rs + (size_t)h * D;
+#pragma unroll
+    for (int t = 0; t < D / 16; ++t) {
+        const int col = t * 16 + 2 * c;
+        qa[t][0] = r0 < len ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * q_rs + col) : 0u;
+        qa[t][1] = r1 < len ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * q_rs + col) : 0u;
+        qa[t][2] = r0 < len ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r0 * q_rs + col + 8) : 0u;
+        qa[t][3] = r1 < len ? *reinterpret_cast<const uint32_t*>(qb + (size_t)r1 * q_rs + col + 8) : 0u;
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
+    float m0 = -INFINITY, m1 = -INFINITY, l0 = 0.f, l1 = 0.f;
+
+    const int kend = causal ? min(len, q0 + BR) : len;
+    const bf16* kb = k + (size_t)start * k_rs + (size_t)kvh * D;
+    const bf16* vb = v + (size_t)start * v_rs + (size_t)kvh * D;
+    constexpr int CH = D / 8;  // 16-byte chunks per row
+
+    for (int k0 = 0; k0 < kend; k0 += BC) {
+        for (int i = threadIdx.x; i < BC * CH; i += THREADS) {
+            const int row = i / CH, ch = i % CH;
+            const bool ok = k0 + row < len;
+            cp_async16(&ks[row * DP + ch * 8], kb + (size_t)(ok ? k0 + row : 0) * k_rs + ch * 8, ok);
+        }
+        cp_async_commit();
+        for (int i = threadIdx.x; i < BC * CH; i += THREADS) {
+            const int row = i / CH, ch = i % CH;
+            const bool ok = k0 + row < len;
+            cp_async16(&vs[row * DP + ch * 8], vb + (size_t)(ok ? k0 + row : 0) * v_rs + ch * 8, ok);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();  // K has landed; V may still be in flight during the softmax
+        __syncthreads();
+
+        float s[BC / 8][4];
+#pragma unroll
+        for (int j = 0; j < BC / 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
+#pragma unroll
+        for (int t = 0; t < D / 16; ++t) {
+#pragma unroll
+            for (int j = 0; j < BC / 8; ++j) {
+                const bf16* kr = &ks[(j * 8 + g) * DP + t * 16 + 2 * c];
+                const uint32_t b0 = *reinterpret_cast<const uint32_t*>(kr);
+                const uint32_t b1 = *reinterpret_cast<const uint32_t*>(kr + 8);
+                mma_bf16(s[j], qa[t][0], qa[t][1], qa[t][2], qa[t][3], b0, b1);
+            }
+        }
+
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int j = 0; j < BC / 8; ++j) {
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int key = k0 + j * 8 + 2 * c + e;
+                float v0 = s[j][e] * scale_log2, v1 = s[j][2 + e] * scale_log2;
+                if (key >= len || (causal && key > r0)) v0 = -INFINITY;
+                if (key >= len || (causal && key > r1)) v1 = -INFINITY;
+                s[j][e] = v0;
+                s[j][2 + e] = v1;
+                mx0 = fmaxf(mx0, v0);
+                mx1 = fmaxf(mx1, v1);
+            }
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        // Rows with nothing visible yet (past the sequence end) keep a finite base: exp2(-inf - 0) = 0.
+        const float base0 = mx0 == -INFINITY ? 0.f : mx0, base1 = mx1 == -INFINITY ? 0.f : mx1;
+        const float alpha0 = exp2f(m0 - base0), alpha1 = exp2f(m1 - base1);
+        m0 = mx0;
+        m1 = mx1;
+        l0 *= alpha0;
+        l1 *= alpha1;
+#pragma unroll
+        for (int j = 0; j < D / 8; ++j) {
+            acc[j][0] *= alpha0;
+            acc[j][1] *= alpha0;
+            acc[j][2] *= alpha1;
+            acc[j][3] *= alpha1;
+        }
+#pragma unroll
+        for (int j = 0; j < BC / 8; ++j) {
+            s[j][0] = exp2f(s[j][0] - base0);
+            s[j][1] = exp2f(s[j][1] - base0);
+            s[j][2] = exp2f(s[j][2] - base1);
+            s[j][3] = exp2f(s[j][3] - base1);
+            l0 += s[j][0] + s[j][1];
+            l1 += s[j][2] + s[j][3];
+        }
+
+        cp_async_wait<0>();
+        __syncthreads();
+#pragma unroll
+        for (int t = 0; t < BC / 16; ++t) {
+            const uint32_t a0 = pack_bf16(s[2 * t][0], s[2 * t][1]);
+            const uint32_t a1 = pack_bf16(s[2 * t][2], s[2 * t][3]);
+            const uint32_t a2 = pack_bf16(s[2 * t + 1][0], s[2 * t + 1][1]);
+            const uint32_t a3 = pack_bf16(s[2 * t + 1][2], s[2 * t + 1][3]);
+            const int key = t * 16 + ((lane >> 3) & 1) * 8 + (lane & 7);
+#pragma unroll
+            for (int j = 0; j < D / 8; j += 2) {
+                uint32_t b0, b1, b2, b3;
+                ldmatrix_x4_trans(b0, b1, b2, b3, &vs[key * DP + j * 8 + (lane >> 4) * 8]);
+                mma_bf16(acc[j], a0, a1, a2, a3, b0, b1);
+                mma_bf16(acc[j + 1], a0, a1, a2, a3, b2, b3);
+            }
+        }
+        __syncthreads();  // before the next tile overwrites ks/vs
+    }
+
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    const float inv0 = l0 > 0.f ? 1.f / l0 : 0.f, inv1 = l1 > 0.f ? 1.f / l1 : 0.f;
+    bf16* ob = o + (size_t)start * o_rs + (size_t)h * D;
+#pragma unroll
+    for (int j = 0; j < D / 8; ++j) {
+        const int col = j * 8 + 2 * c;
+        if (r0 < len) *reinterpret_cast<uint32_t*>(ob + (size_t)r0 * o_rs + col) = pack_bf16(acc[j][0] * inv0, acc[j][1] * inv0);
+        if (r1 < len) *reinterpret_cast<uint32_t*>(ob + (size_t)r1 * o_rs + col) = pack_bf16(acc[j][2] * inv1, acc[j][3] * inv1);
+    }
+}
+
+#define FLASH_FWD(D)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(THREADS) flash_fwd_d##D(                                     \
+        const bf16* q, const bf16* k, const bf16* v, bf16* o, const uint32_t* tiles, int q_rs, int k_rs,     \
+        int v_rs, int o_rs, int group, float scale_log2, int causal) {                                        \
+        flash_fwd<D>(q, k, v, o, tiles, q_rs, k_rs, v_rs, o_rs, group, scale_log2, causal);                   \
+    }
+FLASH_FWD(16)
+FLASH_FWD(32)
+FLASH_FWD(64)
+FLASH_FWD(80)
+FLASH_FWD(96)
+FLASH_FWD(128)
+
+// NeoX ("half") rotary of the first `heads` heads of each row of `src` (row stride src_rs, head h at h·d) into
+// dst [n, heads, d]; cos/sin [n, d/2]. One thread per rotated pair.
+//   rope_f32:  the vision tower's recipe (fact sheet trap 12): x and the tables in f32, one rounding at the end.
+//   rope_bf16: the language model's recipe (trap 16): `q·cos + rotate_half(q)·sin` in bf16 with bf16 tables,
+//              each product and the sum rounded to bf16 as PyTorch's bf16 ops do.
+// __fmul_rn/__fadd_rn keep nvcc from contracting to FMA, so the f32 arithmetic equals PyTorch's.
+__device__ __forceinline__ float rbf(float x) { return __bfloat162float(__float2bfloat16(x)); }
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+
+template <typename Table, bool ROUND_EACH_STEP>
+__device__ __forceinline__ void rope(const bf16* __restrict__ src, int src_rs, const Table* __restrict__ cos,
+                                     const Table* __restrict__ sin, bf16* __restrict__ dst, int n, int heads, int d) {
+    const int half = d / 2;
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * heads * half) return;
+    const int i = idx % half;
+    const long long t = idx / half;
+    const int h = t % heads;
+    const long long r = t / heads;
+    const bf16* x = src + r * src_rs + (long long)h * d;
+    const float x1 = __bfloat162float(x[i]), x2 = __bfloat162float(x[i + half]);
+    const float cs = to_f32(cos[r * half + i]), sn = to_f32(sin[r * half + i]);
+    float p1c = __fmul_rn(x1, cs), p2s = __fmul_rn(x2, sn), p2c = __fmul_rn(x2, cs), p1s = __fmul_rn(x1, sn);
+    if (ROUND_EACH_STEP) {
+        p1c = rbf(p1c);
+        p2s = rbf(p2s);
+        p2c = rbf(p2c);
+        p1s = rbf(p1s);
+    }
+    bf16* y = dst + (r * heads + h) * d;
+    y[i] = __float2bfloat16(__fadd_rn(p1c, -p2s));
+    y[i + half] = __float2bfloat16(__fadd_rn(p2c, p1s));
+}
+
+extern "C" __global__ void rope_f32(const bf16* src, int src_rs, const float* cos, const float* sin, bf16* dst,
+                                   int n, int heads, int d) {
+    rope<float, false>(src, src_rs, cos, sin, dst, n, heads, d);
+}
+
+extern "C" __global__ void rope_bf16(const bf16* src, int src_rs, const bf16* cos, const bf16* sin, bf16* dst,
+                                    int n, int heads, int d) {
+    rope<bf16, true>(src, src_rs, cos, sin, dst, n, heads, d);
+}
+
+// out [n, inter] = silu(gu[:, :inter]) · gu[:, inter:], gu [n, 2·inter] contiguous: the reference's
+// `act_fn(gate_proj(x)) * up_proj(x)` with its two bf16 roundings (silu in f32 rounded, then the product).
+extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ gu, bf16* __restrict__ out, int n, int inter) {
+    const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= (long long)n * inter) return;
+    const long long r = idx / inter;
+    const int j = idx % inter;
+    const float gv = __bfloat162float(gu[r * 2 * inter + j]);
+    const float uv = __bfloat162float(gu[r * 2 * inter + inter + j]);
+    out[idx] = __float2bfloat16(rbf(gv / (1.0f + expf(-gv))) * uv);
+}
