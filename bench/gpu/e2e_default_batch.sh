@@ -1,7 +1,7 @@
 set -uo pipefail
-# Needs .carry/colqwen.gz and .whl (colpali-engine + peft for the checkpoint generator).
+# Needs .carry/colqwen.xz and .whl (colpali-engine + peft for the checkpoint generator).
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-gunzip -c .carry/colqwen.gz > /tmp/colqwen && chmod +x /tmp/colqwen
+python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('.carry/colqwen.xz'), open('/tmp/colqwen', 'wb'))" && chmod +x /tmp/colqwen
 nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
 export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')"
 ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"

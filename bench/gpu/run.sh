@@ -6,8 +6,8 @@
 #      them) embedded by the reference (colpali-engine 0.3.18, SDPA, bf16) and by colqwen, same weights;
 #   3. pages/s, ratio, MFU, peak GPU memory, query latency, full-scale parity (per-token cosine, top-10);
 #   4. end to end: the 134-page manual, PDF on disk -> pages stored.
-# Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.gz and .carry/colqwen-bench.gz
-# (scripts/cuda-build.sh), optionally .carry/kernel-tests.gz (the colqwen-model lib tests built with
+# Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.xz and .carry/colqwen-bench.xz
+# (scripts/cuda-build.sh, then scripts/pack-carry.sh), optionally .carry/kernel-tests.xz (the colqwen-model lib tests built with
 # `scripts/cuda-build.sh test -p colqwen-model --lib`: fused kernels vs the generic path, run first).
 # Knobs: BATCHES, REF_BATCHES, SYNTHETIC_PAGES; OURS_ONLY=1 skips the reference, the comparison and the end-to-end
 # run (a quick iteration). The 3B checkpoint is reused when the machine still has it (/tmp/m3b).
@@ -19,14 +19,15 @@ exec > >(tee -a "$OUT/run.log") 2>&1
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 for b in colqwen colqwen-bench kernel-tests; do
-  [ -f ".carry/$b.gz" ] && gunzip -c ".carry/$b.gz" > "/tmp/$b" && chmod +x "/tmp/$b"
+  [ -f ".carry/$b.xz" ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+    ".carry/$b.xz" "/tmp/$b" && chmod +x "/tmp/$b"
 done
 nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
 export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}"
 ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
 R="$OUT/results.jsonl"; : > "$R"
-if [ -f .carry/kernel-tests.gz ]; then
+if [ -f .carry/kernel-tests.xz ]; then
   /tmp/kernel-tests kernels --test-threads 1 > "$OUT/kernel-tests.log" 2>&1
   echo "{\"what\": \"kernel_tests\", \"rc\": $?, \"summary\": \"$(grep 'test result' "$OUT/kernel-tests.log" | tr -d '"')\"}" | tee -a "$R"
 fi
