@@ -61,10 +61,13 @@ fi
 
 mem() { nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$OUT/mem_$1.csv" & echo $!; }
 base_mem=$(nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1)
-pid=$(mem ours)
-/tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "${BATCHES:-16,32}" bench/gpu/queries.txt | tee -a "$R"
-kill "$pid"
-echo "{\"what\": \"ours_peak_mib\", \"mib\": $(( $(sort -n "$OUT/mem_ours.csv" | tail -1) - base_mem ))}" >> "$R"
+# One process per batch size, so each peak is that batch's own (nvidia-smi sees what the process holds).
+for b in ${BATCHES//,/ }; do
+  pid=$(mem "ours_$b")
+  /tmp/colqwen-bench embed "$M" /tmp/pages "$OUT/ours.safetensors" "$b" bench/gpu/queries.txt | tee -a "$R"
+  kill "$pid"; sleep 0.2
+  echo "{\"what\": \"ours_peak_mib\", \"batch_size\": $b, \"mib\": $(( $(sort -n "$OUT/mem_ours_$b.csv" | tail -1) - base_mem ))}" >> "$R"
+done
 if [ "${OURS_ONLY:-0}" = 1 ]; then python3 bench/gpu/table.py "$R" "$(cat "$OUT/card.txt")"; exit 0; fi
 # The adapter names its base as a sibling folder (the Rust loader resolves it); transformers needs a path.
 python3 - "$M" <<'PY'

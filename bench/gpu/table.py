@@ -12,15 +12,17 @@ best_o = max(ours, key=lambda r: r["pages_per_second"], default=None)
 best_r = max(ref, key=lambda r: r["pages_per_second"], default=None)
 get = lambda w: next((r for r in rows if r.get("what") == w), {})
 print(f"\n== colqwen GPU benchmark on {card} ==")
+peaks = {r["batch_size"]: r["mib"] for r in rows if r.get("what") == "ours_peak_mib" and "batch_size" in r}
 for r in ours:
-    print(f"colqwen    batch {r['batch_size']:>3}: {r['pages_per_second']:7.2f} pages/s  (mean {r['mean_visual_tokens']} visual tokens)")
+    peak = peaks.get(r["batch_size"])
+    print(f"colqwen    batch {r['batch_size']:>3}: {r['pages_per_second']:7.2f} pages/s  (mean {r['mean_visual_tokens']} visual tokens)"
+          + (f"  peak {peak / 1024:.2f} GiB" if peak is not None else ""))
 for r in ref:
     print(f"reference  batch {r['batch_size']:>3}: {r['pages_per_second']:7.2f} pages/s  peak {r['peak_gib']} GiB")
 if best_o and best_r:
     print(f"best: colqwen {best_o['pages_per_second']:.2f} vs reference {best_r['pages_per_second']:.2f} pages/s "
           f"= {best_o['pages_per_second'] / best_r['pages_per_second']:.2f}x; MFU colqwen "
           f"{best_o['pages_per_second'] * TF_PER_PAGE / PEAK:.1%}, reference {best_r['pages_per_second'] * TF_PER_PAGE / PEAK:.1%}")
-print(f"peak GPU memory colqwen (nvidia-smi, all batches): {get('ours_peak_mib').get('mib', '?')} MiB")
 q, rq = get("query"), get("reference_query")
 print(f"query batch 1: colqwen {q.get('median_ms', '?')} ms, reference {rq.get('median_ms', '?')} ms")
 p = get("parity")

@@ -218,39 +218,64 @@ FLASH_FWD(80)
 FLASH_FWD(96)
 FLASH_FWD(128)
 
+// 8 bf16 values through one 16-byte access.
+union Pack8 {
+    uint4 u;
+    bf16 v[8];
+};
+
 // NeoX ("half") rotary of the first `heads` heads of each row of `src` (row stride src_rs, head h at h·d) into
-// dst [n, heads, d]; cos/sin [n, d/2]. One thread per rotated pair.
+// dst [n, heads, d]; cos/sin [n, d/2]; d/2, src_rs and the offsets multiples of 8. One thread per 8 rotated
+// pairs, 16-byte accesses.
 //   rope_f32:  the vision tower's recipe (fact sheet trap 12): x and the tables in f32, one rounding at the end.
 //   rope_bf16: the language model's recipe (trap 16): `q·cos + rotate_half(q)·sin` in bf16 with bf16 tables,
 //              each product and the sum rounded to bf16 as PyTorch's bf16 ops do.
 // __fmul_rn/__fadd_rn keep nvcc from contracting to FMA, so the f32 arithmetic equals PyTorch's.
 __device__ __forceinline__ float rbf(float x) { return __bfloat162float(__float2bfloat16(x)); }
-__device__ __forceinline__ float to_f32(float x) { return x; }
-__device__ __forceinline__ float to_f32(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ void load8(const float* p, float (&out)[8]) {
+    const float4 a = *reinterpret_cast<const float4*>(p), b = *reinterpret_cast<const float4*>(p + 4);
+    out[0] = a.x, out[1] = a.y, out[2] = a.z, out[3] = a.w, out[4] = b.x, out[5] = b.y, out[6] = b.z, out[7] = b.w;
+}
+__device__ __forceinline__ void load8(const bf16* p, float (&out)[8]) {
+    Pack8 v;
+    v.u = *reinterpret_cast<const uint4*>(p);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) out[e] = __bfloat162float(v.v[e]);
+}
 
 template <typename Table, bool ROUND_EACH_STEP>
 __device__ __forceinline__ void rope(const bf16* __restrict__ src, int src_rs, const Table* __restrict__ cos,
                                      const Table* __restrict__ sin, bf16* __restrict__ dst, int n, int heads, int d) {
-    const int half = d / 2;
+    const int half = d / 2, per_head = half / 8;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)n * heads * half) return;
-    const int i = idx % half;
-    const long long t = idx / half;
+    if (idx >= (long long)n * heads * per_head) return;
+    const int i = (idx % per_head) * 8;
+    const long long t = idx / per_head;
     const int h = t % heads;
     const long long r = t / heads;
     const bf16* x = src + r * src_rs + (long long)h * d;
-    const float x1 = __bfloat162float(x[i]), x2 = __bfloat162float(x[i + half]);
-    const float cs = to_f32(cos[r * half + i]), sn = to_f32(sin[r * half + i]);
-    float p1c = __fmul_rn(x1, cs), p2s = __fmul_rn(x2, sn), p2c = __fmul_rn(x2, cs), p1s = __fmul_rn(x1, sn);
-    if (ROUND_EACH_STEP) {
-        p1c = rbf(p1c);
-        p2s = rbf(p2s);
-        p2c = rbf(p2c);
-        p1s = rbf(p1s);
+    Pack8 a, b, ya, yb;
+    a.u = *reinterpret_cast<const uint4*>(x + i);
+    b.u = *reinterpret_cast<const uint4*>(x + half + i);
+    float cs[8], sn[8];
+    load8(cos + r * half + i, cs);
+    load8(sin + r * half + i, sn);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        const float x1 = __bfloat162float(a.v[e]), x2 = __bfloat162float(b.v[e]);
+        float p1c = __fmul_rn(x1, cs[e]), p2s = __fmul_rn(x2, sn[e]), p2c = __fmul_rn(x2, cs[e]), p1s = __fmul_rn(x1, sn[e]);
+        if (ROUND_EACH_STEP) {
+            p1c = rbf(p1c);
+            p2s = rbf(p2s);
+            p2c = rbf(p2c);
+            p1s = rbf(p1s);
+        }
+        ya.v[e] = __float2bfloat16(__fadd_rn(p1c, -p2s));
+        yb.v[e] = __float2bfloat16(__fadd_rn(p2c, p1s));
     }
     bf16* y = dst + (r * heads + h) * d;
-    y[i] = __float2bfloat16(__fadd_rn(p1c, -p2s));
-    y[i + half] = __float2bfloat16(__fadd_rn(p2c, p1s));
+    *reinterpret_cast<uint4*>(y + i) = ya.u;
+    *reinterpret_cast<uint4*>(y + half + i) = yb.u;
 }
 
 extern "C" __global__ void rope_f32(const bf16* src, int src_rs, const float* cos, const float* sin, bf16* dst,
@@ -263,14 +288,74 @@ extern "C" __global__ void rope_bf16(const bf16* src, int src_rs, const bf16* co
     rope<bf16, true>(src, src_rs, cos, sin, dst, n, heads, d);
 }
 
-// out [n, inter] = silu(gu[:, :inter]) · gu[:, inter:], gu [n, 2·inter] contiguous: the reference's
-// `act_fn(gate_proj(x)) * up_proj(x)` with its two bf16 roundings (silu in f32 rounded, then the product).
+// out [n, inter] = silu(gu[:, :inter]) · gu[:, inter:], gu [n, 2·inter] contiguous, inter % 8 == 0: the
+// reference's `act_fn(gate_proj(x)) * up_proj(x)` with its two bf16 roundings (silu in f32 rounded, then the
+// product). One thread per 8 outputs, 16-byte loads and stores.
 extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ gu, bf16* __restrict__ out, int n, int inter) {
+    const int per_row = inter / 8;
     const long long idx = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= (long long)n * inter) return;
-    const long long r = idx / inter;
-    const int j = idx % inter;
-    const float gv = __bfloat162float(gu[r * 2 * inter + j]);
-    const float uv = __bfloat162float(gu[r * 2 * inter + inter + j]);
-    out[idx] = __float2bfloat16(rbf(gv / (1.0f + expf(-gv))) * uv);
+    if (idx >= (long long)n * per_row) return;
+    const long long r = idx / per_row;
+    const int j = (idx % per_row) * 8;
+    Pack8 g, u, o;
+    g.u = *reinterpret_cast<const uint4*>(gu + r * 2 * inter + j);
+    u.u = *reinterpret_cast<const uint4*>(gu + r * 2 * inter + inter + j);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        const float gv = __bfloat162float(g.v[e]);
+        o.v[e] = __float2bfloat16(rbf(gv / (1.0f + expf(-gv))) * __bfloat162float(u.v[e]));
+    }
+    *reinterpret_cast<uint4*>(out + r * inter + j) = o.u;
+}
+
+// Residual add fused with the next RMSNorm, one warp per row (d % 8 == 0, d ≤ 2048), the row kept in registers:
+//   h = x + delta            (bf16, as the reference's residual add; skipped when delta is null: h = x)
+//   y = bf16(bf16(h · rsqrt(mean(h²) + eps)) · w)   — statistics in f32 from the rounded h, normalised values
+//                                                     cast back before the weight multiply (trap 13).
+// Writes h to h_out (when delta is given) and y.
+constexpr int NORM_WARPS = 4;
+constexpr int NORM_MAX_CHUNKS = 8;  // 16-byte chunks per lane: d ≤ 8 · 8 · 32
+extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
+    add_rms_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const bf16* __restrict__ w,
+                      bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d, float eps) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * NORM_WARPS + threadIdx.x / 32;
+    if (row >= n) return;
+    Pack8 hv[NORM_MAX_CHUNKS];
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+        const int c = (k * 32 + lane) * 8;
+        if (c < d) {
+            hv[k].u = *reinterpret_cast<const uint4*>(x + row * d + c);
+            if (delta) {
+                Pack8 b;
+                b.u = *reinterpret_cast<const uint4*>(delta + row * d + c);
+#pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    hv[k].v[e] = __float2bfloat16(__bfloat162float(hv[k].v[e]) + __bfloat162float(b.v[e]));
+                *reinterpret_cast<uint4*>(h_out + row * d + c) = hv[k].u;
+            }
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                const float v = __bfloat162float(hv[k].v[e]);
+                ss += v * v;
+            }
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float r = rsqrtf(ss / d + eps);
+#pragma unroll
+    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+        const int c = (k * 32 + lane) * 8;
+        if (c < d) {
+            Pack8 wv, o;
+            wv.u = *reinterpret_cast<const uint4*>(w + c);
+#pragma unroll
+            for (int e = 0; e < 8; ++e)
+                o.v[e] = __float2bfloat16(rbf(__bfloat162float(hv[k].v[e]) * r) * __bfloat162float(wv.v[e]));
+            *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
+        }
+    }
 }

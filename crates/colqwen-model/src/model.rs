@@ -10,6 +10,7 @@ use crate::config::{AdapterConfig, Config, PreprocessorConfig};
 use crate::error::Result;
 use crate::nn::Linear;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
+use crate::profile::span;
 use crate::score::MultiVector;
 use crate::source::ModelFiles;
 use crate::text::{TextModel, document_positions, query_positions};
@@ -222,9 +223,15 @@ impl ColQwen {
         }
         let grids: Vec<ImageGrid> = images.iter().map(|p| p.grid).collect();
         let width = images[0].data.len() / images[0].grid.patches().max(1);
-        let flat: Vec<f32> = images.iter().flat_map(|p| p.data.iter().copied()).collect();
-        let rows = flat.len() / width.max(1);
-        let pixel_values = Tensor::from_vec(flat, (rows, width), &self.device)?;
+        let rows = images.iter().map(|p| p.data.len()).sum::<usize>() / width.max(1);
+        // Cast to the model dtype on the host, in parallel: the reference casts pixel_values to the model dtype
+        // before the patch embedding (trap 9) with the same round-to-nearest-even, so the values are identical,
+        // and the upload is half the size in bf16/f16.
+        let pixel_values = span("upload", &self.device, || match self.dtype {
+            DType::BF16 => Tensor::from_vec(pack_pixels(images, half::bf16::from_f32), (rows, width), &self.device),
+            DType::F16 => Tensor::from_vec(pack_pixels(images, half::f16::from_f32), (rows, width), &self.device),
+            _ => Tensor::from_vec(pack_pixels(images, |x| x), (rows, width), &self.device),
+        })?;
         let vision = self.vision.forward(&pixel_values, &grids)?;
         let batch = self.document_batch(&grids);
         let embeds = self.scatter_image_features(&batch, &vision)?;
@@ -245,7 +252,8 @@ impl ColQwen {
 
     /// One move back to the host, in f32, then split per sequence.
     fn split(&self, emb: &Tensor, cu: &[usize]) -> Result<Vec<MultiVector>> {
-        let all: Vec<f32> = emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
+        let all: Vec<f32> =
+            span("download", &self.device, || emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1())?;
         Ok(cu
             .windows(2)
             .map(|w| MultiVector {
@@ -261,6 +269,20 @@ impl std::fmt::Debug for ColQwen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ColQwen").field("device", &self.device).field("dtype", &self.dtype).finish()
     }
+}
+
+/// The pixel values of all images, concatenated and converted by `cast`, in parallel over images.
+fn pack_pixels<T: Send + Copy + Default>(images: &[PixelValues], cast: impl Fn(f32) -> T + Sync) -> Vec<T> {
+    let mut flat = vec![T::default(); images.iter().map(|p| p.data.len()).sum()];
+    let mut rest = flat.as_mut_slice();
+    let mut parts = Vec::with_capacity(images.len());
+    for p in images {
+        let (dst, tail) = rest.split_at_mut(p.data.len());
+        parts.push((dst, &p.data));
+        rest = tail;
+    }
+    parts.into_par_iter().for_each(|(dst, src)| dst.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = cast(s)));
+    flat
 }
 
 /// Device memory not yet allocated, in bytes (`None` on the CPU, on Metal, and in builds without CUDA).

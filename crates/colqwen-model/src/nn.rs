@@ -6,21 +6,27 @@ use candle_core::{D, DType, Module, Result, Tensor};
 use crate::profile::span;
 use crate::weights::Weights;
 
-/// Extra input columns of the bias-in-GEMM form: one column of ones carries the bias, seven zeros keep
-/// the inner dimension a multiple of 8 (cuBLAS takes its fast tensor-core kernels only on aligned sizes).
-const BIAS_COLUMNS: usize = 8;
-
 /// `y = x·Wᵀ (+ b)`; `W` is `[out, in]` as in PyTorch.
-///
-/// On CUDA a bias is folded into the matrix product as `[x | 1 0…0] · [W | b 0…0]ᵀ`: candle's broadcast add
-/// over `[N, out]` costs 4× the GEMM on an H100 (bench `colqwen-bench gemm`), and the bias then enters the
-/// f32 accumulator before the single bf16 rounding, as cuBLAS's epilogue does in the reference (trap 23).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) enum Linear {
-    /// `weight` `[out, in]`, optional `bias` `[out]`.
+    /// `weight` `[out, in]`, optional `bias` `[out]`: candle's matmul, then a broadcast add.
     Plain { weight: Tensor, bias: Option<Tensor> },
-    /// `[in + 8, out]`: `[W | b 0…0]ᵀ`, contiguous (CUDA, biased layers only; the plain weight is not kept).
-    Augmented(Tensor),
+    /// Biased layer on CUDA in bf16: one cuBLASLt GEMM with the bias in its epilogue, so the bias enters the
+    /// f32 accumulator before the single bf16 rounding, as in the reference (trap 23), and costs no extra
+    /// pass (candle's broadcast add over `[N, out]` costs 4× the GEMM on an H100, bench `colqwen-bench gemm`).
+    #[cfg(feature = "cuda")]
+    Epilogue { weight: Tensor, bias: Tensor, lt: std::sync::Arc<candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT> },
+}
+
+impl std::fmt::Debug for Linear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (w, fused) = match self {
+            Self::Plain { weight, .. } => (weight, false),
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, .. } => (weight, true),
+        };
+        write!(f, "Linear({:?}, bias epilogue: {fused})", w.dims())
+    }
 }
 
 impl Linear {
@@ -33,14 +39,14 @@ impl Linear {
 
     /// From tensors (`weight` `[out, in]`, `bias` `[out]`).
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        match bias {
-            Some(b) if weight.device().is_cuda() => {
-                let out = weight.dim(0)?;
-                let pad = Tensor::zeros((out, BIAS_COLUMNS - 1), weight.dtype(), weight.device())?;
-                Ok(Self::Augmented(Tensor::cat(&[&weight, &b.unsqueeze(1)?, &pad], 1)?.t()?.contiguous()?))
+        #[cfg(feature = "cuda")]
+        if let (Some(b), candle_core::Device::Cuda(dev)) = (&bias, weight.device()) {
+            if weight.dtype() == DType::BF16 {
+                let lt = crate::kernels::blas_lt(dev)?;
+                return Ok(Self::Epilogue { weight: weight.contiguous()?, bias: b.contiguous()?, lt });
             }
-            bias => Ok(Self::Plain { weight, bias }),
         }
+        Ok(Self::Plain { weight, bias })
     }
 }
 
@@ -48,12 +54,8 @@ impl Module for Linear {
     /// `[N, in] → [N, out]`.
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Augmented(w) => {
-                let n = xs.dim(0)?;
-                let ones = Tensor::ones((n, 1), xs.dtype(), xs.device())?;
-                let zeros = Tensor::zeros((n, BIAS_COLUMNS - 1), xs.dtype(), xs.device())?;
-                Tensor::cat(&[xs, &ones, &zeros], 1)?.matmul(w)
-            }
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, bias, lt } => crate::kernels::linear_bias(lt, xs, weight, bias),
             Self::Plain { weight, bias } => {
                 let ys = xs.matmul(&weight.t()?)?;
                 match bias {
@@ -76,6 +78,25 @@ pub(crate) struct RmsNorm {
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
         Ok(Self { weight: vb.get(&[dim], "weight")?, eps })
+    }
+
+    /// The residual add that precedes this norm, fused with it: `(h = xs + delta, norm(h))`; without a
+    /// `delta`, `(xs, norm(xs))`. One kernel on CUDA in bf16, exact reference order (trap 13).
+    pub(crate) fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        #[cfg(feature = "cuda")]
+        if xs.device().is_cuda()
+            && xs.dtype() == DType::BF16
+            && xs.dim(D::Minus1)? % 8 == 0
+            && xs.dim(D::Minus1)? <= crate::kernels::MAX_NORM_WIDTH
+        {
+            return crate::kernels::add_rms_norm(xs, delta, &self.weight, self.eps);
+        }
+        let h = match delta {
+            Some(d) => (xs + d)?,
+            None => xs.clone(),
+        };
+        let y = self.forward(&h)?;
+        Ok((h, y))
     }
 }
 
@@ -304,11 +325,11 @@ impl GatedMlp {
 /// `silu(gu[:, :I]) · gu[:, I:]` of `[N, 2I]` → `[N, I]`, the reference's two roundings (silu, then the
 /// product) in half precision; fused on CUDA in bf16.
 pub(crate) fn silu_mul(gu: &Tensor) -> Result<Tensor> {
+    let inter = gu.dim(1)? / 2;
     #[cfg(feature = "cuda")]
-    if gu.device().is_cuda() && gu.dtype() == DType::BF16 {
+    if gu.device().is_cuda() && gu.dtype() == DType::BF16 && inter % 8 == 0 {
         return crate::kernels::silu_mul(&gu.contiguous()?);
     }
-    let inter = gu.dim(1)? / 2;
     candle_nn::ops::silu(&gu.narrow(1, 0, inter)?)? * gu.narrow(1, inter, inter)?
 }
 

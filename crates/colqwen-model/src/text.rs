@@ -96,14 +96,21 @@ impl Attention {
 }
 
 impl DecoderLayer {
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
+    /// One layer with its final residual add left pending (see `VisionBlock::forward`): `(h, d)`, output `h + d`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        pending: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+        plan: &AttentionPlan,
+    ) -> Result<(Tensor, Tensor)> {
         let dev = xs.device();
-        let a = span("text.norm", dev, || self.input_layernorm.forward(xs))?;
+        let (xs, a) = span("text.add_norm", dev, || self.input_layernorm.add_forward(xs, pending))?;
         let o = self.self_attn.forward(&a, cos, sin, plan)?;
-        let xs = span("text.residual", dev, || xs + o)?;
-        let m = span("text.norm", dev, || self.post_attention_layernorm.forward(&xs))?;
+        let (xs, m) = span("text.add_norm", dev, || self.post_attention_layernorm.add_forward(&xs, Some(&o)))?;
         let d = self.mlp.forward(&m, ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"])?;
-        Ok(span("text.residual", dev, || &xs + d)?)
+        Ok((xs, d))
     }
 }
 
@@ -171,11 +178,12 @@ impl TextModel {
         let plan = span("text.attention_plan", embeds.device(), || {
             AttentionPlan::new(cu_seqlens, heads, kv_heads, head_dim, true, embeds.dtype(), embeds.device())
         })?;
-        let mut xs = embeds.clone();
+        let (mut xs, mut pending) = (embeds.clone(), None);
         for layer in &self.layers {
-            xs = layer.forward(&xs, &cos, &sin, &plan)?;
+            let (h, delta) = layer.forward(&xs, pending.as_ref(), &cos, &sin, &plan)?;
+            (xs, pending) = (h, Some(delta));
         }
-        Ok(self.norm.forward(&xs)?)
+        Ok(self.norm.add_forward(&xs, pending.as_ref())?.1)
     }
 }
 

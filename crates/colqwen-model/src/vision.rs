@@ -136,14 +136,23 @@ impl VisionAttention {
 }
 
 impl VisionBlock {
-    fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan, full: bool) -> Result<Tensor> {
+    /// One block, with the residual add left pending: returns `(h, d)` whose sum is the block's output, so the
+    /// add runs fused with the next norm (`RmsNorm::add_forward`). `pending` is the previous block's `d`.
+    fn forward(
+        &self,
+        xs: &Tensor,
+        pending: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+        plan: &AttentionPlan,
+        full: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let dev = xs.device();
-        let a = span("vision.norm", dev, || self.norm1.forward(xs))?;
+        let (xs, a) = span("vision.add_norm", dev, || self.norm1.add_forward(xs, pending))?;
         let o = self.attn.forward(&a, cos, sin, plan, full)?;
-        let xs = span("vision.residual", dev, || xs + o)?;
-        let m = span("vision.norm", dev, || self.norm2.forward(&xs))?;
+        let (xs, m) = span("vision.add_norm", dev, || self.norm2.add_forward(&xs, Some(&o)))?;
         let d = self.mlp.forward(&m, ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"])?;
-        Ok(span("vision.residual", dev, || &xs + d)?)
+        Ok((xs, d))
     }
 }
 
@@ -245,14 +254,16 @@ impl VisionModel {
                 AttentionPlan::new(&layout.cu_seqlens, heads, heads, head_dim, false, dtype, device)?,
             ))
         })?;
+        let mut pending = None;
         for (i, block) in self.blocks.iter().enumerate() {
             let full = self.fullatt.contains(&i);
             let plan = if full { &full_plan } else { &window_plan };
-            xs = block.forward(&xs, &cos, &sin, plan, full)?;
+            let (h, delta) = block.forward(&xs, pending.as_ref(), &cos, &sin, plan, full)?;
+            (xs, pending) = (h, Some(delta));
         }
         let m = &self.merger;
         let xs = span("vision.merger", device, || {
-            let xs = m.ln_q.forward(&xs)?.reshape((n / m.unit, m.unit * d))?;
+            let xs = m.ln_q.add_forward(&xs, pending.as_ref())?.1.reshape((n / m.unit, m.unit * d))?;
             m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)
         })?;
         let rev = index_tensor(&layout.reverse_index(), device)?;
