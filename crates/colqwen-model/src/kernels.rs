@@ -442,6 +442,56 @@ pub(crate) fn add_rms_norm(x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, 
     }
 }
 
+/// A page-locked host buffer reused across uploads.
+pub(crate) type Staging = candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<bf16>;
+
+struct Upload<'a> {
+    host: &'a [bf16],
+    shape: (usize, usize),
+}
+
+impl CustomOp1 for Upload<'_> {
+    fn name(&self) -> &'static str {
+        "colqwen-upload"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    /// The input only names the device (candle offers no public constructor from a device slice).
+    fn cuda_fwd(&self, anchor: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        let dev = anchor.device().clone();
+        // SAFETY: fully overwritten by the copy.
+        let mut dst = unsafe { dev.alloc::<bf16>(self.host.len())? };
+        dev.memcpy_htod(self.host, &mut dst)?;
+        Ok((CudaStorage::wrap_cuda_slice(dst, dev), Shape::from(self.shape)))
+    }
+}
+
+/// Uploads a `shape` bf16 matrix that `fill` writes into the page-locked `staging` buffer (grown on demand),
+/// as one DMA copy. The stream is synchronised first, so no earlier copy out of the buffer is still in flight
+/// when it is refilled (between batches the stream is idle anyway).
+pub(crate) fn upload_pinned(
+    dev: &CudaDevice,
+    staging: &mut Option<Staging>,
+    shape: (usize, usize),
+    fill: impl FnOnce(&mut [bf16]),
+) -> Result<Tensor> {
+    let len = shape.0 * shape.1;
+    dev.cuda_stream().synchronize().w()?;
+    if staging.as_ref().is_none_or(|s| s.len() < len) {
+        *staging = None;
+        // SAFETY: the buffer is written by `fill` before anything reads it.
+        *staging = Some(unsafe { dev.cuda_stream().context().alloc_pinned::<bf16>(len) }.w()?);
+    }
+    let Some(buf) = staging.as_mut() else { bail!("staging buffer missing") };
+    let host = &mut buf.as_mut_slice().w()?[..len];
+    fill(host);
+    let anchor = Tensor::zeros(1, DType::BF16, &candle_core::Device::Cuda(dev.clone()))?;
+    anchor.apply_op1_no_bwd(&Upload { host, shape })
+}
+
 #[cfg(test)]
 mod tests {
     //! Each kernel against its generic candle twin, on the GPU, at the model's real shapes. Skipped (with a
@@ -586,5 +636,20 @@ mod tests {
             assert_eq!(max_abs_diff(&same, &h_ref), 0.0);
             assert_eq!(max_abs_diff(&y0, &y), 0.0, "with and without the fused add must agree");
         }
+    }
+
+    #[test]
+    fn pinned_upload_equals_plain_upload_and_reuses_its_buffer() {
+        let Some(dev) = gpu() else { return };
+        let Device::Cuda(cuda) = &dev else { return };
+        let mut staging = None;
+        for (rows, width) in [(300, 1176), (7, 1176), (301, 1176)] {
+            let host: Vec<bf16> = (0..rows * width).map(|i| bf16::from_f32((i % 997) as f32 * 0.25 - 100.0)).collect();
+            let up = upload_pinned(cuda, &mut staging, (rows, width), |dst| dst.copy_from_slice(&host)).unwrap();
+            let plain = Tensor::from_vec(host, (rows, width), &dev).unwrap();
+            assert_eq!(up.dims(), [rows, width]);
+            assert_eq!(max_abs_diff(&up, &plain), 0.0);
+        }
+        assert_eq!(staging.as_ref().map(|s| s.len()), Some(301 * 1176), "grown once, reused for the smaller batch");
     }
 }
