@@ -38,3 +38,6 @@ print(f"end to end (134-page manual, PDF -> stored): {e.get('pages_per_second')}
 k = get("kernel_tests")
 if k:
     print(f"fused kernel tests (vs generic path): rc {k.get('rc')}; {k.get('summary')}")
+pm = get("profile_memory")
+if pm:
+    print(f"inside the forward (batch 16, stage granularity): +{pm.get('forward_extra_mib')} MiB over the between-batch level")

@@ -11,13 +11,22 @@ use candle_core::Device;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TIMES: Mutex<BTreeMap<&'static str, (Duration, u64)>> = Mutex::new(BTreeMap::new());
+/// Least free device memory seen at a span boundary (bytes; `usize::MAX` when none was seen).
+static MIN_FREE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
 
 /// Turns span timing on or off and clears what was accumulated.
 pub fn enable(on: bool) {
     ENABLED.store(on, Ordering::SeqCst);
+    MIN_FREE.store(usize::MAX, Ordering::SeqCst);
     if let Ok(mut t) = TIMES.lock() {
         t.clear();
     }
+}
+
+/// Least free device memory seen at the (synchronised) span boundaries since [`enable`], in bytes: with the
+/// total, the peak the forward pass reached at stage granularity. `None` without CUDA.
+pub fn min_free_memory() -> Option<usize> {
+    Some(MIN_FREE.load(Ordering::SeqCst)).filter(|&m| m != usize::MAX)
 }
 
 /// Accumulated `(span, seconds, calls)`, sorted by name.
@@ -34,6 +43,9 @@ pub(crate) fn span<T, E>(name: &'static str, device: &Device, f: impl FnOnce() -
     let t = Instant::now();
     let r = f();
     let _ = device.synchronize();
+    if let Some(free) = crate::model::free_device_memory(device) {
+        MIN_FREE.fetch_min(free, Ordering::Relaxed);
+    }
     if let Ok(mut times) = TIMES.lock() {
         let e = times.entry(name).or_default();
         e.0 += t.elapsed();

@@ -108,7 +108,9 @@ impl DecoderLayer {
         let dev = xs.device();
         let (xs, a) = span("text.add_norm", dev, || self.input_layernorm.add_forward(xs, pending))?;
         let o = self.self_attn.forward(&a, cos, sin, plan)?;
+        drop(a);
         let (xs, m) = span("text.add_norm", dev, || self.post_attention_layernorm.add_forward(&xs, Some(&o)))?;
+        drop(o);
         let d = self.mlp.forward(&m, ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"])?;
         Ok((xs, d))
     }

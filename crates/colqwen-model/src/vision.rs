@@ -150,7 +150,9 @@ impl VisionBlock {
         let dev = xs.device();
         let (xs, a) = span("vision.add_norm", dev, || self.norm1.add_forward(xs, pending))?;
         let o = self.attn.forward(&a, cos, sin, plan, full)?;
+        drop(a);
         let (xs, m) = span("vision.add_norm", dev, || self.norm2.add_forward(&xs, Some(&o)))?;
+        drop(o);
         let d = self.mlp.forward(&m, ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"])?;
         Ok((xs, d))
     }
