@@ -100,8 +100,12 @@ impl ColQwen {
         vb.check_adapter_used()?;
         tracing::info!(device = ?device, ?dtype, lora_pairs = vb.lora_pairs(), "loaded ColQwen2.5");
         // The stream-ordered allocator keeps freed blocks (the parts of the fused projections, the f32 LoRA
-        // merges) until the next synchronisation; returning them now keeps them out of the inference peak.
+        // merges); returning them now keeps them out of the inference peak.
         device.synchronize()?;
+        #[cfg(feature = "cuda")]
+        if let Device::Cuda(d) = device {
+            crate::kernels::trim_memory_pool(d)?;
+        }
         Ok(Self {
             lora_pairs: vb.lora_pairs(),
             config,
