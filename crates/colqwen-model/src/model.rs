@@ -328,18 +328,19 @@ pub fn free_device_memory(device: &Device) -> Option<usize> {
     None
 }
 
-/// Pages per forward pass for a device: 4 on the CPU; on CUDA as many as the free memory allows at ≈ 0.4 GiB of
-/// activations per 768-token page (measured peak 17.3 GiB at batch 32 with 7.5 GB of weights, H100), keeping
-/// 2 GiB spare, capped at 16: model throughput is flat from 16 to 32 on an H100, but end to end a 134-page
-/// manual took 12.6 s at 16 and 17.0 s at 32 (a larger batch waits longer for rendered pages; `bench/results.md`).
+/// Pages per forward pass for a device: 4 on the CPU; on CUDA as many as the free memory allows at ≈ 0.25 GiB
+/// of activations per 768-token page (the forward pass needs 1.6 GiB over the between-batch level at batch 16,
+/// H100), keeping 2 GiB spare, capped at 8: on an H100 throughput is flat from 8 to 32 pages (55.9 / 56.3 /
+/// 55.5 pages/s) while the peak grows (12.0 / 13.0 / 15.4 GiB), and a smaller batch starts the GPU sooner
+/// end to end (`bench/results.md`).
 pub fn default_batch_size(device: &Device) -> usize {
-    const PER_PAGE: usize = 400 << 20;
+    const PER_PAGE: usize = 256 << 20;
     const SPARE: usize = 2 << 30;
     if device.is_cpu() {
         return 4;
     }
     match free_device_memory(device) {
-        Some(free) => (free.saturating_sub(SPARE) / PER_PAGE).clamp(1, 16),
-        None => 16,
+        Some(free) => (free.saturating_sub(SPARE) / PER_PAGE).clamp(1, 8),
+        None => 8,
     }
 }
