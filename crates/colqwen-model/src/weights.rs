@@ -172,11 +172,47 @@ impl Weights {
         };
         let (rank, _) = adapter.config.rank_alpha(module);
         let (out_dim, in_dim) = (shape[0], shape[1]);
-        let w = self.load_entry(&self.store.files, entry, shape, DType::F32)?;
         let a = self.load_entry(&adapter.files, &pair.a, &[rank, in_dim], DType::F32)?;
         let b = self.load_entry(&adapter.files, &pair.b, &[out_dim, rank], DType::F32)?;
-        let delta = (b.matmul(&a)? * adapter.config.scaling(module))?;
-        Ok((w + delta)?.to_dtype(self.dtype)?)
+        let scale = adapter.config.scaling(module);
+        // The result is allocated first and filled in row blocks whose f32 temporaries stay ≤ 16 MiB: merging a
+        // whole [11008, 2048] module at once leaves 90 MB f32 blocks behind in the GPU's stream-ordered pool, and
+        // the weights allocated into them afterwards pin those blocks for the life of the process.
+        let merged = Tensor::zeros((out_dim, in_dim), self.dtype, &self.device)?;
+        let rows = ((4 << 20) / in_dim.max(1)).clamp(1, out_dim.max(1));
+        for r0 in (0..out_dim).step_by(rows) {
+            let n = rows.min(out_dim - r0);
+            let w = self.load_rows(&self.store.files, entry, shape, r0, n)?.to_dtype(DType::F32)?;
+            let delta = (b.narrow(0, r0, n)?.matmul(&a)? * scale)?;
+            merged.slice_set(&(w + delta)?.to_dtype(self.dtype)?, 0, r0)?;
+        }
+        Ok(merged)
+    }
+
+    /// Rows `r0..r0+n` of a 2-D tensor `[rows, cols]` of the expected `shape`, on the device in its stored dtype.
+    fn load_rows(
+        &self,
+        files: &[(PathBuf, MmapedSafetensors)],
+        entry: &Entry,
+        shape: &[usize],
+        r0: usize,
+        n: usize,
+    ) -> Result<Tensor> {
+        let (path, st) = &files[entry.file];
+        let view = st.get(&entry.disk_name).map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        if view.shape() != shape || shape.len() != 2 {
+            return Err(Error::ShapeMismatch {
+                path: path.clone(),
+                name: entry.disk_name.clone(),
+                expected: shape.to_vec(),
+                actual: view.shape().to_vec(),
+            });
+        }
+        let stored: DType =
+            view.dtype().try_into().map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        let row_bytes = shape[1] * stored.size_in_bytes();
+        let bytes = &view.data()[r0 * row_bytes..(r0 + n) * row_bytes];
+        Ok(Tensor::from_raw_buffer(bytes, stored, &[n, shape[1]], &self.device)?)
     }
 
     /// Checks that every adapter pair found its module: an adapter aimed at modules this model lacks is an
