@@ -115,7 +115,9 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
         );
     }
     println!("{{\"what\": \"profile_total\", \"ms_per_page\": {:.3}}}", total * 1e3 / n as f64);
-    if let (Some(free), Some(after)) = (colqwen::model::profile::min_free_memory(), colqwen::model::free_device_memory(&rt.device)) {
+    if let (Some(free), Some(after)) =
+        (colqwen::model::profile::min_free_memory(), colqwen::model::free_device_memory(&rt.device))
+    {
         // Free memory between batches (weights, context and allocator reserve held) vs the least seen inside.
         println!(
             "{{\"what\": \"profile_memory\", \"batch_size\": 16, \"forward_extra_mib\": {}, \"free_after_mib\": {}}}",

@@ -4,11 +4,11 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
 use candle_core::{
-    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor,
-    bail,
+    CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
+    Tensor, bail,
 };
 use half::bf16;
 use std::sync::{Arc, Mutex};
@@ -72,7 +72,15 @@ impl CustomOp3 for LinearBias<'_> {
         "colqwen-linear-bias"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         cpu_only(self.name())
     }
 
@@ -88,7 +96,13 @@ impl CustomOp3 for LinearBias<'_> {
         let (n, k) = xl.shape().dims2()?;
         let (out, wk) = wl.shape().dims2()?;
         if wk != k || bl.dims() != [out] || xl.stride()[1] != 1 {
-            bail!("linear: x {:?} (strides {:?}), w {:?}, b {:?} do not fit", xl.dims(), xl.stride(), wl.dims(), bl.dims())
+            bail!(
+                "linear: x {:?} (strides {:?}), w {:?}, b {:?} do not fit",
+                xl.dims(),
+                xl.stride(),
+                wl.dims(),
+                bl.dims()
+            )
         }
         let (Some((w0, w1)), Some((b0, b1))) = (wl.contiguous_offsets(), bl.contiguous_offsets()) else {
             bail!("linear: weight and bias must be contiguous")
@@ -158,7 +172,15 @@ impl CustomOp3 for FlashAttention<'_> {
         "colqwen-flash-attention"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         cpu_only(self.name())
     }
 
@@ -196,8 +218,11 @@ impl CustomOp3 for FlashAttention<'_> {
         let out = unsafe { dev.alloc::<bf16>(n * hq * d)? };
         if ntiles > 0 {
             let func = dev.get_or_load_custom_func(&format!("flash_fwd_d{d}"), MODULE, ptx::COLQWEN)?;
-            let cfg =
-                LaunchConfig { grid_dim: (ntiles as u32, hq as u32, 1), block_dim: (FLASH_THREADS, 1, 1), shared_mem_bytes: 0 };
+            let cfg = LaunchConfig {
+                grid_dim: (ntiles as u32, hq as u32, 1),
+                block_dim: (FLASH_THREADS, 1, 1),
+                shared_mem_bytes: 0,
+            };
             let mut b = func.builder();
             b.arg(&qs);
             b.arg(&ks);
@@ -225,7 +250,14 @@ impl CustomOp3 for FlashAttention<'_> {
 ///
 /// `q` `[N, Hq, D]`, `k`, `v` `[N, Hkv, D]` (bf16, heads contiguous, any row stride: views into the fused
 /// qkv output work), `tiles` from [`flash_tiles`] → `[N, Hq, D]`. Query head `h` uses kv head `h/(Hq/Hkv)`.
-pub(crate) fn flash_attention(q: &Tensor, k: &Tensor, v: &Tensor, tiles: &Tensor, causal: bool, scale: f64) -> Result<Tensor> {
+pub(crate) fn flash_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    tiles: &Tensor,
+    causal: bool,
+    scale: f64,
+) -> Result<Tensor> {
     q.apply_op3_no_bwd(k, v, &FlashAttention { tiles, causal, scale: scale as f32 })
 }
 
@@ -238,7 +270,15 @@ impl CustomOp3 for Rope {
         "colqwen-rope"
     }
 
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         cpu_only(self.name())
     }
 
@@ -253,8 +293,20 @@ impl CustomOp3 for Rope {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, total, d) = sl.shape().dims3()?;
         let (src_rs, src_off) = rows_view(sl, "rope input")?;
-        if self.heads > total || d % 16 != 0 || src_rs % 8 != 0 || src_off % 8 != 0 || cl.dims() != [n, d / 2] || nl.dims() != cl.dims() {
-            bail!("rope: input {:?}, {} heads, tables {:?}/{:?} do not fit", sl.dims(), self.heads, cl.dims(), nl.dims())
+        if self.heads > total
+            || d % 16 != 0
+            || src_rs % 8 != 0
+            || src_off % 8 != 0
+            || cl.dims() != [n, d / 2]
+            || nl.dims() != cl.dims()
+        {
+            bail!(
+                "rope: input {:?}, {} heads, tables {:?}/{:?} do not fit",
+                sl.dims(),
+                self.heads,
+                cl.dims(),
+                nl.dims()
+            )
         }
         let (Some((c0, c1)), Some((s0, s1))) = (cl.contiguous_offsets(), nl.contiguous_offsets()) else {
             bail!("rope: tables must be contiguous")
@@ -347,11 +399,19 @@ struct AddRmsNorm<'a> {
 
 impl AddRmsNorm<'_> {
     /// `[2, N, D]` out: `h = x + delta` then `y = norm(h)`; `delta == None` writes only `y` (into `[1, N, D]`).
-    fn run(&self, x: &CudaStorage, xl: &Layout, delta: Option<(&CudaStorage, &Layout)>) -> Result<(CudaStorage, Shape)> {
+    fn run(
+        &self,
+        x: &CudaStorage,
+        xl: &Layout,
+        delta: Option<(&CudaStorage, &Layout)>,
+    ) -> Result<(CudaStorage, Shape)> {
         let (n, d) = xl.shape().dims2()?;
         let Some((x0, x1)) = xl.contiguous_offsets() else { bail!("add_rms_norm: x must be contiguous") };
         if d % 8 != 0 || d > MAX_NORM_WIDTH || xl.start_offset() % 8 != 0 {
-            bail!("add_rms_norm: width {d} (offset {}) is not a multiple of 8 up to {MAX_NORM_WIDTH}", xl.start_offset())
+            bail!(
+                "add_rms_norm: width {d} (offset {}) is not a multiple of 8 up to {MAX_NORM_WIDTH}",
+                xl.start_offset()
+            )
         }
         let dev = x.device().clone();
         let (ws, wl) = self.weight.storage_and_layout();
@@ -363,7 +423,8 @@ impl AddRmsNorm<'_> {
         let outs = if delta.is_some() { 2 } else { 1 };
         // SAFETY: one block per row writes all of its outputs.
         let out = unsafe { dev.alloc::<bf16>(outs * n * d)? };
-        let (h, y) = if delta.is_some() { (out.slice(..n * d), out.slice(n * d..)) } else { (out.slice(..0), out.slice(..)) };
+        let (h, y) =
+            if delta.is_some() { (out.slice(..n * d), out.slice(n * d..)) } else { (out.slice(..0), out.slice(..)) };
         let func = dev.get_or_load_custom_func("add_rms_norm_bf16", MODULE, ptx::COLQWEN)?;
         let ds;
         let null: u64 = 0;

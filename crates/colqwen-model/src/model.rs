@@ -253,7 +253,8 @@ impl ColQwen {
     fn upload_pixels(&self, images: &[PixelValues], shape: (usize, usize)) -> candle_core::Result<Tensor> {
         #[cfg(feature = "cuda")]
         if let (Device::Cuda(dev), DType::BF16) = (&self.device, self.dtype) {
-            let mut staging = self.staging.lock().map_err(|_| candle_core::Error::Msg("staging buffer poisoned".into()))?;
+            let mut staging =
+                self.staging.lock().map_err(|_| candle_core::Error::Msg("staging buffer poisoned".into()))?;
             return crate::kernels::upload_pinned(dev, &mut staging, shape, |dst| {
                 fill_pixels(images, dst, half::bf16::from_f32)
             });
@@ -279,8 +280,9 @@ impl ColQwen {
 
     /// One move back to the host, in f32, then split per sequence.
     fn split(&self, emb: &Tensor, cu: &[usize]) -> Result<Vec<MultiVector>> {
-        let all: Vec<f32> =
-            span("download", &self.device, || emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1())?;
+        let all: Vec<f32> = span("download", &self.device, || {
+            emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()
+        })?;
         Ok(cu
             .windows(2)
             .map(|w| MultiVector {
@@ -330,9 +332,9 @@ pub fn free_device_memory(device: &Device) -> Option<usize> {
 
 /// Pages per forward pass for a device: 4 on the CPU; on CUDA as many as the free memory allows at ≈ 0.25 GiB
 /// of activations per 768-token page (the forward pass needs 1.6 GiB over the between-batch level at batch 16,
-/// H100), keeping 2 GiB spare, capped at 8: on an H100 throughput is flat from 8 to 32 pages (55.9 / 56.3 /
-/// 55.5 pages/s) while the peak grows (12.0 / 13.0 / 15.4 GiB), and a smaller batch starts the GPU sooner
-/// end to end (`bench/results.md`).
+/// H100), keeping 2 GiB spare, capped at 8: on an H100 throughput is flat from 8 to 32 pages (55.0 / 55.2
+/// pages/s at 8 / 16) while the peak grows (10.4 / 11.1 GiB), and a smaller batch starts the GPU sooner end
+/// to end (`bench/results.md`).
 pub fn default_batch_size(device: &Device) -> usize {
     const PER_PAGE: usize = 256 << 20;
     const SPARE: usize = 2 << 30;

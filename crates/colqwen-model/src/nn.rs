@@ -15,7 +15,11 @@ pub(crate) enum Linear {
     /// f32 accumulator before the single bf16 rounding, as in the reference (trap 23), and costs no extra
     /// pass (candle's broadcast add over `[N, out]` costs 4× the GEMM on an H100, bench `colqwen-bench gemm`).
     #[cfg(feature = "cuda")]
-    Epilogue { weight: Tensor, bias: Tensor, lt: std::sync::Arc<candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT> },
+    Epilogue {
+        weight: Tensor,
+        bias: Tensor,
+        lt: std::sync::Arc<candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT>,
+    },
 }
 
 impl std::fmt::Debug for Linear {
@@ -282,10 +286,10 @@ impl GatedMlp {
     /// `silu(0)·0 = 0`, so the function is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for
     /// this shape on an H100, bench `colqwen-bench gemm`).
     pub(crate) fn new(d: usize, inter: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
-        let get = |name: &str, shape: &[usize]| {
-            vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" })
-        };
-        let (mut gw, mut uw, mut dw) = (get("gate_proj", &[inter, d])?, get("up_proj", &[inter, d])?, get("down_proj", &[d, inter])?);
+        let get =
+            |name: &str, shape: &[usize]| vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" });
+        let (mut gw, mut uw, mut dw) =
+            (get("gate_proj", &[inter, d])?, get("up_proj", &[inter, d])?, get("down_proj", &[d, inter])?);
         let (mut gb, mut ub, db) = if bias {
             (Some(get("gate_proj", &[inter])?), Some(get("up_proj", &[inter])?), Some(get("down_proj", &[d])?))
         } else {

@@ -181,10 +181,10 @@ impl ModelFiles {
         };
         // Processor files: the adapter repo's own when present (fact sheet §1.1), else the base's.
         let processor_file = |file: &str| -> Result<PathBuf> {
-            if let Some((repo, _, _)) = &adapter {
-                if let Some(p) = repo.get(file)? {
-                    return Ok(p);
-                }
+            if let Some((repo, _, _)) = &adapter
+                && let Some(p) = repo.get(file)?
+            {
+                return Ok(p);
             }
             required(base.as_ref(), file)
         };

@@ -80,7 +80,8 @@ impl Attention {
         let part = |name: &str, h: usize| -> Result<(Tensor, Tensor)> {
             Ok((vb.pp(name).get(&[h * head_dim, d], "weight")?, vb.pp(name).get(&[h * head_dim], "bias")?))
         };
-        let ((qw, qb), (kw, kb), (vw, vb_)) = (part("q_proj", heads)?, part("k_proj", kv_heads)?, part("v_proj", kv_heads)?);
+        let ((qw, qb), (kw, kb), (vw, vb_)) =
+            (part("q_proj", heads)?, part("k_proj", kv_heads)?, part("v_proj", kv_heads)?);
         let qkv = Linear::from_parts(Tensor::cat(&[&qw, &kw, &vw], 0)?, Some(Tensor::cat(&[&qb, &kb, &vb_], 0)?))?;
         let o_proj = Linear::new(heads * head_dim, d, false, vb.pp("o_proj"))?;
         Ok(Self { qkv, o_proj, heads, kv_heads })
@@ -128,13 +129,7 @@ impl TextModel {
                 Ok(DecoderLayer {
                     input_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("input_layernorm"))?,
                     post_attention_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
-                    self_attn: Attention::new(
-                        d,
-                        t.num_attention_heads,
-                        t.num_key_value_heads,
-                        hd,
-                        vb.pp("self_attn"),
-                    )?,
+                    self_attn: Attention::new(d, t.num_attention_heads, t.num_key_value_heads, hd, vb.pp("self_attn"))?,
                     mlp: GatedMlp::new(d, t.intermediate_size, false, vb.pp("mlp"))?,
                 })
             })
@@ -161,6 +156,7 @@ impl TextModel {
             stream.extend(std::iter::repeat_n(s, len));
         }
         let mut angles = Vec::with_capacity(n * half);
+        #[allow(clippy::needless_range_loop)] // `tok` indexes whichever of the three streams each slot names
         for tok in 0..n {
             for (i, f) in self.inv_freq.iter().enumerate() {
                 angles.push(positions[stream[i]][tok] as f32 * f);

@@ -155,10 +155,10 @@ impl Weights {
         if let Ok(mut used) = self.store.used.lock() {
             used.insert(full.clone());
         }
-        if let Some(adapter) = &self.store.adapter {
-            if let Some(entry) = adapter.replacements.get(&full) {
-                return self.load_entry(&adapter.files, entry, shape, self.dtype);
-            }
+        if let Some(adapter) = &self.store.adapter
+            && let Some(entry) = adapter.replacements.get(&full)
+        {
+            return self.load_entry(&adapter.files, entry, shape, self.dtype);
         }
         let entry = self
             .store
@@ -290,5 +290,55 @@ impl Adapter {
             return Err(Error::Adapter { path: path.into(), reason: format!("{module} has lora_B but no lora_A") });
         }
         Ok(Self { config, path: path.into(), files, pairs, replacements })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// A module wider than one row block (5000 rows of 1024: two blocks) merges to exactly `W + s·B·A` rounded
+    /// once, as the whole-matrix formula gives it.
+    #[test]
+    fn lora_merge_in_row_blocks_equals_the_whole_formula() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let (out_dim, in_dim, r) = (5000, 1024, 4);
+        let w = Tensor::randn(0f32, 1.0, (out_dim, in_dim), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let a = Tensor::randn(0f32, 0.1, (r, in_dim), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, (out_dim, r), &dev).unwrap();
+        let base = dir.path().join("model.safetensors");
+        let adapter = dir.path().join("adapter_model.safetensors");
+        candle_core::safetensors::save(
+            &HashMap::from([("model.layers.0.mlp.up_proj.weight".to_string(), w.clone())]),
+            &base,
+        )
+        .unwrap();
+        let lora = HashMap::from([
+            ("base_model.model.model.layers.0.mlp.up_proj.lora_A.weight".to_string(), a.clone()),
+            ("base_model.model.model.layers.0.mlp.up_proj.lora_B.weight".to_string(), b.clone()),
+        ]);
+        candle_core::safetensors::save(&lora, &adapter).unwrap();
+        let config: AdapterConfig = serde_json::from_str(r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8}"#).unwrap();
+        let weights = Weights::open(&[base], Some((&adapter, config)), DType::BF16, &dev).unwrap();
+        let merged = weights.pp("language_model.layers.0.mlp.up_proj").get(&[out_dim, in_dim], "weight").unwrap();
+        let expected = (w.to_dtype(DType::F32).unwrap() + (b.matmul(&a).unwrap() * 2.0).unwrap())
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let diff = (merged.to_dtype(DType::F32).unwrap() - expected.to_dtype(DType::F32).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(diff, 0.0);
+        assert_eq!(weights.lora_pairs(), 1);
+        assert!(weights.check_adapter_used().is_ok());
     }
 }
