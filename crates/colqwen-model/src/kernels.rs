@@ -38,6 +38,23 @@ fn cpu_only(name: &str) -> Result<(CpuStorage, Shape)> {
     bail!("{name} is a CUDA kernel; the generic path serves other devices")
 }
 
+/// The CPU half of a CUDA-only three-input op (required by `CustomOp3`; never chosen, see [`cpu_only`]).
+macro_rules! cpu_fwd3 {
+    () => {
+        fn cpu_fwd(
+            &self,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+            _: &CpuStorage,
+            _: &Layout,
+        ) -> Result<(CpuStorage, Shape)> {
+            cpu_only(CustomOp3::name(self))
+        }
+    };
+}
+
 /// Device slice of a tensor that an op reads besides its inputs (flash tiles, norm weight).
 fn cuda_view<'a, T: candle_core::cuda_backend::CudaDType>(
     s: &'a Storage,
@@ -72,17 +89,7 @@ impl CustomOp3 for LinearBias<'_> {
         "colqwen-linear-bias"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd3!();
 
     fn cuda_fwd(
         &self,
@@ -172,17 +179,7 @@ impl CustomOp3 for FlashAttention<'_> {
         "colqwen-flash-attention"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd3!();
 
     fn cuda_fwd(
         &self,
@@ -270,17 +267,7 @@ impl CustomOp3 for Rope {
         "colqwen-rope"
     }
 
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        cpu_only(self.name())
-    }
+    cpu_fwd3!();
 
     fn cuda_fwd(
         &self,
@@ -407,7 +394,7 @@ impl AddRmsNorm<'_> {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, d) = xl.shape().dims2()?;
         let Some((x0, x1)) = xl.contiguous_offsets() else { bail!("add_rms_norm: x must be contiguous") };
-        if d % 8 != 0 || d > MAX_NORM_WIDTH || xl.start_offset() % 8 != 0 {
+        if d % 8 != 0 || d > MAX_NORM_WIDTH || !xl.start_offset().is_multiple_of(8) {
             bail!(
                 "add_rms_norm: width {d} (offset {}) is not a multiple of 8 up to {MAX_NORM_WIDTH}",
                 xl.start_offset()

@@ -44,11 +44,11 @@ impl Linear {
     /// From tensors (`weight` `[out, in]`, `bias` `[out]`).
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
         #[cfg(feature = "cuda")]
-        if let (Some(b), candle_core::Device::Cuda(dev)) = (&bias, weight.device()) {
-            if weight.dtype() == DType::BF16 {
-                let lt = crate::kernels::blas_lt(dev)?;
-                return Ok(Self::Epilogue { weight: weight.contiguous()?, bias: b.contiguous()?, lt });
-            }
+        if let (Some(b), candle_core::Device::Cuda(dev)) = (&bias, weight.device())
+            && weight.dtype() == DType::BF16
+        {
+            let lt = crate::kernels::blas_lt(dev)?;
+            return Ok(Self::Epilogue { weight: weight.contiguous()?, bias: b.contiguous()?, lt });
         }
         Ok(Self::Plain { weight, bias })
     }
