@@ -5,7 +5,7 @@
 #      PTX from a newer nvcc could be rejected, so 13.0.x is pinned);
 #   2. a toolkit root in the layout cudarc/cudaforge expect (bin/include/nvvm links, lib64 sonames);
 #   3. a link-time stub libcuda.so (the real driver serves at run time);
-#   4. cargo build --release --features cuda into target-cuda/, then a gzip of the binary for the device tool.
+#   4. cargo build --release --features cuda into target-cuda/ (then scripts/pack-carry.sh for the device tool).
 # Usage: scripts/cuda-build.sh [cargo args...]        (default: -p colqwen-cli)
 #        scripts/cuda-build.sh test [cargo args...]   (test binaries only: cargo test --no-run)
 set -euo pipefail

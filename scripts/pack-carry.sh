@@ -6,7 +6,7 @@
 #   .carry/kernel-tests.xz                           the newest colqwen-model lib test binary, if built
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rm -f .carry/*.gz
+rm -f .carry/*.gz  # the earlier gzip format
 mkdir -p .carry
 pack() { strip -o "/tmp/pack-$2" "$1" && xz -T2 -6 -c "/tmp/pack-$2" > ".carry/$2.xz" && rm "/tmp/pack-$2"; }
 for b in colqwen colqwen-bench; do pack "target-cuda/release/$b" "$b"; done
