@@ -490,20 +490,6 @@ pub(crate) fn add_rms_norm(x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, 
     }
 }
 
-/// Returns every unused block of the device's stream-ordered memory pool to the driver (call after a
-/// synchronisation). Loading interleaves short-lived f32 LoRA merges and fusion parts with the weights; without
-/// a trim, the partly used pool chunks they leave stay reserved for the life of the process.
-pub(crate) fn trim_memory_pool(dev: &CudaDevice) -> Result<()> {
-    use candle_core::cuda_backend::cudarc::driver::result;
-    let ctx = dev.cuda_stream().context().clone();
-    ctx.bind_to_thread().w()?;
-    // SAFETY: the device handle comes from a live context; trimming only releases unused pool memory.
-    unsafe {
-        let pool = result::device::get_default_mem_pool(ctx.cu_device()).w()?;
-        result::mem_pool::trim_to(pool, 0).w()
-    }
-}
-
 /// A page-locked host buffer reused across uploads.
 pub(crate) type Staging = candle_core::cuda_backend::cudarc::driver::PinnedHostSlice<bf16>;
 

@@ -99,13 +99,6 @@ impl ColQwen {
         let head = Linear::new(config.text.hidden_size, EMBEDDING_DIM, true, vb.pp("custom_text_proj"))?;
         vb.check_adapter_used()?;
         tracing::info!(device = ?device, ?dtype, lora_pairs = vb.lora_pairs(), "loaded ColQwen2.5");
-        // The stream-ordered allocator keeps freed blocks (the parts of the fused projections, the f32 LoRA
-        // merges); returning them now keeps them out of the inference peak.
-        device.synchronize()?;
-        #[cfg(feature = "cuda")]
-        if let Device::Cuda(d) = device {
-            crate::kernels::trim_memory_pool(d)?;
-        }
         Ok(Self {
             lora_pairs: vb.lora_pairs(),
             config,

@@ -327,6 +327,35 @@ impl GatedMlp {
     }
 }
 
+/// Profile span names of one tower's block stages.
+pub(crate) struct BlockSpans {
+    pub(crate) add_norm: &'static str,
+    /// Gate/up GEMM, activation, down GEMM.
+    pub(crate) mlp: [&'static str; 3],
+}
+
+/// A pre-norm transformer block, `h = x + attn(norm1(x))`, output `h + mlp(norm2(h))`, with that last residual
+/// add left pending: returns `(h, d)` whose sum is the block's output, so the add runs fused with the next norm
+/// ([`RmsNorm::add_forward`]); `pending` is the previous block's `d`. Inputs of each stage are dropped as soon as
+/// it has run, keeping them out of the next stage's peak.
+pub(crate) fn pre_norm_block(
+    xs: &Tensor,
+    pending: Option<&Tensor>,
+    norms: [&RmsNorm; 2],
+    mlp: &GatedMlp,
+    spans: &BlockSpans,
+    attn: impl FnOnce(&Tensor) -> crate::Result<Tensor>,
+) -> crate::Result<(Tensor, Tensor)> {
+    let dev = xs.device();
+    let (xs, a) = span(spans.add_norm, dev, || norms[0].add_forward(xs, pending))?;
+    let o = attn(&a)?;
+    drop(a);
+    let (xs, m) = span(spans.add_norm, dev, || norms[1].add_forward(&xs, Some(&o)))?;
+    drop(o);
+    let d = mlp.forward(&m, spans.mlp)?;
+    Ok((xs, d))
+}
+
 /// `silu(gu[:, :I]) · gu[:, I:]` of `[N, 2I]` → `[N, I]`, the reference's two roundings (silu, then the
 /// product) in half precision; fused on CUDA in bf16.
 pub(crate) fn silu_mul(gu: &Tensor) -> Result<Tensor> {

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention};
+use crate::nn::{AttentionPlan, BlockSpans, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::preprocess::ImageGrid;
 use crate::profile::span;
 use crate::weights::Weights;
@@ -96,8 +96,11 @@ impl Attention {
     }
 }
 
+const BLOCK_SPANS: BlockSpans =
+    BlockSpans { add_norm: "text.add_norm", mlp: ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"] };
+
 impl DecoderLayer {
-    /// One layer with its final residual add left pending (see `VisionBlock::forward`): `(h, d)`, output `h + d`.
+    /// One layer with its final residual add left pending (see [`pre_norm_block`]): `(h, d)`, output `h + d`.
     fn forward(
         &self,
         xs: &Tensor,
@@ -106,14 +109,8 @@ impl DecoderLayer {
         sin: &Tensor,
         plan: &AttentionPlan,
     ) -> Result<(Tensor, Tensor)> {
-        let dev = xs.device();
-        let (xs, a) = span("text.add_norm", dev, || self.input_layernorm.add_forward(xs, pending))?;
-        let o = self.self_attn.forward(&a, cos, sin, plan)?;
-        drop(a);
-        let (xs, m) = span("text.add_norm", dev, || self.post_attention_layernorm.add_forward(&xs, Some(&o)))?;
-        drop(o);
-        let d = self.mlp.forward(&m, ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"])?;
-        Ok((xs, d))
+        let norms = [&self.input_layernorm, &self.post_attention_layernorm];
+        pre_norm_block(xs, pending, norms, &self.mlp, &BLOCK_SPANS, |a| self.self_attn.forward(a, cos, sin, plan))
     }
 }
 

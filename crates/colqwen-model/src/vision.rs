@@ -5,7 +5,7 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention};
+use crate::nn::{AttentionPlan, BlockSpans, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::preprocess::ImageGrid;
 use crate::profile::span;
 use crate::weights::Weights;
@@ -135,9 +135,11 @@ impl VisionAttention {
     }
 }
 
+const BLOCK_SPANS: BlockSpans =
+    BlockSpans { add_norm: "vision.add_norm", mlp: ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"] };
+
 impl VisionBlock {
-    /// One block, with the residual add left pending: returns `(h, d)` whose sum is the block's output, so the
-    /// add runs fused with the next norm (`RmsNorm::add_forward`). `pending` is the previous block's `d`.
+    /// One block with its final residual add left pending (see [`pre_norm_block`]): `(h, d)`, output `h + d`.
     fn forward(
         &self,
         xs: &Tensor,
@@ -147,14 +149,9 @@ impl VisionBlock {
         plan: &AttentionPlan,
         full: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let dev = xs.device();
-        let (xs, a) = span("vision.add_norm", dev, || self.norm1.add_forward(xs, pending))?;
-        let o = self.attn.forward(&a, cos, sin, plan, full)?;
-        drop(a);
-        let (xs, m) = span("vision.add_norm", dev, || self.norm2.add_forward(&xs, Some(&o)))?;
-        drop(o);
-        let d = self.mlp.forward(&m, ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"])?;
-        Ok((xs, d))
+        pre_norm_block(xs, pending, [&self.norm1, &self.norm2], &self.mlp, &BLOCK_SPANS, |a| {
+            self.attn.forward(a, cos, sin, plan, full)
+        })
     }
 }
 

@@ -124,13 +124,12 @@ impl Weights {
         names.join(", ")
     }
 
-    fn load_entry(
-        &self,
-        files: &[(PathBuf, MmapedSafetensors)],
+    /// The stored tensor of `entry`, checked against the expected `shape`, with its dtype.
+    fn checked_view<'a>(
+        files: &'a [(PathBuf, MmapedSafetensors)],
         entry: &Entry,
         shape: &[usize],
-        dtype: DType,
-    ) -> Result<Tensor> {
+    ) -> Result<(safetensors::tensor::TensorView<'a>, DType)> {
         let (path, st) = &files[entry.file];
         let view = st.get(&entry.disk_name).map_err(|source| Error::Safetensors { path: path.clone(), source })?;
         if view.shape() != shape {
@@ -141,10 +140,21 @@ impl Weights {
                 actual: view.shape().to_vec(),
             });
         }
-        // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
         let stored: DType =
             view.dtype().try_into().map_err(|source| Error::Safetensors { path: path.clone(), source })?;
-        let t = Tensor::from_raw_buffer(view.data(), stored, view.shape(), &self.device)?;
+        Ok((view, stored))
+    }
+
+    fn load_entry(
+        &self,
+        files: &[(PathBuf, MmapedSafetensors)],
+        entry: &Entry,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let (view, stored) = Self::checked_view(files, entry, shape)?;
+        // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
+        let t = Tensor::from_raw_buffer(view.data(), stored, shape, &self.device)?;
         Ok(t.to_dtype(dtype)?)
     }
 
@@ -189,7 +199,7 @@ impl Weights {
         Ok(merged)
     }
 
-    /// Rows `r0..r0+n` of a 2-D tensor `[rows, cols]` of the expected `shape`, on the device in its stored dtype.
+    /// Rows `r0..r0+n` of the 2-D tensor of `entry` (expected `shape`), on the device in its stored dtype.
     fn load_rows(
         &self,
         files: &[(PathBuf, MmapedSafetensors)],
@@ -198,18 +208,7 @@ impl Weights {
         r0: usize,
         n: usize,
     ) -> Result<Tensor> {
-        let (path, st) = &files[entry.file];
-        let view = st.get(&entry.disk_name).map_err(|source| Error::Safetensors { path: path.clone(), source })?;
-        if view.shape() != shape || shape.len() != 2 {
-            return Err(Error::ShapeMismatch {
-                path: path.clone(),
-                name: entry.disk_name.clone(),
-                expected: shape.to_vec(),
-                actual: view.shape().to_vec(),
-            });
-        }
-        let stored: DType =
-            view.dtype().try_into().map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        let (view, stored) = Self::checked_view(files, entry, shape)?;
         let row_bytes = shape[1] * stored.size_in_bytes();
         let bytes = &view.data()[r0 * row_bytes..(r0 + n) * row_bytes];
         Ok(Tensor::from_raw_buffer(bytes, stored, &[n, shape[1]], &self.device)?)
