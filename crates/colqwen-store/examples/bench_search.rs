@@ -22,12 +22,6 @@ const K: usize = 10;
 const PREFETCHES: [usize; 4] = [50, 100, 200, 500];
 const INGEST_BATCH: usize = 16;
 const FLUSH_EVERY: usize = 256;
-const SEED: u64 = 42;
-
-fn page_vectors(i: usize) -> Vec<f32> {
-    let mut rng = Rng::new(SEED ^ (i as u64).wrapping_mul(0x9E37_79B9));
-    clustered_page(&mut rng, ROWS, DIM, 1.0)
-}
 
 fn cpu_now() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -49,34 +43,6 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
-/// MaxSim with 8 accumulators, the loop a plain Rust implementation would use.
-fn maxsim_fast(query: &[f32], doc: &[f32], dim: usize) -> f32 {
-    let nq = query.len() / dim;
-    let mut best = vec![f32::NEG_INFINITY; nq];
-    for d in doc.chunks_exact(dim) {
-        for (b, q) in best.iter_mut().zip(query.chunks_exact(dim)) {
-            let mut acc = [0.0f32; 8];
-            for (qc, dc) in q.chunks_exact(8).zip(d.chunks_exact(8)) {
-                for j in 0..8 {
-                    acc[j] += qc[j] * dc[j];
-                }
-            }
-            let dot = acc.iter().sum::<f32>();
-            if dot > *b {
-                *b = dot;
-            }
-        }
-    }
-    best.iter().sum()
-}
-
-fn top_k(scores: Vec<f32>, k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    idx.truncate(k);
-    idx
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let work = Path::new(args.get(1).map(String::as_str).unwrap_or("bench-data"));
@@ -94,9 +60,9 @@ fn main() {
         rayon::current_num_threads()
     );
 
-    let (pages, gen_ms, _) = timed(|| (0..n).into_par_iter().map(page_vectors).collect::<Vec<_>>());
+    let (pages, gen_ms, _) = timed(|| (0..n).into_par_iter().map(|i| corpus_page(i, ROWS)).collect::<Vec<_>>());
     println!("generated in {:.1} s", gen_ms / 1e3);
-    let mut qrng = Rng::new(SEED + 1);
+    let mut qrng = Rng::new(CORPUS_SEED + 1);
     let queries: Vec<(Vec<f32>, Option<usize>)> = (0..n_queries)
         .map(|i| {
             if i % 2 == 0 {
@@ -117,8 +83,8 @@ fn main() {
         bf1.push(w);
         let (scores_p, w, _) = timed(|| pages.par_iter().map(|p| maxsim_fast(q, p, DIM)).collect::<Vec<_>>());
         bfp.push(w);
-        assert_eq!(top_k(scores.clone(), K), top_k(scores_p, K));
-        truth.push(top_k(scores, K));
+        assert_eq!(top_k(&scores, K), top_k(&scores_p, K));
+        truth.push(top_k(&scores, K));
     }
     // Spot check against the scalar oracle.
     let o = maxsim(&queries[0].0, &pages[0], DIM);

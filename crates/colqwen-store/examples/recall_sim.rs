@@ -10,56 +10,14 @@ mod common;
 
 use std::time::Instant;
 
+use colqwen_store::pooled;
 use common::*;
 use rayon::prelude::*;
 
 const ROWS: usize = 768;
 const QUERY_ROWS: usize = 24;
 const K: usize = 10;
-const SEED: u64 = 42;
 const PREFETCHES: [usize; 7] = [50, 100, 200, 500, 1000, 2000, 5000];
-
-/// Same generator as bench_search.
-fn page_vectors(i: usize) -> Vec<f32> {
-    let mut rng = Rng::new(SEED ^ (i as u64).wrapping_mul(0x9E37_79B9));
-    clustered_page(&mut rng, ROWS, DIM, 1.0)
-}
-
-fn pooled(v: &[f32]) -> Vec<f32> {
-    let mut m = vec![0.0f32; DIM];
-    for row in v.chunks_exact(DIM) {
-        m.iter_mut().zip(row).for_each(|(a, b)| *a += b);
-    }
-    normalize(&mut m);
-    m
-}
-
-fn maxsim_fast(query: &[f32], doc: &[f32]) -> f32 {
-    let nq = query.len() / DIM;
-    let mut best = vec![f32::NEG_INFINITY; nq];
-    for d in doc.chunks_exact(DIM) {
-        for (b, q) in best.iter_mut().zip(query.chunks_exact(DIM)) {
-            let mut acc = [0.0f32; 8];
-            for (qc, dc) in q.chunks_exact(8).zip(d.chunks_exact(8)) {
-                for j in 0..8 {
-                    acc[j] += qc[j] * dc[j];
-                }
-            }
-            let dot = acc.iter().sum::<f32>();
-            if dot > *b {
-                *b = dot;
-            }
-        }
-    }
-    best.iter().sum()
-}
-
-fn top(scores: &[f32], k: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = (0..scores.len()).collect();
-    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
-    idx.truncate(k);
-    idx
-}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -67,28 +25,28 @@ fn main() {
     let n_queries: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(20);
     let started = Instant::now();
     // Queries exactly as bench_search makes them.
-    let mut qrng = Rng::new(SEED + 1);
+    let mut qrng = Rng::new(CORPUS_SEED + 1);
     let queries: Vec<(Vec<f32>, bool)> = (0..n_queries)
         .map(|i| {
             if i % 2 == 0 {
                 let t = qrng.below(n as u64) as usize;
-                (planted_query(&mut qrng, &page_vectors(t), QUERY_ROWS, DIM, 1.0), true)
+                (planted_query(&mut qrng, &corpus_page(t, ROWS), QUERY_ROWS, DIM, 1.0), true)
             } else {
                 (random_query(&mut qrng, QUERY_ROWS, DIM), false)
             }
         })
         .collect();
-    let pooled_q: Vec<Vec<f32>> = queries.iter().map(|(q, _)| pooled(q)).collect();
+    let pooled_q: Vec<Vec<f32>> = queries.iter().map(|(q, _)| pooled(q, DIM)).collect();
     // Per page: (pooled score, MaxSim) for every query.
     let per_page: Vec<Vec<(f32, f32)>> = (0..n)
         .into_par_iter()
         .map(|i| {
-            let v = page_vectors(i);
-            let p = pooled(&v);
+            let v = corpus_page(i, ROWS);
+            let p = pooled(&v, DIM);
             queries
                 .iter()
                 .zip(&pooled_q)
-                .map(|((q, _), pq)| (pq.iter().zip(&p).map(|(a, b)| a * b).sum(), maxsim_fast(q, &v)))
+                .map(|((q, _), pq)| (pq.iter().zip(&p).map(|(a, b)| a * b).sum(), maxsim_fast(q, &v, DIM)))
                 .collect()
         })
         .collect();
@@ -100,8 +58,8 @@ fn main() {
         for (qi, (_, planted)) in queries.iter().enumerate() {
             let pooled_s: Vec<f32> = per_page.iter().map(|s| s[qi].0).collect();
             let exact_s: Vec<f32> = per_page.iter().map(|s| s[qi].1).collect();
-            let truth = top(&exact_s, K);
-            let cand = top(&pooled_s, p);
+            let truth = top_k(&exact_s, K);
+            let cand = top_k(&pooled_s, p);
             let mut reranked: Vec<usize> = cand.clone();
             reranked.sort_by(|&a, &b| exact_s[b].total_cmp(&exact_s[a]));
             reranked.truncate(K);

@@ -48,6 +48,44 @@ pub fn unit_vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
     v
 }
 
+/// Seed of the synthetic corpus that `bench_search` and `recall_sim` share (pages from it, queries from it + 1).
+pub const CORPUS_SEED: u64 = 42;
+
+/// Page `i` of that corpus: `rows` clustered unit vectors, the same whichever example asks.
+pub fn corpus_page(i: usize, rows: usize) -> Vec<f32> {
+    let mut rng = Rng::new(CORPUS_SEED ^ (i as u64).wrapping_mul(0x9E37_79B9));
+    clustered_page(&mut rng, rows, DIM, 1.0)
+}
+
+/// MaxSim with 8 accumulators, the loop a plain Rust implementation would use (the benchmarks' baseline).
+pub fn maxsim_fast(query: &[f32], doc: &[f32], dim: usize) -> f32 {
+    let nq = query.len() / dim;
+    let mut best = vec![f32::NEG_INFINITY; nq];
+    for d in doc.chunks_exact(dim) {
+        for (b, q) in best.iter_mut().zip(query.chunks_exact(dim)) {
+            let mut acc = [0.0f32; 8];
+            for (qc, dc) in q.chunks_exact(8).zip(d.chunks_exact(8)) {
+                for j in 0..8 {
+                    acc[j] += qc[j] * dc[j];
+                }
+            }
+            let dot = acc.iter().sum::<f32>();
+            if dot > *b {
+                *b = dot;
+            }
+        }
+    }
+    best.iter().sum()
+}
+
+/// Indices of the `k` highest scores, best first.
+pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    idx.truncate(k);
+    idx
+}
+
 /// `rows` unit vectors around a random page centroid (noise of norm ~`noise`), like real pages.
 pub fn clustered_page(rng: &mut Rng, rows: usize, dim: usize, noise: f32) -> Vec<f32> {
     let centroid = unit_vector(rng, dim);
