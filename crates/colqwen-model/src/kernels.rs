@@ -303,17 +303,18 @@ impl CustomOp3 for Rope {
         let el = n * self.heads * d;
         // SAFETY: one thread per 8 rotated pairs writes all 16 of its elements; the grid covers all pairs.
         let out = unsafe { dev.alloc::<bf16>(el)? };
-        let name = match (cos.dtype(), sin.dtype()) {
-            (DType::F32, DType::F32) => "rope_f32",
-            (DType::BF16, DType::BF16) => "rope_bf16",
+        let f32_tables = match (cos.dtype(), sin.dtype()) {
+            (DType::F32, DType::F32) => true,
+            (DType::BF16, DType::BF16) => false,
             (c, s) => bail!("rope: tables in {c:?}/{s:?}; f32 or bf16 expected"),
         };
+        let name = if f32_tables { "rope_f32" } else { "rope_bf16" };
         let func = dev.get_or_load_custom_func(name, MODULE, ptx::COLQWEN)?;
         let (c32, s32, c16, s16);
         let mut b = func.builder();
         b.arg(&xs);
         candle_core::builder_arg!(b, src_rs as i32);
-        if name == "rope_f32" {
+        if f32_tables {
             (c32, s32) = (cos.as_cuda_slice::<f32>()?.slice(c0..c1), sin.as_cuda_slice::<f32>()?.slice(s0..s1));
             b.arg(&c32);
             b.arg(&s32);

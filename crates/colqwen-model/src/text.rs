@@ -96,23 +96,9 @@ impl Attention {
     }
 }
 
+/// Profile spans of a block (see [`pre_norm_block`]).
 const BLOCK_SPANS: BlockSpans =
     BlockSpans { add_norm: "text.add_norm", mlp: ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"] };
-
-impl DecoderLayer {
-    /// One layer with its final residual add left pending (see [`pre_norm_block`]): `(h, d)`, output `h + d`.
-    fn forward(
-        &self,
-        xs: &Tensor,
-        pending: Option<&Tensor>,
-        cos: &Tensor,
-        sin: &Tensor,
-        plan: &AttentionPlan,
-    ) -> Result<(Tensor, Tensor)> {
-        let norms = [&self.input_layernorm, &self.post_attention_layernorm];
-        pre_norm_block(xs, pending, norms, &self.mlp, &BLOCK_SPANS, |a| self.self_attn.forward(a, cos, sin, plan))
-    }
-}
 
 impl TextModel {
     /// Loads `language_model.*`.
@@ -175,7 +161,10 @@ impl TextModel {
         })?;
         let (mut xs, mut pending) = (embeds.clone(), None);
         for layer in &self.layers {
-            let (h, delta) = layer.forward(&xs, pending.as_ref(), &cos, &sin, &plan)?;
+            let norms = [&layer.input_layernorm, &layer.post_attention_layernorm];
+            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &layer.mlp, &BLOCK_SPANS, |a| {
+                layer.self_attn.forward(a, &cos, &sin, &plan)
+            })?;
             (xs, pending) = (h, Some(delta));
         }
         Ok(self.norm.add_forward(&xs, pending.as_ref())?.1)

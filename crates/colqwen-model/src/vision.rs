@@ -135,25 +135,9 @@ impl VisionAttention {
     }
 }
 
+/// Profile spans of a block (see [`pre_norm_block`]).
 const BLOCK_SPANS: BlockSpans =
     BlockSpans { add_norm: "vision.add_norm", mlp: ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"] };
-
-impl VisionBlock {
-    /// One block with its final residual add left pending (see [`pre_norm_block`]): `(h, d)`, output `h + d`.
-    fn forward(
-        &self,
-        xs: &Tensor,
-        pending: Option<&Tensor>,
-        cos: &Tensor,
-        sin: &Tensor,
-        plan: &AttentionPlan,
-        full: bool,
-    ) -> Result<(Tensor, Tensor)> {
-        pre_norm_block(xs, pending, [&self.norm1, &self.norm2], &self.mlp, &BLOCK_SPANS, |a| {
-            self.attn.forward(a, cos, sin, plan, full)
-        })
-    }
-}
 
 impl VisionModel {
     /// Loads `visual.*`.
@@ -257,7 +241,10 @@ impl VisionModel {
         for (i, block) in self.blocks.iter().enumerate() {
             let full = self.fullatt.contains(&i);
             let plan = if full { &full_plan } else { &window_plan };
-            let (h, delta) = block.forward(&xs, pending.as_ref(), &cos, &sin, plan, full)?;
+            let norms = [&block.norm1, &block.norm2];
+            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &block.mlp, &BLOCK_SPANS, |a| {
+                block.attn.forward(a, &cos, &sin, plan, full)
+            })?;
             (xs, pending) = (h, Some(delta));
         }
         let m = &self.merger;
