@@ -90,6 +90,39 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Pages, documents, size and model of the index
     Stats,
+    /// Serve the index over HTTP (JSON API under /v1, web page at /): search while ingesting
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to bind; anything but loopback requires an API key
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port (0: any free port, printed at start)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// API key required on every route but /health (as `Authorization: Bearer KEY` or `X-API-Key`)
+    #[arg(long, env = "COLQWEN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Allow ingesting server-side files below this folder (repeatable); uploads are always allowed
+    #[arg(long = "allow-path")]
+    pub allow_paths: Vec<PathBuf>,
+    /// Largest upload, in MiB per request
+    #[arg(long, default_value_t = 512)]
+    pub max_upload_mib: u64,
+    /// Seconds a request may take (uploads and event streams excepted)
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Allow cross-origin requests from this origin (repeatable; off by default)
+    #[arg(long = "cors-origin")]
+    pub cors_origins: Vec<String>,
+    /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Element type of the stored vectors of a new index
+    #[arg(long, value_enum, default_value_t = StorageArg::F16)]
+    pub storage: StorageArg,
 }
 
 #[derive(Debug, Args)]
@@ -100,9 +133,13 @@ pub struct IngestArgs {
     /// Re-embed pages that are already in the index
     #[arg(long)]
     pub force: bool,
-    /// Password for encrypted PDFs
+    /// Password for encrypted PDFs. Visible to other users in `ps`: prefer --password-file, the
+    /// COLQWEN_PDF_PASSWORD variable, or the prompt (asked when stdin is a terminal and a PDF needs one)
     #[arg(long, env = "COLQWEN_PDF_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Read the password for encrypted PDFs from this file (first line)
+    #[arg(long, conflicts_with = "password")]
+    pub password_file: Option<PathBuf>,
     /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
     #[arg(long)]
     pub batch_size: Option<usize>,
@@ -151,6 +188,9 @@ pub enum ModeArg {
 
 #[derive(Debug, Args)]
 pub struct DeleteArgs {
-    /// Document id, id prefix, path or file name (see `colqwen list`)
+    /// Document id, id prefix (at least 4 hex digits), path or file name (see `colqwen list`)
     pub doc: String,
+    /// Do not ask for confirmation
+    #[arg(long, short)]
+    pub yes: bool,
 }

@@ -15,3 +15,8 @@ pub fn hf_offline() -> bool {
 pub fn hf_token() -> Option<String> {
     std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty())
 }
+
+/// `COLQWEN_API_KEY`: the key a CLI command sends to a running server (the server reads it through clap).
+pub fn api_key() -> Option<String> {
+    std::env::var("COLQWEN_API_KEY").ok().filter(|t| !t.is_empty())
+}

@@ -72,7 +72,7 @@ impl Progress for IngestBars {
     fn on_pages_embedded(&self, n: usize) {
         self.embedded.inc(n as u64);
     }
-    fn on_pages_stored(&self, n: usize) {
+    fn on_pages_stored(&self, _path: &Path, n: usize) {
         self.stored.inc(n as u64);
     }
     fn on_failure(&self, f: &Failure) {
@@ -82,7 +82,7 @@ impl Progress for IngestBars {
                 pb.dec_length(1);
             }
         }
-        let _ = self.multi.println(format!("warning: {}", crate::describe_failure(f)));
+        let _ = self.multi.println(format!("warning: {}", f.describe()));
     }
     fn on_document_done(&self, path: &Path) {
         self.stored.set_message(path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());

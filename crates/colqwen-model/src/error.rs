@@ -147,3 +147,25 @@ impl Error {
         Self::Io { path: path.into(), source }
     }
 }
+
+impl colqwen_core::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            Self::NotCached { .. } => {
+                "run once with network access to download the model, or pass --model with a local folder".into()
+            }
+            Self::Hub { .. } => "check the network and the model id; gated models need HF_TOKEN".into(),
+            Self::MissingFile { .. } | Self::Safetensors { .. } | Self::ShapeMismatch { .. } | Self::MissingTensor { .. } => {
+                "the model folder is incomplete or damaged: download it again".into()
+            }
+            Self::UnsupportedModelType { .. } => "colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into(),
+            _ => return None,
+        })
+    }
+
+    /// Everything but a failing tensor operation (a bug or a device failure) is about the user's model files,
+    /// network or flags.
+    fn user_fixable(&self) -> bool {
+        !matches!(self, Self::Tensor(_))
+    }
+}

@@ -2,7 +2,7 @@
 //! `shared/reference/colqwen2_5.md`, cited as "fact sheet §N").
 //!
 //! Data path: [`preprocess`] (page image → `pixel_values`) → [`vision`] (→ visual tokens) → [`text`]
-//! (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, 128]`) → [`score::maxsim`].
+//! (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, 128]`) → [`maxsim`].
 //! [`ColQwen::embed_images`] and [`ColQwen::embed_queries`] run the whole path on packed batches.
 
 pub mod config;
@@ -13,7 +13,6 @@ mod model;
 mod nn;
 pub mod preprocess;
 pub mod profile;
-pub mod score;
 mod source;
 pub mod text;
 pub mod tokenize;
@@ -25,6 +24,6 @@ pub use config::{AdapterConfig, Config, PreprocessorConfig};
 pub use error::{Error, Result};
 pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch, default_batch_size, free_device_memory};
 pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
-pub use score::{MultiVector, maxsim};
+pub use colqwen_core::{MultiVector, maxsim};
 pub use source::{DEFAULT_MODEL_ID, HubOptions, ModelFiles};
 pub use tokenize::QueryTemplate;

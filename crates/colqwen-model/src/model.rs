@@ -6,12 +6,13 @@ use candle_core::{DType, Device, Module, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
 
+use colqwen_core::MultiVector;
+
 use crate::config::{AdapterConfig, Config, PreprocessorConfig};
 use crate::error::Result;
 use crate::nn::Linear;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
 use crate::profile::span;
-use crate::score::MultiVector;
 use crate::source::ModelFiles;
 use crate::text::{TextModel, document_positions, query_positions};
 use crate::tokenize::{Prompts, QueryTemplate};

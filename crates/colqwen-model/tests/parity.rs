@@ -6,7 +6,7 @@
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use colqwen_model::{ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector, maxsim};
+use colqwen_model::{ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector};
 use colqwen_testkit::{F32_PARITY, Golden, assert_rows_close, golden_dir, manifest, tiny_adapter};
 
 fn load(skip_adapter: bool) -> ColQwen {
@@ -220,7 +220,7 @@ fn query_stages_match_base_without_adapter() {
 
 /// The reference's own score (fact sheet §7.1, trap 27): `score_multi_vector` right-pads the documents of a
 /// block with zero rows, so every document shorter than the block's longest gets an extra 0 candidate in each
-/// max. We do not reproduce that batch dependence in [`maxsim`]; this test-only emulation proves that the
+/// max. We do not reproduce that batch dependence in [`MultiVector::maxsim`]; this test-only emulation proves that the
 /// embeddings and the sum are otherwise exact.
 fn reference_score(q: &MultiVector, d: &MultiVector, zero_padded: bool) -> f32 {
     q.rows()
@@ -244,7 +244,7 @@ fn check_scores(m: &ColQwen, golden: &str) {
     let longest = docs.iter().map(|d| d.rows).max().unwrap();
     let (mut worst, mut clamped) = (0f64, 0usize);
     for (j, q) in queries.iter().enumerate() {
-        let ours: Vec<f32> = docs.iter().map(|d| maxsim(q, d)).collect();
+        let ours: Vec<f32> = docs.iter().map(|d| q.maxsim(d)).collect();
         let reference = &theirs[j * n_img..(j + 1) * n_img];
         for (i, (d, b)) in docs.iter().zip(reference).enumerate() {
             let a = reference_score(q, d, d.rows < longest);

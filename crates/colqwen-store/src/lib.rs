@@ -8,19 +8,13 @@
 //! One index is one folder; see [`Store`].
 
 mod error;
-mod id;
-mod manifest;
-mod maxsim;
 mod schema;
 mod store;
 mod wal;
 
-pub use error::{Error, Result};
-pub use id::point_id;
-pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage};
-pub use maxsim::maxsim;
-pub use schema::pooled;
-pub use store::{
-    AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, DocumentInfo, Hit, PageRecord,
-    SearchMode, Stats, Store,
+pub use colqwen_core::{
+    DocumentInfo, FORMAT_VERSION, Hit, IndexManifest, PageIndex, PageRecord, SearchMode, Stats, VectorStorage, maxsim,
+    point_id, pooled,
 };
+pub use error::{Error, Result};
+pub use store::{AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, Store};

@@ -6,8 +6,7 @@ use qdrant_edge::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::PageRecord;
-use crate::manifest::{IndexManifest, VectorStorage};
+use colqwen_core::{IndexManifest, PageRecord, VectorStorage};
 
 /// Named multivector: all rows of a page, MaxSim over Dot, no HNSW graph (m = 0).
 pub(crate) const COLQWEN: &str = "colqwen";
@@ -66,24 +65,7 @@ pub(crate) fn edge_config(manifest: &IndexManifest) -> EdgeConfig {
         .build()
 }
 
-/// The first-stage vector of a page: L2-normalised mean of the rows (all zeros if the mean is zero).
-pub fn pooled(vectors: &[f32], dim: usize) -> Vec<f32> {
-    let mut mean = vec![0.0f32; dim];
-    let mut rows = 0usize;
-    for row in vectors.chunks_exact(dim) {
-        for (m, v) in mean.iter_mut().zip(row) {
-            *m += v;
-        }
-        rows += 1;
-    }
-    let norm = mean.iter().map(|v| v * v).sum::<f32>().sqrt();
-    if rows > 0 && norm > 0.0 {
-        for m in &mut mean {
-            *m /= norm;
-        }
-    }
-    mean
-}
+pub(crate) use colqwen_core::pooled;
 
 pub(crate) fn payload(page: &PageRecord, manifest: &IndexManifest) -> Value {
     let mut m = Map::new();

@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Instant;
+
+use colqwen_core::{DocumentInfo, Hit, IndexManifest, MultiVector, PageIndex, PageRecord, SearchMode, Stats};
 
 use qdrant_edge::{
     Condition, CountRequest, EdgeShard, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery,
@@ -11,12 +14,10 @@ use qdrant_edge::{
     QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, TypedMultiDenseVector, UpdateOperation, Vector,
     VectorInternal, Vectors, WithPayloadInterface, WithVector,
 };
-use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::error::{Error, Result};
-use crate::id::point_id;
-use crate::manifest::{IndexManifest, VectorStorage};
+use crate::error::{Error, Result, engine};
+use crate::point_id;
 use crate::schema::{self, field};
 use crate::wal;
 
@@ -41,81 +42,16 @@ pub const AUTO_LARGE_INDEX_PAGES: usize = 20_000;
 /// Prefetch for large indexes: recall@10 0.99 at 100k pages (200 gave 0.91), rerank ~80-90 ms.
 pub const AUTO_PREFETCH_LARGE: usize = 500;
 
-/// One embedded page, as handed to [`Store::upsert`].
-#[derive(Debug, Clone, PartialEq)]
-pub struct PageRecord {
-    pub doc_id: String,
-    pub source_path: String,
-    pub file_sha256: String,
-    /// 0-based.
-    pub page_index: usize,
-    pub page_count: usize,
-    pub page_width_pt: f32,
-    pub page_height_pt: f32,
-    /// Relative path of a preview image, if one was written.
-    pub preview: Option<String>,
-    /// `rows × embedding_dim`, row-major.
-    pub vectors: Vec<f32>,
-}
-
-/// How [`Store::search`] ranks pages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SearchMode {
-    /// MaxSim against every (filtered) page.
-    Exact,
-    /// Top `prefetch` pages by the pooled vector, then exact MaxSim on those.
-    TwoStage { prefetch: usize },
-    /// Exact up to [`AUTO_EXACT_MAX_PAGES`] candidate pages, else `TwoStage { prefetch: AUTO_PREFETCH }`.
-    Auto,
-}
-
-/// One ranked page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Hit {
-    /// MaxSim score (sum over query rows of the best dot product).
-    pub score: f32,
-    pub point_id: u64,
-    pub doc_id: String,
-    pub source_path: String,
-    pub file_sha256: String,
-    pub page_index: usize,
-    pub page_count: usize,
-    pub page_width_pt: f32,
-    pub page_height_pt: f32,
-    pub preview: Option<String>,
-}
-
-/// One document version in the index.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DocumentInfo {
-    pub doc_id: String,
-    pub source_path: String,
-    pub file_sha256: String,
-    /// Pages the file has.
-    pub page_count: usize,
-    /// Pages of it that are stored (less than `page_count` after an interrupted ingest).
-    pub stored_pages: usize,
-}
-
-/// Size and identity of an index.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stats {
-    pub pages: usize,
-    pub documents: usize,
-    /// Allocated bytes of everything under the index folder.
-    pub bytes_on_disk: u64,
-    /// Of which the shard's write-ahead log.
-    pub wal_bytes: u64,
-    pub model_id: String,
-    pub embedding_dim: usize,
-    pub storage: VectorStorage,
-}
-
 /// An open index. Holds an exclusive lock on `<dir>/LOCK` until dropped.
 #[derive(Debug)]
 pub struct Store {
     // Field order is drop order: the shard (which flushes on drop) goes before the lock.
-    shard: Option<EdgeShard>,
+    /// `None` only if reopening after a WAL compaction failed. Searches and writes take the read lock (the
+    /// shard synchronises inside); only the compaction's close-and-reload takes the write lock.
+    shard: RwLock<Option<EdgeShard>>,
+    /// Serialises writers (upsert, delete, flush), so a count-then-delete or a flush-then-compact is atomic
+    /// with respect to other writes. Readers never take it.
+    writes: Mutex<()>,
     manifest: IndexManifest,
     dir: PathBuf,
     _lock: fs::File,
@@ -172,19 +108,20 @@ impl Store {
         let existing = shard_dir.join(EDGE_CONFIG_FILE).exists();
         let shard = if existing {
             wal::compact(&shard_dir)?;
-            EdgeShard::load(&shard_dir, Some(config)).map_err(Error::engine("opening shard", dir))?
+            EdgeShard::load(&shard_dir, Some(config)).map_err(engine("opening shard", dir))?
         } else {
             fs::create_dir_all(&shard_dir).map_err(Error::io("creating shard directory", &shard_dir))?;
-            EdgeShard::new(&shard_dir, config).map_err(Error::engine("creating shard", dir))?
+            EdgeShard::new(&shard_dir, config).map_err(engine("creating shard", dir))?
         };
-        let mut store = Store { shard: Some(shard), manifest, dir: dir.to_path_buf(), _lock: lock };
+        let store =
+            Store { shard: RwLock::new(Some(shard)), writes: Mutex::new(()), manifest, dir: dir.to_path_buf(), _lock: lock };
         store.ensure_payload_indexes()?;
         tracing::debug!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "opened index");
         Ok(store)
     }
 
-    fn ensure_payload_indexes(&mut self) -> Result<()> {
-        let present = self.shard()?.info().payload_schema;
+    fn ensure_payload_indexes(&self) -> Result<()> {
+        let present = self.with_shard(|s| Ok(s.info().payload_schema))?;
         for name in schema::KEYWORD_INDEXED {
             if present.keys().any(|k| k.to_string() == name) {
                 continue;
@@ -194,7 +131,7 @@ impl Store {
                     field_name: key(name),
                     field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
                 }));
-            self.shard()?.update(op).map_err(Error::engine("creating payload index", &self.dir))?;
+            self.with_shard(|s| s.update(op).map_err(engine("creating payload index", &self.dir)))?;
         }
         Ok(())
     }
@@ -204,18 +141,14 @@ impl Store {
         &self.manifest
     }
 
-    /// The index folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Inserts or replaces pages (same file hash + page index = same point). Survives a killed
     /// process once [`Store::flush`] has returned; not before.
-    pub fn upsert(&mut self, pages: Vec<PageRecord>) -> Result<()> {
+    pub fn upsert(&self, pages: Vec<PageRecord>) -> Result<()> {
         let dim = self.manifest.embedding_dim;
         for page in &pages {
             check_page(page, dim)?;
         }
+        let _writer = self.writer();
         let mut pages = pages.into_iter().peekable();
         while pages.peek().is_some() {
             let mut batch = Vec::with_capacity(UPSERT_BATCH_PAGES);
@@ -225,7 +158,7 @@ impl Store {
             let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(
                 batch,
             )));
-            self.shard()?.update(op).map_err(Error::engine("upserting pages", &self.dir))?;
+            self.with_shard(|s| s.update(op).map_err(engine("upserting pages", &self.dir)))?;
         }
         Ok(())
     }
@@ -245,12 +178,14 @@ impl Store {
     }
 
     /// Makes every upsert and delete so far durable, and keeps the write-ahead log bounded.
-    pub fn flush(&mut self) -> Result<()> {
+    pub fn flush(&self) -> Result<()> {
         let started = Instant::now();
-        let shard = self.shard()?;
+        let _writer = self.writer();
         // qdrant-edge 0.7 flush() panics on I/O errors instead of returning them.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
-            .map_err(|panic| Error::Flush { dir: self.dir.clone(), message: panic_message(panic) })?;
+        self.with_shard(|shard| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
+                .map_err(|panic| Error::Flush { dir: self.dir.clone(), message: panic_message(panic) })
+        })?;
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "flushed index");
         let shard_dir = self.dir.join(SHARD_DIR);
         if wal::closed_bytes(&shard_dir) > wal::COMPACT_AT_BYTES {
@@ -261,21 +196,24 @@ impl Store {
 
     /// qdrant-edge 0.7 never truncates its WAL; the only safe moment to drop old WAL segments is
     /// while the shard is closed. Close, compact, load again.
-    fn reopen_compacted(&mut self) -> Result<()> {
+    /// Called with the writer lock held; waits for running searches (the shard's write lock).
+    fn reopen_compacted(&self) -> Result<()> {
         let started = Instant::now();
         let shard_dir = self.dir.join(SHARD_DIR);
-        drop(self.shard.take()); // flushes again (cheap: nothing changed) and releases the WAL
+        let mut slot = self.shard.write().unwrap_or_else(PoisonError::into_inner);
+        drop(slot.take()); // flushes again (cheap: nothing changed) and releases the WAL
         wal::compact(&shard_dir)?;
         let shard = EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest)))
-            .map_err(Error::engine("reopening shard after WAL compaction", &self.dir))?;
-        self.shard = Some(shard);
+            .map_err(engine("reopening shard after WAL compaction", &self.dir))?;
+        *slot = Some(shard);
         tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "compacted WAL");
         Ok(())
     }
 
     /// Builds the HNSW graph of the pooled vectors and merges segments. Blocking; optional.
-    pub fn optimize(&mut self) -> Result<bool> {
-        self.shard()?.optimize().map_err(Error::engine("optimizing", &self.dir))
+    pub fn optimize(&self) -> Result<bool> {
+        let _writer = self.writer();
+        self.with_shard(|s| s.optimize().map_err(engine("optimizing", &self.dir)))
     }
 
     /// Page indexes stored for a file (by content hash).
@@ -312,23 +250,24 @@ impl Store {
     }
 
     /// Deletes every page of a document; returns how many were deleted.
-    pub fn delete_document(&mut self, doc_id: &str) -> Result<usize> {
+    pub fn delete_document(&self, doc_id: &str) -> Result<usize> {
         self.delete_where(must(field::DOC_ID, doc_id), "deleting document")
     }
 
     /// Deletes the pages stored for `source_path` whose file hash is not `keep_sha256` (older
     /// versions of a changed file); returns how many were deleted.
-    pub fn delete_file_version(&mut self, source_path: &str, keep_sha256: &str) -> Result<usize> {
+    pub fn delete_file_version(&self, source_path: &str, keep_sha256: &str) -> Result<usize> {
         let mut filter = must(field::SOURCE_PATH, source_path);
         filter.must_not = Some(vec![match_condition(field::FILE_SHA256, keep_sha256)]);
         self.delete_where(filter, "deleting old file version")
     }
 
-    fn delete_where(&mut self, filter: Filter, op: &'static str) -> Result<usize> {
+    fn delete_where(&self, filter: Filter, op: &'static str) -> Result<usize> {
+        let _writer = self.writer();
         let n = self.count(Some(filter.clone()))?;
         if n > 0 {
             let update = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
-            self.shard()?.update(update).map_err(Error::engine(op, &self.dir))?;
+            self.with_shard(|s| s.update(update).map_err(engine(op, &self.dir)))?;
         }
         Ok(n)
     }
@@ -339,7 +278,7 @@ impl Store {
     }
 
     fn count(&self, filter: Option<Filter>) -> Result<usize> {
-        self.shard()?.count(CountRequest { filter, exact: true }).map_err(Error::engine("counting pages", &self.dir))
+        self.with_shard(|s| s.count(CountRequest { filter, exact: true }).map_err(engine("counting pages", &self.dir)))
     }
 
     /// Pages, documents, disk use, model and storage type.
@@ -351,6 +290,7 @@ impl Store {
             Ok(())
         })?;
         Ok(Stats {
+            location: self.dir.display().to_string(),
             pages,
             documents: doc_ids.len(),
             bytes_on_disk: dir_bytes(&self.dir)?,
@@ -418,7 +358,7 @@ impl Store {
             with_payload: WithPayloadInterface::Fields(schema::HIT_FIELDS.iter().map(|f| key(f)).collect()),
         };
         let started = Instant::now();
-        let points = self.shard()?.query(request).map_err(Error::engine("searching", &self.dir))?;
+        let points = self.with_shard(|s| s.query(request).map_err(engine("searching", &self.dir)))?;
         tracing::debug!(?mode, k, ms = started.elapsed().as_millis() as u64, "searched");
         points
             .into_iter()
@@ -458,7 +398,6 @@ impl Store {
         fields: &[&str],
         mut each: impl FnMut(u64, &Map<String, Value>) -> Result<()>,
     ) -> Result<()> {
-        let shard = self.shard()?;
         let with_payload = if fields.is_empty() {
             WithPayloadInterface::Bool(false)
         } else {
@@ -467,16 +406,16 @@ impl Store {
         let empty = Map::new();
         let mut offset = None;
         loop {
-            let (records, next) = shard
-                .scroll(ScrollRequest {
-                    offset,
-                    limit: Some(SCROLL_PAGE),
-                    filter: filter.clone(),
-                    with_payload: Some(with_payload.clone()),
-                    with_vector: WithVector::Bool(false),
-                    order_by: None,
-                })
-                .map_err(Error::engine("listing pages", &self.dir))?;
+            let request = ScrollRequest {
+                offset,
+                limit: Some(SCROLL_PAGE),
+                filter: filter.clone(),
+                with_payload: Some(with_payload.clone()),
+                with_vector: WithVector::Bool(false),
+                order_by: None,
+            };
+            let (records, next) =
+                self.with_shard(|s| s.scroll(request).map_err(engine("listing pages", &self.dir)))?;
             for record in &records {
                 let id = num_id(record.id, &self.dir)?;
                 each(id, record.payload.as_ref().map(|p| &p.0).unwrap_or(&empty))?;
@@ -488,11 +427,18 @@ impl Store {
         }
     }
 
-    fn shard(&self) -> Result<&EdgeShard> {
-        self.shard.as_ref().ok_or_else(|| Error::Damaged {
+    /// Runs `f` on the open shard under the read lock.
+    fn with_shard<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
+        let slot = self.shard.read().unwrap_or_else(PoisonError::into_inner);
+        let shard = slot.as_ref().ok_or_else(|| Error::Damaged {
             dir: self.dir.clone(),
             reason: "the shard failed to reopen after WAL compaction; open the index again",
-        })
+        })?;
+        f(shard)
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn str_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<String> {
@@ -617,4 +563,53 @@ fn allocated(meta: &fs::Metadata) -> u64 {
 #[cfg(not(unix))]
 fn allocated(meta: &fs::Metadata) -> u64 {
     meta.len()
+}
+
+impl PageIndex for Store {
+    fn manifest(&self) -> &IndexManifest {
+        &self.manifest
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn upsert(&self, pages: Vec<PageRecord>) -> Result<()> {
+        Store::upsert(self, pages)
+    }
+
+    fn flush(&self) -> Result<()> {
+        Store::flush(self)
+    }
+
+    fn pages_of_file(&self, file_sha256: &str) -> Result<BTreeSet<usize>> {
+        Store::pages_of_file(self, file_sha256)
+    }
+
+    fn documents(&self) -> Result<Vec<DocumentInfo>> {
+        Store::documents(self)
+    }
+
+    fn delete_document(&self, doc_id: &str) -> Result<usize> {
+        Store::delete_document(self, doc_id)
+    }
+
+    fn delete_file_version(&self, source_path: &str, keep_sha256: &str) -> Result<usize> {
+        Store::delete_file_version(self, source_path, keep_sha256)
+    }
+
+    fn search(&self, query: &MultiVector, k: usize, doc_id: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
+        if query.dim != self.manifest.embedding_dim {
+            return Err(Error::QueryShape { len: query.data.len(), dim: self.manifest.embedding_dim });
+        }
+        Store::search(self, &query.data, k, doc_id, mode)
+    }
+
+    fn page_count(&self) -> Result<usize> {
+        Store::page_count(self)
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        Store::stats(self)
+    }
 }

@@ -1,18 +1,19 @@
-//! The loaded model and its identity in an index manifest.
+//! The loaded model as the service's [`PageEmbedder`]: ColQwen2.5 on candle, with its identity in an index.
+//! A second model family (ColQwen3) is a second implementation of that trait, chosen here at load.
 
 use std::path::Path;
 
-use colqwen_model::{ColQwen, HubOptions, LoadOptions, ModelFiles};
-use colqwen_store::{IndexManifest, VectorStorage};
+use colqwen_core::{BoxError, MultiVector, PageEmbedder, PageInput};
+use colqwen_model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 
 use crate::error::Result;
 use crate::runtime::Runtime;
 
 /// Which model to load and how.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
-    /// Hugging Face model id or local folder (default `vidore/colqwen2.5-v0.2`).
-    pub model: String,
+    /// Hugging Face model id or local folder; `None`: the index's model, else `vidore/colqwen2.5-v0.2`.
+    pub model: Option<String>,
     /// Base model override for an adapter whose `base_model_name_or_path` should not be used.
     pub base: Option<String>,
     /// Hub access.
@@ -30,10 +31,10 @@ pub struct Engine {
 
 impl Engine {
     /// Resolves the model files (downloading into the HF cache when needed) and loads them.
-    pub fn load(opts: &EngineOptions, runtime: &Runtime) -> Result<Self> {
-        let files = ModelFiles::resolve(&opts.model, opts.base.as_deref(), &opts.hub)?;
-        let model = ColQwen::load(&files, &runtime.device, runtime.dtype, &opts.load)?;
-        Ok(Self { model, model_id: model_identity(&opts.model, &opts.hub), runtime: runtime.clone() })
+    pub fn load(model: &str, opts: &EngineOptions, runtime: &Runtime) -> Result<Self> {
+        let files = ModelFiles::resolve(model, opts.base.as_deref(), &opts.hub)?;
+        let loaded = ColQwen::load(&files, &runtime.device, runtime.dtype, &opts.load)?;
+        Ok(Self { model: loaded, model_id: model_identity(model, &opts.hub), runtime: runtime.clone() })
     }
 
     /// The model.
@@ -41,18 +42,24 @@ impl Engine {
         &self.model
     }
 
-    /// The identity recorded in an index: a Hub id (with revision) or a local folder's absolute path.
-    pub fn model_id(&self) -> &str {
-        &self.model_id
-    }
-
     /// Device and dtype.
     pub fn runtime(&self) -> &Runtime {
         &self.runtime
     }
+}
 
-    /// Everything that changes a page's vectors, for the index manifest and the page identity.
-    pub fn preprocessing(&self) -> serde_json::Value {
+impl PageEmbedder for Engine {
+    fn model_id(&self) -> &str {
+        &self.model_id
+    }
+
+    fn embedding_dim(&self) -> usize {
+        colqwen_model::EMBEDDING_DIM
+    }
+
+    /// Everything that changes a page's vectors besides the weights: the resolution limits, the prompt
+    /// format and the renderer (another rasteriser gives other pixels).
+    fn preprocessing(&self) -> serde_json::Value {
         let p = self.model.preprocessor();
         serde_json::json!({
             "min_pixels": p.min_pixels,
@@ -62,13 +69,39 @@ impl Engine {
         })
     }
 
-    /// The manifest a new index made by this engine gets.
-    pub fn index_manifest(&self, storage: VectorStorage) -> IndexManifest {
-        IndexManifest::new(self.model_id.clone(), colqwen_model::EMBEDDING_DIM, self.preprocessing(), storage)
+    fn max_pixels(&self) -> u64 {
+        self.model.preprocessor().max_pixels as u64
+    }
+
+    fn prepare(&self, image: &image::RgbImage) -> Result<PageInput, BoxError> {
+        let pixels = self.model.preprocessor().preprocess(image)?;
+        // One visual token per 2×2 block of 14-px patches (spatial merge).
+        let tokens = pixels.grid.h * pixels.grid.w / 4;
+        Ok(PageInput::new(pixels, tokens))
+    }
+
+    fn default_batch_size(&self) -> usize {
+        colqwen_model::default_batch_size(&self.runtime.device)
+    }
+
+    fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError> {
+        let pixels = pages
+            .into_iter()
+            .map(|p| p.downcast::<PixelValues>().ok_or("page input was prepared by another model"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.model.embed_pixel_values(&pixels)?)
+    }
+
+    fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
+        Ok(self.model.embed_queries(queries)?)
+    }
+
+    fn device_name(&self) -> String {
+        self.runtime.device_name()
     }
 }
 
-fn model_identity(model: &str, hub: &HubOptions) -> String {
+pub(crate) fn model_identity(model: &str, hub: &HubOptions) -> String {
     let p = Path::new(model);
     if p.is_dir() {
         return p.canonicalize().unwrap_or_else(|_| p.to_path_buf()).display().to_string();

@@ -1,26 +1,34 @@
 //! Errors of the library: the leaf crates' errors, each kept as the source, plus what only the library knows.
+//! Every error carries its own hint ([`Error::hint`]), so a binary prints it without matching enums.
 
 use std::path::PathBuf;
+
+use colqwen_core::{BoxError, Hint};
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// What can go wrong in an ingest or a search.
+/// What can go wrong in an ingest, a search or the service.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// Loading or running the model failed.
     #[error(transparent)]
     Model(#[from] colqwen_model::Error),
+    /// The embedder failed (any model family).
+    #[error("the model failed: {0}")]
+    Embed(#[source] BoxError),
     /// A PDF could not be read or rendered.
     #[error(transparent)]
     Pdf(#[from] colqwen_pdf::Error),
     /// The index could not be opened, read or written.
     #[error(transparent)]
-    Store(#[from] colqwen_store::Error),
-    /// A file could not be read.
-    #[error("cannot read {path}")]
+    Index(#[from] colqwen_core::IndexError),
+    /// A file could not be read or written.
+    #[error("cannot {op} {path}")]
     Io {
+        /// What was being done ("read", "write").
+        op: &'static str,
         /// The file.
         path: PathBuf,
         /// The cause.
@@ -38,6 +46,17 @@ pub enum Error {
     /// A document filter names no document of the index.
     #[error("no document in the index matches {0:?}")]
     NoSuchDocument(String),
+    /// A page that is not in the index.
+    #[error("document {doc_id} has no stored page {page_number}")]
+    NoSuchPage {
+        /// Document id.
+        doc_id: String,
+        /// 1-based.
+        page_number: usize,
+    },
+    /// A name that cannot be a document id (ids are hex digits).
+    #[error("{0:?} is not a document id (1 to 64 lowercase hex digits)")]
+    InvalidId(String),
     /// The model named on the command line is not the one the index was built with.
     #[error("the index was built with model {index_model}, not {requested}")]
     ModelMismatch {
@@ -57,4 +76,68 @@ pub enum Error {
     /// The query is empty.
     #[error("the query is empty")]
     EmptyQuery,
+    /// The operation needs the model, and this service was opened without one.
+    #[error("this operation needs the model; the index was opened without loading it")]
+    NoModel,
+    /// The index does not exist yet (nothing was ingested).
+    #[error("no colqwen index at {0} yet")]
+    NoIndex(PathBuf),
+    /// The ingest was cancelled (shutdown or user request); what was stored is kept.
+    #[error("cancelled")]
+    Cancelled,
+    /// The embedding worker is gone (the service is shutting down).
+    #[error("the embedding worker stopped")]
+    WorkerStopped,
+    /// A job id that the service does not know.
+    #[error("no job {0}")]
+    NoSuchJob(String),
+}
+
+impl Error {
+    /// What to do about it: the first hint found along the error and its sources.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Self::Model(e) => e.hint(),
+            Self::Pdf(e) => pdf_hint(e),
+            Self::Index(e) => e.hint(),
+            Self::DeviceUnavailable { requested, .. } if requested.starts_with("cuda") => {
+                Some("rebuild with `--features cuda` (scripts/cuda-build.sh), or pass --device cpu".into())
+            }
+            Self::DeviceUnavailable { .. } => Some("rebuild with `--features metal`, or pass --device cpu".into()),
+            Self::NoSuchDocument(_) | Self::NoSuchPage { .. } | Self::InvalidId(_) => {
+                Some("`colqwen list` (or GET /v1/documents) shows the documents and their ids".into())
+            }
+            Self::ModelMismatch { .. } => {
+                Some("omit --model to use the index's model, or pass --index for another index".into())
+            }
+            Self::EmbedBatch { .. } => Some("try a smaller --batch-size".into()),
+            Self::NoIndex(_) => Some("run `colqwen ingest FILE.pdf` first, or pass --index DIR".into()),
+            _ => None,
+        }
+    }
+
+    /// Whether the user can fix it (exit 1) rather than a bug or environment failure (exit 2).
+    pub fn user_fixable(&self) -> bool {
+        match self {
+            Self::Model(e) => e.user_fixable(),
+            Self::Pdf(_) => true,
+            Self::Index(e) => e.user_fixable(),
+            Self::Io { .. } | Self::Embed(_) | Self::WorkerStopped => false,
+            _ => true,
+        }
+    }
+}
+
+/// Hints of the PDF crate's errors (kept here until that crate implements [`Hint`] itself).
+fn pdf_hint(e: &colqwen_pdf::Error) -> Option<String> {
+    use colqwen_pdf::Error as P;
+    Some(match e {
+        P::PasswordRequired { .. } => "pass the password with --password-file FILE (or COLQWEN_PDF_PASSWORD)".into(),
+        P::WrongPassword { .. } => "check the password".into(),
+        P::Empty { .. } | P::NotPdf { .. } | P::Damaged { .. } => {
+            "re-download or re-export the file; other files are not affected".into()
+        }
+        P::RenderTimeout { .. } => "raise --page-timeout if the page is just slow".into(),
+        _ => return None,
+    })
 }

@@ -6,24 +6,28 @@
 //!   embed (batches, this thread) ─vectors→ store (1 thread: upsert, flush at document boundaries)
 //! ```
 //!
-//! A page's identity is (file SHA-256, page index, model, preprocessing) (the store's point id), so running
+//! The embed stage does not call the model itself: it hands batches to the device's [`EmbedWorker`], which
+//! serves waiting queries first, so searches stay fast while an ingest runs.
+//!
+//! A page's identity is (file SHA-256, page index, model, preprocessing) (the index's point id), so running
 //! the same ingest twice adds nothing, and a run killed at any moment resumes where the last flush left it.
-//! Bad files and pages are reported in the [`Summary`] and never stop the run.
+//! Bad files and pages are reported in the [`Summary`] and never stop the run. A cancelled run stops taking
+//! new pages, lets the batch on the device finish, stores and flushes what is done.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use colqwen_model::PixelValues;
+use colqwen_core::{PageIndex, PageInput, PageRecord, doc_id};
 use colqwen_pdf::{Document, RenderLimits};
-use colqwen_store::{PageRecord, Store};
 use sha2::{Digest, Sha256};
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::previews::Previews;
+use crate::progress::{Failure, Progress, Summary};
+use crate::worker::EmbedWorker;
 
 /// Ingest settings.
 #[derive(Debug, Clone)]
@@ -32,8 +36,8 @@ pub struct IngestOptions {
     pub force: bool,
     /// Password for encrypted PDFs (the empty password is always tried).
     pub password: Option<String>,
-    /// Pages per forward pass.
-    pub batch_size: usize,
+    /// Pages per forward pass; `None`: what suits the device (4 on the CPU; on a GPU from its free memory).
+    pub batch_size: Option<usize>,
     /// Render threads (default: all cores).
     pub render_threads: usize,
     /// Page size cap and time budget per page.
@@ -47,40 +51,12 @@ impl Default for IngestOptions {
         Self {
             force: false,
             password: None,
-            batch_size: 4,
+            batch_size: None,
             render_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
             render_limits: RenderLimits::default(),
             preview_max_side: 768,
         }
     }
-}
-
-/// A document or page that could not be ingested.
-#[derive(Debug)]
-pub struct Failure {
-    /// The PDF.
-    pub path: PathBuf,
-    /// The page (0-based), or `None` when the whole document failed.
-    pub page_index: Option<usize>,
-    /// What went wrong.
-    pub error: Error,
-}
-
-/// What an ingest did.
-#[derive(Debug, Default)]
-pub struct Summary {
-    /// Documents seen (including failed ones).
-    pub documents: usize,
-    /// Pages embedded and stored by this run.
-    pub pages_ingested: usize,
-    /// Pages skipped because they were already in the index.
-    pub pages_skipped: usize,
-    /// Pages of older versions of changed files that were removed.
-    pub pages_replaced: usize,
-    /// Documents and pages that failed.
-    pub failures: Vec<Failure>,
-    /// Wall-clock seconds.
-    pub seconds: f64,
 }
 
 /// One document in flight.
@@ -100,7 +76,7 @@ struct PageJob {
 }
 
 struct RenderedPage {
-    pixel_values: PixelValues,
+    input: PageInput,
     size_pt: (f32, f32),
     preview: Option<String>,
 }
@@ -125,10 +101,10 @@ struct Embedded {
 
 /// Shared, thread-safe run state.
 struct Run<'a> {
-    engine: &'a Engine,
-    store: Mutex<&'a mut Store>,
-    /// The index folder (previews go below it), read once so render workers never wait on the store lock.
-    index_dir: PathBuf,
+    worker: &'a EmbedWorker,
+    index: &'a dyn PageIndex,
+    previews: &'a Previews,
+    cancel: &'a AtomicBool,
     opts: &'a IngestOptions,
     progress: &'a dyn Progress,
     failures: Mutex<Vec<Failure>>,
@@ -148,11 +124,12 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn store(&self) -> std::sync::MutexGuard<'_, &'a mut Store> {
-        self.store.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// A store error happened (the run ends) or the run was cancelled.
+    fn stopped(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed) || self.failed()
     }
 
-    fn stopped(&self) -> bool {
+    fn failed(&self) -> bool {
         self.fatal.lock().map(|f| f.is_some()).unwrap_or(true)
     }
 
@@ -163,27 +140,25 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Short, stable document id: the first 16 hex digits of the file's SHA-256.
-pub fn doc_id(sha256: &str) -> String {
-    sha256[..16.min(sha256.len())].to_string()
-}
-
-/// Ingests `files` into `store` (the index must have been opened with `engine`'s manifest).
-pub fn ingest(
-    engine: &Engine,
-    store: &mut Store,
+/// Ingests `files` into `index` (whose manifest must be the worker's model's), with page previews.
+/// Setting `cancel` stops the run early (the summary says so).
+pub(crate) fn ingest(
+    worker: &EmbedWorker,
+    index: &dyn PageIndex,
+    previews: &Previews,
     files: &[PathBuf],
     opts: &IngestOptions,
     progress: &dyn Progress,
+    cancel: &AtomicBool,
 ) -> Result<Summary> {
     let start = Instant::now();
-    let batch_size = opts.batch_size.max(1);
+    let batch_size = opts.batch_size.unwrap_or_else(|| worker.embedder().default_batch_size()).max(1);
     let threads = opts.render_threads.max(1);
-    let index_dir = store.dir().to_path_buf();
     let run = Run {
-        engine,
-        index_dir,
-        store: Mutex::new(store),
+        worker,
+        index,
+        previews,
+        cancel,
         opts,
         progress,
         failures: Mutex::new(Vec::new()),
@@ -216,6 +191,7 @@ pub fn ingest(
         pages_skipped: run.skipped.into_inner(),
         pages_replaced: run.replaced.into_inner(),
         failures: run.failures.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner),
+        cancelled: cancel.load(Ordering::Relaxed),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -236,7 +212,7 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         let stored = if run.opts.force {
             Default::default()
         } else {
-            match run.store().pages_of_file(&doc.sha256) {
+            match run.index.pages_of_file(&doc.sha256) {
                 Ok(s) => s,
                 Err(e) => {
                     run.set_fatal(e.into());
@@ -255,6 +231,9 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
             continue;
         }
         for page_index in todo {
+            if run.stopped() {
+                return;
+            }
             if jobs.send(PageJob { doc: doc.clone(), page_index }).is_err() {
                 return;
             }
@@ -263,7 +242,7 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
 }
 
 fn open_document(run: &Run<'_>, path: &Path) -> Result<DocState> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.into(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io { op: "read", path: path.into(), source })?;
     let sha256 = format!("{:x}", Sha256::digest(&bytes));
     let name = path.display().to_string();
     let pdf = Document::from_bytes(bytes, run.opts.password.as_deref(), &name)?;
@@ -285,6 +264,9 @@ fn render_worker(run: &Run<'_>, jobs: &Mutex<Receiver<PageJob>>, pages: SyncSend
             Err(_) => return,
         };
         let Ok(PageJob { doc, page_index }) = job else { return };
+        if run.stopped() {
+            continue; // drain the queue so the planner is never blocked
+        }
         let outcome = render_page(run, &doc, page_index);
         if outcome.is_ok() {
             run.progress.on_page_rendered();
@@ -300,53 +282,36 @@ fn render_worker(run: &Run<'_>, jobs: &Mutex<Receiver<PageJob>>, pages: SyncSend
 fn render_page(run: &Run<'_>, doc: &DocState, page_index: usize) -> Result<RenderedPage> {
     let limits = &run.opts.render_limits;
     let size_pt = doc.pdf.page_size_pt(page_index)?;
-    let pre = run.engine.model().preprocessor();
-    let (w, h) = colqwen_pdf::render_size(size_pt, pre.max_pixels as u64, limits);
+    let embedder = run.worker.embedder();
+    let (w, h) = colqwen_pdf::render_size(size_pt, embedder.max_pixels(), limits);
     let image = colqwen_pdf::render_contained(&doc.pdf, page_index, w, h, limits)?;
-    let preview = write_preview(run, doc, page_index, &image)?;
-    let pixel_values =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pre.preprocess(&image))).map_err(|_| {
+    let preview = match run.opts.preview_max_side {
+        0 => None,
+        side => Some(run.previews.write(&doc.doc_id, page_index, &colqwen_pdf::encode_preview(&image, side, 80)?)?),
+    };
+    let input = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| embedder.prepare(&image)))
+        .map_err(|_| "preprocessing panicked".into())
+        .and_then(|r| r)
+        .map_err(|e| {
             Error::Pdf(colqwen_pdf::Error::RenderPanicked {
                 path: doc.path.clone(),
                 page_index,
-                message: "preprocessing panicked".into(),
+                message: format!("preprocessing failed: {e}"),
             })
-        })??;
-    Ok(RenderedPage { pixel_values, size_pt, preview })
-}
-
-/// `<index>/previews/<doc_id>/<page_number>.jpg`; returns the path relative to the index folder.
-fn write_preview(run: &Run<'_>, doc: &DocState, page_index: usize, image: &image::RgbImage) -> Result<Option<String>> {
-    let side = run.opts.preview_max_side;
-    if side == 0 {
-        return Ok(None);
-    }
-    let rel = format!("previews/{}/{:04}.jpg", doc.doc_id, page_index + 1);
-    let path = run.index_dir.join(&rel);
-    let bytes = colqwen_pdf::encode_preview(image, side, 80)?;
-    let write = || -> std::io::Result<()> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        // Write then rename, so a crash never leaves a half-written preview under the final name.
-        let tmp = path.with_extension("jpg.tmp");
-        std::fs::write(&tmp, &bytes)?;
-        std::fs::rename(&tmp, &path)
-    };
-    write().map_err(|source| Error::Io { path: path.clone(), source })?;
-    Ok(Some(rel))
+        })?;
+    Ok(RenderedPage { input, size_pt, preview })
 }
 
 /// Collects full batches (or what is left at the end), runs the model, passes failures straight through.
 fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSender<Item<Embedded>>, batch_size: usize) {
     let mut batch: Vec<(Arc<DocState>, usize, PageMeta)> = Vec::with_capacity(batch_size);
-    let mut pixels: Vec<PixelValues> = Vec::with_capacity(batch_size);
+    let mut inputs: Vec<PageInput> = Vec::with_capacity(batch_size);
     let mut open = true;
     while open || !batch.is_empty() {
         while open && batch.len() < batch_size {
             match pages.recv() {
                 Ok(Item { doc, page_index, outcome: Ok(page) }) => {
-                    pixels.push(page.pixel_values);
+                    inputs.push(page.input);
                     batch.push((doc, page_index, PageMeta { size_pt: page.size_pt, preview: page.preview }));
                 }
                 Ok(Item { doc, page_index, outcome: Err(e) }) => {
@@ -360,8 +325,13 @@ fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSend
         if batch.is_empty() {
             break;
         }
-        let result = run.engine.model().embed_pixel_values(&pixels);
-        pixels.clear();
+        if run.stopped() {
+            // Rendered but not embedded: redone by the next run.
+            batch.clear();
+            inputs.clear();
+            continue;
+        }
+        let result = run.worker.embed_pages(std::mem::take(&mut inputs));
         match result {
             Ok(vectors) => {
                 run.progress.on_pages_embedded(batch.len());
@@ -373,7 +343,7 @@ fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSend
                 }
             }
             Err(e) => {
-                let reason = e.to_string();
+                let reason = crate::progress::error_chain(&e);
                 let pages = batch.len();
                 for (doc, page_index, _) in batch.drain(..) {
                     let err = Error::EmbedBatch { pages, reason: reason.clone() };
@@ -386,15 +356,16 @@ fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSend
     }
 }
 
-/// Pages written between two flushes inside a long document. qdrant-edge 0.7 does not replay its WAL, so
-/// only flushed pages survive a kill: this bounds the work a killed run has to redo.
+/// Pages written between two flushes inside a long document. The embedded store (qdrant-edge 0.7) does not
+/// replay its WAL, so only flushed pages survive a kill: this bounds the work a killed run has to redo.
 const FLUSH_EVERY_PAGES: usize = 256;
 
 /// Writes pages, and finishes each document (old versions removed, flush) when its last page is through.
 fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
     let mut since_flush = 0usize;
     for Item { doc, page_index, outcome } in items {
-        if run.stopped() {
+        // Cancelled runs still store what reaches this stage (the batch that was on the device).
+        if run.failed() {
             return;
         }
         match outcome {
@@ -410,15 +381,15 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
                     preview: page.preview,
                     vectors,
                 };
-                if let Err(e) = run.store().upsert(vec![record]) {
+                if let Err(e) = run.index.upsert(vec![record]) {
                     run.set_fatal(e.into());
                     return;
                 }
                 run.ingested.fetch_add(1, Ordering::Relaxed);
-                run.progress.on_pages_stored(1);
+                run.progress.on_pages_stored(&doc.path, 1);
                 since_flush += 1;
                 if since_flush >= FLUSH_EVERY_PAGES {
-                    if let Err(e) = run.store().flush() {
+                    if let Err(e) = run.index.flush() {
                         run.set_fatal(e.into());
                         return;
                     }
@@ -432,17 +403,21 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
             since_flush = 0;
         }
     }
+    // A cancelled run leaves documents unfinished: make what was stored durable.
+    if since_flush > 0
+        && let Err(e) = run.index.flush()
+    {
+        run.set_fatal(e.into());
+    }
 }
 
 /// Drops pages of older versions of this path and flushes: what the summary reports as stored is durable.
 fn finish_document(run: &Run<'_>, doc: &DocState) {
-    let mut store = run.store();
     let source = doc.path.display().to_string();
-    let result = store.delete_file_version(&source, &doc.sha256).and_then(|n| {
-        store.flush()?;
+    let result = run.index.delete_file_version(&source, &doc.sha256).and_then(|n| {
+        run.index.flush()?;
         Ok(n)
     });
-    drop(store);
     match result {
         Ok(n) => {
             run.replaced.fetch_add(n, Ordering::Relaxed);

@@ -1,22 +1,33 @@
 //! colqwen: PDF manuals → a searchable visual index of ColQwen2.5 page embeddings.
 //!
-//! The only crate where pages become tensors and tensors become index rows: [`ingest`] runs
-//! render → preprocess → embed → store; [`search`] embeds a query and ranks pages by MaxSim.
-//! The CLI (and later the server) drive it; it never prints nor reads environment variables.
+//! The crate that joins the stages: [`Service`] owns the embedder (behind one worker per device, see
+//! [`EmbedWorker`]), the index ([`colqwen_core::PageIndex`]) and the page previews; `ingest` runs
+//! render → preprocess → embed → store as overlapping bounded stages; [`Jobs`] runs ingests for a long-lived
+//! server and resumes interrupted ones. The CLI and the server are thin layers over it. It never prints nor
+//! reads environment variables.
 
 mod engine;
 mod error;
 mod ingest;
+mod jobs;
+mod previews;
 mod progress;
 mod runtime;
 mod search;
+mod service;
+mod worker;
 
+pub use colqwen_core as core;
 pub use colqwen_model as model;
 pub use colqwen_pdf as pdf;
 pub use colqwen_store as store;
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
-pub use ingest::{Failure, IngestOptions, Summary, doc_id, ingest};
-pub use progress::{NoProgress, Progress};
+pub use ingest::IngestOptions;
+pub use jobs::{FileStatus, JobState, JobStatus, Jobs};
+pub use previews::Previews;
+pub use progress::{Failure, FailureJson, NoProgress, Progress, Summary, error_chain};
 pub use runtime::{DTypeChoice, DeviceChoice, Runtime};
-pub use search::{SearchHit, SearchOptions, resolve_document, search};
+pub use search::{MAX_K, SearchHit, SearchOptions};
+pub use service::{LATENCY_BUCKETS, Metrics, Service, ServiceOptions};
+pub use worker::EmbedWorker;

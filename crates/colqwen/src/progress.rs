@@ -1,8 +1,92 @@
-//! Progress callbacks: the library reports, the CLI draws (uv's `Reporter` idea, STYLE §6.6).
+//! What an ingest reports while it runs and when it ends: the library reports, the CLI draws bars and the
+//! server streams events (uv's `Reporter` idea, STYLE §6.6).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::ingest::Failure;
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A document or page that could not be ingested.
+#[derive(Debug)]
+pub struct Failure {
+    /// The PDF.
+    pub path: PathBuf,
+    /// The page (0-based), or `None` when the whole document failed.
+    pub page_index: Option<usize>,
+    /// What went wrong.
+    pub error: Error,
+}
+
+impl Failure {
+    /// One line: path, page number, then the error and its causes (each once).
+    pub fn describe(&self) -> String {
+        let mut msg = match self.page_index {
+            Some(p) => format!("{} page {}: ", self.path.display(), p + 1),
+            None => format!("{}: ", self.path.display()),
+        };
+        msg.push_str(&error_chain(&self.error));
+        msg
+    }
+
+    /// The failure as JSON for machines (`--json`, the server's job status).
+    pub fn to_json(&self) -> FailureJson {
+        FailureJson {
+            path: self.path.display().to_string(),
+            page_number: self.page_index.map(|p| p + 1),
+            error: error_chain(&self.error),
+            hint: self.error.hint(),
+        }
+    }
+}
+
+/// A [`Failure`] as it is serialised.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureJson {
+    /// The PDF.
+    pub path: String,
+    /// 1-based page, or null when the whole document failed.
+    pub page_number: Option<usize>,
+    /// The error with its causes.
+    pub error: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+/// `error: cause: cause`, skipping a cause whose text is already contained in the line (transparent wrappers
+/// repeat their source's message).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        source = s.source();
+    }
+    msg
+}
+
+/// What an ingest did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Documents seen (including failed ones).
+    pub documents: usize,
+    /// Pages embedded and stored by this run.
+    pub pages_ingested: usize,
+    /// Pages skipped because they were already in the index.
+    pub pages_skipped: usize,
+    /// Pages of older versions of changed files that were removed.
+    pub pages_replaced: usize,
+    /// Documents and pages that failed.
+    pub failures: Vec<Failure>,
+    /// Whether the run was cancelled before it finished (what was stored is kept; a re-run completes it).
+    pub cancelled: bool,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
 
 /// Receives ingest events from the pipeline's threads.
 pub trait Progress: Send + Sync {
@@ -12,8 +96,8 @@ pub trait Progress: Send + Sync {
     fn on_page_rendered(&self) {}
     /// `n` pages went through the model.
     fn on_pages_embedded(&self, _n: usize) {}
-    /// `n` pages were written to the index.
-    fn on_pages_stored(&self, _n: usize) {}
+    /// `n` pages of `path` were written to the index.
+    fn on_pages_stored(&self, _path: &Path, _n: usize) {}
     /// A document or page failed; the run goes on.
     fn on_failure(&self, _failure: &Failure) {}
     /// Every page of a document is stored and flushed.

@@ -1,16 +1,15 @@
-//! Search: embed the query, rank pages by MaxSim in the store (exact for small indexes, pooled-vector
-//! prefetch + exact rerank beyond a threshold: `colqwen_store::SearchMode::Auto`).
+//! Search: embed the query on the device worker (ahead of page batches), rank pages by MaxSim in the index.
 
 use std::path::PathBuf;
 
-use colqwen_store::{SearchMode, Store};
-use serde::Serialize;
+use colqwen_core::{DocumentInfo, SearchMode};
+use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// Search settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SearchOptions {
     /// Pages to return.
     pub k: usize,
@@ -26,6 +25,9 @@ impl Default for SearchOptions {
     }
 }
 
+/// Most pages one search may return.
+pub const MAX_K: usize = 1000;
+
 /// One result.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchHit {
@@ -39,19 +41,20 @@ pub struct SearchHit {
     pub page_number: usize,
     /// Pages of the document.
     pub page_count: usize,
-    /// Preview image, absolute path.
+    /// Preview image file, if there is one.
     pub preview: Option<PathBuf>,
 }
 
 /// Finds the document a user means: exact id, id prefix, exact path, or file name; ambiguous or unknown names
 /// are errors.
-pub fn resolve_document(store: &Store, name: &str) -> Result<String> {
-    let docs = store.documents()?;
+pub(crate) fn resolve_document(docs: &[DocumentInfo], name: &str) -> Result<String> {
     let file_name = |p: &str| std::path::Path::new(p).file_name().map(|f| f.to_string_lossy().into_owned());
     let exact: Vec<_> = docs.iter().filter(|d| d.doc_id == name || d.source_path == name).collect();
     let candidates: Vec<_> = if exact.is_empty() {
         docs.iter()
-            .filter(|d| d.doc_id.starts_with(name) || file_name(&d.source_path).as_deref() == Some(name))
+            .filter(|d| {
+                (!name.is_empty() && d.doc_id.starts_with(name)) || file_name(&d.source_path).as_deref() == Some(name)
+            })
             .collect()
     } else {
         exact
@@ -64,25 +67,4 @@ pub fn resolve_document(store: &Store, name: &str) -> Result<String> {
         [] => Err(Error::NoSuchDocument(name.into())),
         _ => Err(Error::NoSuchDocument(format!("{name} (ambiguous: matches {})", ids.join(", ")))),
     }
-}
-
-/// Ranks the index's pages for `query`.
-pub fn search(engine: &Engine, store: &Store, query: &str, opts: &SearchOptions) -> Result<Vec<SearchHit>> {
-    if query.trim().is_empty() {
-        return Err(Error::EmptyQuery);
-    }
-    let doc = opts.doc.as_deref().map(|d| resolve_document(store, d)).transpose()?;
-    let q = engine.model().embed_queries(&[query])?.remove(0);
-    let hits = store.search(&q.data, opts.k, doc.as_deref(), opts.mode)?;
-    Ok(hits
-        .into_iter()
-        .map(|h| SearchHit {
-            score: h.score,
-            doc_id: h.doc_id,
-            source_path: h.source_path,
-            page_number: h.page_index + 1,
-            page_count: h.page_count,
-            preview: h.preview.map(|p| store.dir().join(p)),
-        })
-        .collect())
 }

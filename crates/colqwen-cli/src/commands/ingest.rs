@@ -5,13 +5,15 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::atomic::AtomicBool;
+
 use anyhow::Context;
 use colqwen::model::LoadOptions;
-use colqwen::store::{IndexManifest, Store, VectorStorage};
-use colqwen::{IngestOptions, Summary};
+use colqwen::{IngestOptions, Service, Summary};
 
-use super::{UsageError, index_dir, load_engine, print_json};
-use crate::args::{GlobalArgs, IngestArgs, StorageArg};
+use super::remote::in_use;
+use super::{UsageError, print_json, service_options};
+use crate::args::{GlobalArgs, IngestArgs};
 use crate::progress::{IngestBars, enabled};
 
 pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
@@ -19,27 +21,31 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         return Err(UsageError(format!("no PDF files found in {}", a.paths.join(", "))).into());
     }
-    let dir = index_dir(g)?;
+    let password = match &a.password_file {
+        Some(f) => Some(read_password(f)?),
+        None => a.password.clone(),
+    };
     let bars = enabled(g.quiet, g.verbose, g.json);
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
-    let existing = IndexManifest::read(&dir).with_context(|| format!("reading the index {}", dir.display()))?;
-    let engine = load_engine(g, existing.as_ref().map(|m| m.model_id.as_str()), load, bars)?;
-    let storage = match a.storage {
-        StorageArg::F16 => VectorStorage::F16,
-        StorageArg::F32 => VectorStorage::F32,
-    };
-    let mut manifest = engine.index_manifest(storage);
-    if let Some(existing) = &existing {
-        manifest.storage = existing.storage; // an existing index keeps its storage type
-    }
-    let mut store =
-        Store::open_or_create(&dir, &manifest).with_context(|| format!("opening the index {}", dir.display()))?;
-    let default_jobs = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let opts = IngestOptions {
+    let opts = service_options(g, load, a.storage, bars)?;
+    let dir = opts.index_dir.clone();
+    let spinner = crate::progress::spinner(bars, "loading model");
+    let service = Service::open(&opts).map_err(|e| {
+        if in_use(&e) && dir.join(colqwen_server::SERVER_FILE).exists() {
+            anyhow::Error::from(e).context(format!(
+                "a colqwen server owns {}: upload the files to it (POST /v1/documents) instead",
+                dir.display()
+            ))
+        } else {
+            anyhow::Error::from(e).context(format!("opening the index {}", dir.display()))
+        }
+    })?;
+    spinner.finish_and_clear();
+    let ingest = IngestOptions {
         force: a.force,
-        password: a.password.clone(),
-        batch_size: a.batch_size.unwrap_or_else(|| colqwen::model::default_batch_size(&engine.runtime().device)),
-        render_threads: a.jobs.unwrap_or(default_jobs),
+        password,
+        batch_size: a.batch_size,
+        render_threads: a.jobs.unwrap_or_else(|| IngestOptions::default().render_threads),
         render_limits: colqwen::pdf::RenderLimits {
             time_budget: Duration::from_secs(a.page_timeout),
             ..Default::default()
@@ -47,19 +53,25 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let progress = IngestBars::new(bars);
-    let summary = colqwen::ingest(&engine, &mut store, &files, &opts, &progress)?;
+    let summary = service.ingest(&files, &ingest, &progress, &AtomicBool::new(false))?;
     progress.finish();
-    drop(store);
+    drop(service);
     if g.json {
         print_json(&summary_json(&summary))?;
     } else if !g.quiet {
         print_summary(&summary, &dir)?;
     } else {
         for f in &summary.failures {
-            eprintln!("error: {}", crate::describe_failure(f));
+            eprintln!("error: {}", f.describe());
         }
     }
     Ok(if summary.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// First line of a password file.
+fn read_password(path: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the password file {}", path.display()))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
 /// Files as given, folders searched recursively for `*.pdf`, anything else as a glob pattern.
@@ -110,12 +122,8 @@ fn summary_json(s: &Summary) -> serde_json::Value {
         "pages_replaced": s.pages_replaced,
         "seconds": s.seconds,
         "pages_per_second": if s.seconds > 0.0 { s.pages_ingested as f64 / s.seconds } else { 0.0 },
-        "failures": s.failures.iter().map(|f| serde_json::json!({
-            "path": f.path.display().to_string(),
-            "page_number": f.page_index.map(|p| p + 1),
-            "error": crate::describe_failure(f),
-            "hints": failure_hints(f),
-        })).collect::<Vec<_>>(),
+        "cancelled": s.cancelled,
+        "failures": s.failures.iter().map(colqwen::Failure::to_json).collect::<Vec<_>>(),
     })
 }
 
@@ -136,23 +144,10 @@ fn print_summary(s: &Summary, dir: &Path) -> anyhow::Result<()> {
     writeln!(out, "index: {}", dir.display())?;
     drop(out);
     for f in &s.failures {
-        eprintln!("error: {}", crate::describe_failure(f));
-        for hint in failure_hints(f) {
+        eprintln!("error: {}", f.describe());
+        if let Some(hint) = f.error.hint() {
             eprintln!("hint: {hint}");
         }
     }
     Ok(())
-}
-
-fn failure_hints(f: &colqwen::Failure) -> Vec<String> {
-    let mut hints = Vec::new();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&f.error);
-    while let Some(e) = source {
-        if let Some(h) = crate::hint_for_error(e) {
-            hints.push(h);
-        }
-        source = e.source();
-    }
-    hints.dedup();
-    hints
 }

@@ -1,17 +1,21 @@
-//! One module per subcommand; `run` turns the parsed flags into settings once and dispatches.
+//! One module per subcommand; `run` turns the parsed flags into settings once and dispatches. Each command is
+//! a thin layer over `colqwen::Service`.
 
 mod admin;
 mod ingest;
+mod remote;
 mod search;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use colqwen::model::{DEFAULT_MODEL_ID, HubOptions, LoadOptions};
-use colqwen::{DTypeChoice, DeviceChoice, Engine, EngineOptions, Runtime};
+use colqwen::core::VectorStorage;
+use colqwen::model::{HubOptions, LoadOptions};
+use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, ServiceOptions};
 
-use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs};
+use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, StorageArg};
 
 /// A usage problem found after parsing (exit code 1).
 #[derive(Debug)]
@@ -33,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::List => admin::list(g),
         Command::Delete(a) => admin::delete(g, a),
         Command::Stats => admin::stats(g),
+        Command::Serve(a) => serve::run(g, a),
     }
 }
 
@@ -45,7 +50,7 @@ pub fn index_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
     Ok(data.join("colqwen").join("index"))
 }
 
-pub fn runtime(g: &GlobalArgs) -> anyhow::Result<Runtime> {
+fn runtime(g: &GlobalArgs) -> anyhow::Result<Runtime> {
     let device = match g.device {
         DeviceArg::Auto => DeviceChoice::Auto,
         DeviceArg::Cpu => DeviceChoice::Cpu,
@@ -61,9 +66,13 @@ pub fn runtime(g: &GlobalArgs) -> anyhow::Result<Runtime> {
     Ok(Runtime::resolve(device, dtype)?)
 }
 
-/// Loads the model: `--model`, else the model an existing index was built with, else the default.
-pub fn load_engine(g: &GlobalArgs, index_model: Option<&str>, load: LoadOptions, bars: bool) -> anyhow::Result<Engine> {
-    let model = g.model.clone().or_else(|| index_model.map(str::to_string)).unwrap_or_else(|| DEFAULT_MODEL_ID.into());
+/// Everything a `Service` needs, from the global flags.
+pub fn service_options(
+    g: &GlobalArgs,
+    load: LoadOptions,
+    storage: StorageArg,
+    bars: bool,
+) -> anyhow::Result<ServiceOptions> {
     let hub = HubOptions {
         cache_dir: None,
         offline: g.offline || crate::env::hf_offline(),
@@ -71,13 +80,15 @@ pub fn load_engine(g: &GlobalArgs, index_model: Option<&str>, load: LoadOptions,
         token: crate::env::hf_token(),
         revision: g.revision.clone(),
     };
-    let rt = runtime(g)?;
-    let spinner = crate::progress::spinner(bars, "loading model");
-    let opts = EngineOptions { model: model.clone(), base: g.base_model.clone(), hub, load };
-    let engine = Engine::load(&opts, &rt).with_context(|| format!("loading model {model}"))?;
-    spinner.finish_and_clear();
-    tracing::info!(model = engine.model_id(), device = rt.device_name(), dtype = ?rt.dtype, "model ready");
-    Ok(engine)
+    Ok(ServiceOptions {
+        index_dir: index_dir(g)?,
+        engine: EngineOptions { model: g.model.clone(), base: g.base_model.clone(), hub, load },
+        runtime: runtime(g)?,
+        storage: match storage {
+            StorageArg::F16 => VectorStorage::F16,
+            StorageArg::F32 => VectorStorage::F32,
+        },
+    })
 }
 
 /// Prints JSON to stdout.

@@ -2,6 +2,17 @@
 
 use sha2::{Digest, Sha256};
 
+/// Short, stable document id: the first 16 hex digits of the file's SHA-256.
+pub fn doc_id(sha256: &str) -> String {
+    sha256[..16.min(sha256.len())].to_string()
+}
+
+/// Whether `s` can be a document id (1 to 64 lowercase hex digits): what an id from a user or a URL must
+/// be before it goes near a path or a filter.
+pub fn is_doc_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// Id of one stored page: the first 8 bytes (big-endian) of SHA-256 over
 /// `"colqwen-point-v1"`, the file hash, the page index, the model id and the canonical JSON of
 /// the preprocessing settings, NUL-separated. Same page + same settings = same id.
@@ -23,7 +34,7 @@ pub fn point_id(file_sha256: &str, page_index: usize, model_id: &str, preprocess
 
 /// Compact JSON with object keys sorted at every level. qdrant-edge turns on serde_json's
 /// `preserve_order`, so `serde_json::to_string` alone would depend on insertion order.
-pub(crate) fn canonical_json(value: &serde_json::Value) -> String {
+pub fn canonical_json(value: &serde_json::Value) -> String {
     let mut out = String::new();
     write_canonical(value, &mut out);
     out

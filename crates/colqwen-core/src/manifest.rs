@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{IndexError as Error, Result};
 
 /// The on-disk format this build reads and writes (our manifest + shard schema + payload fields).
 pub const FORMAT_VERSION: u32 = 1;
 
-pub(crate) const MANIFEST_FILE: &str = "manifest.json";
+const MANIFEST_FILE: &str = "manifest.json";
 
 /// Element type of the stored page vectors. Queries are always f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -59,7 +59,8 @@ impl IndexManifest {
         Self { format_version: FORMAT_VERSION, model_id: model_id.into(), embedding_dim, preprocessing, storage }
     }
 
-    pub(crate) fn validate(&self, dir: &Path) -> Result<()> {
+    /// Refuses a manifest this build cannot use (other format version, empty model id, zero width).
+    pub fn validate(&self, dir: &Path) -> Result<()> {
         if self.format_version != FORMAT_VERSION {
             return Err(Error::UnsupportedFormat {
                 dir: dir.to_path_buf(),
@@ -77,7 +78,7 @@ impl IndexManifest {
     }
 
     /// Refuses `requested` unless it describes the same vectors as `self` (the manifest on disk).
-    pub(crate) fn check_same(&self, requested: &IndexManifest, dir: &Path) -> Result<()> {
+    pub fn check_same(&self, requested: &IndexManifest, dir: &Path) -> Result<()> {
         let mismatch = |field: &'static str, index: String, requested: String| Error::ManifestMismatch {
             dir: dir.to_path_buf(),
             field,
@@ -111,7 +112,8 @@ impl IndexManifest {
         Ok(())
     }
 
-    pub(crate) fn path(dir: &Path) -> PathBuf {
+    /// `<dir>/manifest.json`.
+    pub fn path(dir: &Path) -> PathBuf {
         dir.join(MANIFEST_FILE)
     }
 
@@ -130,7 +132,7 @@ impl IndexManifest {
     }
 
     /// Atomic write: temp file, fsync, rename, fsync of the directory.
-    pub(crate) fn write(&self, dir: &Path) -> Result<()> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         let path = Self::path(dir);
         let tmp = dir.join(".manifest.json.tmp");
         let json = serde_json::to_vec_pretty(self).expect("a manifest always serialises to JSON");
@@ -145,7 +147,8 @@ impl IndexManifest {
     }
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+/// fsync of a directory (Unix), so a rename inside it is durable.
+pub fn sync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let d = fs::File::open(dir).map_err(Error::io("opening directory", dir))?;

@@ -1,0 +1,79 @@
+//! Page previews: a JPEG per stored page, `<index>/previews/<doc_id>/<page_number>.jpg`. Where they live is
+//! this module's business; callers ask by document id and page.
+
+use std::path::{Path, PathBuf};
+
+use colqwen_core::is_doc_id;
+
+use crate::error::{Error, Result};
+
+/// The preview folder of one index.
+#[derive(Debug, Clone)]
+pub struct Previews {
+    root: PathBuf,
+}
+
+impl Previews {
+    /// Previews of the index in `index_dir`.
+    pub(crate) fn new(index_dir: &Path) -> Self {
+        Self { root: index_dir.join("previews") }
+    }
+
+    /// Writes a page's preview (write then rename, so a crash never leaves a half-written file under the final
+    /// name); returns the key stored with the page.
+    pub(crate) fn write(&self, doc_id: &str, page_index: usize, jpeg: &[u8]) -> Result<String> {
+        let key = Self::key(doc_id, page_index);
+        let path = self.root.join(&key);
+        let write = || -> std::io::Result<()> {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let tmp = path.with_extension("jpg.tmp");
+            std::fs::write(&tmp, jpeg)?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| io_error("write", &path, source))?;
+        Ok(format!("previews/{key}"))
+    }
+
+    /// The file of a page's preview, if there is one. `doc_id` must be a document id (hex), so no path escapes
+    /// the preview folder.
+    pub fn path(&self, doc_id: &str, page_index: usize) -> Result<Option<PathBuf>> {
+        if !is_doc_id(doc_id) {
+            return Err(Error::InvalidId(doc_id.into()));
+        }
+        let path = self.root.join(Self::key(doc_id, page_index));
+        Ok(path.is_file().then_some(path))
+    }
+
+    /// The JPEG bytes of a page's preview.
+    pub fn read(&self, doc_id: &str, page_index: usize) -> Result<Option<Vec<u8>>> {
+        match self.path(doc_id, page_index)? {
+            Some(path) => std::fs::read(&path).map(Some).map_err(|source| io_error("read", &path, source)),
+            None => Ok(None),
+        }
+    }
+
+    /// Removes every preview of a document.
+    pub(crate) fn delete(&self, doc_id: &str) -> Result<()> {
+        if !is_doc_id(doc_id) {
+            return Err(Error::InvalidId(doc_id.into()));
+        }
+        let dir = self.root.join(doc_id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("remove", &dir, e)),
+            _ => Ok(()),
+        }
+    }
+
+    fn key(doc_id: &str, page_index: usize) -> String {
+        format!("{doc_id}/{:04}.jpg", page_index + 1)
+    }
+}
+
+fn io_error(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+    if source.kind() == std::io::ErrorKind::StorageFull || source.raw_os_error() == Some(28) {
+        return Error::Index(colqwen_core::IndexError::NoSpace { op: "writing a preview", path: path.to_path_buf() });
+    }
+    Error::Io { op, path: path.to_path_buf(), source }
+}

@@ -1,0 +1,263 @@
+//! The service: one embedder (behind its device worker), one index and its previews, shared by every caller
+//! of a process — the CLI for one command, the server for its lifetime. Searches run while an ingest writes,
+//! from the same process; a second process that wants the index gets "index in use".
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use colqwen_core::{DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, Stats, VectorStorage, is_doc_id};
+use colqwen_model::DEFAULT_MODEL_ID;
+use colqwen_store::Store;
+
+use crate::engine::{Engine, EngineOptions, model_identity};
+use crate::error::{Error, Result};
+use crate::ingest::{IngestOptions, ingest};
+use crate::previews::Previews;
+use crate::progress::{Progress, Summary};
+use crate::runtime::Runtime;
+use crate::search::{MAX_K, SearchHit, SearchOptions, resolve_document};
+use crate::worker::EmbedWorker;
+
+/// How to open a service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// The index folder.
+    pub index_dir: PathBuf,
+    /// The model (`engine.model = None`: the index's model, else the default).
+    pub engine: EngineOptions,
+    /// Device and dtype.
+    pub runtime: Runtime,
+    /// Element type of the vectors of a new index (an existing index keeps its own).
+    pub storage: VectorStorage,
+}
+
+/// Latency buckets of the search histogram, in seconds (Prometheus `le` bounds).
+pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+/// Counters of a service's lifetime, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Pages stored by ingests of this process.
+    pub pages_ingested: AtomicU64,
+    /// Pages that failed.
+    pub pages_failed: AtomicU64,
+    /// Searches answered.
+    pub searches: AtomicU64,
+    /// Searches that failed.
+    pub search_errors: AtomicU64,
+    /// Search latency histogram (counts per [`LATENCY_BUCKETS`] bound, cumulative at read time).
+    pub search_latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Sum of search latencies in microseconds.
+    pub search_latency_micros: AtomicU64,
+}
+
+impl Metrics {
+    fn observe_search(&self, seconds: f64) {
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        self.search_latency_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|&b| seconds <= b) {
+            self.search_latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The embedder, the index and the previews of one index folder.
+pub struct Service {
+    index: Arc<dyn PageIndex>,
+    index_dir: PathBuf,
+    previews: Previews,
+    /// `None` when opened without the model (listing, deleting, stats).
+    worker: Option<EmbedWorker>,
+    metrics: Metrics,
+}
+
+impl Service {
+    /// Loads the model and opens the index, creating it if the folder holds none. Refuses an index built with
+    /// another model before loading anything.
+    pub fn open(opts: &ServiceOptions) -> Result<Self> {
+        Self::open_with(opts, true)
+    }
+
+    /// Like [`Service::open`], but the index must exist ([`Error::NoIndex`] otherwise, before loading the model).
+    pub fn open_existing(opts: &ServiceOptions) -> Result<Self> {
+        Self::open_with(opts, false)
+    }
+
+    fn open_with(opts: &ServiceOptions, create: bool) -> Result<Self> {
+        let dir = &opts.index_dir;
+        let existing = IndexManifest::read(dir)?;
+        if existing.is_none() && !create {
+            return Err(Error::NoIndex(dir.clone()));
+        }
+        let model = match (&opts.engine.model, &existing) {
+            (Some(m), Some(index)) => {
+                let requested = model_identity(m, &opts.engine.hub);
+                if requested != index.model_id {
+                    return Err(Error::ModelMismatch { index_model: index.model_id.clone(), requested });
+                }
+                m.clone()
+            }
+            (Some(m), None) => m.clone(),
+            (None, Some(index)) => index.model_id.split('@').next().unwrap_or(DEFAULT_MODEL_ID).to_string(),
+            (None, None) => DEFAULT_MODEL_ID.to_string(),
+        };
+        let mut engine_opts = opts.engine.clone();
+        if engine_opts.hub.revision.is_none()
+            && let Some(index) = &existing
+            && let Some((_, rev)) = index.model_id.split_once('@')
+        {
+            engine_opts.hub.revision = Some(rev.to_string());
+        }
+        let started = Instant::now();
+        let engine = Engine::load(&model, &engine_opts, &opts.runtime)?;
+        tracing::info!(model = engine.model_id(), device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model ready");
+        let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
+        let store = Store::open_or_create(dir, &engine.manifest(storage))?;
+        Ok(Self::from_parts(Arc::new(store), dir, Some(Arc::new(engine))))
+    }
+
+    /// Opens an existing index without loading the model: listing, deleting, stats, previews.
+    pub fn open_index(dir: &Path) -> Result<Self> {
+        let store = Store::open(dir)?;
+        Ok(Self::from_parts(Arc::new(store), dir, None))
+    }
+
+    /// A service over any index and embedder (another backend, another model family, tests).
+    pub fn from_parts(index: Arc<dyn PageIndex>, dir: &Path, embedder: Option<Arc<dyn PageEmbedder>>) -> Self {
+        Self {
+            index,
+            index_dir: dir.to_path_buf(),
+            previews: Previews::new(dir),
+            worker: embedder.map(EmbedWorker::start),
+            metrics: Metrics::default(),
+        }
+    }
+
+    fn worker(&self) -> Result<&EmbedWorker> {
+        self.worker.as_ref().ok_or(Error::NoModel)
+    }
+
+    /// The index's manifest (model, width, preprocessing, storage).
+    pub fn manifest(&self) -> &IndexManifest {
+        self.index.manifest()
+    }
+
+    /// The index folder.
+    pub fn index_dir(&self) -> &Path {
+        &self.index_dir
+    }
+
+    /// The embedder, if loaded.
+    pub fn embedder(&self) -> Option<&Arc<dyn PageEmbedder>> {
+        self.worker.as_ref().map(EmbedWorker::embedder)
+    }
+
+    /// Waiting (queries, page batches) on the device worker.
+    pub fn queue_depths(&self) -> (usize, usize) {
+        self.worker.as_ref().map_or((0, 0), EmbedWorker::queue_depths)
+    }
+
+    /// Lifetime counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Ingests `files` (blocking; see [`IngestOptions`]). Setting `cancel` stops it after the batch in hand.
+    pub fn ingest(
+        &self,
+        files: &[PathBuf],
+        opts: &IngestOptions,
+        progress: &dyn Progress,
+        cancel: &AtomicBool,
+    ) -> Result<Summary> {
+        let summary = ingest(self.worker()?, self.index.as_ref(), &self.previews, files, opts, progress, cancel)?;
+        self.metrics.pages_ingested.fetch_add(summary.pages_ingested as u64, Ordering::Relaxed);
+        let failed_pages = summary.failures.iter().filter(|f| f.page_index.is_some()).count();
+        self.metrics.pages_failed.fetch_add(failed_pages as u64, Ordering::Relaxed);
+        Ok(summary)
+    }
+
+    /// Ranks the index's pages for `query`.
+    pub fn search(&self, query: &str, opts: &SearchOptions) -> Result<Vec<SearchHit>> {
+        let started = Instant::now();
+        let result = self.search_inner(query, opts);
+        match &result {
+            Ok(_) => self.metrics.observe_search(started.elapsed().as_secs_f64()),
+            Err(_) => {
+                self.metrics.search_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+
+    fn search_inner(&self, query: &str, opts: &SearchOptions) -> Result<Vec<SearchHit>> {
+        if query.trim().is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let doc = opts.doc.as_deref().map(|d| self.resolve_document(d)).transpose()?;
+        let q = self.worker()?.embed_query(query)?;
+        let hits = self.index.search(&q, opts.k.min(MAX_K), doc.as_deref(), opts.mode)?;
+        hits.into_iter()
+            .map(|h| {
+                Ok(SearchHit {
+                    preview: self.previews.path(&h.doc_id, h.page_index)?,
+                    score: h.score,
+                    page_number: h.page_index + 1,
+                    page_count: h.page_count,
+                    doc_id: h.doc_id,
+                    source_path: h.source_path,
+                })
+            })
+            .collect()
+    }
+
+    /// Query embeddings (one multi-vector per text), on the device worker.
+    pub fn embed_queries(&self, texts: &[&str]) -> Result<Vec<MultiVector>> {
+        self.worker()?.embed_queries(texts)
+    }
+
+    /// Page embeddings of images (one multi-vector per image), on the device worker.
+    pub fn embed_images(&self, images: &[image::RgbImage]) -> Result<Vec<MultiVector>> {
+        let worker = self.worker()?;
+        let inputs = images
+            .iter()
+            .map(|img| worker.embedder().prepare(img).map_err(Error::Embed))
+            .collect::<Result<Vec<_>>>()?;
+        worker.embed_pages(inputs)
+    }
+
+    /// Stored documents.
+    pub fn documents(&self) -> Result<Vec<DocumentInfo>> {
+        Ok(self.index.documents()?)
+    }
+
+    /// The id of the document a user means (id, id prefix, path or file name).
+    pub fn resolve_document(&self, name: &str) -> Result<String> {
+        resolve_document(&self.index.documents()?, name)
+    }
+
+    /// Deletes a document (by exact id) and its previews; returns the pages deleted.
+    pub fn delete_document(&self, doc_id: &str) -> Result<usize> {
+        if !is_doc_id(doc_id) {
+            return Err(Error::InvalidId(doc_id.into()));
+        }
+        let pages = self.index.delete_document(doc_id)?;
+        self.index.flush()?;
+        self.previews.delete(doc_id)?;
+        Ok(pages)
+    }
+
+    /// The preview JPEG of a stored page (1-based page number).
+    pub fn preview(&self, doc_id: &str, page_number: usize) -> Result<Vec<u8>> {
+        let missing = || Error::NoSuchPage { doc_id: doc_id.into(), page_number };
+        let page_index = page_number.checked_sub(1).ok_or_else(missing)?;
+        self.previews.read(doc_id, page_index)?.ok_or_else(missing)
+    }
+
+    /// Pages, documents, disk, model.
+    pub fn stats(&self) -> Result<Stats> {
+        Ok(self.index.stats()?)
+    }
+}
