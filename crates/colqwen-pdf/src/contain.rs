@@ -28,6 +28,18 @@ pub struct RenderLimits {
     /// dash into an outline of about 400 bytes before rasterizing; see
     /// [`Error::TooManyDashes`].
     pub max_dash_segments: u64,
+    /// Most bytes one stream may decode to (Flate, LZW, RunLength, ASCII filters; image
+    /// codecs are bounded by `max_image_pixels`) for [`render_contained`] to render a page
+    /// that uses it; see [`Error::DecodeLimit`]. hayro decodes a stream into one buffer
+    /// with no cap, so a few MB of Flate data can ask for gigabytes.
+    pub max_stream_decoded_bytes: u64,
+    /// Most bytes all the streams one page uses may decode to together.
+    pub max_page_decoded_bytes: u64,
+    /// Most bytes the pages rendered from one [`Document`] may decode to in all
+    /// (counted per render: a stream shared by many pages counts on each). Bounds the
+    /// time a file of shared bombs can take, and the page contents hayro keeps decoded
+    /// for the document's lifetime.
+    pub max_file_decoded_bytes: u64,
     /// Wall-clock budget for one page render.
     pub time_budget: Duration,
     /// How many renders that timed out may still be running (detached) before
@@ -46,13 +58,17 @@ pub struct RenderLimits {
 
 impl Default for RenderLimits {
     /// 16.7 M pixels (4096²) per render, 268 M pixels (2^28, e.g. 16384²) per image,
-    /// 2 M dash segments per page (about 0.8 GB, 2 s), 30 s, 4 hung renders, 1.25×
+    /// 2 M dash segments per page (about 0.8 GB, 2 s), decoded streams of 256 MiB per
+    /// stream, 512 MiB per page and 16 GiB per document, 30 s, 4 hung renders, 1.25×
     /// oversampling, 72 dpi minimum.
     fn default() -> Self {
         Self {
             max_pixels: 4096 * 4096,
             max_image_pixels: 1 << 28,
             max_dash_segments: 2_000_000,
+            max_stream_decoded_bytes: 256 << 20,
+            max_page_decoded_bytes: 512 << 20,
+            max_file_decoded_bytes: 16 << 30,
             time_budget: Duration::from_secs(30),
             max_hung_renders: 4,
             oversample: 1.25,
@@ -99,10 +115,14 @@ pub fn hung_renders() -> usize {
 ///   starting a render (the caller should then skip the rest of the document, or
 ///   restart the process).
 ///
+/// - Every stream the page uses is decoded first with a cap (bytes per stream, per page
+///   and per document: `limits.max_*_decoded_bytes`), before hayro decodes it without
+///   one; a decompression bomb becomes [`Error::DecodeLimit`].
+///
 /// Not contained: an out-of-memory abort and a stack overflow end the whole process
-/// (Rust cannot catch either). `max_pixels`, the hazard scan and the worker's 64 MiB
-/// stack make them unlikely, but a compressed stream that inflates to more memory than
-/// the machine has (a "Flate bomb") still aborts: hayro's decoders have no output cap.
+/// (Rust cannot catch either). `max_pixels`, the hazard scan, the decode limits and the
+/// worker's 64 MiB stack make them unlikely (NOTES.md gives the peak memory measured
+/// per page).
 pub fn render_contained(
     doc: &Arc<Document>,
     page_index: usize,
@@ -112,9 +132,9 @@ pub fn render_contained(
 ) -> Result<RgbImage> {
     doc.check_size(page_index, width_px, height_px, limits.max_pixels)?;
     let worker_doc = Arc::clone(doc);
-    let (max_image_pixels, max_dash_segments) = (limits.max_image_pixels, limits.max_dash_segments);
+    let worker_limits = limits.clone();
     contain(doc.path(), page_index, limits, move || {
-        worker_doc.check_page_hazards(page_index, max_image_pixels, max_dash_segments)?;
+        worker_doc.check_page_hazards(page_index, &worker_limits)?;
         worker_doc.render_page(page_index, width_px, height_px)
     })
 }

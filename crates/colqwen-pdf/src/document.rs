@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::{InterpreterSettings, InterpreterWarning};
+use hayro::hayro_syntax::object::ObjectIdentifier;
 use hayro::hayro_syntax::page::Page;
 use hayro::hayro_syntax::{DecryptionError, LoadPdfError, Pdf};
 use hayro::kurbo::Affine;
@@ -17,8 +18,12 @@ use image::RgbImage;
 
 use crate::error::{Error, Result};
 
-/// Largest width or height hayro can render into (its pixmaps use `u16` sides).
-pub const MAX_SIDE_PX: u32 = u16::MAX as u32;
+/// Largest width or height hayro can render into (its pixmaps use `u16` sides, in
+/// whole tiles of 4 px).
+///
+/// 65532, not 65535: vello_cpu rounds the pixmap up to whole 4-px tiles in `u16`, and
+/// panics (`unwrap` on `None`) for a side above 65532.
+pub const MAX_SIDE_PX: u32 = 65_532;
 
 /// How far into the file a `%PDF-` header is looked for (as Acrobat does).
 const HEADER_SEARCH_BYTES: usize = 1024;
@@ -31,6 +36,10 @@ const HEADER_SEARCH_BYTES: usize = 1024;
 pub struct Document {
     pdf: Pdf,
     path: PathBuf,
+    /// Page objects a tolerant scan of the bytes found (at least `page_count`).
+    expected_pages: usize,
+    /// Decoded-size measurements and the file's decode budget, for contained renders.
+    pub(crate) decode: crate::guard::DecodeLedger,
 }
 
 impl std::fmt::Debug for Document {
@@ -38,6 +47,7 @@ impl std::fmt::Debug for Document {
         f.debug_struct("Document")
             .field("path", &self.path)
             .field("page_count", &self.page_count())
+            .field("expected_pages", &self.expected_pages)
             .finish_non_exhaustive()
     }
 }
@@ -64,32 +74,38 @@ impl Document {
             return Err(Error::Empty { path });
         }
         let _span = tracing::debug_span!("open_pdf", path = %path.display(), bytes = bytes.len()).entered();
+
+        // A tolerant scan of the bytes first: nesting depth (hayro's recovery is slow on
+        // very deep unclosed nesting, and it cannot read deeper than 512 levels anyway) and
+        // the page objects a lenient reader finds.
+        let raw = crate::scan::scan(&bytes);
+        if let Some(offset) = raw.too_deep_at {
+            return Err(Error::TooDeeplyNested {
+                path,
+                depth: raw.max_depth,
+                max_depth: crate::scan::MAX_NESTING,
+                offset,
+            });
+        }
+        let raw_pages = raw.page_count(&bytes);
+
         // Keep the bytes shared so a second attempt (empty password) does not copy them,
         // and so they are still at hand to diagnose a failure.
         let data: Arc<Vec<u8>> = Arc::new(bytes);
-
-        let first = Pdf::new_with_password(data.clone(), password.unwrap_or(""));
-        let result = match (first, password) {
-            // A password was given but does not match: the file may still open
-            // with the empty user password (only an owner password is set).
-            (Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)), Some(pw)) if !pw.is_empty() => {
-                match Pdf::new_with_password(data.clone(), "") {
-                    Ok(pdf) => {
-                        tracing::debug!("given password did not match; opened with the empty user password");
-                        Ok(pdf)
+        let mut pdf = match load(&data, password) {
+            Ok(pdf) => pdf,
+            Err(LoadError::Wrong) => return Err(Error::WrongPassword { path }),
+            Err(LoadError::Hayro(e)) => {
+                // Objects appended after the last %%EOF can hide the file's real xref: retry
+                // on the bytes up to it.
+                match cut_at_last_eof(&data).and_then(|cut| load(&Arc::new(cut), password).ok()) {
+                    Some(pdf) => {
+                        tracing::debug!("opened the file cut at its last %%EOF");
+                        pdf
                     }
-                    Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => {
-                        return Err(Error::WrongPassword { path });
-                    }
-                    Err(e) => Err(e),
+                    None => return Err(classify_load_error(e, &data, path)),
                 }
             }
-            (r, _) => r,
-        };
-
-        let pdf = match result {
-            Ok(pdf) => pdf,
-            Err(e) => return Err(classify_load_error(e, &data, path)),
         };
 
         if looks_truncated(&data) {
@@ -103,8 +119,41 @@ impl Document {
             });
         }
 
-        tracing::debug!(pages = pdf.pages().len(), version = ?pdf.version(), "opened PDF");
-        Ok(Self { pdf, path })
+        // Pages hayro's page tree lost, or boxes it cannot render: repair and reopen.
+        let needs_repair = pdf.pages().len() < raw_pages || pdf.pages().iter().any(|p| !page_box_is_sane(p));
+        if needs_repair {
+            let xref = pdf.xref();
+            let unreadable = |num: u32, gen_num: u16| {
+                xref.get::<hayro::hayro_syntax::object::Dict<'_>>(ObjectIdentifier::new(num, i32::from(gen_num)))
+                    .is_none()
+            };
+            if let Some(fix) = crate::repair::repair(&data, &raw, unreadable) {
+                let before = pdf.pages().len();
+                match load(&Arc::new(fix.data), password) {
+                    Ok(repaired) if repaired.pages().len() >= before => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            pages_before = before,
+                            pages_after = repaired.pages().len(),
+                            retyped_nodes = fix.retyped,
+                            rebuilt_pages = fix.rebuilt,
+                            replaced_boxes = fix.boxes,
+                            orphan_pages = fix.orphans,
+                            "repaired the page tree"
+                        );
+                        pdf = repaired;
+                    }
+                    _ => tracing::debug!("the repaired file is no better; keeping the original"),
+                }
+            }
+        }
+
+        let expected_pages = raw_pages.max(pdf.pages().len());
+        if pdf.pages().is_empty() {
+            return Err(Error::NoPages { path, expected_pages });
+        }
+        tracing::debug!(pages = pdf.pages().len(), expected_pages, version = ?pdf.version(), "opened PDF");
+        Ok(Self { pdf, path, expected_pages, decode: crate::guard::DecodeLedger::default() })
     }
 
     /// The file path (or the `name` given to [`Document::from_bytes`]).
@@ -112,9 +161,35 @@ impl Document {
         &self.path
     }
 
-    /// Number of pages.
+    /// Number of pages (never 0: a PDF without pages fails to open with
+    /// [`Error::NoPages`]).
     pub fn page_count(&self) -> usize {
         self.pdf.pages().len()
+    }
+
+    /// How many pages a tolerant reader finds: the larger of [`Document::page_count`] and
+    /// the number of page objects (`/Type /Page`, not `/Pages`) in a byte-level scan of the
+    /// file (objects inside compressed object streams are not seen by that scan). More
+    /// than `page_count` means pages were lost even after repair; see
+    /// [`Document::page_count_check`].
+    pub fn expected_pages(&self) -> usize {
+        self.expected_pages
+    }
+
+    /// `Err(`[`Error::PagesMissing`]`)` if the document yields fewer pages than the file
+    /// holds ([`Document::expected_pages`]), naming both counts. Callers that index a
+    /// document should report this as a failure of the file even if its other pages are
+    /// used: the file is damaged (or holds unreachable page objects, e.g. deleted pages
+    /// left behind by an editor, which the scan cannot tell apart).
+    pub fn page_count_check(&self) -> Result<()> {
+        if self.page_count() < self.expected_pages {
+            return Err(Error::PagesMissing {
+                path: self.path.clone(),
+                page_count: self.page_count(),
+                expected_pages: self.expected_pages,
+            });
+        }
+        Ok(())
     }
 
     /// Page size in PDF points (1/72 inch) as displayed: the crop box (intersected
@@ -161,35 +236,58 @@ impl Document {
         PageRenderer { doc: self, cache: RenderCache::new(), ctx: None }
     }
 
-    /// Scan what the page uses and fail with [`Error::ImageTooLarge`] or
-    /// [`Error::TooManyDashes`] if rendering it could exhaust memory (see `guard.rs`).
-    pub(crate) fn check_page_hazards(
-        &self,
-        page_index: usize,
-        max_image_pixels: u64,
-        max_dash_segments: u64,
-    ) -> Result<()> {
+    /// Scan what the page uses and fail with [`Error::ImageTooLarge`],
+    /// [`Error::TooManyDashes`] or [`Error::DecodeLimit`] if rendering it could exhaust
+    /// memory (see `guard.rs`). On success the page's decoded bytes are added to the
+    /// document's running total (`limits.max_file_decoded_bytes`).
+    pub(crate) fn check_page_hazards(&self, page_index: usize, limits: &crate::RenderLimits) -> Result<()> {
         let page = self.page(page_index)?;
-        let scan = crate::guard::scan_page(page);
+        let decode_limits =
+            crate::guard::DecodeLimits { stream: limits.max_stream_decoded_bytes, page: limits.max_page_decoded_bytes };
+        let scan = crate::guard::scan_page(page, &self.decode, decode_limits);
         tracing::debug!(page_index, ?scan, "scanned page before rendering");
+        if let Some((scope, decoded_bytes, complete, limit_bytes)) = scan.decode_exceeded {
+            return Err(Error::DecodeLimit {
+                path: self.path.clone(),
+                page_index,
+                scope,
+                decoded_bytes,
+                complete,
+                limit_bytes,
+            });
+        }
         if let Some((w, h)) = scan.largest_image
-            && u64::from(w) * u64::from(h) > max_image_pixels
+            && u64::from(w) * u64::from(h) > limits.max_image_pixels
         {
             return Err(Error::ImageTooLarge {
                 path: self.path.clone(),
                 page_index,
                 width_px: w,
                 height_px: h,
-                max_image_pixels,
+                max_image_pixels: limits.max_image_pixels,
             });
         }
-        if scan.dash_segments > max_dash_segments as f64 {
+        if scan.dash_segments > limits.max_dash_segments as f64 {
             return Err(Error::TooManyDashes {
                 path: self.path.clone(),
                 page_index,
                 // Saturating float-to-int conversion.
                 dash_segments: scan.dash_segments as u64,
-                max_dash_segments,
+                max_dash_segments: limits.max_dash_segments,
+            });
+        }
+        let before = self.decode.add(scan.decoded_bytes);
+        let total = before.saturating_add(scan.decoded_bytes);
+        if total > limits.max_file_decoded_bytes {
+            // Not rendered: take it back out of the total.
+            self.decode.used_bytes.fetch_sub(scan.decoded_bytes, Ordering::SeqCst);
+            return Err(Error::DecodeLimit {
+                path: self.path.clone(),
+                page_index,
+                scope: crate::DecodeScope::File,
+                decoded_bytes: total,
+                complete: true,
+                limit_bytes: limits.max_file_decoded_bytes,
             });
         }
         Ok(())
@@ -288,6 +386,42 @@ impl PageRenderer<'_> {
     }
 }
 
+enum LoadError {
+    /// A password was given, and neither it nor the empty password opens the file.
+    Wrong,
+    Hayro(LoadPdfError),
+}
+
+/// Open with hayro: `password` first; if it does not match, the empty user password
+/// (the file may have only an owner password).
+fn load(data: &Arc<Vec<u8>>, password: Option<&str>) -> std::result::Result<Pdf, LoadError> {
+    match (Pdf::new_with_password(data.clone(), password.unwrap_or("")), password) {
+        (Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)), Some(pw)) if !pw.is_empty() => {
+            match Pdf::new_with_password(data.clone(), "") {
+                Ok(pdf) => {
+                    tracing::debug!("given password did not match; opened with the empty user password");
+                    Ok(pdf)
+                }
+                Err(LoadPdfError::Decryption(DecryptionError::PasswordProtected)) => Err(LoadError::Wrong),
+                Err(e) => Err(LoadError::Hayro(e)),
+            }
+        }
+        (r, _) => r.map_err(LoadError::Hayro),
+    }
+}
+
+/// The bytes up to and including the last `%%EOF`, if anything but whitespace follows it.
+fn cut_at_last_eof(data: &[u8]) -> Option<Vec<u8>> {
+    let pos = rfind(data, b"%%EOF")?;
+    let end = pos + 5;
+    (!data[end..].trim_ascii().is_empty()).then(|| data[..end].to_vec())
+}
+
+/// Whether hayro's media and crop boxes of `page` can be rendered as they are.
+fn page_box_is_sane(page: &Page<'_>) -> bool {
+    [page.media_box(), page.crop_box()].iter().all(|r| crate::repair::box_is_sane(r.x0, r.y0, r.x1, r.y1))
+}
+
 /// Map hayro's load error to ours, looking at the bytes to tell "not a PDF" from
 /// "a damaged PDF".
 fn classify_load_error(e: LoadPdfError, data: &[u8], path: PathBuf) -> Error {
@@ -322,16 +456,23 @@ fn has_pdf_header(data: &[u8]) -> bool {
     find(&data[..data.len().min(HEADER_SEARCH_BYTES)], b"%PDF-")
 }
 
-/// A file is taken as truncated if it has no `%%EOF` at all, or if PDF objects
-/// follow its last `%%EOF` (an incremental update or the rest of a linearized file
-/// was cut off). Junk after the final `%%EOF` (padding, an HTML footer) is fine:
-/// viewers ignore it, and so does hayro.
+/// A file is taken as truncated if it has no `%%EOF` at all, or if it ends inside a
+/// PDF object after its last `%%EOF` (an `obj` without its `endobj`: an incremental update
+/// or the rest of a linearized file was cut off). Complete objects appended after the
+/// last `%%EOF` (an update whose xref was never written) and junk (padding, an HTML
+/// footer) are fine: viewers ignore them, and so does hayro.
 fn looks_truncated(data: &[u8]) -> bool {
     match rfind(data, b"%%EOF") {
         None => true,
         Some(pos) => {
             let tail = &data[pos + 5..];
-            [&b"endobj"[..], b"endstream", b" obj"].iter().any(|needle| find(tail, needle))
+            let last_start = rfind(tail, b" obj");
+            let last_end = rfind(tail, b"endobj");
+            match (last_start, last_end) {
+                (None, _) => false,
+                (Some(_), None) => true,
+                (Some(s), Some(e)) => s > e,
+            }
         }
     }
 }
@@ -402,6 +543,7 @@ mod tests {
         assert!(!looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n"));
         assert!(!looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n\0\0\0<html></html>"));
         assert!(looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n2 0 obj\n<<>>\nendo"));
+        assert!(!looks_truncated(b"%PDF-1.4\n1 0 obj\n<<>>\nendobj\n%%EOF\n2 0 obj\n<<>>\nendobj\n"));
     }
 
     #[test]

@@ -59,6 +59,83 @@ pub enum Error {
         reason: &'static str,
     },
 
+    /// The file opens but has no page at all, not even after repair (a page tree
+    /// with no kids, kids that point nowhere, page dictionaries that cannot be read).
+    #[error(
+        "{}: the PDF has no pages that can be read{}; re-download the file or repair it (e.g. `qpdf in.pdf out.pdf`)",
+        path.display(),
+        if *expected_pages > 0 { format!(" (a scan of the file finds {expected_pages} page object(s))") } else { String::new() }
+    )]
+    NoPages {
+        /// The file.
+        path: PathBuf,
+        /// Page objects a tolerant byte scan found (0: the file really has none).
+        expected_pages: usize,
+    },
+
+    /// The document yields fewer pages than the file holds: some page objects could
+    /// not be reached or read, even after repair. Returned by
+    /// [`Document::page_count_check`](crate::Document::page_count_check); the pages that
+    /// were found can still be rendered.
+    #[error(
+        "{}: only {page_count} of the {expected_pages} page objects in the file can be read \
+         (the page tree is damaged); the other pages are missing. Repair the file (e.g. `qpdf in.pdf out.pdf`) \
+         or re-export it",
+        path.display()
+    )]
+    PagesMissing {
+        /// The file.
+        path: PathBuf,
+        /// Pages the document yields.
+        page_count: usize,
+        /// Page objects a tolerant scan found.
+        expected_pages: usize,
+    },
+
+    /// Dictionaries or arrays are nested deeper than the reader supports (a malformed
+    /// or hostile file). Checked before parsing, so it fails fast.
+    #[error(
+        "{}: PDF objects are nested more than {max_depth} levels deep (at least {depth}, at byte {offset}); \
+         the file is malformed or hostile",
+        path.display()
+    )]
+    TooDeeplyNested {
+        /// The file.
+        path: PathBuf,
+        /// Deepest nesting found.
+        depth: usize,
+        /// The limit.
+        max_depth: usize,
+        /// Byte offset where the limit was exceeded.
+        offset: usize,
+    },
+
+    /// Decompressing the streams a page needs would produce more bytes than allowed
+    /// (a "decompression bomb": a few MB of compressed data inflating to gigabytes), so
+    /// the page is not rendered. Other pages may still render.
+    #[error(
+        "{}: page {}: {scope} would inflate to {} bytes, more than the {limit_bytes} allowed; \
+         this looks like a decompression bomb. Skip this page, or raise the decode limit if the file is trusted",
+        path.display(),
+        page_index.saturating_add(1),
+        if *complete { format!("{decoded_bytes}") } else { format!("more than {decoded_bytes}") }
+    )]
+    DecodeLimit {
+        /// The file.
+        path: PathBuf,
+        /// 0-based page index.
+        page_index: usize,
+        /// Which limit: one stream, the page, or the whole file.
+        scope: DecodeScope,
+        /// Decoded bytes measured (a lower bound if `complete` is false: measuring
+        /// stopped at the limit).
+        decoded_bytes: u64,
+        /// Whether `decoded_bytes` is the full size.
+        complete: bool,
+        /// The limit that applied.
+        limit_bytes: u64,
+    },
+
     /// The PDF is encrypted with a user password and none was given.
     #[error("{}: PDF is password-protected; pass its password with --password", path.display())]
     PasswordRequired {
@@ -234,4 +311,31 @@ pub enum Error {
         #[source]
         source: image::ImageError,
     },
+}
+
+/// Which decode limit of [`RenderLimits`](crate::RenderLimits) a page exceeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecodeScope {
+    /// One stream (object `obj_number`) inflates to more than
+    /// `max_stream_decoded_bytes`.
+    Stream {
+        /// The stream's object number.
+        obj_number: u32,
+    },
+    /// The streams of one page together inflate to more than `max_page_decoded_bytes`.
+    Page,
+    /// The pages rendered so far from this document, plus this one, inflate to more than
+    /// `max_file_decoded_bytes`.
+    File,
+}
+
+impl std::fmt::Display for DecodeScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Stream { obj_number } => write!(f, "compressed stream (object {obj_number})"),
+            Self::Page => f.write_str("the compressed streams of this page together"),
+            Self::File => f.write_str("the compressed streams of the pages rendered from this file so far"),
+        }
+    }
 }

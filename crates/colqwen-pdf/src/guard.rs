@@ -17,8 +17,23 @@
 //! their control polygon) in the page's and its forms' content streams. The walk
 //! reads dictionaries and decodes content streams only, and is bounded by a node
 //! budget. Not seen: a dash pattern set outside a form and inherited inside it.
+//!
+//! - **Decompression bombs.** hayro decodes streams without a size cap. Every stream the
+//!   page uses (content streams, forms, images, soft masks, patterns, Type3 glyphs,
+//!   annotation appearances, embedded fonts and CMaps) is first decoded here with a limit
+//!   ([`crate::decode`]), before hayro or this scan decodes it; the sizes are remembered
+//!   per document, so a stream shared by many pages is measured once. The page is
+//!   refused if one stream, or all of its streams together, inflate past the limits, or
+//!   if the document's running total (pages rendered so far, plus this one) would.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use hayro::hayro_syntax::object::Stream;
+
+use crate::decode::Measured;
+use crate::error::DecodeScope;
 
 use hayro::hayro_syntax::content::TypedIter;
 use hayro::hayro_syntax::content::ops::TypedInstruction;
@@ -38,11 +53,87 @@ pub(crate) struct PageScan {
     pub(crate) largest_image: Option<(u32, u32)>,
     /// Estimated number of dash segments over all dashed strokes.
     pub(crate) dash_segments: f64,
+    /// Bytes the page's streams decode to (data filters only; see `decode.rs`).
+    pub(crate) decoded_bytes: u64,
+    /// The first decode limit exceeded: scope, bytes measured, complete, limit.
+    pub(crate) decode_exceeded: Option<(DecodeScope, u64, bool, u64)>,
+}
+
+/// Decode limits for one page, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeLimits {
+    pub(crate) stream: u64,
+    pub(crate) page: u64,
+}
+
+/// Per-document memory of stream sizes and the running decode total.
+#[derive(Debug, Default)]
+pub(crate) struct DecodeLedger {
+    /// Measured size per stream, with the limit it was measured under.
+    sizes: Mutex<HashMap<ObjectIdentifier, (Measured, u64)>>,
+    /// Decoded bytes of the pages rendered (contained) so far.
+    pub(crate) used_bytes: AtomicU64,
+}
+
+impl DecodeLedger {
+    fn measure(&self, stream: &Stream<'_>, limit: u64) -> Measured {
+        let id = stream.obj_id();
+        let known = self.sizes.lock().ok().and_then(|m| m.get(&id).copied());
+        if let Some((m, measured_under)) = known
+            && (m.complete || measured_under <= limit)
+        {
+            return m;
+        }
+        let filters = stream.filters();
+        let early: Vec<bool> = lzw_early_change(stream, filters.len());
+        let m = crate::decode::measure(&stream.raw_data(), &filters, &early, limit);
+        if let Ok(mut sizes) = self.sizes.lock() {
+            sizes.insert(id, (m, limit));
+        }
+        m
+    }
+
+    /// Add a page's decoded bytes to the running total; the total before.
+    pub(crate) fn add(&self, bytes: u64) -> u64 {
+        self.used_bytes.fetch_add(bytes, Ordering::SeqCst)
+    }
+}
+
+/// `/EarlyChange` of each filter's `/DecodeParms` (default 1 = true).
+fn lzw_early_change(stream: &Stream<'_>, n: usize) -> Vec<bool> {
+    let dict = stream.dict();
+    let one = dict.get::<Dict<'_>>(b"DecodeParms").or_else(|| dict.get::<Dict<'_>>(b"DP"));
+    let many = dict.get::<Array<'_>>(b"DecodeParms").or_else(|| dict.get::<Array<'_>>(b"DP"));
+    (0..n)
+        .map(|i| {
+            let params = if i == 0 { one.clone() } else { None }
+                .or_else(|| many.as_ref().and_then(|a| a.iter::<Object<'_>>().nth(i)).and_then(|o| o.into_dict()));
+            params.and_then(|p| p.get::<i32>(b"EarlyChange")).is_none_or(|v| v != 0)
+        })
+        .collect()
 }
 
 /// Scan the objects page `page` uses.
-pub(crate) fn scan_page(page: &Page<'_>) -> PageScan {
-    let mut w = Walker { xref: page.xref(), visited: HashSet::new(), budget: NODE_BUDGET, found: PageScan::default() };
+pub(crate) fn scan_page(page: &Page<'_>, ledger: &DecodeLedger, limits: DecodeLimits) -> PageScan {
+    let mut w = Walker {
+        xref: page.xref(),
+        visited: HashSet::new(),
+        budget: NODE_BUDGET,
+        found: PageScan::default(),
+        ledger,
+        limits,
+    };
+    // Measure the content streams before hayro decodes them (`page_stream` decodes and
+    // keeps them). A stream listed several times counts each time.
+    let contents: Vec<Stream<'_>> = match page.raw().get::<Stream<'_>>(b"Contents") {
+        Some(s) => vec![s],
+        None => page.raw().get::<Array<'_>>(b"Contents").map(|a| a.iter::<Stream<'_>>().collect()).unwrap_or_default(),
+    };
+    for s in &contents {
+        if !w.check_stream(s, false) {
+            return w.found;
+        }
+    }
     if let Some(content) = page.page_stream() {
         let resources = page.raw().get::<Dict<'_>>(b"Resources");
         w.scan_content(content, resources.as_ref());
@@ -51,11 +142,13 @@ pub(crate) fn scan_page(page: &Page<'_>) -> PageScan {
     w.found
 }
 
-struct Walker<'x> {
+struct Walker<'x, 'l> {
     xref: &'x XRef,
     visited: HashSet<ObjectIdentifier>,
     budget: usize,
     found: PageScan,
+    ledger: &'l DecodeLedger,
+    limits: DecodeLimits,
 }
 
 /// Dash state and path length while scanning one content stream.
@@ -92,7 +185,30 @@ impl PathState {
     }
 }
 
-impl<'x> Walker<'x> {
+impl<'x> Walker<'x, '_> {
+    /// Measure `s` and add it to the page total; false if a limit is exceeded (then the
+    /// stream must not be decoded). `once`: count it only the first time it is seen.
+    fn check_stream(&mut self, s: &Stream<'_>, once: bool) -> bool {
+        if self.found.decode_exceeded.is_some() {
+            return false;
+        }
+        if once && !self.visited.insert(s.obj_id()) {
+            return true;
+        }
+        let m = self.ledger.measure(s, self.limits.stream);
+        if !m.complete || m.bytes > self.limits.stream {
+            let scope = DecodeScope::Stream { obj_number: s.obj_id().obj_number };
+            self.found.decode_exceeded = Some((scope, m.bytes, m.complete, self.limits.stream));
+            return false;
+        }
+        self.found.decoded_bytes += m.bytes;
+        if self.found.decoded_bytes > self.limits.page {
+            self.found.decode_exceeded = Some((DecodeScope::Page, self.found.decoded_bytes, false, self.limits.page));
+            return false;
+        }
+        true
+    }
+
     fn record(&mut self, dict: &Dict<'_>, inline: bool) {
         let (wk, hk): (&[u8], &[u8]) = if inline { (b"W", b"H") } else { (b"Width", b"Height") };
         let w = dict.get::<u32>(wk).or_else(|| dict.get::<u32>(b"Width"));
@@ -213,6 +329,9 @@ impl<'x> Walker<'x> {
                 }
             }
             Object::Stream(s) => {
+                if !self.check_stream(&s, false) {
+                    return;
+                }
                 let dict = s.dict().clone();
                 let subtype = dict.get::<Name<'_>>(b"Subtype");
                 let is = |n: &[u8]| subtype.as_ref().is_some_and(|s| s.as_ref() == n);
@@ -265,12 +384,16 @@ impl<'x> Walker<'x> {
                     | b"Widths"
                     | b"W"
                     | b"W2"
-                    | b"Encoding"
-                    | b"ToUnicode"
-                    | b"FontFile"
-                    | b"FontFile2"
-                    | b"FontFile3"
             ) {
+                continue;
+            }
+            if matches!(k, b"Encoding" | b"ToUnicode" | b"FontFile" | b"FontFile2" | b"FontFile3") {
+                // Decoded by hayro, but hold no images: measure only.
+                if let MaybeRef::Ref(r) = item
+                    && let Some(s) = self.xref.get::<Stream<'x>>(r.into())
+                {
+                    self.check_stream(&s, true);
+                }
                 continue;
             }
             let as_content = k == b"CharProcs";

@@ -21,14 +21,17 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod contain;
+mod decode;
 mod document;
 mod error;
 mod guard;
 mod preview;
+mod repair;
+mod scan;
 mod size;
 
 pub use contain::{RenderLimits, contain, hung_renders, render_contained};
 pub use document::{Document, MAX_SIDE_PX, PageRenderer};
-pub use error::{Error, Result};
+pub use error::{DecodeScope, Error, Result};
 pub use preview::encode_preview;
 pub use size::render_size;
