@@ -7,6 +7,11 @@
 //! sizes for a model pixel budget ([`render_size`]) and encodes JPEG previews
 //! ([`encode_preview`]).
 //!
+//! Damaged files are repaired where possible (lost pages put back, absurd page boxes
+//! replaced), a file without pages fails to open, and [`Document::page_count_check`] says
+//! when pages are still missing. [`render_contained`] bounds what a page may decode
+//! (decompression bombs), allocate and take ([`RenderLimits`]).
+//!
 //! Page indices are 0-based (`page_index`). Errors name the file and page and say what
 //! the user can do ([`Error`]). Logging is through `tracing` only.
 //!

@@ -220,7 +220,7 @@ fn page_count_check_names_both_counts() {
     println!("{msg}");
 }
 
-/// 9. A dictionary nested 10^6 deep (unclosed, no xref: hayro's recovery took 9-29 s on
+/// Issue item 9: a dictionary nested 10^6 deep (unclosed, no xref: hayro's recovery took 9-29 s on
 /// it) and a 10^6-deep array are refused in well under a second.
 #[test]
 fn million_deep_nesting_fails_fast() {
