@@ -2,6 +2,7 @@
 //!
 //! - `render OUT_DIR MAX_PIXELS PDF...`: renders every page (as ingest does) to `OUT_DIR/<pdf>-<page>.png`.
 //! - `recall MODEL SIZES QUERIES PDF...`: recall@10 of two-stage vs exact search (see `recall.rs`).
+//! - `http URL CLIENTS SECONDS QUERIES [KEY]`: search latency over HTTP under concurrent clients (`http.rs`).
 //! - `embed MODEL IMAGE_DIR OUT.safetensors BATCHES [QUERIES_FILE]`: embeds all PNGs at each batch size
 //!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
 //!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
@@ -19,6 +20,7 @@ use colqwen::{DTypeChoice, DeviceChoice, Runtime};
 use rayon::prelude::*;
 
 mod gemm;
+mod http;
 mod recall;
 
 fn main() -> Result<()> {
@@ -29,10 +31,11 @@ fn main() -> Result<()> {
             embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5))
         }
         Some("gemm") => gemm::run(),
+        Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
-             | recall MODEL PAGES QUERIES PDF..."
+             | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY]"
         ),
     }
 }

@@ -134,7 +134,7 @@ fn bad_inputs_are_reported_and_the_rest_is_ingested() {
     assert!(message("truncated-half.pdf").contains("truncated"));
     assert!(message("password-secret.pdf").contains("password"));
     assert_eq!(failures.len(), 4);
-    assert!(failures.iter().any(|f| f["hints"].to_string().contains("--password")));
+    assert!(failures.iter().any(|f| f["hint"].to_string().contains("--password")));
     // The index stays readable and holds what was ingested.
     assert_eq!(stats(&index)["pages"], 4);
 

@@ -32,8 +32,6 @@ pub trait PageIndex: Send + Sync {
     fn delete_file_version(&self, source_path: &str, keep_sha256: &str) -> Result<usize>;
     /// Top `k` pages by MaxSim against `query`, optionally only pages of one document (`doc_id`).
     fn search(&self, query: &MultiVector, k: usize, doc_id: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>>;
-    /// The stored vectors of one page (for similarity maps), `None` if it is not stored.
-    fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<(Hit, MultiVector)>>;
     /// Number of stored pages.
     fn page_count(&self) -> Result<usize>;
     /// Pages, documents, disk use, model and storage type.

@@ -151,7 +151,7 @@ fn main() {
         concurrency(&store, &queries);
         drop(store);
         if n >= 5000 {
-            let mut store = Store::open(&dir).unwrap();
+            let store = Store::open(&dir).unwrap();
             let (_, w, _) = timed(|| store.optimize().unwrap());
             let stats = store.stats().unwrap();
             println!("\noptimize() {:.1} s; disk {:.0} MiB", w / 1e3, stats.bytes_on_disk as f64 / 1048576.0);

@@ -1,8 +1,6 @@
 //! Errors of the store: the backend-neutral [`colqwen_core::IndexError`], and how qdrant-edge's errors map
 //! onto it.
 
-use std::path::PathBuf;
-
 pub use colqwen_core::{IndexError as Error, Result};
 
 /// Maps a qdrant-edge error; the WAL flock failure (`WouldBlock`) becomes [`Error::InUse`].

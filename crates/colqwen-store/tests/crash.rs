@@ -32,7 +32,7 @@ fn crash_child() {
         return;
     };
     let run: u32 = std::env::var(CHILD_RUN).unwrap().parse().unwrap();
-    let mut store = Store::open_or_create(dir.as_ref(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.as_ref(), &manifest(VectorStorage::F32)).unwrap();
     let mut rng = Rng::new(run as u64);
     let mut out = std::io::stdout().lock();
     let mut written = 0;

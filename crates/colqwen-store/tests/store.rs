@@ -24,7 +24,7 @@ fn round_trip_write_flush_reopen() {
     let pages = document(&mut rng, "a", "sha-a", 5, 32);
     let query = planted_query(&mut rng, &pages[3].vectors, 8, DIM, 0.2);
     {
-        let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+        let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
         store.upsert(pages.clone()).unwrap();
         store.flush().unwrap();
         assert_eq!(store.page_count().unwrap(), 5);
@@ -68,14 +68,14 @@ fn idempotent_upsert() {
     let dir = temp();
     let mut rng = Rng::new(2);
     let pages = document(&mut rng, "a", "sha-a", 6, 16);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     store.upsert(pages.clone()).unwrap();
     store.upsert(pages.clone()).unwrap();
     assert_eq!(store.page_count().unwrap(), 6);
     store.flush().unwrap();
     drop(store);
     // Again after reopening (the WAL numbering must continue, or replacements would be skipped).
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut changed = pages.clone();
     for p in &mut changed {
         p.preview = Some("changed.webp".into());
@@ -92,7 +92,7 @@ fn idempotent_upsert() {
 fn delete_document_and_file_version() {
     let dir = temp();
     let mut rng = Rng::new(3);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     store.upsert(document(&mut rng, "a", "sha-a1", 4, 8)).unwrap();
     store.upsert(document(&mut rng, "b", "sha-b", 3, 8)).unwrap();
     // "a" changed on disk: new version re-indexed with 2 pages, then the old version is dropped.
@@ -120,7 +120,7 @@ fn delete_document_and_file_version() {
 fn pages_of_file_and_documents() {
     let dir = temp();
     let mut rng = Rng::new(4);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     // An interrupted ingest: pages 0, 2, 5 of a 7-page file.
     let doc = document(&mut rng, "a", "sha-a", 7, 8);
     store.upsert(vec![doc[0].clone(), doc[2].clone(), doc[5].clone()]).unwrap();
@@ -191,7 +191,7 @@ fn second_open_is_in_use() {
 fn exact_search_equals_oracle() {
     let dir = temp();
     let mut rng = Rng::new(5);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages: Vec<PageRecord> = Vec::new();
     for d in 0..10 {
         pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
@@ -223,7 +223,7 @@ fn exact_search_equals_oracle() {
 fn filter_by_doc_id() {
     let dir = temp();
     let mut rng = Rng::new(6);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages = Vec::new();
     for d in 0..6 {
         pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 4, 16));
@@ -246,7 +246,7 @@ fn filter_by_doc_id() {
 fn two_stage_finds_planted_top1() {
     let dir = temp();
     let mut rng = Rng::new(7);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut pages = Vec::new();
     for d in 0..20 {
         pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 32));
@@ -274,8 +274,8 @@ fn f16_storage_round_trip_scores_close_to_f32() {
     let queries: Vec<Vec<f32>> = (0..4).map(|i| planted_query(&mut rng, &pages[i * 7].vectors, 16, DIM, 0.5)).collect();
     let (d32, d16) = (temp(), temp());
     {
-        let mut s32 = Store::open_or_create(d32.path(), &manifest(VectorStorage::F32)).unwrap();
-        let mut s16 = Store::open_or_create(d16.path(), &manifest(VectorStorage::F16)).unwrap();
+        let s32 = Store::open_or_create(d32.path(), &manifest(VectorStorage::F32)).unwrap();
+        let s16 = Store::open_or_create(d16.path(), &manifest(VectorStorage::F16)).unwrap();
         s32.upsert(pages.clone()).unwrap();
         s16.upsert(pages.clone()).unwrap();
         s32.flush().unwrap();
@@ -300,7 +300,7 @@ fn f16_storage_round_trip_scores_close_to_f32() {
 fn rejects_bad_input_without_panicking() {
     let dir = temp();
     let mut rng = Rng::new(9);
-    let mut store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
     let mut bad = page(&mut rng, "a", "sha", 0, 1, 4);
     bad.vectors.pop();
     assert!(matches!(store.upsert(vec![bad.clone()]), Err(Error::PageVectorShape { .. })));
@@ -333,7 +333,7 @@ fn wal_is_compacted_on_open_and_versions_continue() {
             .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("closed-"))
             .count()
     };
-    let mut store = Store::open_or_create(dir.path(), &m).unwrap();
+    let store = Store::open_or_create(dir.path(), &m).unwrap();
     // ~0.47 MB of WAL per 768-row page: 160 pages fill two 32 MiB WAL segments.
     for d in 0..16 {
         store.upsert(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).unwrap();
@@ -341,7 +341,7 @@ fn wal_is_compacted_on_open_and_versions_continue() {
     store.flush().unwrap();
     assert!(closed() >= 2, "expected several closed WAL segments, got {}", closed());
     drop(store);
-    let mut store = Store::open_or_create(dir.path(), &m).unwrap();
+    let store = Store::open_or_create(dir.path(), &m).unwrap();
     assert_eq!(closed(), 1);
     assert_eq!(store.page_count().unwrap(), 160);
     let mut replaced = page(&mut rng, "d0", "sha0", 0, 10, 8);

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Search latency over HTTP at several client counts, idle and while the same server ingests (one run, one
+# machine). Prints JSON lines (one per client count and phase) and the ingest's pages/s during the loaded phase.
+#
+#   bench/serve/run.sh                      # CPU, tiny fixture model (builds nothing: run `cargo build --release` first)
+#   MODEL=/path/to/checkpoint DEVICE=cuda BIN=... BENCH=... bench/serve/run.sh    # GPU (device tool)
+#
+# Env: BIN (colqwen), BENCH (colqwen-bench), MODEL, DEVICE, CLIENTS (1,8,32), SECONDS (per run, 10),
+# QUERIES (bench/gpu/queries.txt), PDFS (fixtures/pdfs/*.pdf: uploaded in a loop during the loaded phase).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$repo"
+BIN=${BIN:-target/release/colqwen}
+BENCH=${BENCH:-target/release/colqwen-bench}
+MODEL=${MODEL:-fixtures/tiny/colqwen2.5-tiny-v0.2}
+DEVICE=${DEVICE:-cpu}
+CLIENTS=${CLIENTS:-1,8,32}
+SECONDS_PER_RUN=${SECONDS:-10}
+QUERIES=${QUERIES:-bench/gpu/queries.txt}
+mapfile -t PDFS < <(ls ${PDFS:-fixtures/pdfs/*.pdf})
+work=$(mktemp -d)
+index=$work/index
+trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# A populated index first (the same PDFs), so the idle phase searches real pages.
+t0=$(date +%s.%N)
+COLQWEN_NO_PROGRESS=1 "$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" -q ingest "${PDFS[@]}" || true
+t1=$(date +%s.%N)
+"$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" serve --port 0 2>"$work/server.log" &
+server=$!
+for _ in $(seq 1 600); do [ -f "$index/server.json" ] && break; sleep 0.1; done
+url=$(jq -r .url "$index/server.json")
+until curl -sf "$url/health" >/dev/null; do sleep 0.1; done
+t2=$(date +%s.%N)
+echo "{\"phase\": \"startup\", \"cli_ingest_s\": $(awk "BEGIN{print $t1 - $t0}"), \"serve_ready_s\": $(awk "BEGIN{print $t2 - $t1}")}"
+
+echo "# idle"
+"$BENCH" http "$url" "$CLIENTS" "$SECONDS_PER_RUN" "$QUERIES" | sed 's/^{/{"phase": "idle", /'
+
+# Loaded: delete and upload the PDFs again and again while the searches run.
+stop=$work/stop
+(
+  while [ ! -f "$stop" ]; do
+    for id in $(curl -s "$url/v1/documents" | jq -r '.documents[].doc_id'); do curl -s -X DELETE "$url/v1/documents/$id" >/dev/null; done
+    args=(); for f in "${PDFS[@]}"; do args+=(-F "file=@$f"); done
+    job=$(curl -s "${args[@]}" "$url/v1/documents" | jq -r .job)
+    while [ "$(curl -s "$url/v1/jobs/$job" | jq -r .state)" = running ] || [ "$(curl -s "$url/v1/jobs/$job" | jq -r .state)" = queued ]; do
+      [ -f "$stop" ] && curl -s -X POST "$url/v1/jobs/$job/cancel" >/dev/null && break
+      sleep 0.2
+    done
+  done
+) &
+loader=$!
+sleep 2
+echo "# while ingesting"
+before=$(curl -s "$url/metrics" | awk '/^colqwen_pages_ingested_total/ {print $2}')
+ts=$(date +%s.%N)
+"$BENCH" http "$url" "$CLIENTS" "$SECONDS_PER_RUN" "$QUERIES" | sed 's/^{/{"phase": "ingesting", /'
+te=$(date +%s.%N)
+after=$(curl -s "$url/metrics" | awk '/^colqwen_pages_ingested_total/ {print $2}')
+touch "$stop"
+wait $loader || true
+echo "{\"phase\": \"ingesting\", \"pages_ingested\": $((after - before)), \"pages_per_s\": $(awk "BEGIN{print ($after - $before) / ($te - $ts)}")}"
+curl -s "$url/metrics" | grep -E '^colqwen_(http|search_errors)' || true

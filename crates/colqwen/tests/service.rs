@@ -1,0 +1,232 @@
+//! The library's `Service` on the CPU with the committed tiny fixture model and real PDFs: ingest, search,
+//! delete and previews; searches from other threads while an ingest writes; cancellation and resume; the
+//! device worker serving queries ahead of page batches; the model check before any load.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use colqwen::core::{BoxError, MultiVector, PageEmbedder, PageInput, VectorStorage};
+use colqwen::model::{HubOptions, LoadOptions};
+use colqwen::{
+    DTypeChoice, DeviceChoice, Engine, EngineOptions, Error, IngestOptions, NoProgress, Progress, Runtime, SearchOptions,
+    Service, ServiceOptions,
+};
+use colqwen_testkit::{fixtures_dir, tiny_adapter, tiny_base};
+
+const MANUAL: &str = "reportlab-userguide_broken-xref.pdf";
+
+fn pdf(name: &str) -> PathBuf {
+    fixtures_dir().join("pdfs").join(name)
+}
+
+fn options(index: &Path, model: &Path) -> ServiceOptions {
+    ServiceOptions {
+        index_dir: index.to_path_buf(),
+        engine: EngineOptions {
+            model: Some(model.display().to_string()),
+            hub: HubOptions { offline: true, ..Default::default() },
+            ..Default::default()
+        },
+        runtime: Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap(),
+        storage: VectorStorage::F16,
+    }
+}
+
+fn never() -> AtomicBool {
+    AtomicBool::new(false)
+}
+
+#[test]
+fn ingest_search_preview_delete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let service = Service::open(&options(&index, &tiny_adapter())).unwrap();
+    let files = [pdf("siscone-refman_p60_diagram.pdf"), pdf("gutenprint-users-manual_p5-14_text.pdf")];
+    let s = service.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    assert_eq!((s.pages_ingested, s.failures.len(), s.cancelled), (11, 0, false));
+    let again = service.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    assert_eq!((again.pages_ingested, again.pages_skipped), (0, 11));
+
+    let hits = service.search("printer driver", &SearchOptions { k: 4, ..Default::default() }).unwrap();
+    assert_eq!(hits.len(), 4);
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    let jpeg = service.preview(&hits[0].doc_id, hits[0].page_number).unwrap();
+    assert_eq!(&jpeg[..2], &[0xff, 0xd8]);
+    assert!(matches!(service.preview(&hits[0].doc_id, 999), Err(Error::NoSuchPage { .. })));
+    assert!(matches!(service.preview("../x", 1), Err(Error::InvalidId(_))));
+    assert!(matches!(service.search("  ", &SearchOptions::default()), Err(Error::EmptyQuery)));
+
+    let one = service.resolve_document("siscone-refman_p60_diagram.pdf").unwrap();
+    let filtered = service.search("x", &SearchOptions { k: 10, doc: Some(one.clone()), ..Default::default() }).unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(service.delete_document(&one).unwrap(), 1);
+    assert_eq!(service.stats().unwrap().pages, 10);
+    assert!(matches!(service.preview(&one, 1), Err(Error::NoSuchPage { .. })), "previews go with the document");
+    assert!(matches!(service.delete_document("../../etc"), Err(Error::InvalidId(_))));
+
+    // Embeddings straight from the worker: one 128-wide multi-vector per input.
+    let q = service.embed_queries(&["a", "reset the firmware"]).unwrap();
+    assert_eq!(q.len(), 2);
+    assert!(q.iter().all(|m| m.dim == 128 && m.rows > 0));
+    let img = image::RgbImage::from_pixel(100, 60, image::Rgb([255, 255, 255]));
+    assert_eq!(service.embed_images(&[img]).unwrap()[0].dim, 128);
+}
+
+#[test]
+fn searches_from_other_threads_while_an_ingest_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let service = Arc::new(Service::open(&options(&index, &tiny_adapter())).unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let searcher = {
+        let (service, done) = (service.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut searches, mut with_hits) = (0, 0);
+            while !done.load(Ordering::SeqCst) {
+                let hits = service.search("paragraph styles", &SearchOptions::default()).expect("search during ingest");
+                searches += 1;
+                with_hits += usize::from(!hits.is_empty());
+            }
+            (searches, with_hits)
+        })
+    };
+    let s = service.ingest(&[pdf(MANUAL)], &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    done.store(true, Ordering::SeqCst);
+    let (searches, with_hits) = searcher.join().unwrap();
+    assert_eq!(s.pages_ingested, 134);
+    assert!(searches >= 3 && with_hits >= 1, "{searches} searches, {with_hits} with hits");
+    assert_eq!(service.stats().unwrap().pages, 134);
+}
+
+/// Cancels the run once `after` pages are stored.
+struct CancelAfter<'a> {
+    stored: AtomicUsize,
+    after: usize,
+    cancel: &'a AtomicBool,
+}
+
+impl Progress for CancelAfter<'_> {
+    fn on_pages_stored(&self, _path: &Path, n: usize) {
+        if self.stored.fetch_add(n, Ordering::SeqCst) + n >= self.after {
+            self.cancel.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+#[test]
+fn a_cancelled_ingest_keeps_what_it_stored_and_a_rerun_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let cancel = AtomicBool::new(false);
+    {
+        let service = Service::open(&options(&index, &tiny_adapter())).unwrap();
+        let progress = CancelAfter { stored: AtomicUsize::new(0), after: 10, cancel: &cancel };
+        let s = service.ingest(&[pdf(MANUAL)], &IngestOptions::default(), &progress, &cancel).unwrap();
+        assert!(s.cancelled);
+        assert!(s.pages_ingested >= 10 && s.pages_ingested < 134, "{}", s.pages_ingested);
+        assert_eq!(service.stats().unwrap().pages, s.pages_ingested, "what was stored is flushed");
+    }
+    let service = Service::open(&options(&index, &tiny_adapter())).unwrap();
+    let stored = service.stats().unwrap().pages;
+    let s = service.ingest(&[pdf(MANUAL)], &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    assert_eq!(s.pages_skipped, stored);
+    assert_eq!(service.stats().unwrap().pages, 134);
+    assert_eq!(service.documents().unwrap()[0].stored_pages, 134);
+}
+
+/// The real engine, with a log of the order in which the worker runs page batches and queries.
+struct Logged {
+    inner: Engine,
+    log: Mutex<Vec<&'static str>>,
+}
+
+impl PageEmbedder for Logged {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn embedding_dim(&self) -> usize {
+        self.inner.embedding_dim()
+    }
+    fn preprocessing(&self) -> serde_json::Value {
+        self.inner.preprocessing()
+    }
+    fn max_pixels(&self) -> u64 {
+        self.inner.max_pixels()
+    }
+    fn prepare(&self, image: &image::RgbImage) -> Result<PageInput, BoxError> {
+        self.inner.prepare(image)
+    }
+    fn default_batch_size(&self) -> usize {
+        1
+    }
+    fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError> {
+        let r = self.inner.embed_pages(pages);
+        self.log.lock().unwrap().push("pages");
+        r
+    }
+    fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
+        let r = self.inner.embed_queries(queries);
+        self.log.lock().unwrap().push("query");
+        r
+    }
+    fn device_name(&self) -> String {
+        self.inner.device_name()
+    }
+}
+
+#[test]
+fn the_worker_serves_a_query_after_at_most_one_page_batch() {
+    let runtime = Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap();
+    let opts = EngineOptions { load: LoadOptions::default(), ..Default::default() };
+    let engine = Engine::load(&tiny_adapter().display().to_string(), &opts, &runtime).unwrap();
+    let logged = Arc::new(Logged { inner: engine, log: Mutex::new(Vec::new()) });
+    let worker = Arc::new(colqwen::EmbedWorker::start(logged.clone()));
+    let page = || {
+        let img = image::RgbImage::from_pixel(600, 800, image::Rgb([250, 250, 250]));
+        logged.prepare(&img).unwrap()
+    };
+    // Eight page batches queued at once from eight threads, then a query.
+    let pagers: Vec<_> = (0..8)
+        .map(|_| {
+            let (worker, input) = (worker.clone(), page());
+            std::thread::spawn(move || worker.embed_pages(vec![input]).unwrap())
+        })
+        .collect();
+    // Wait until every batch is queued or done, then ask; batches still queued then must wait for the query.
+    let (queued_at_ask, done_at_ask) = loop {
+        let done = logged.log.lock().unwrap().len();
+        let queued = worker.queue_depths().1;
+        if done + queued >= 7 {
+            break (queued, done);
+        }
+        std::thread::yield_now();
+    };
+    let q = worker.embed_query("where is the reset button").unwrap();
+    assert_eq!(q.dim, 128);
+    for p in pagers {
+        p.join().unwrap();
+    }
+    let log = logged.log.lock().unwrap().clone();
+    let at = log.iter().position(|e| *e == "query").unwrap();
+    // At most the batch that was on the device when the query arrived ran in between.
+    assert!(at <= done_at_ask + 1, "the query ran after {at} page batches ({done_at_ask} done when asked): {log:?}");
+    assert!(queued_at_ask >= 1 || done_at_ask >= 7, "the test queued batches ahead of the query");
+    assert_eq!(log.iter().filter(|e| **e == "pages").count(), 8);
+}
+
+#[test]
+fn another_model_is_refused_before_loading_and_a_missing_index_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let missing = Service::open_existing(&options(&index, &tiny_adapter()));
+    assert!(matches!(missing, Err(Error::NoIndex(_))));
+    drop(Service::open(&options(&index, &tiny_adapter())).unwrap());
+    let mut other = options(&index, &tiny_base());
+    other.engine.model = Some(tiny_base().display().to_string());
+    match Service::open(&other) {
+        Err(e @ Error::ModelMismatch { .. }) => assert!(e.hint().unwrap().contains("omit --model")),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("another model was accepted"),
+    }
+}
