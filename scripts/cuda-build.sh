@@ -29,9 +29,9 @@ ln -sfn "$(ls "$cu13"/lib/libcurand.so.10* | head -1)" "$root/lib64/libcurand.so
 
 if [ ! -f "$root/lib64/stubs/libcuda.so" ]; then
   # Driver API link stub: one empty function per symbol cudarc declares. cudarc's source is found through
-  # `cargo metadata`, which also downloads it (and every other locked package) on a fresh clone; no earlier
+  # `cargo metadata` (with the feature that pulls it in), which also downloads it on a fresh clone; no earlier
   # build has to have fetched it, and CARGO_HOME may be anywhere.
-  cudarc=$(cd "$repo" && cargo metadata --format-version 1 --locked |
+  cudarc=$(cd "$repo" && cargo metadata --format-version 1 --locked --features colqwen-model/cuda |
     python3 -c 'import json, os, sys
 ps = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"]
 if not ps: sys.exit("cuda-build.sh: cudarc is not in the dependency graph (candle-core/cuda pulls it in)")
