@@ -97,3 +97,17 @@ impl CudaBf16 {
         crate::kernels::upload_pinned(&self.device, &mut staging, shape, fill)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_runs_the_generic_ops_in_every_dtype() {
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let ops = Ops::for_device(&Device::Cpu, dtype).unwrap();
+            assert!(matches!(ops, Ops::Generic), "{dtype:?}: {ops:?}");
+            assert!(!ops.pads_gemm_widths());
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Stage timing for benchmarks, and a `tracing` span per stage.
 //!
-//! Each layer holds the [`Stage`]s it runs (made at load with [`stage!`]): a name, a TRACE span, and the
-//! model's [`Profiling`] slot. A stage always enters its span, which costs next to nothing unless a
+//! Each layer holds the `Stage`s it runs (made at load with the `stage!` macro): a name, a TRACE span, and
+//! the model's profiling slot. A stage always enters its span, which costs next to nothing unless a
 //! subscriber records TRACE spans (then the stages show up in its output, e.g. a Chrome trace). Only while a
 //! [`Profiler`] is set on the model ([`crate::ColQwen::set_profiling`]) does a stage also synchronise the
 //! device before and after its work (GPU work is asynchronous: without the synchronisation the time would be
@@ -137,3 +137,25 @@ macro_rules! stage {
     };
 }
 pub(crate) use stage;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stages_report_only_while_a_profiler_is_set() {
+        let profiling = Profiling::new(&Device::Cpu);
+        let (a, b) = (stage!(profiling, "a"), stage!(profiling, "b"));
+        assert_eq!(a.run(|| Ok::<_, ()>(1)), Ok(1), "runs without a profiler");
+        let profiler = Arc::new(Profiler::new());
+        profiling.set(Some(profiler.clone()));
+        a.run(|| Ok::<_, ()>(())).unwrap();
+        a.run(|| Ok::<_, ()>(())).unwrap();
+        assert_eq!(b.run(|| Err::<(), _>("failed")), Err("failed"), "errors pass through");
+        profiling.set(None);
+        a.run(|| Ok::<_, ()>(())).unwrap();
+        let calls: Vec<(&str, u64)> = profiler.report().iter().map(|&(name, _, n)| (name, n)).collect();
+        assert_eq!(calls, [("a", 2), ("b", 1)]);
+        assert_eq!(profiler.min_free_memory(), None, "no device memory to query on the CPU");
+    }
+}
