@@ -376,7 +376,7 @@ pub(crate) fn silu_mul(gu: &Tensor) -> Result<Tensor> {
 
 /// Whether [`silu_mul`] takes an intermediate width `inter` (8 outputs per thread).
 pub(crate) fn silu_mul_fits(inter: usize) -> bool {
-    inter % 8 == 0
+    inter.is_multiple_of(8)
 }
 
 /// Widest row the fused norm keeps in registers (kernel: 8 chunks of 8 values per lane).
@@ -384,7 +384,7 @@ pub(crate) const MAX_NORM_WIDTH: usize = 2048;
 
 /// Whether [`add_rms_norm`] takes rows of `width` (16-byte vector loads, at most [`MAX_NORM_WIDTH`]).
 pub(crate) fn add_rms_norm_fits(width: usize) -> bool {
-    width % 8 == 0 && width <= MAX_NORM_WIDTH
+    width.is_multiple_of(8) && width <= MAX_NORM_WIDTH
 }
 
 struct AddRmsNorm<'a> {
