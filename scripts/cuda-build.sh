@@ -4,7 +4,8 @@
 #   1. CUDA 13.0 compiler wheels from PyPI into a throwaway venv (the GPU machine's driver is r580 = CUDA 13.0:
 #      PTX from a newer nvcc could be rejected, so 13.0.x is pinned);
 #   2. a toolkit root in the layout cudarc/cudaforge expect (bin/include/nvvm links, lib64 sonames);
-#   3. a link-time stub libcuda.so (the real driver serves at run time);
+#   3. a link-time stub libcuda.so (the real driver serves at run time), from cudarc's source, which
+#      `cargo metadata` fetches: the script works from a fresh clone with an empty cargo registry;
 #   4. cargo build --release --features cuda into target-cuda/ (then scripts/pack-carry.sh for the device tool).
 # Usage: scripts/cuda-build.sh [cargo args...]        (default: -p colqwen-cli)
 #        scripts/cuda-build.sh test [cargo args...]   (test binaries only: cargo test --no-run)
@@ -27,8 +28,14 @@ for l in cublas cublasLt nvrtc cudart; do ln -sfn "$(ls "$cu13"/lib/lib$l.so.13*
 ln -sfn "$(ls "$cu13"/lib/libcurand.so.10* | head -1)" "$root/lib64/libcurand.so"
 
 if [ ! -f "$root/lib64/stubs/libcuda.so" ]; then
-  # Driver API link stub: one empty function per symbol cudarc declares.
-  cudarc=$(ls -d "$HOME"/.cargo/registry/src/*/cudarc-0.19.* | tail -1)
+  # Driver API link stub: one empty function per symbol cudarc declares. cudarc's source is found through
+  # `cargo metadata` (with the feature that pulls it in), which also downloads it on a fresh clone; no earlier
+  # build has to have fetched it, and CARGO_HOME may be anywhere.
+  cudarc=$(cd "$repo" && cargo metadata --format-version 1 --locked --features colqwen-model/cuda |
+    python3 -c 'import json, os, sys
+ps = [p for p in json.load(sys.stdin)["packages"] if p["name"] == "cudarc"]
+if not ps: sys.exit("cuda-build.sh: cudarc is not in the dependency graph (candle-core/cuda pulls it in)")
+print(os.path.dirname(ps[-1]["manifest_path"]))')
   grep -ohE "pub unsafe fn cu[A-Za-z0-9_]+" "$cudarc/src/driver/sys/mod.rs" | awk '{print $4}' | sort -u |
     sed 's/.*/void &(void) {}/' > "$work/cuda_stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$root/lib64/stubs/libcuda.so" "$work/cuda_stub.c"

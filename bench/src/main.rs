@@ -103,14 +103,15 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
         last = embs;
     }
     // Where the time goes: one pass of 32 pages at batch 16 with per-span device synchronisation.
-    colqwen::model::profile::enable(true);
+    let profiler = std::sync::Arc::new(colqwen::model::profile::Profiler::new());
+    m.set_profiling(Some(profiler.clone()));
     let t = Instant::now();
     let n = pvs.len().min(32);
     for chunk in pvs[..n].chunks(16) {
         m.embed_pixel_values(chunk)?;
     }
     let total = t.elapsed().as_secs_f64();
-    for (name, secs, calls) in colqwen::model::profile::report() {
+    for (name, secs, calls) in profiler.report() {
         println!(
             "{{\"what\": \"profile\", \"span\": \"{name}\", \"ms_per_page\": {:.3}, \"share\": {:.3}, \"calls\": {calls}}}",
             secs * 1e3 / n as f64,
@@ -118,9 +119,7 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
         );
     }
     println!("{{\"what\": \"profile_total\", \"ms_per_page\": {:.3}}}", total * 1e3 / n as f64);
-    if let (Some(free), Some(after)) =
-        (colqwen::model::profile::min_free_memory(), colqwen::model::free_device_memory(&rt.device))
-    {
+    if let (Some(free), Some(after)) = (profiler.min_free_memory(), colqwen::model::free_device_memory(&rt.device)) {
         // Free memory between batches (weights, context and allocator reserve held) vs the least seen inside.
         println!(
             "{{\"what\": \"profile_memory\", \"batch_size\": 16, \"forward_extra_mib\": {}, \"free_after_mib\": {}}}",
@@ -128,7 +127,7 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
             after >> 20
         );
     }
-    colqwen::model::profile::enable(false);
+    m.set_profiling(None);
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (p, e) in paths.iter().zip(&last) {
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();

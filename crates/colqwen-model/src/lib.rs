@@ -6,11 +6,15 @@
 //! [`ColQwen::embed_images`] and [`ColQwen::embed_queries`] run the whole path on packed batches.
 
 pub mod config;
+mod device;
 mod error;
 #[cfg(feature = "cuda")]
 mod kernels;
+#[cfg(all(test, feature = "cuda"))]
+mod kernels_vs_generic;
 mod model;
 mod nn;
+mod ops;
 pub mod preprocess;
 pub mod profile;
 mod source;
@@ -21,8 +25,9 @@ mod weights;
 
 pub use candle_core::{DType, Device};
 pub use config::{AdapterConfig, Config, PreprocessorConfig};
+pub use device::{default_batch_size, free_device_memory};
 pub use error::{Error, Result};
-pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch, default_batch_size, free_device_memory};
+pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch};
 pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
 pub use colqwen_core::{MultiVector, maxsim};
 pub use source::{DEFAULT_MODEL_ID, HubOptions, ModelFiles};

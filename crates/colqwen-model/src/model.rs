@@ -11,8 +11,9 @@ use colqwen_core::MultiVector;
 use crate::config::{AdapterConfig, Config, PreprocessorConfig};
 use crate::error::Result;
 use crate::nn::Linear;
+use crate::ops::Ops;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
-use crate::profile::span;
+use crate::profile::{Profiler, Profiling, Stage, stage};
 use crate::source::ModelFiles;
 use crate::text::{TextModel, document_positions, query_positions};
 use crate::tokenize::{Prompts, QueryTemplate};
@@ -70,9 +71,12 @@ pub struct ColQwen {
     device: Device,
     dtype: DType,
     lora_pairs: usize,
-    /// Reused page-locked buffer for pixel uploads (CUDA, bf16; see `kernels::upload_pinned`).
-    #[cfg(feature = "cuda")]
-    staging: std::sync::Mutex<Option<crate::kernels::Staging>>,
+    /// The device fast path, chosen once at load and shared with every layer.
+    ops: Ops,
+    /// Where the stages of every layer report when profiling is on.
+    profiling: Profiling,
+    upload: Stage,
+    download: Stage,
 }
 
 impl ColQwen {
@@ -94,12 +98,15 @@ impl ColQwen {
             (Some((cfg, weights)), false) => Some((weights.as_path(), AdapterConfig::from_file(cfg)?)),
             _ => None,
         };
-        let vb = Weights::open(&files.weights, adapter, dtype, device)?;
+        // The one place where the device fast path is chosen; the layers dispatch on `ops`.
+        let ops = Ops::for_device(device, dtype)?;
+        let profiling = Profiling::new(device);
+        let vb = Weights::open(&files.weights, adapter, dtype, device, &ops, &profiling)?;
         let vision = VisionModel::new(&config, vb.pp("visual"))?;
         let text = TextModel::new(&config, vb.pp("language_model"))?;
         let head = Linear::new(config.text.hidden_size, EMBEDDING_DIM, true, vb.pp("custom_text_proj"))?;
         vb.check_adapter_used()?;
-        tracing::info!(device = ?device, ?dtype, lora_pairs = vb.lora_pairs(), "loaded ColQwen2.5");
+        tracing::info!(device = ?device, ?dtype, ops = ops.name(), lora_pairs = vb.lora_pairs(), "loaded ColQwen2.5");
         Ok(Self {
             lora_pairs: vb.lora_pairs(),
             config,
@@ -110,9 +117,18 @@ impl ColQwen {
             prompts,
             device: device.clone(),
             dtype,
-            #[cfg(feature = "cuda")]
-            staging: Default::default(),
+            ops,
+            upload: stage!(profiling, "upload"),
+            download: stage!(profiling, "download"),
+            profiling,
         })
+    }
+
+    /// Times the stages of every forward pass into `profiler` from now on (with the device synchronised around
+    /// each stage, so passes run slower), or stops timing with `None`. Off after load; while off, stages cost
+    /// one atomic load each and never synchronise. Each stage is also a TRACE `tracing` span, profiler or not.
+    pub fn set_profiling(&self, profiler: Option<std::sync::Arc<Profiler>>) {
+        self.profiling.set(profiler);
     }
 
     /// The checkpoint's config.
@@ -233,7 +249,7 @@ impl ColQwen {
         // Cast to the model dtype on the host, in parallel: the reference casts pixel_values to the model dtype
         // before the patch embedding (trap 9) with the same round-to-nearest-even, so the values are identical,
         // and the upload is half the size in bf16/f16.
-        let pixel_values = span("upload", &self.device, || self.upload_pixels(images, (rows, width)))?;
+        let pixel_values = self.upload.run(|| self.upload_pixels(images, (rows, width)))?;
         let vision = self.vision.forward(&pixel_values, &grids)?;
         let batch = self.document_batch(&grids);
         let embeds = self.scatter_image_features(&batch, &vision)?;
@@ -245,18 +261,12 @@ impl ColQwen {
     /// converted straight into a reused page-locked buffer and copied by DMA (a pageable upload of a
     /// 16-page batch took longer than a sixth of its forward pass on an H100).
     fn upload_pixels(&self, images: &[PixelValues], shape: (usize, usize)) -> candle_core::Result<Tensor> {
-        #[cfg(feature = "cuda")]
-        if let (Device::Cuda(dev), DType::BF16) = (&self.device, self.dtype) {
-            let mut staging =
-                self.staging.lock().map_err(|_| candle_core::Error::Msg("staging buffer poisoned".into()))?;
-            return crate::kernels::upload_pinned(dev, &mut staging, shape, |dst| {
-                fill_pixels(images, dst, half::bf16::from_f32)
-            });
-        }
         let n = shape.0 * shape.1;
-        match self.dtype {
-            DType::BF16 => Tensor::from_vec(pack_pixels(images, n, half::bf16::from_f32), shape, &self.device),
-            DType::F16 => Tensor::from_vec(pack_pixels(images, n, half::f16::from_f32), shape, &self.device),
+        match (&self.ops, self.dtype) {
+            #[cfg(feature = "cuda")]
+            (Ops::CudaBf16(cuda), _) => cuda.upload(shape, |dst| fill_pixels(images, dst, half::bf16::from_f32)),
+            (_, DType::BF16) => Tensor::from_vec(pack_pixels(images, n, half::bf16::from_f32), shape, &self.device),
+            (_, DType::F16) => Tensor::from_vec(pack_pixels(images, n, half::f16::from_f32), shape, &self.device),
             _ => Tensor::from_vec(pack_pixels(images, n, |x| x), shape, &self.device),
         }
     }
@@ -274,9 +284,8 @@ impl ColQwen {
 
     /// One move back to the host, in f32, then split per sequence.
     fn split(&self, emb: &Tensor, cu: &[usize]) -> Result<Vec<MultiVector>> {
-        let all: Vec<f32> = span("download", &self.device, || {
-            emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()
-        })?;
+        let all: Vec<f32> =
+            self.download.run(|| emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1())?;
         Ok(cu
             .windows(2)
             .map(|w| MultiVector {
@@ -290,7 +299,11 @@ impl ColQwen {
 
 impl std::fmt::Debug for ColQwen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ColQwen").field("device", &self.device).field("dtype", &self.dtype).finish()
+        f.debug_struct("ColQwen")
+            .field("device", &self.device)
+            .field("dtype", &self.dtype)
+            .field("ops", &self.ops)
+            .finish()
     }
 }
 
@@ -312,31 +325,4 @@ fn fill_pixels<T: Send>(images: &[PixelValues], flat: &mut [T], cast: impl Fn(f3
         rest = tail;
     }
     parts.into_par_iter().for_each(|(dst, src)| dst.iter_mut().zip(src.iter()).for_each(|(d, &s)| *d = cast(s)));
-}
-
-/// Device memory not yet allocated, in bytes (`None` on the CPU, on Metal, and in builds without CUDA).
-pub fn free_device_memory(device: &Device) -> Option<usize> {
-    #[cfg(feature = "cuda")]
-    if let Device::Cuda(d) = device {
-        return d.cuda_stream().context().mem_get_info().ok().map(|(free, _)| free);
-    }
-    let _ = device;
-    None
-}
-
-/// Pages per forward pass for a device: 4 on the CPU; on CUDA as many as the free memory allows at ≈ 0.25 GiB
-/// of activations per 768-token page (the forward pass needs 1.6 GiB over the between-batch level at batch 16,
-/// H100), keeping 2 GiB spare, capped at 8: on an H100 throughput is flat from 8 to 32 pages (55.0 / 55.2
-/// pages/s at 8 / 16) while the peak grows (10.4 / 11.1 GiB), and a smaller batch starts the GPU sooner end
-/// to end (`bench/results.md`).
-pub fn default_batch_size(device: &Device) -> usize {
-    const PER_PAGE: usize = 256 << 20;
-    const SPARE: usize = 2 << 30;
-    if device.is_cpu() {
-        return 4;
-    }
-    match free_device_memory(device) {
-        Some(free) => (free.saturating_sub(SPARE) / PER_PAGE).clamp(1, 8),
-        None => 8,
-    }
 }

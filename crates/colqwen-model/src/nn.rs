@@ -3,7 +3,8 @@
 
 use candle_core::{D, DType, Module, Result, Tensor};
 
-use crate::profile::span;
+use crate::ops::Ops;
+use crate::profile::Stage;
 use crate::weights::Weights;
 
 /// `y = x·Wᵀ (+ b)`; `W` is `[out, in]` as in PyTorch.
@@ -38,19 +39,18 @@ impl Linear {
     pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
         let weight = vb.get(&[out_dim, in_dim], "weight")?;
         let bias = if bias { Some(vb.get(&[out_dim], "bias")?) } else { None };
-        Ok(Self::from_parts(weight, bias)?)
+        Ok(Self::from_parts(weight, bias, vb.ops())?)
     }
 
-    /// From tensors (`weight` `[out, in]`, `bias` `[out]`).
-    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
-        #[cfg(feature = "cuda")]
-        if let (Some(b), candle_core::Device::Cuda(dev)) = (&bias, weight.device())
-            && weight.dtype() == DType::BF16
-        {
-            let lt = crate::kernels::blas_lt(dev)?;
-            return Ok(Self::Epilogue { weight: weight.contiguous()?, bias: b.contiguous()?, lt });
+    /// From tensors (`weight` `[out, in]`, `bias` `[out]`), for `ops`.
+    pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>, ops: &Ops) -> Result<Self> {
+        match (ops, bias) {
+            #[cfg(feature = "cuda")]
+            (Ops::CudaBf16(cuda), Some(bias)) => {
+                Ok(Self::Epilogue { weight: weight.contiguous()?, bias: bias.contiguous()?, lt: cuda.lt.clone() })
+            }
+            (_, bias) => Ok(Self::Plain { weight, bias }),
         }
-        Ok(Self::Plain { weight, bias })
     }
 }
 
@@ -77,39 +77,45 @@ impl Module for Linear {
 pub(crate) struct RmsNorm {
     weight: Tensor,
     eps: f64,
+    ops: Ops,
 }
 
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
-        Ok(Self { weight: vb.get(&[dim], "weight")?, eps })
+        Ok(Self { weight: vb.get(&[dim], "weight")?, eps, ops: vb.ops().clone() })
     }
 
     /// The residual add that precedes this norm, fused with it: `(h = xs + delta, norm(h))`; without a
     /// `delta`, `(xs, norm(xs))`. One kernel on CUDA in bf16, exact reference order (trap 13).
     pub(crate) fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
-        #[cfg(feature = "cuda")]
-        if xs.device().is_cuda()
-            && xs.dtype() == DType::BF16
-            && xs.dim(D::Minus1)? % 8 == 0
-            && xs.dim(D::Minus1)? <= crate::kernels::MAX_NORM_WIDTH
-        {
-            return crate::kernels::add_rms_norm(xs, delta, &self.weight, self.eps);
+        match &self.ops {
+            #[cfg(feature = "cuda")]
+            Ops::CudaBf16(_) if crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?) => {
+                crate::kernels::add_rms_norm(xs, delta, &self.weight, self.eps)
+            }
+            _ => {
+                let h = match delta {
+                    Some(d) => (xs + d)?,
+                    None => xs.clone(),
+                };
+                let y = self.forward(&h)?;
+                Ok((h, y))
+            }
         }
-        let h = match delta {
-            Some(d) => (xs + d)?,
-            None => xs.clone(),
-        };
-        let y = self.forward(&h)?;
-        Ok((h, y))
     }
 }
 
 impl Module for RmsNorm {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if xs.dtype() == DType::F32 || xs.device().is_cuda() {
-            // In f32 the cast is a no-op, so candle's fused kernel computes the same function. On CUDA the fused
-            // kernel (f32 inside, one rounding after the weight multiply) replaces nine memory-bound passes; it
-            // differs from the reference's double rounding by at most one bf16 ulp per element.
+        // In f32 the casts below are no-ops, so candle's fused kernel computes the same function. On CUDA the
+        // fused kernel (f32 inside, one rounding after the weight multiply) replaces nine memory-bound passes; it
+        // differs from the reference's double rounding by at most one half-precision ulp per element.
+        let fused = match &self.ops {
+            Ops::Generic => xs.dtype() == DType::F32,
+            #[cfg(feature = "cuda")]
+            Ops::Cuda | Ops::CudaBf16(_) => true,
+        };
+        if fused {
             return candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32);
         }
         let x32 = xs.to_dtype(DType::F32)?;
@@ -156,31 +162,35 @@ enum PlanKind {
         /// Inverse of the concatenated chunk row order (`[N]`, u32).
         inverse: Tensor,
     },
-    /// The fused flash kernel over 64-row tiles of every sequence (CUDA, bf16, see [`crate::kernels`]).
+    /// The fused flash kernel over 64-row tiles of every sequence (CUDA, bf16, see `kernels.rs`).
     #[cfg(feature = "cuda")]
     Flash { tiles: Tensor, causal: bool },
 }
 
 impl AttentionPlan {
-    /// Plan for `heads` query heads of `head_dim` sharing `kv_heads` key/value heads, activations in `dtype`:
-    /// the flash kernel where it exists (CUDA, bf16, a compiled head dim), the generic path elsewhere.
+    /// Plan for `heads` query heads of `head_dim` sharing `kv_heads` key/value heads under `ops`: the flash
+    /// kernel where it exists (CUDA in bf16, a compiled head dim), the generic path elsewhere.
     pub(crate) fn new(
+        ops: &Ops,
         cu_seqlens: &[usize],
         heads: usize,
         kv_heads: usize,
         head_dim: usize,
         causal: bool,
-        dtype: DType,
         device: &candle_core::Device,
     ) -> Result<Self> {
-        #[cfg(feature = "cuda")]
-        if device.is_cuda() && dtype == DType::BF16 && crate::kernels::FLASH_HEAD_DIMS.contains(&head_dim) {
-            let tiles = crate::kernels::flash_tiles(cu_seqlens, device)?;
-            let n = cu_seqlens.last().copied().unwrap_or(0);
-            return Ok(Self { kind: PlanKind::Flash { tiles, causal }, n });
+        match ops {
+            #[cfg(feature = "cuda")]
+            Ops::CudaBf16(_) if crate::kernels::flash_fits(head_dim) => {
+                let tiles = crate::kernels::flash_tiles(cu_seqlens, device)?;
+                let n = cu_seqlens.last().copied().unwrap_or(0);
+                Ok(Self { kind: PlanKind::Flash { tiles, causal }, n })
+            }
+            _ => {
+                let _ = head_dim;
+                Self::generic(cu_seqlens, heads, kv_heads, causal, device)
+            }
         }
-        let _ = (head_dim, dtype);
-        Self::generic(cu_seqlens, heads, kv_heads, causal, device)
     }
 
     /// The generic plan (any device and dtype).
@@ -233,8 +243,8 @@ impl AttentionPlan {
 ///
 /// `qkv` `[N, (Hq + 2·Hkv)·d]` (query heads, then key heads, then value heads), rotary tables `cos`/`sin`
 /// `[N, d/2]` → `[N, Hq·d]`. The rotation runs in the tables' dtype: f32 tables give the vision tower's
-/// recipe (trap 12), tables in the model dtype the language model's (trap 16). `spans` names the rotary and
-/// attention stages for the profile.
+/// recipe (trap 12), tables in the model dtype the language model's (trap 16). `stages` are the rotary and
+/// the attention stage.
 pub(crate) fn attention(
     qkv: &Tensor,
     heads: usize,
@@ -242,18 +252,17 @@ pub(crate) fn attention(
     cos: &Tensor,
     sin: &Tensor,
     plan: &AttentionPlan,
-    spans: [&'static str; 2],
+    stages: [&Stage; 2],
 ) -> Result<Tensor> {
     let (n, width) = qkv.dims2()?;
     let d = width / (heads + 2 * kv_heads);
     let scale = 1.0 / (d as f64).sqrt();
-    let dev = qkv.device();
     let qkv = qkv.reshape((n, heads + 2 * kv_heads, d))?;
     match &plan.kind {
         #[cfg(feature = "cuda")]
         PlanKind::Flash { tiles, causal } => {
-            let qk = span(spans[0], dev, || crate::kernels::rope(&qkv, heads + kv_heads, cos, sin))?;
-            span(spans[1], dev, || {
+            let qk = stages[0].run(|| crate::kernels::rope(&qkv, heads + kv_heads, cos, sin))?;
+            stages[1].run(|| {
                 let (q, k) = (qk.narrow(1, 0, heads)?, qk.narrow(1, heads, kv_heads)?);
                 let v = qkv.narrow(1, heads + kv_heads, kv_heads)?;
                 crate::kernels::flash_attention(&q, &k, &v, tiles, *causal, scale)?.reshape((n, heads * d))
@@ -263,11 +272,10 @@ pub(crate) fn attention(
             // [H, N, d] per projection.
             let part = |first: usize, count: usize| qkv.narrow(1, first, count)?.transpose(0, 1)?.contiguous();
             let rot = |t: Tensor| apply_rotary(&t.to_dtype(cos.dtype())?, cos, sin)?.to_dtype(qkv.dtype());
-            let (q, k) = span(spans[0], dev, || {
-                Ok::<_, candle_core::Error>((rot(part(0, heads)?)?, rot(part(heads, kv_heads)?)?))
-            })?;
+            let (q, k) =
+                stages[0].run(|| Ok::<_, candle_core::Error>((rot(part(0, heads)?)?, rot(part(heads, kv_heads)?)?)))?;
             let v = part(heads + kv_heads, kv_heads)?;
-            span(spans[1], dev, || varlen_attention(&q, &k, &v, plan, scale))
+            stages[1].run(|| varlen_attention(&q, &k, &v, plan, scale))
         }
     }
 }
@@ -278,14 +286,18 @@ pub(crate) struct GatedMlp {
     /// `[N, D] → [N, 2I]`: gate columns, then up columns.
     gate_up: Linear,
     down: Linear,
+    ops: Ops,
+    /// The gate/up GEMM, the activation and the down GEMM.
+    stages: [Stage; 3],
 }
 
 impl GatedMlp {
-    /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb` (with biases when `bias`). On CUDA the width is
-    /// padded to a multiple of 128 (vision: 3420 → 3456) with zero rows in gate/up and zero columns in down:
+    /// Loads `gate_proj`, `up_proj`, `down_proj` under `vb` (with biases when `bias`); `stages` time the
+    /// gate/up GEMM, the activation and the down GEMM. On CUDA ([`Ops::pads_gemm_widths`]) the width is padded
+    /// to a multiple of 128 (vision: 3420 → 3456) with zero rows in gate/up and zero columns in down:
     /// `silu(0)·0 = 0`, so the function is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for
     /// this shape on an H100, bench `colqwen-bench gemm`).
-    pub(crate) fn new(d: usize, inter: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
+    pub(crate) fn new(d: usize, inter: usize, bias: bool, vb: Weights, stages: [Stage; 3]) -> crate::Result<Self> {
         let get =
             |name: &str, shape: &[usize]| vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" });
         let (mut gw, mut uw, mut dw) =
@@ -296,7 +308,8 @@ impl GatedMlp {
             (None, None, None)
         };
         let padded = inter.div_ceil(128) * 128;
-        if gw.device().is_cuda() && padded != inter {
+        let ops = vb.ops().clone();
+        if ops.pads_gemm_widths() && padded != inter {
             let extra = padded - inter;
             let (dtype, device) = (gw.dtype(), gw.device().clone());
             let zeros = |shape: &[usize]| Tensor::zeros(shape, dtype, &device);
@@ -312,59 +325,55 @@ impl GatedMlp {
             _ => None,
         };
         Ok(Self {
-            gate_up: Linear::from_parts(Tensor::cat(&[&gw, &uw], 0)?, gate_up_bias)?,
-            down: Linear::from_parts(dw, db)?,
+            gate_up: Linear::from_parts(Tensor::cat(&[&gw, &uw], 0)?, gate_up_bias, &ops)?,
+            down: Linear::from_parts(dw, db, &ops)?,
+            ops,
+            stages,
         })
-    }
-
-    /// `[N, D] → [N, D]`; `spans` names the gate/up GEMM, the activation and the down GEMM for the profile.
-    pub(crate) fn forward(&self, xs: &Tensor, spans: [&'static str; 3]) -> Result<Tensor> {
-        let dev = xs.device();
-        let gu = span(spans[0], dev, || self.gate_up.forward(xs))?;
-        let h = span(spans[1], dev, || silu_mul(&gu))?;
-        drop(gu); // the widest activation: not alive during the down GEMM
-        span(spans[2], dev, || self.down.forward(&h))
     }
 }
 
-/// Profile span names of one tower's block stages.
-pub(crate) struct BlockSpans {
-    pub(crate) add_norm: &'static str,
-    /// Gate/up GEMM, activation, down GEMM.
-    pub(crate) mlp: [&'static str; 3],
+impl Module for GatedMlp {
+    /// `[N, D] → [N, D]`.
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let [gate_up, act, down] = &self.stages;
+        let gu = gate_up.run(|| self.gate_up.forward(xs))?;
+        let h = act.run(|| silu_mul(&self.ops, &gu))?;
+        drop(gu); // the widest activation: not alive during the down GEMM
+        down.run(|| self.down.forward(&h))
+    }
 }
 
 /// A pre-norm transformer block, `h = x + attn(norm1(x))`, output `h + mlp(norm2(h))`, with that last residual
 /// add left pending: returns `(h, d)` whose sum is the block's output, so the add runs fused with the next norm
-/// ([`RmsNorm::add_forward`]); `pending` is the previous block's `d`. Inputs of each stage are dropped as soon as
-/// it has run, keeping them out of the next stage's peak.
+/// ([`RmsNorm::add_forward`]); `pending` is the previous block's `d`. `add_norm` times both add + norm steps.
+/// Inputs of each stage are dropped as soon as it has run, keeping them out of the next stage's peak.
 pub(crate) fn pre_norm_block(
     xs: &Tensor,
     pending: Option<&Tensor>,
     norms: [&RmsNorm; 2],
     mlp: &GatedMlp,
-    spans: &BlockSpans,
+    add_norm: &Stage,
     attn: impl FnOnce(&Tensor) -> crate::Result<Tensor>,
 ) -> crate::Result<(Tensor, Tensor)> {
-    let dev = xs.device();
-    let (xs, a) = span(spans.add_norm, dev, || norms[0].add_forward(xs, pending))?;
+    let (xs, a) = add_norm.run(|| norms[0].add_forward(xs, pending))?;
     let o = attn(&a)?;
     drop(a);
-    let (xs, m) = span(spans.add_norm, dev, || norms[1].add_forward(&xs, Some(&o)))?;
+    let (xs, m) = add_norm.run(|| norms[1].add_forward(&xs, Some(&o)))?;
     drop(o);
-    let d = mlp.forward(&m, spans.mlp)?;
+    let d = mlp.forward(&m)?;
     Ok((xs, d))
 }
 
 /// `silu(gu[:, :I]) · gu[:, I:]` of `[N, 2I]` → `[N, I]`, the reference's two roundings (silu, then the
-/// product) in half precision; fused on CUDA in bf16.
-pub(crate) fn silu_mul(gu: &Tensor) -> Result<Tensor> {
+/// product) in half precision; one fused kernel on CUDA in bf16.
+pub(crate) fn silu_mul(ops: &Ops, gu: &Tensor) -> Result<Tensor> {
     let inter = gu.dim(1)? / 2;
-    #[cfg(feature = "cuda")]
-    if gu.device().is_cuda() && gu.dtype() == DType::BF16 && inter % 8 == 0 {
-        return crate::kernels::silu_mul(&gu.contiguous()?);
+    match ops {
+        #[cfg(feature = "cuda")]
+        Ops::CudaBf16(_) if crate::kernels::silu_mul_fits(inter) => crate::kernels::silu_mul(&gu.contiguous()?),
+        _ => candle_nn::ops::silu(&gu.narrow(1, 0, inter)?)? * gu.narrow(1, inter, inter)?,
     }
-    candle_nn::ops::silu(&gu.narrow(1, 0, inter)?)? * gu.narrow(1, inter, inter)?
 }
 
 /// Attention over packed variable-length sequences (see [`AttentionPlan`]).

@@ -4,9 +4,10 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, BlockSpans, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
+use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
+use crate::ops::Ops;
 use crate::preprocess::ImageGrid;
-use crate::profile::span;
+use crate::profile::{Stage, stage};
 use crate::weights::Weights;
 
 /// M-RoPE positions `[3][L]` (t, h, w streams) of one document (§5.2): text tokens advance all streams
@@ -56,6 +57,8 @@ struct Attention {
     o_proj: Linear,
     heads: usize,
     kv_heads: usize,
+    /// The qkv GEMM, rotary, attention and `o_proj` GEMM.
+    stages: [Stage; 4],
 }
 
 struct DecoderLayer {
@@ -63,6 +66,8 @@ struct DecoderLayer {
     post_attention_layernorm: RmsNorm,
     self_attn: Attention,
     mlp: GatedMlp,
+    /// The residual add + norm steps of the layer.
+    add_norm: Stage,
 }
 
 /// The Qwen2.5-VL language model (`language_model.*`).
@@ -72,6 +77,9 @@ pub struct TextModel {
     norm: RmsNorm,
     inv_freq: Vec<f32>,
     mrope_section: Vec<usize>,
+    ops: Ops,
+    rotary_tables: Stage,
+    attention_plan: Stage,
 }
 
 impl Attention {
@@ -82,23 +90,23 @@ impl Attention {
         };
         let ((qw, qb), (kw, kb), (vw, vb_)) =
             (part("q_proj", heads)?, part("k_proj", kv_heads)?, part("v_proj", kv_heads)?);
-        let qkv = Linear::from_parts(Tensor::cat(&[&qw, &kw, &vw], 0)?, Some(Tensor::cat(&[&qb, &kb, &vb_], 0)?))?;
+        let bias = Tensor::cat(&[&qb, &kb, &vb_], 0)?;
+        let qkv = Linear::from_parts(Tensor::cat(&[&qw, &kw, &vw], 0)?, Some(bias), vb.ops())?;
         let o_proj = Linear::new(heads * head_dim, d, false, vb.pp("o_proj"))?;
-        Ok(Self { qkv, o_proj, heads, kv_heads })
+        let p = vb.profiling();
+        let stages =
+            [stage!(p, "text.qkv"), stage!(p, "text.rope"), stage!(p, "text.attention"), stage!(p, "text.o_proj")];
+        Ok(Self { qkv, o_proj, heads, kv_heads, stages })
     }
 
     /// `[N, D] → [N, D]`; `cos`/`sin` `[N, head_dim/2]` in the model dtype (rotary in bf16, trap 16).
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
-        let dev = xs.device();
-        let qkv = span("text.qkv", dev, || self.qkv.forward(xs))?;
-        let out = attention(&qkv, self.heads, self.kv_heads, cos, sin, plan, ["text.rope", "text.attention"])?;
-        Ok(span("text.o_proj", dev, || self.o_proj.forward(&out))?)
+        let [qkv_stage, rope, attn, o_proj] = &self.stages;
+        let qkv = qkv_stage.run(|| self.qkv.forward(xs))?;
+        let out = attention(&qkv, self.heads, self.kv_heads, cos, sin, plan, [rope, attn])?;
+        Ok(o_proj.run(|| self.o_proj.forward(&out))?)
     }
 }
-
-/// Profile spans of a block (see [`pre_norm_block`]).
-const BLOCK_SPANS: BlockSpans =
-    BlockSpans { add_norm: "text.add_norm", mlp: ["text.mlp_gate_up", "text.silu_mul", "text.mlp_down"] };
 
 impl TextModel {
     /// Loads `language_model.*`.
@@ -106,21 +114,34 @@ impl TextModel {
         let t = &cfg.text;
         let (d, hd) = (t.hidden_size, cfg.text_head_dim());
         let embed_tokens = vb.pp("embed_tokens").get(&[t.vocab_size, d], "weight")?;
+        let p = vb.profiling();
         let layers = (0..t.num_hidden_layers)
             .map(|i| {
                 let vb = vb.pp("layers").pp(i);
+                let mlp_stages =
+                    [stage!(p, "text.mlp_gate_up"), stage!(p, "text.silu_mul"), stage!(p, "text.mlp_down")];
                 Ok(DecoderLayer {
                     input_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("input_layernorm"))?,
                     post_attention_layernorm: RmsNorm::new(d, t.rms_norm_eps, vb.pp("post_attention_layernorm"))?,
                     self_attn: Attention::new(d, t.num_attention_heads, t.num_key_value_heads, hd, vb.pp("self_attn"))?,
-                    mlp: GatedMlp::new(d, t.intermediate_size, false, vb.pp("mlp"))?,
+                    mlp: GatedMlp::new(d, t.intermediate_size, false, vb.pp("mlp"), mlp_stages)?,
+                    add_norm: stage!(p, "text.add_norm"),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(d, t.rms_norm_eps, vb.pp("norm"))?;
         let theta = t.rope_theta as f32;
         let inv_freq = (0..hd).step_by(2).map(|i| 1.0f32 / theta.powf(i as f32 / hd as f32)).collect();
-        Ok(Self { embed_tokens, layers, norm, inv_freq, mrope_section: t.mrope_section.clone() })
+        Ok(Self {
+            embed_tokens,
+            layers,
+            norm,
+            inv_freq,
+            mrope_section: t.mrope_section.clone(),
+            ops: vb.ops().clone(),
+            rotary_tables: stage!(p, "text.rotary_tables"),
+            attention_plan: stage!(p, "text.attention_plan"),
+        })
     }
 
     /// Token embeddings `[N, D]` of `ids`.
@@ -152,17 +173,16 @@ impl TextModel {
     /// Decoder stack + final norm: `embeds` `[N, D]` of packed sequences (sequence `i` = rows
     /// `cu_seqlens[i]..cu_seqlens[i+1]`), positions `[3][N]` → `last_hidden_state` `[N, D]`.
     pub fn forward(&self, embeds: &Tensor, positions: &[Vec<u32>; 3], cu_seqlens: &[usize]) -> Result<Tensor> {
-        let (cos, sin) =
-            span("text.rotary_tables", embeds.device(), || self.rotary(positions, embeds.dtype(), embeds.device()))?;
+        let (cos, sin) = self.rotary_tables.run(|| self.rotary(positions, embeds.dtype(), embeds.device()))?;
         let (heads, kv_heads) = self.layers.first().map_or((1, 1), |l| (l.self_attn.heads, l.self_attn.kv_heads));
         let head_dim = 2 * self.inv_freq.len();
-        let plan = span("text.attention_plan", embeds.device(), || {
-            AttentionPlan::new(cu_seqlens, heads, kv_heads, head_dim, true, embeds.dtype(), embeds.device())
-        })?;
+        let plan = self
+            .attention_plan
+            .run(|| AttentionPlan::new(&self.ops, cu_seqlens, heads, kv_heads, head_dim, true, embeds.device()))?;
         let (mut xs, mut pending) = (embeds.clone(), None);
         for layer in &self.layers {
             let norms = [&layer.input_layernorm, &layer.post_attention_layernorm];
-            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &layer.mlp, &BLOCK_SPANS, |a| {
+            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &layer.mlp, &layer.add_norm, |a| {
                 layer.self_attn.forward(a, &cos, &sin, &plan)
             })?;
             (xs, pending) = (h, Some(delta));

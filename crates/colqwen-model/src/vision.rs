@@ -5,9 +5,10 @@ use candle_core::{Device, Module, Tensor};
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, BlockSpans, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
+use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
+use crate::ops::Ops;
 use crate::preprocess::ImageGrid;
-use crate::profile::span;
+use crate::profile::{Stage, stage};
 use crate::weights::Weights;
 
 /// Window layout of a packed batch of images (§4.3).
@@ -93,10 +94,20 @@ fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, idx.len(), device)?)
 }
 
+/// Stages of one attention layer (the attention stage depends on the block kind: window or full).
+struct AttentionStages {
+    qkv: Stage,
+    rope: Stage,
+    window: Stage,
+    full: Stage,
+    proj: Stage,
+}
+
 struct VisionAttention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
+    stages: AttentionStages,
 }
 
 struct VisionBlock {
@@ -104,6 +115,8 @@ struct VisionBlock {
     norm2: RmsNorm,
     attn: VisionAttention,
     mlp: GatedMlp,
+    /// The residual add + norm steps of the block.
+    add_norm: Stage,
 }
 
 struct PatchMerger {
@@ -111,6 +124,14 @@ struct PatchMerger {
     mlp0: Linear,
     mlp2: Linear,
     unit: usize,
+    stage: Stage,
+}
+
+/// Stages of the tower outside its blocks.
+struct TowerStages {
+    patch_embed: Stage,
+    rotary_tables: Stage,
+    attention_plan: Stage,
 }
 
 /// The Qwen2.5-VL vision transformer (`visual.*`).
@@ -122,22 +143,20 @@ pub struct VisionModel {
     inv_freq: Vec<f32>,
     merge: usize,
     window: usize,
+    ops: Ops,
+    stages: TowerStages,
 }
 
 impl VisionAttention {
     /// `xs`: `[N, D]` → `[N, D]`; `cos`/`sin`: `[N, head_dim/2]` f32 (rotary in f32, trap 12).
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan, full: bool) -> Result<Tensor> {
-        let dev = xs.device();
-        let qkv = span("vision.qkv", dev, || self.qkv.forward(xs))?;
-        let name = if full { "vision.attention_full" } else { "vision.attention_window" };
-        let out = attention(&qkv, self.heads, self.heads, cos, sin, plan, ["vision.rope", name])?;
-        Ok(span("vision.proj", dev, || self.proj.forward(&out))?)
+        let st = &self.stages;
+        let qkv = st.qkv.run(|| self.qkv.forward(xs))?;
+        let attn = if full { &st.full } else { &st.window };
+        let out = attention(&qkv, self.heads, self.heads, cos, sin, plan, [&st.rope, attn])?;
+        Ok(st.proj.run(|| self.proj.forward(&out))?)
     }
 }
-
-/// Profile spans of a block (see [`pre_norm_block`]).
-const BLOCK_SPANS: BlockSpans =
-    BlockSpans { add_norm: "vision.add_norm", mlp: ["vision.mlp_gate_up", "vision.silu_mul", "vision.mlp_down"] };
 
 impl VisionModel {
     /// Loads `visual.*`.
@@ -151,10 +170,13 @@ impl VisionModel {
             .pp("patch_embed.proj")
             .get(&[d, v.in_chans, v.temporal_patch_size, v.patch_size, v.patch_size], "weight")?
             .reshape((d, per_patch))?;
+        let p = vb.profiling();
         let blocks = (0..v.depth)
             .map(|i| {
                 let vb = vb.pp("blocks").pp(i);
                 let lin = |name: &str, i: usize, o: usize| Linear::new(i, o, true, vb.pp(name));
+                let mlp_stages =
+                    [stage!(p, "vision.mlp_gate_up"), stage!(p, "vision.silu_mul"), stage!(p, "vision.mlp_down")];
                 Ok(VisionBlock {
                     norm1: RmsNorm::new(d, 1e-6, vb.pp("norm1"))?,
                     norm2: RmsNorm::new(d, 1e-6, vb.pp("norm2"))?,
@@ -162,8 +184,16 @@ impl VisionModel {
                         qkv: lin("attn.qkv", d, 3 * d)?,
                         proj: lin("attn.proj", d, d)?,
                         heads: v.num_heads,
+                        stages: AttentionStages {
+                            qkv: stage!(p, "vision.qkv"),
+                            rope: stage!(p, "vision.rope"),
+                            window: stage!(p, "vision.attention_window"),
+                            full: stage!(p, "vision.attention_full"),
+                            proj: stage!(p, "vision.proj"),
+                        },
                     },
-                    mlp: GatedMlp::new(d, v.intermediate_size, true, vb.pp("mlp"))?,
+                    mlp: GatedMlp::new(d, v.intermediate_size, true, vb.pp("mlp"), mlp_stages)?,
+                    add_norm: stage!(p, "vision.add_norm"),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -174,6 +204,7 @@ impl VisionModel {
             mlp0: Linear::new(d * unit, d * unit, true, vm.pp("mlp.0"))?,
             mlp2: Linear::new(d * unit, v.out_hidden_size, true, vm.pp("mlp.2"))?,
             unit,
+            stage: stage!(p, "vision.merger"),
         };
         // 2D rotary: head_dim/2 rotated dims split between rows and columns, θ = 10000 (trap 12, 18).
         let dim = head_dim / 2;
@@ -186,6 +217,12 @@ impl VisionModel {
             inv_freq,
             merge: v.spatial_merge_size,
             window: v.window_size / v.spatial_merge_size / v.patch_size,
+            ops: vb.ops().clone(),
+            stages: TowerStages {
+                patch_embed: stage!(p, "vision.patch_embed"),
+                rotary_tables: stage!(p, "vision.rotary_tables"),
+                attention_plan: stage!(p, "vision.attention_plan"),
+            },
         })
     }
 
@@ -222,33 +259,32 @@ impl VisionModel {
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
         let device = pixel_values.device();
         let layout = self.layout(grids);
-        let xs = span("vision.patch_embed", device, || self.embed_patches(pixel_values))?;
+        let st = &self.stages;
+        let xs = st.patch_embed.run(|| self.embed_patches(pixel_values))?;
         let (n, d) = xs.dims2()?;
         let unit = self.merge * self.merge;
         let groups = index_tensor(&layout.window_index, device)?;
         // Permute whole 2×2 groups into window order (§4.3).
         let mut xs = xs.reshape((n / unit, unit * d))?.index_select(&groups, 0)?.reshape((n, d))?;
-        let (cos, sin) = span("vision.rotary_tables", device, || self.rotary(grids, &layout, device))?;
+        let (cos, sin) = st.rotary_tables.run(|| self.rotary(grids, &layout, device))?;
         let heads = self.blocks.first().map_or(1, |b| b.attn.heads);
-        let (head_dim, dtype) = (d / heads, xs.dtype());
-        let (window_plan, full_plan) = span("vision.attention_plan", device, || {
-            Ok::<_, candle_core::Error>((
-                AttentionPlan::new(&layout.cu_window_seqlens, heads, heads, head_dim, false, dtype, device)?,
-                AttentionPlan::new(&layout.cu_seqlens, heads, heads, head_dim, false, dtype, device)?,
-            ))
+        let head_dim = d / heads;
+        let (window_plan, full_plan) = st.attention_plan.run(|| {
+            let plan = |cu: &[usize]| AttentionPlan::new(&self.ops, cu, heads, heads, head_dim, false, device);
+            Ok::<_, candle_core::Error>((plan(&layout.cu_window_seqlens)?, plan(&layout.cu_seqlens)?))
         })?;
         let mut pending = None;
         for (i, block) in self.blocks.iter().enumerate() {
             let full = self.fullatt.contains(&i);
             let plan = if full { &full_plan } else { &window_plan };
             let norms = [&block.norm1, &block.norm2];
-            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &block.mlp, &BLOCK_SPANS, |a| {
+            let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &block.mlp, &block.add_norm, |a| {
                 block.attn.forward(a, &cos, &sin, plan, full)
             })?;
             (xs, pending) = (h, Some(delta));
         }
         let m = &self.merger;
-        let xs = span("vision.merger", device, || {
+        let xs = m.stage.run(|| {
             let xs = m.ln_q.add_forward(&xs, pending.as_ref())?.1.reshape((n / m.unit, m.unit * d))?;
             m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)
         })?;

@@ -13,6 +13,8 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::config::AdapterConfig;
 use crate::error::{Error, Result};
+use crate::ops::Ops;
+use crate::profile::Profiling;
 
 /// On-disk key → module key (fact sheet §1.1, colpali-engine `_checkpoint_conversion_mapping`), plus the
 /// 5.x `Qwen2_5_VLForConditionalGeneration` layout (`model.language_model.*`, `model.visual.*`).
@@ -63,13 +65,17 @@ struct Adapter {
     replacements: HashMap<String, Entry>,
 }
 
-/// Tensor source with a name prefix, like candle's `VarBuilder::pp`.
+/// Tensor source with a name prefix, like candle's `VarBuilder::pp`. Like the device and dtype a
+/// `VarBuilder` carries, it also carries what every layer constructor needs besides tensors: the ops the model
+/// runs ([`Ops`], chosen once at load) and the profiling slot its stages report to.
 #[derive(Clone)]
 pub(crate) struct Weights {
     store: Arc<Store>,
     prefix: String,
     dtype: DType,
     device: Device,
+    ops: Ops,
+    profiling: Profiling,
 }
 
 fn open(path: &Path) -> Result<MmapedSafetensors> {
@@ -91,12 +97,15 @@ fn index_files(files: &[(PathBuf, MmapedSafetensors)], rename: impl Fn(&str) -> 
 }
 
 impl Weights {
-    /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config).
+    /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config), for
+    /// layers in `dtype` on `device` that run `ops` and report to `profiling`.
     pub(crate) fn open(
         files: &[PathBuf],
         adapter: Option<(&Path, AdapterConfig)>,
         dtype: DType,
         device: &Device,
+        ops: &Ops,
+        profiling: &Profiling,
     ) -> Result<Self> {
         let files: Vec<_> = files.iter().map(|p| Ok((p.clone(), open(p)?))).collect::<Result<_>>()?;
         let tensors = index_files(&files, module_key);
@@ -106,7 +115,19 @@ impl Weights {
             prefix: String::new(),
             dtype,
             device: device.clone(),
+            ops: ops.clone(),
+            profiling: profiling.clone(),
         })
+    }
+
+    /// The ops the layers run.
+    pub(crate) fn ops(&self) -> &Ops {
+        &self.ops
+    }
+
+    /// The profiling slot the layers' stages report to.
+    pub(crate) fn profiling(&self) -> &Profiling {
+        &self.profiling
     }
 
     /// A view one level down: `pp("layers").pp(3)` → `layers.3.`.
@@ -320,7 +341,9 @@ mod tests {
         ]);
         candle_core::safetensors::save(&lora, &adapter).unwrap();
         let config: AdapterConfig = serde_json::from_str(r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8}"#).unwrap();
-        let weights = Weights::open(&[base], Some((&adapter, config)), DType::BF16, &dev).unwrap();
+        let weights =
+            Weights::open(&[base], Some((&adapter, config)), DType::BF16, &dev, &Ops::Generic, &Profiling::new(&dev))
+                .unwrap();
         let merged = weights.pp("language_model.layers.0.mlp.up_proj").get(&[out_dim, in_dim], "weight").unwrap();
         let expected = (w.to_dtype(DType::F32).unwrap() + (b.matmul(&a).unwrap() * 2.0).unwrap())
             .unwrap()
