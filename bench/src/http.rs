@@ -27,7 +27,8 @@ pub fn run(url: &str, clients: &str, seconds: f64, queries: &str, key: Option<&S
         let started = Instant::now();
         let threads: Vec<_> = (0..n)
             .map(|t| {
-                let (stop, latencies, failures, queries) = (stop.clone(), latencies.clone(), failures.clone(), queries.clone());
+                let (stop, latencies, failures, queries) =
+                    (stop.clone(), latencies.clone(), failures.clone(), queries.clone());
                 let url = format!("{}/v1/search", url.trim_end_matches('/'));
                 let key = key.cloned();
                 std::thread::spawn(move || {

@@ -34,8 +34,16 @@ impl Server {
     fn start_with_key(index: &Path, extra: &[&str], key: Option<&str>) -> Server {
         let _ = std::fs::remove_file(index.join("server.json"));
         let mut c = Command::new(env!("CARGO_BIN_EXE_colqwen"));
-        c.arg("--index").arg(index).arg("--model").arg(tiny_adapter()).args(["--device", "cpu", "serve", "--port", "0"]);
-        c.args(extra).env("COLQWEN_NO_PROGRESS", "1").env_remove("COLQWEN_API_KEY").stdout(Stdio::null()).stderr(Stdio::piped());
+        c.arg("--index")
+            .arg(index)
+            .arg("--model")
+            .arg(tiny_adapter())
+            .args(["--device", "cpu", "serve", "--port", "0"]);
+        c.args(extra)
+            .env("COLQWEN_NO_PROGRESS", "1")
+            .env_remove("COLQWEN_API_KEY")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(k) = key {
             c.env("COLQWEN_API_KEY", k);
         }
@@ -182,7 +190,8 @@ fn upload_progress_search_preview_embeddings_delete() {
     // The upload's name could not escape the upload folder.
     assert!(docs.iter().all(|d| d["source_path"].as_str().unwrap().contains("/uploads/")), "{docs:?}");
 
-    let (status, res) = server.post("/v1/search", &json!({ "query": "printer driver", "k": 3, "include_images": true }));
+    let (status, res) =
+        server.post("/v1/search", &json!({ "query": "printer driver", "k": 3, "include_images": true }));
     assert_eq!(status, 200, "{res}");
     let results = res["results"].as_array().unwrap();
     assert_eq!(results.len(), 3);
@@ -214,7 +223,8 @@ fn upload_progress_search_preview_embeddings_delete() {
     let (_, emb64) = server.post("/v1/embeddings", &json!({ "input": "reset", "encoding_format": "base64" }));
     let rows = emb64["data"][0]["shape"][0].as_u64().unwrap();
     use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD.decode(emb64["data"][0]["embedding"].as_str().unwrap()).unwrap();
+    let raw =
+        base64::engine::general_purpose::STANDARD.decode(emb64["data"][0]["embedding"].as_str().unwrap()).unwrap();
     assert_eq!(raw.len() as u64, rows * 128 * 4);
 
     // Bad input: a 4xx with a JSON error naming the problem; the server keeps serving.
@@ -387,7 +397,8 @@ fn sigterm_finishes_the_batch_and_the_job_resumes() {
     };
     assert!(status.success(), "graceful shutdown exits 0: {status}");
     assert!(!index.join("server.json").exists(), "the server file is removed");
-    let saved: Value = serde_json::from_slice(&std::fs::read(index.join("jobs").join(format!("{job}.json"))).unwrap()).unwrap();
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(index.join("jobs").join(format!("{job}.json"))).unwrap()).unwrap();
     assert_eq!(saved["state"], "interrupted", "{saved}");
     drop(server);
 

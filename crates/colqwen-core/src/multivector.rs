@@ -51,7 +51,9 @@ pub fn maxsim(query: &[f32], doc: &[f32], dim: usize) -> f32 {
     query
         .chunks_exact(dim)
         .map(|q| {
-            doc.chunks_exact(dim).map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>()).fold(f32::NEG_INFINITY, f32::max)
+            doc.chunks_exact(dim)
+                .map(|d| q.iter().zip(d).map(|(a, b)| a * b).sum::<f32>())
+                .fold(f32::NEG_INFINITY, f32::max)
         })
         .sum()
 }

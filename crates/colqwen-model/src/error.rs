@@ -155,10 +155,13 @@ impl colqwen_core::Hint for Error {
                 "run once with network access to download the model, or pass --model with a local folder".into()
             }
             Self::Hub { .. } => "check the network and the model id; gated models need HF_TOKEN".into(),
-            Self::MissingFile { .. } | Self::Safetensors { .. } | Self::ShapeMismatch { .. } | Self::MissingTensor { .. } => {
-                "the model folder is incomplete or damaged: download it again".into()
+            Self::MissingFile { .. }
+            | Self::Safetensors { .. }
+            | Self::ShapeMismatch { .. }
+            | Self::MissingTensor { .. } => "the model folder is incomplete or damaged: download it again".into(),
+            Self::UnsupportedModelType { .. } => {
+                "colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into()
             }
-            Self::UnsupportedModelType { .. } => "colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into(),
             _ => return None,
         })
     }

@@ -24,11 +24,11 @@ pub mod vision;
 mod weights;
 
 pub use candle_core::{DType, Device};
+pub use colqwen_core::{MultiVector, maxsim};
 pub use config::{AdapterConfig, Config, PreprocessorConfig};
 pub use device::{default_batch_size, free_device_memory};
 pub use error::{Error, Result};
 pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch};
 pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
-pub use colqwen_core::{MultiVector, maxsim};
 pub use source::{DEFAULT_MODEL_ID, HubOptions, ModelFiles};
 pub use tokenize::QueryTemplate;

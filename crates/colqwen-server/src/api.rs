@@ -75,7 +75,11 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
             CorsLayer::new()
                 .allow_origin(AllowOrigin::list(origins))
                 .allow_methods([Method::GET, Method::POST, Method::DELETE])
-                .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, "x-api-key".parse().unwrap_or(header::ACCEPT)]),
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    "x-api-key".parse().unwrap_or(header::ACCEPT),
+                ]),
         );
     }
     app.with_state(state)
@@ -88,8 +92,8 @@ async fn guard(State(state): S, req: Request, next: Next) -> Response {
         && req.method() != Method::OPTIONS
         && !key_matches(req.headers(), key)
     {
-        let mut resp = ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API key")
-            .into_response();
+        let mut resp =
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or wrong API key").into_response();
         resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         count(&state, resp.status());
         return resp;
@@ -116,9 +120,8 @@ fn key_matches(headers: &HeaderMap, key: &str) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-    given.is_some_and(|g| {
-        g.len() == key.len() && g.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-    })
+    given
+        .is_some_and(|g| g.len() == key.len() && g.bytes().zip(key.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0)
 }
 
 /// Runs blocking service work on the blocking pool; a panic there becomes a 500, never a dead server.
@@ -186,7 +189,11 @@ async fn delete_document(State(state): S, UrlPath(doc_id): UrlPath<String>) -> A
 }
 
 fn check_id(id: &str) -> ApiResult<()> {
-    if is_doc_id(id) { Ok(()) } else { Err(ApiError::bad_request(format!("{id:?} is not an id (lowercase hex digits)"))) }
+    if is_doc_id(id) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!("{id:?} is not an id (lowercase hex digits)")))
+    }
 }
 
 /// `POST /v1/documents`, multipart: one or more `file` fields (PDFs), optional `password`. Each file is streamed
@@ -249,7 +256,10 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
 
 /// Opens each saved file as a PDF (with the password): `(name, path, Some((error, hint)))` when it cannot be
 /// ingested, so a bad upload is answered at once instead of failing later inside the job.
-fn check_pdfs(files: Vec<(String, PathBuf)>, password: Option<&str>) -> Vec<(String, PathBuf, Option<(String, Option<String>)>)> {
+fn check_pdfs(
+    files: Vec<(String, PathBuf)>,
+    password: Option<&str>,
+) -> Vec<(String, PathBuf, Option<(String, Option<String>)>)> {
     files
         .into_iter()
         .map(|(name, path)| {
@@ -309,11 +319,13 @@ async fn ingest_paths(State(state): S, Json(req): Json<PathsRequest>) -> ApiResu
     let allowed: Vec<PathBuf> = state.config.allow_paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut files = Vec::new();
     for p in &req.paths {
-        let real = Path::new(p)
-            .canonicalize()
-            .map_err(|_| ApiError::bad_request(format!("{p}: no such file")))?;
+        let real = Path::new(p).canonicalize().map_err(|_| ApiError::bad_request(format!("{p}: no such file")))?;
         if !allowed.iter().any(|a| real.starts_with(a)) || !real.is_file() {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", format!("{p}: not a file below an allowed folder")));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{p}: not a file below an allowed folder"),
+            ));
         }
         let name = real.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         files.push((name, real));
@@ -448,12 +460,10 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
 
 async fn preview(State(state): S, UrlPath((doc_id, page)): UrlPath<(String, String)>) -> ApiResult<Response> {
     check_id(&doc_id)?;
-    let page: usize = page.parse().ok().filter(|&p| p >= 1).ok_or_else(|| ApiError::bad_request("page must be a number from 1"))?;
+    let page: usize =
+        page.parse().ok().filter(|&p| p >= 1).ok_or_else(|| ApiError::bad_request("page must be a number from 1"))?;
     let bytes = blocking(move || Ok(state.service.preview(&doc_id, page)?)).await?;
-    Ok((
-        [(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")],
-        Body::from(bytes),
-    )
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], Body::from(bytes))
         .into_response())
 }
 
@@ -504,7 +514,9 @@ async fn embeddings(State(state): S, Json(req): Json<EmbeddingsRequest>) -> ApiR
         if let Some(rest) = input.strip_prefix("data:") {
             images.push((i, decode_data_uri(rest).map_err(|m| ApiError::bad_request(format!("input {i}: {m}")))?));
         } else if input.trim().is_empty() || input.chars().count() > MAX_QUERY_CHARS {
-            return Err(ApiError::bad_request(format!("input {i}: a query must have 1 to {MAX_QUERY_CHARS} characters")));
+            return Err(ApiError::bad_request(format!(
+                "input {i}: a query must have 1 to {MAX_QUERY_CHARS} characters"
+            )));
         } else {
             texts.push((i, input));
         }
@@ -550,7 +562,8 @@ fn decode_data_uri(rest: &str) -> Result<image::RgbImage, String> {
     if !meta.starts_with("image/") || !meta.ends_with(";base64") {
         return Err("only base64 image data URIs (data:image/...;base64,...) are accepted".into());
     }
-    let bytes = base64::engine::general_purpose::STANDARD.decode(payload.trim()).map_err(|e| format!("bad base64: {e}"))?;
+    let bytes =
+        base64::engine::general_purpose::STANDARD.decode(payload.trim()).map_err(|e| format!("bad base64: {e}"))?;
     let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| format!("unreadable image: {e}"))?;
@@ -566,7 +579,11 @@ fn decode_data_uri(rest: &str) -> Result<image::RgbImage, String> {
 
 fn io_error(what: &str, e: &std::io::Error) -> ApiError {
     if e.raw_os_error() == Some(28) {
-        return ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "no_space", format!("cannot {what}: no space left on the server"));
+        return ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "no_space",
+            format!("cannot {what}: no space left on the server"),
+        );
     }
     ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("cannot {what}: {e}"))
 }

@@ -107,8 +107,9 @@ pub fn serve(
     let server_file = index_dir.join(SERVER_FILE);
     let result = runtime.block_on(async {
         let addr = format!("{}:{}", config.host, config.port);
-        let listener =
-            tokio::net::TcpListener::bind(&addr).await.map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let info = serde_json::json!({ "url": format!("http://{bound}"), "pid": std::process::id() });
         if let Err(e) = std::fs::write(&server_file, info.to_string()) {

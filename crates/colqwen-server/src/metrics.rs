@@ -45,7 +45,8 @@ pub(crate) fn render(state: &AppState) -> String {
     let _ = writeln!(out, "# TYPE colqwen_queue_depth gauge");
     let _ = writeln!(out, "colqwen_queue_depth{{lane=\"queries\"}} {queries}");
     let _ = writeln!(out, "colqwen_queue_depth{{lane=\"pages\"}} {pages}");
-    let _ = writeln!(out, "# HELP colqwen_jobs_pending Ingest jobs queued or running.\n# TYPE colqwen_jobs_pending gauge");
+    let _ =
+        writeln!(out, "# HELP colqwen_jobs_pending Ingest jobs queued or running.\n# TYPE colqwen_jobs_pending gauge");
     let _ = writeln!(out, "colqwen_jobs_pending {}", state.jobs.pending());
     out
 }

@@ -113,8 +113,13 @@ impl Store {
             fs::create_dir_all(&shard_dir).map_err(Error::io("creating shard directory", &shard_dir))?;
             EdgeShard::new(&shard_dir, config).map_err(engine("creating shard", dir))?
         };
-        let store =
-            Store { shard: RwLock::new(Some(shard)), writes: Mutex::new(()), manifest, dir: dir.to_path_buf(), _lock: lock };
+        let store = Store {
+            shard: RwLock::new(Some(shard)),
+            writes: Mutex::new(()),
+            manifest,
+            dir: dir.to_path_buf(),
+            _lock: lock,
+        };
         store.ensure_payload_indexes()?;
         tracing::debug!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "opened index");
         Ok(store)
@@ -414,8 +419,7 @@ impl Store {
                 with_vector: WithVector::Bool(false),
                 order_by: None,
             };
-            let (records, next) =
-                self.with_shard(|s| s.scroll(request).map_err(engine("listing pages", &self.dir)))?;
+            let (records, next) = self.with_shard(|s| s.scroll(request).map_err(engine("listing pages", &self.dir)))?;
             for record in &records {
                 let id = num_id(record.id, &self.dir)?;
                 each(id, record.payload.as_ref().map(|p| &p.0).unwrap_or(&empty))?;

@@ -258,9 +258,11 @@ impl Shared {
         let path = self.dir.join(format!("{}.json", status.id));
         let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(status).unwrap_or_default();
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &path))
-            .map_err(|source| Error::Io { op: "write", path, source })
+        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &path)).map_err(|source| Error::Io {
+            op: "write",
+            path,
+            source,
+        })
     }
 
     fn update(&self, job: &Job, f: impl FnOnce(&mut JobStatus)) {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use colqwen_core::{DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, Stats, VectorStorage, is_doc_id};
+use colqwen_core::{
+    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, Stats, VectorStorage, is_doc_id,
+};
 use colqwen_model::DEFAULT_MODEL_ID;
 use colqwen_store::Store;
 

@@ -175,7 +175,11 @@ fn run(shared: &Shared) {
             Work::Pages(job) => {
                 let n = job.inputs.len();
                 let result = contained(|| shared.embedder.embed_pages(job.inputs)).and_then(|v| {
-                    if v.len() == n { Ok(v) } else { Err("the model returned the wrong number of page embeddings".into()) }
+                    if v.len() == n {
+                        Ok(v)
+                    } else {
+                        Err("the model returned the wrong number of page embeddings".into())
+                    }
                 });
                 let _ = job.reply.send(result);
             }

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use colqwen::core::{BoxError, MultiVector, PageEmbedder, PageInput, VectorStorage};
 use colqwen::model::{HubOptions, LoadOptions};
 use colqwen::{
-    DTypeChoice, DeviceChoice, Engine, EngineOptions, Error, IngestOptions, NoProgress, Progress, Runtime, SearchOptions,
-    Service, ServiceOptions,
+    DTypeChoice, DeviceChoice, Engine, EngineOptions, Error, IngestOptions, NoProgress, Progress, Runtime,
+    SearchOptions, Service, ServiceOptions,
 };
 use colqwen_testkit::{fixtures_dir, tiny_adapter, tiny_base};
 

@@ -79,7 +79,8 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let target = open(g)?;
     let docs = documents(&target)?;
     let exact = docs.iter().any(|d| d.doc_id == a.doc || d.source_path == a.doc);
-    let by_name = docs.iter().any(|d| std::path::Path::new(&d.source_path).file_name().is_some_and(|f| f == a.doc.as_str()));
+    let by_name =
+        docs.iter().any(|d| std::path::Path::new(&d.source_path).file_name().is_some_and(|f| f == a.doc.as_str()));
     if !exact && !by_name && a.doc.len() < MIN_PREFIX {
         return Err(UsageError(format!(
             "{:?} is too short to name a document: give at least {MIN_PREFIX} characters of its id, its path or its file name",
@@ -90,7 +91,8 @@ pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let doc = match &target {
         Target::Local(s) => s.resolve_document(&a.doc)?,
         Target::Remote(_) => {
-            let matches: Vec<&DocumentInfo> = docs.iter().filter(|d| d.doc_id.starts_with(&a.doc) || d.source_path == a.doc).collect();
+            let matches: Vec<&DocumentInfo> =
+                docs.iter().filter(|d| d.doc_id.starts_with(&a.doc) || d.source_path == a.doc).collect();
             match matches[..] {
                 [d] => d.doc_id.clone(),
                 _ => return Err(colqwen::Error::NoSuchDocument(a.doc.clone()).into()),

@@ -70,7 +70,8 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
 
 /// First line of a password file.
 fn read_password(path: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading the password file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading the password file {}", path.display()))?;
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 

@@ -28,7 +28,10 @@ impl Server {
         &self.url
     }
 
-    fn auth(&self, req: ureq::RequestBuilder<ureq::typestate::WithoutBody>) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+    fn auth(
+        &self,
+        req: ureq::RequestBuilder<ureq::typestate::WithoutBody>,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
         match &self.key {
             Some(k) => req.header("Authorization", &format!("Bearer {k}")),
             None => req,
