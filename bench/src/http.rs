@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-pub fn run(url: &str, clients: &str, seconds: f64, queries: &str, key: Option<&String>) -> Result<()> {
+pub(crate) fn run(url: &str, clients: &str, seconds: f64, queries: &str, key: Option<&String>) -> Result<()> {
     let queries: Vec<String> = std::fs::read_to_string(queries)
         .with_context(|| format!("reading {queries}"))?
         .lines()

@@ -9,6 +9,7 @@
 
 mod error;
 mod schema;
+mod space;
 mod store;
 mod wal;
 

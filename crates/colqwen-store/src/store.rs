@@ -103,6 +103,7 @@ impl Store {
 
     fn open_shard(dir: &Path, manifest: IndexManifest, lock: fs::File) -> Result<Store> {
         let started = Instant::now();
+        crate::space::ensure(dir, 0, "opening the index (its write-ahead log needs room)")?;
         let shard_dir = dir.join(SHARD_DIR);
         let config = schema::edge_config(&manifest);
         let existing = shard_dir.join(EDGE_CONFIG_FILE).exists();
@@ -154,6 +155,9 @@ impl Store {
             check_page(page, dim)?;
         }
         let _writer = self.writer();
+        // The page's vectors land in the WAL, then in the segment (f32 or f16), plus the pooled vector.
+        let bytes: usize = pages.iter().map(|p| p.vectors.len() * 4 * 2 + dim * 8 + 4096).sum();
+        crate::space::ensure(&self.dir, bytes as u64, "writing pages")?;
         let mut pages = pages.into_iter().peekable();
         while pages.peek().is_some() {
             let mut batch = Vec::with_capacity(UPSERT_BATCH_PAGES);
@@ -186,6 +190,7 @@ impl Store {
     pub fn flush(&self) -> Result<()> {
         let started = Instant::now();
         let _writer = self.writer();
+        crate::space::ensure(&self.dir, 0, "flushing the index")?;
         // qdrant-edge 0.7 flush() panics on I/O errors instead of returning them.
         self.with_shard(|shard| {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))

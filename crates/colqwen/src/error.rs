@@ -35,6 +35,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A path that is not a regular file (a FIFO, socket or device would block or make no sense).
+    #[error("{0} is not a regular file")]
+    NotRegularFile(PathBuf),
     /// The device asked for is not compiled into this build or not present.
     #[error("device {requested} is not available: {reason}")]
     DeviceUnavailable {

@@ -6,6 +6,7 @@
 //! server and resumes interrupted ones. The CLI and the server are thin layers over it. It never prints nor
 //! reads environment variables.
 
+mod discover;
 mod engine;
 mod error;
 mod ingest;
@@ -21,6 +22,7 @@ pub use colqwen_core as core;
 pub use colqwen_model as model;
 pub use colqwen_pdf as pdf;
 pub use colqwen_store as store;
+pub use discover::{Discovery, discover};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use ingest::IngestOptions;

@@ -82,6 +82,9 @@ pub struct Summary {
     pub pages_replaced: usize,
     /// Documents and pages that failed.
     pub failures: Vec<Failure>,
+    /// Files with the same content as an earlier file of the run (`(file, earlier file)`): stored once,
+    /// their pages counted as skipped.
+    pub duplicates: Vec<(PathBuf, PathBuf)>,
     /// Whether the run was cancelled before it finished (what was stored is kept; a re-run completes it).
     pub cancelled: bool,
     /// Wall-clock seconds.

@@ -1,6 +1,6 @@
 //! `colqwen ingest PATHS...`
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use colqwen::model::LoadOptions;
-use colqwen::{IngestOptions, Service, Summary};
+use colqwen::{IngestOptions, NoProgress, Service, Summary};
 
 use super::remote::in_use;
 use super::{UsageError, print_json, service_options};
@@ -17,15 +17,23 @@ use crate::args::{GlobalArgs, IngestArgs};
 use crate::progress::{IngestBars, enabled};
 
 pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
-    let files = expand(&a.paths)?;
-    if files.is_empty() {
-        return Err(UsageError(format!("no PDF files found in {}", a.paths.join(", "))).into());
-    }
     let password = match &a.password_file {
         Some(f) => Some(read_password(f)?),
         None => a.password.clone(),
     };
     let bars = enabled(g.quiet, g.verbose, g.json);
+    let walking = crate::progress::spinner(bars, "looking for PDFs");
+    let found = colqwen::discover(&a.paths, &|n| walking.set_message(format!("looking for PDFs: {n} found")));
+    walking.finish_and_clear();
+    if !g.quiet && !g.json {
+        for (path, why) in &found.skipped {
+            eprintln!("note: skipped {}: {why}", path.display());
+        }
+    }
+    let files = found.files;
+    if files.is_empty() && found.problems.is_empty() {
+        return Err(UsageError(format!("no PDF files found in {}", a.paths.join(", "))).into());
+    }
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
     let opts = service_options(g, load, a.storage, bars)?;
     let dir = opts.index_dir.clone();
@@ -53,9 +61,30 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let progress = IngestBars::new(bars);
-    let summary = service.ingest(&files, &ingest, &progress, &AtomicBool::new(false))?;
+    let mut summary = service.ingest(&files, &ingest, &progress, &AtomicBool::new(false))?;
     progress.finish();
+    // Protected PDFs and no password given: ask once on a terminal, then ingest those files again.
+    if ingest.password.is_none() && std::io::stdin().is_terminal() && !g.json {
+        let locked: Vec<PathBuf> = summary
+            .failures
+            .iter()
+            .filter(|f| matches!(f.error, colqwen::Error::Pdf(colqwen::pdf::Error::PasswordRequired { .. })))
+            .map(|f| f.path.clone())
+            .collect();
+        if !locked.is_empty() {
+            let prompt = format!("password for {} protected PDF(s) (not shown): ", locked.len());
+            if let Ok(pw) = rpassword::prompt_password(prompt) {
+                let retry = IngestOptions { password: Some(pw), ..ingest.clone() };
+                let again = service.ingest(&locked, &retry, &NoProgress, &AtomicBool::new(false))?;
+                summary.failures.retain(|f| !locked.contains(&f.path));
+                summary.failures.extend(again.failures);
+                summary.pages_ingested += again.pages_ingested;
+                summary.pages_skipped += again.pages_skipped;
+            }
+        }
+    }
     drop(service);
+    summary.failures.splice(0..0, found.problems);
     if g.json {
         print_json(&summary_json(&summary))?;
     } else if !g.quiet {
@@ -75,46 +104,6 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
     Ok(text.lines().next().unwrap_or_default().to_string())
 }
 
-/// Files as given, folders searched recursively for `*.pdf`, anything else as a glob pattern.
-fn expand(paths: &[String]) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for p in paths {
-        let path = Path::new(p);
-        if path.is_file() {
-            files.push(path.to_path_buf());
-        } else if path.is_dir() {
-            walk(path, &mut files).with_context(|| format!("reading folder {p}"))?;
-        } else {
-            let matches: Vec<_> = glob::glob(p)
-                .map_err(|e| UsageError(format!("{p}: not a file, folder or valid glob pattern ({e})")))?
-                .filter_map(Result::ok)
-                .collect();
-            if matches.is_empty() {
-                return Err(UsageError(format!("{p}: no such file, folder or matching files")).into());
-            }
-            for m in matches {
-                if m.is_dir() { walk(&m, &mut files)? } else { files.push(m) }
-            }
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(f.canonicalize().unwrap_or_else(|_| f.clone())));
-    Ok(files)
-}
-
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
-    entries.sort();
-    for p in entries {
-        if p.is_dir() {
-            walk(&p, out)?;
-        } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("pdf")) {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 fn summary_json(s: &Summary) -> serde_json::Value {
     serde_json::json!({
         "documents": s.documents,
@@ -124,6 +113,9 @@ fn summary_json(s: &Summary) -> serde_json::Value {
         "seconds": s.seconds,
         "pages_per_second": if s.seconds > 0.0 { s.pages_ingested as f64 / s.seconds } else { 0.0 },
         "cancelled": s.cancelled,
+        "duplicates": s.duplicates.iter().map(|(f, first)| serde_json::json!({
+            "path": f.display().to_string(), "same_content_as": first.display().to_string(),
+        })).collect::<Vec<_>>(),
         "failures": s.failures.iter().map(colqwen::Failure::to_json).collect::<Vec<_>>(),
     })
 }
@@ -144,6 +136,9 @@ fn print_summary(s: &Summary, dir: &Path) -> anyhow::Result<()> {
     )?;
     writeln!(out, "index: {}", dir.display())?;
     drop(out);
+    for (f, first) in &s.duplicates {
+        eprintln!("note: {} has the same content as {}: stored once", f.display(), first.display());
+    }
     for f in &s.failures {
         eprintln!("error: {}", f.describe());
         if let Some(hint) = f.error.hint() {

@@ -5,13 +5,13 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
-pub const TARGET_PIXELS: u64 = 602_112; // 768 tokens x 28²
+pub(crate) const TARGET_PIXELS: u64 = 602_112; // 768 tokens x 28²
 
-pub fn fixture(rel: &str) -> PathBuf {
+pub(crate) fn fixture(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(rel)
 }
 
-pub fn corpus() -> Vec<PathBuf> {
+pub(crate) fn corpus() -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(fixture("pdfs"))
         .expect("fixtures/pdfs exists")
         .map(|e| e.expect("dir entry").path())
@@ -23,12 +23,12 @@ pub fn corpus() -> Vec<PathBuf> {
 }
 
 /// Pixels that are not pure white.
-pub fn non_white(img: &RgbImage) -> usize {
+pub(crate) fn non_white(img: &RgbImage) -> usize {
     img.pixels().filter(|p| p.0 != [255, 255, 255]).count()
 }
 
 /// Fraction of pixels with luma below 128.
-pub fn dark_fraction(img: &RgbImage) -> f64 {
+pub(crate) fn dark_fraction(img: &RgbImage) -> f64 {
     let dark = img
         .pixels()
         .filter(|p| {
