@@ -115,7 +115,7 @@ pub enum Error {
     /// the page is not rendered. Other pages may still render.
     #[error(
         "{}: page {}: {scope} would inflate to {} bytes, more than the {limit_bytes} allowed; \
-         this looks like a decompression bomb. Skip this page, or raise the decode limit if the file is trusted",
+         this looks like a decompression bomb, so the page is skipped (the other pages are not affected)",
         path.display(),
         page_index.saturating_add(1),
         if *complete { format!("{decoded_bytes}") } else { format!("more than {decoded_bytes}") }
@@ -180,8 +180,8 @@ pub enum Error {
     /// (`max_pixels`, or 65535 px per side, which is the rasterizer's hard limit).
     #[error(
         "{}: page {}: requested render size {width_px}x{height_px} px is outside the \
-         allowed range (1..=65535 px per side, at most {max_pixels} px in total); lower the \
-         resolution or raise the pixel limit",
+         allowed range (1..=65535 px per side, at most {max_pixels} px in total), so the page is skipped; \
+         a lower --max-visual-tokens renders it smaller",
         path.display(),
         page_index.saturating_add(1)
     )]
@@ -203,8 +203,7 @@ pub enum Error {
     /// is not rendered.
     #[error(
         "{}: page {}: contains a {width_px}x{height_px} px image, more than the \
-         {max_image_pixels} px allowed; skip this page, or raise the image pixel limit if the \
-         machine has the memory (about 1-4 bytes per image pixel)",
+         {max_image_pixels} px allowed (memory bound), so the page is skipped",
         path.display(),
         page_index.saturating_add(1)
     )]
@@ -226,7 +225,7 @@ pub enum Error {
     /// exhausts it, which aborts the whole process).
     #[error(
         "{}: page {}: dashed lines would need about {dash_segments} dash segments, \
-         more than the {max_dash_segments} allowed; skip this page, or raise the dash limit",
+         more than the {max_dash_segments} allowed (memory bound), so the page is skipped",
         path.display(),
         page_index.saturating_add(1)
     )]
@@ -261,8 +260,8 @@ pub enum Error {
     /// Rendering this page took longer than the time budget. The render keeps
     /// running on a detached thread until it ends on its own.
     #[error(
-        "{}: page {}: rendering did not finish within {budget:?}; skip this page or \
-         raise the render time budget",
+        "{}: page {}: rendering did not finish within {budget:?}, so the page is skipped; \
+         --page-timeout raises the budget",
         path.display(),
         page_index.saturating_add(1)
     )]

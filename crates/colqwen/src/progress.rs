@@ -21,12 +21,15 @@ pub struct Failure {
 impl Failure {
     /// One line: path, page number, then the error and its causes (each once).
     pub fn describe(&self) -> String {
-        let mut msg = match self.page_index {
-            Some(p) => format!("{} page {}: ", self.path.display(), p + 1),
-            None => format!("{}: ", self.path.display()),
-        };
-        msg.push_str(&error_chain(&self.error));
-        msg
+        let chain = error_chain(&self.error);
+        // Most errors already name the file (and page): say it once.
+        if chain.starts_with(&self.path.display().to_string()) {
+            return chain;
+        }
+        match self.page_index {
+            Some(p) => format!("{} page {}: {chain}", self.path.display(), p + 1),
+            None => format!("{}: {chain}", self.path.display()),
+        }
     }
 
     /// The failure as JSON for machines (`--json`, the server's job status).
