@@ -5,7 +5,7 @@
 #   bench/serve/run.sh                      # CPU, tiny fixture model (builds nothing: run `cargo build --release` first)
 #   MODEL=/path/to/checkpoint DEVICE=cuda BIN=... BENCH=... bench/serve/run.sh    # GPU (device tool)
 #
-# Env: BIN (colqwen), BENCH (colqwen-bench), MODEL, DEVICE, CLIENTS (1,8,32), SECONDS (per run, 10),
+# Env: BIN (colqwen), BENCH (colqwen-bench), MODEL, DEVICE, CLIENTS (1,8,32), RUN_SECONDS (per run, 10),
 # QUERIES (bench/gpu/queries.txt), PDFS (fixtures/pdfs/*.pdf: uploaded in a loop during the loaded phase).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -15,7 +15,7 @@ BENCH=${BENCH:-target/release/colqwen-bench}
 MODEL=${MODEL:-fixtures/tiny/colqwen2.5-tiny-v0.2}
 DEVICE=${DEVICE:-cpu}
 CLIENTS=${CLIENTS:-1,8,32}
-SECONDS_PER_RUN=${SECONDS:-10}
+SECONDS_PER_RUN=${RUN_SECONDS:-10}
 QUERIES=${QUERIES:-bench/gpu/queries.txt}
 mapfile -t PDFS < <(ls ${PDFS:-fixtures/pdfs/*.pdf})
 work=$(mktemp -d)

@@ -282,6 +282,7 @@ fn open_document(run: &Run<'_>, path: &Path) -> Result<DocState> {
 }
 
 fn render_worker(run: &Run<'_>, jobs: &Mutex<Receiver<PageJob>>, pages: SyncSender<Item<RenderedPage>>) {
+    background_priority();
     loop {
         let job = match jobs.lock() {
             Ok(rx) => rx.recv(),
@@ -448,5 +449,17 @@ fn finish_document(run: &Run<'_>, doc: &DocState) {
             run.progress.on_document_done(&doc.path);
         }
         Err(e) => run.set_fatal(e.into()),
+    }
+}
+
+/// Rendering is the CPU-heavy background work of an ingest: on Linux its threads run at nice 10, so that in a
+/// server the threads answering searches (and the device worker) get the cores first. Alone, an ingest runs
+/// as fast as before (nice only matters when threads compete).
+fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: plain syscalls on the calling thread; failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        let _ = libc::setpriority(libc::PRIO_PROCESS, tid, 10);
     }
 }
