@@ -18,14 +18,9 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-for b in colqwen colqwen-bench kernel-tests; do
-  [ -f ".carry/$b.xz" ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-    ".carry/$b.xz" "/tmp/$b" && chmod +x "/tmp/$b"
-done
-nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
-export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}"
-ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+source bench/gpu/common.sh
+unpack_binaries
+cuda_env
 R="$OUT/results.jsonl"; : > "$R"
 if [ -f .carry/kernel-tests.xz ]; then
   /tmp/kernel-tests kernels --test-threads 1 > "$OUT/kernel-tests.log" 2>&1
@@ -45,12 +40,7 @@ print(json.dumps({"what": "tiny_gpu_vs_f32_golden", "cos_min": round(cos.min().i
 PY
 tail -1 "$R"
 t0=$(date +%s)
-M=/tmp/m3b/colqwen2.5-3b-random-v0.2
-if [ ! -f /tmp/m3b/done ]; then
-  rm -rf /tmp/m3b
-  python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 || { tail -20 "$OUT/gen.log"; exit 1; }
-  touch /tmp/m3b/done
-fi
+make_checkpoint || exit 1
 echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}" >> "$R"
 if [ ! -f /tmp/pages/done ]; then
   rm -rf /tmp/pages

@@ -6,7 +6,7 @@
 #   MODEL=/path/to/checkpoint DEVICE=cuda BIN=... BENCH=... bench/serve/run.sh    # GPU (device tool)
 #
 # Env: BIN (colqwen), BENCH (colqwen-bench), MODEL, DEVICE, CLIENTS (1,8,32), RUN_SECONDS (per run, 10),
-# QUERIES (bench/gpu/queries.txt), PDFS (fixtures/pdfs/*.pdf: uploaded in a loop during the loaded phase).
+# QUERIES (bench/gpu/queries.txt), SERVE_ARGS (extra `serve` flags, e.g. --batch-size 2), PDFS (fixtures/pdfs/*.pdf: uploaded in a loop during the loaded phase).
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
@@ -26,7 +26,8 @@ trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"
 t0=$(date +%s.%N)
 COLQWEN_NO_PROGRESS=1 "$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" -q ingest "${PDFS[@]}" || true
 t1=$(date +%s.%N)
-"$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" serve --port 0 2>"$work/server.log" &
+# shellcheck disable=SC2086
+"$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" serve --port 0 ${SERVE_ARGS:-} 2>"$work/server.log" &
 server=$!
 for _ in $(seq 1 600); do [ -f "$index/server.json" ] && break; sleep 0.1; done
 url=$(jq -r .url "$index/server.json")
@@ -37,17 +38,25 @@ echo "{\"phase\": \"startup\", \"cli_ingest_s\": $(awk "BEGIN{print $t1 - $t0}")
 echo "# idle"
 "$BENCH" http "$url" "$CLIENTS" "$SECONDS_PER_RUN" "$QUERIES" | sed 's/^{/{"phase": "idle", /'
 
-# Loaded: delete and upload the PDFs again and again while the searches run.
+# Loaded: upload variants of the same PDFs (a comment appended after %%EOF makes new files, so new pages)
+# and delete the previous round's, so the searched index stays between one and two copies of the corpus.
 stop=$work/stop
 (
+  round=0; prev=""
   while [ ! -f "$stop" ]; do
-    for id in $(curl -s "$url/v1/documents" | jq -r '.documents[].doc_id'); do curl -s -X DELETE "$url/v1/documents/$id" >/dev/null; done
-    args=(); for f in "${PDFS[@]}"; do args+=(-F "file=@$f"); done
+    round=$((round + 1)); mkdir -p "$work/v$round"; args=()
+    for f in "${PDFS[@]}"; do
+      v="$work/v$round/$(basename "$f")"; cp "$f" "$v"; printf '\n%% variant %s\n' "$round" >> "$v"; args+=(-F "file=@$v")
+    done
     job=$(curl -s "${args[@]}" "$url/v1/documents" | jq -r .job)
-    while [ "$(curl -s "$url/v1/jobs/$job" | jq -r .state)" = running ] || [ "$(curl -s "$url/v1/jobs/$job" | jq -r .state)" = queued ]; do
-      [ -f "$stop" ] && curl -s -X POST "$url/v1/jobs/$job/cancel" >/dev/null && break
+    while :; do
+      state=$(curl -s "$url/v1/jobs/$job" | jq -r .state)
+      [ "$state" = running ] || [ "$state" = queued ] || break
+      if [ -f "$stop" ]; then curl -s -X POST "$url/v1/jobs/$job/cancel" >/dev/null; break; fi
       sleep 0.2
     done
+    for id in $prev; do curl -s -X DELETE "$url/v1/documents/$id" >/dev/null; done
+    prev=$(curl -s "$url/v1/jobs/$job" | jq -r '.files[].path' | while read -r p; do sha256sum "$p" 2>/dev/null | cut -c1-16; done)
   done
 ) &
 loader=$!

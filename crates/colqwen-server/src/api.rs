@@ -68,6 +68,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .merge(bounded)
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(RequestBodyLimitLayer::new(max_upload.max(MAX_JSON_BYTES)))
+        .layer(middleware::map_response(json_errors))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     if !state.config.cors_origins.is_empty() {
         let origins: Vec<HeaderValue> = state.config.cors_origins.iter().filter_map(|o| o.parse().ok()).collect();
@@ -101,6 +102,32 @@ async fn guard(State(state): S, req: Request, next: Next) -> Response {
     let resp = next.run(req).await;
     count(&state, resp.status());
     resp
+}
+
+/// Errors that axum's extractors answer in plain text (malformed JSON, a bad path parameter, a body over the
+/// limit) get the same JSON shape as ours, so every error of the API is `{"error": {...}}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_text = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|c| c.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !is_text {
+        return resp;
+    }
+    let body = axum::body::to_bytes(resp.into_body(), 64 << 10).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    let message = if message.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { message };
+    let code = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    ApiError::new(status, code, message).into_response()
 }
 
 fn count(state: &AppState, status: StatusCode) {
@@ -319,7 +346,7 @@ async fn ingest_paths(State(state): S, Json(req): Json<PathsRequest>) -> ApiResu
     let allowed: Vec<PathBuf> = state.config.allow_paths.iter().filter_map(|p| p.canonicalize().ok()).collect();
     let mut files = Vec::new();
     for p in &req.paths {
-        let real = Path::new(p).canonicalize().map_err(|_| ApiError::bad_request(format!("{p}: no such file")))?;
+        let real = Path::new(p).canonicalize().map_err(|_| ApiError::not_found(format!("{p:?}: no such file")))?;
         if !allowed.iter().any(|a| real.starts_with(a)) || !real.is_file() {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -460,8 +487,11 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
 
 async fn preview(State(state): S, UrlPath((doc_id, page)): UrlPath<(String, String)>) -> ApiResult<Response> {
     check_id(&doc_id)?;
-    let page: usize =
-        page.parse().ok().filter(|&p| p >= 1).ok_or_else(|| ApiError::bad_request("page must be a number from 1"))?;
+    if page.is_empty() || !page.bytes().all(|b| b.is_ascii_digit()) || page.bytes().all(|b| b == b'0') {
+        return Err(ApiError::bad_request("page must be a number from 1"));
+    }
+    // A number beyond any document's length is a page that does not exist.
+    let page: usize = page.parse().map_err(|_| ApiError::not_found(format!("document {doc_id} has no page {page}")))?;
     let bytes = blocking(move || Ok(state.service.preview(&doc_id, page)?)).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], Body::from(bytes))
         .into_response())

@@ -1,0 +1,26 @@
+# Shared steps of the GPU benchmarks (sourced by run.sh and serve.sh on the device machine):
+# unpack the carried binaries, point the loader at the CUDA 13 libraries, make (or reuse) the full-size random
+# checkpoint. Sets M (the checkpoint folder).
+unpack_binaries() {
+  for b in colqwen colqwen-bench kernel-tests; do
+    [ -f ".carry/$b.xz" ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
+      ".carry/$b.xz" "/tmp/$b" && chmod +x "/tmp/$b"
+  done
+}
+cuda_env() {
+  local nv
+  nv=$(python3 -c 'import nvidia, os; print(list(nvidia.__path__)[0])')
+  export LD_LIBRARY_PATH="$nv/cu13/lib:$(ls -d "$nv"/*/lib | tr '\n' ':')${LD_LIBRARY_PATH:-}"
+  ldconfig -p | grep -q libcuda.so.1 || export LD_LIBRARY_PATH="/usr/local/nvidia/lib64:$LD_LIBRARY_PATH"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/card.txt"
+}
+# The 3B checkpoint is reused when the machine still has it (/tmp/m3b).
+make_checkpoint() {
+  M=/tmp/m3b/colqwen2.5-3b-random-v0.2
+  if [ ! -f /tmp/m3b/done ]; then
+    rm -rf /tmp/m3b
+    python3 fixtures/gen/make_fixtures.py --preset 3b --out /tmp/m3b --no-golden --threads 16 > "$OUT/gen.log" 2>&1 \
+      || { tail -20 "$OUT/gen.log"; return 1; }
+    touch /tmp/m3b/done
+  fi
+}
