@@ -11,5 +11,7 @@ pub fn init(verbose: u8, quiet: bool) {
         _ => "warn,qdrant_edge=warn,colqwen=trace,colqwen_model=trace,colqwen_store=trace,colqwen_pdf=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    // Colour codes only on a terminal: logs and pipes get plain text (panic messages included).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }

@@ -35,6 +35,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The PDF parser panicked while opening the file (a parser bug hit by a damaged file); the run goes on.
+    #[error("{0}: the PDF parser failed on this file (internal panic); other files are not affected")]
+    OpenPanicked(PathBuf),
     /// A path that is not a regular file (a FIFO, socket or device would block or make no sense).
     #[error("{0} is not a regular file")]
     NotRegularFile(PathBuf),

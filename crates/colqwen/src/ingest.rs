@@ -206,10 +206,16 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         if run.stopped() {
             return;
         }
-        let doc = match open_document(run, path) {
-            Ok(doc) => doc,
-            Err(e) => {
+        // A panic inside the PDF parser fails this file, not the run.
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_document(run, path)));
+        let doc = match opened {
+            Ok(Ok(doc)) => doc,
+            Ok(Err(e)) => {
                 run.fail(path, None, e);
+                continue;
+            }
+            Err(_) => {
+                run.fail(path, None, Error::OpenPanicked(path.clone()));
                 continue;
             }
         };
