@@ -157,6 +157,15 @@ impl Drop for Server {
     }
 }
 
+/// A server on a fresh index with the 134-page manual uploaded: the server and the job id.
+fn serve_and_upload_manual(index: &Path) -> (Server, String) {
+    let server = Server::start(index, &[]);
+    let (status, up) = server.upload(&[("manual.pdf", read(MANUAL))]);
+    assert_eq!(status, 202, "{up}");
+    let job = up["job"].as_str().unwrap().to_string();
+    (server, job)
+}
+
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(pdf(name)).unwrap()
 }
@@ -284,10 +293,7 @@ fn upload_progress_search_preview_embeddings_delete() {
 fn search_answers_while_an_ingest_runs() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
-    let server = Server::start(&index, &[]);
-    let (status, up) = server.upload(&[("manual.pdf", read(MANUAL))]);
-    assert_eq!(status, 202, "{up}");
-    let job = up["job"].as_str().unwrap().to_string();
+    let (server, job) = serve_and_upload_manual(&index);
     let (mut during, mut with_results) = (0, 0);
     loop {
         let (_, j) = server.get(&format!("/v1/jobs/{job}"));
@@ -347,10 +353,7 @@ fn a_key_is_required_beyond_loopback() {
 fn kill_9_during_an_ingest_then_restart_resumes_to_exact_counts() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
-    let server = Server::start(&index, &[]);
-    let (status, up) = server.upload(&[("manual.pdf", read(MANUAL))]);
-    assert_eq!(status, 202, "{up}");
-    let job = up["job"].as_str().unwrap().to_string();
+    let (server, job) = serve_and_upload_manual(&index);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (_, j) = server.get(&format!("/v1/jobs/{job}"));
@@ -375,9 +378,7 @@ fn kill_9_during_an_ingest_then_restart_resumes_to_exact_counts() {
 fn sigterm_finishes_the_batch_and_the_job_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
-    let mut server = Server::start(&index, &[]);
-    let (_, up) = server.upload(&[("manual.pdf", read(MANUAL))]);
-    let job = up["job"].as_str().unwrap().to_string();
+    let (mut server, job) = serve_and_upload_manual(&index);
     loop {
         let (_, j) = server.get(&format!("/v1/jobs/{job}"));
         if j["pages_stored"].as_u64().unwrap() >= 8 {
