@@ -1,6 +1,10 @@
 # Shared steps of the GPU benchmarks (sourced by run.sh and serve.sh on the device machine):
 # unpack the carried binaries, point the loader at the CUDA 13 libraries, make (or reuse) the full-size random
 # checkpoint. Sets M (the checkpoint folder).
+# colpali-engine and peft (carried in .whl/): the checkpoint generator builds the model with them.
+install_wheels() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+}
 unpack_binaries() {
   for b in colqwen colqwen-bench kernel-tests; do
     [ -f ".carry/$b.xz" ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \

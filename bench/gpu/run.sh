@@ -17,8 +17,8 @@ OUT=${OUT:-/tmp/bench-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/run.log") 2>&1
 export PYTHONUNBUFFERED=1
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 source bench/gpu/common.sh
+install_wheels
 unpack_binaries
 cuda_env
 R="$OUT/results.jsonl"; : > "$R"

@@ -2,13 +2,14 @@
 # `colqwen serve` on the GPU, in ONE device call: the full-size random checkpoint (as run.sh makes it), the
 # server's start-up time, then search latency over HTTP at 1/8/32 clients idle and while the same server
 # ingests the corpus PDFs again and again, and the ingest's pages/s meanwhile (bench/serve/run.sh).
-# Expects (carried): .carry/colqwen.xz and .carry/colqwen-bench.xz (scripts/cuda-build.sh -p colqwen-cli -p
+# Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.xz and .carry/colqwen-bench.xz (scripts/cuda-build.sh -p colqwen-cli -p
 # colqwen-bench, then scripts/pack-carry.sh). Writes $OUT/serve.log.
 set -uo pipefail
 OUT=${OUT:-/tmp/bench-out}
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/serve.log") 2>&1
 source bench/gpu/common.sh
+install_wheels
 unpack_binaries
 cuda_env
 t0=$(date +%s)

@@ -18,6 +18,8 @@ CLIENTS=${CLIENTS:-1,8,32}
 SECONDS_PER_RUN=${RUN_SECONDS:-10}
 QUERIES=${QUERIES:-bench/gpu/queries.txt}
 mapfile -t PDFS < <(ls ${PDFS:-fixtures/pdfs/*.pdf})
+# JSON field extraction without jq (not on every machine): py EXPR, with the document as `d`.
+py() { python3 -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print("\n".join(map(str, r)) if isinstance(r, list) else r)' "$1"; }
 work=$(mktemp -d)
 index=$work/index
 trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -30,7 +32,7 @@ t1=$(date +%s.%N)
 "$BIN" --index "$index" --model "$MODEL" --device "$DEVICE" serve --port 0 ${SERVE_ARGS:-} 2>"$work/server.log" &
 server=$!
 for _ in $(seq 1 600); do [ -f "$index/server.json" ] && break; sleep 0.1; done
-url=$(jq -r .url "$index/server.json")
+url=$(py "d['url']" < "$index/server.json")
 until curl -sf "$url/health" >/dev/null; do sleep 0.1; done
 t2=$(date +%s.%N)
 echo "{\"phase\": \"startup\", \"cli_ingest_s\": $(awk "BEGIN{print $t1 - $t0}"), \"serve_ready_s\": $(awk "BEGIN{print $t2 - $t1}")}"
@@ -48,15 +50,15 @@ stop=$work/stop
     for f in "${PDFS[@]}"; do
       v="$work/v$round/$(basename "$f")"; cp "$f" "$v"; printf '\n%% variant %s\n' "$round" >> "$v"; args+=(-F "file=@$v")
     done
-    job=$(curl -s "${args[@]}" "$url/v1/documents" | jq -r .job)
+    job=$(curl -s "${args[@]}" "$url/v1/documents" | py "d['job']")
     while :; do
-      state=$(curl -s "$url/v1/jobs/$job" | jq -r .state)
+      state=$(curl -s "$url/v1/jobs/$job" | py "d['state']")
       [ "$state" = running ] || [ "$state" = queued ] || break
       if [ -f "$stop" ]; then curl -s -X POST "$url/v1/jobs/$job/cancel" >/dev/null; break; fi
       sleep 0.2
     done
     for id in $prev; do curl -s -X DELETE "$url/v1/documents/$id" >/dev/null; done
-    prev=$(curl -s "$url/v1/jobs/$job" | jq -r '.files[].path' | while read -r p; do sha256sum "$p" 2>/dev/null | cut -c1-16; done)
+    prev=$(curl -s "$url/v1/jobs/$job" | py "[f['path'] for f in d['files']]" | while read -r p; do sha256sum "$p" 2>/dev/null | cut -c1-16; done)
   done
 ) &
 loader=$!

@@ -174,11 +174,8 @@ impl Service {
         progress: &dyn Progress,
         cancel: &AtomicBool,
     ) -> Result<Summary> {
-        let summary = ingest(self.worker()?, self.index.as_ref(), &self.previews, files, opts, progress, cancel)?;
-        self.metrics.pages_ingested.fetch_add(summary.pages_ingested as u64, Ordering::Relaxed);
-        let failed_pages = summary.failures.iter().filter(|f| f.page_index.is_some()).count();
-        self.metrics.pages_failed.fetch_add(failed_pages as u64, Ordering::Relaxed);
-        Ok(summary)
+        let counting = Counting { inner: progress, metrics: &self.metrics };
+        ingest(self.worker()?, self.index.as_ref(), &self.previews, files, opts, &counting, cancel)
     }
 
     /// Ranks the index's pages for `query`.
@@ -261,5 +258,36 @@ impl Service {
     /// Pages, documents, disk, model.
     pub fn stats(&self) -> Result<Stats> {
         Ok(self.index.stats()?)
+    }
+}
+
+/// Counts stored and failed pages into the service's metrics as they happen, then reports on.
+struct Counting<'a> {
+    inner: &'a dyn Progress,
+    metrics: &'a Metrics,
+}
+
+impl Progress for Counting<'_> {
+    fn on_document_queued(&self, path: &Path, pages: usize, skipped: usize) {
+        self.inner.on_document_queued(path, pages, skipped);
+    }
+    fn on_page_rendered(&self) {
+        self.inner.on_page_rendered();
+    }
+    fn on_pages_embedded(&self, n: usize) {
+        self.inner.on_pages_embedded(n);
+    }
+    fn on_pages_stored(&self, path: &Path, n: usize) {
+        self.metrics.pages_ingested.fetch_add(n as u64, Ordering::Relaxed);
+        self.inner.on_pages_stored(path, n);
+    }
+    fn on_failure(&self, failure: &crate::progress::Failure) {
+        if failure.page_index.is_some() {
+            self.metrics.pages_failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.on_failure(failure);
+    }
+    fn on_document_done(&self, path: &Path) {
+        self.inner.on_document_done(path);
     }
 }
