@@ -394,43 +394,67 @@ const FLUSH_EVERY_PAGES: usize = 256;
 /// Writes pages, and finishes each document (old versions removed, flush) when its last page is through.
 fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
     let mut since_flush = 0usize;
-    for Item { doc, page_index, outcome } in items {
+    // Whatever has arrived is written in one upsert (at most STORE_BATCH_PAGES): one lock round-trip with the
+    // searches of a server per batch, not per page.
+    while let Ok(first) = items.recv() {
+        let mut batch = vec![first];
+        while batch.len() < STORE_BATCH_PAGES {
+            match items.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
         // Cancelled runs still store what reaches this stage (the batch that was on the device).
         if run.failed() {
             return;
         }
-        match outcome {
-            Ok(Embedded { page, vectors }) => {
-                let record = PageRecord {
-                    doc_id: doc.doc_id.clone(),
-                    source_path: doc.path.display().to_string(),
-                    file_sha256: doc.sha256.clone(),
-                    page_index,
-                    page_count: doc.page_count,
-                    page_width_pt: page.size_pt.0,
-                    page_height_pt: page.size_pt.1,
-                    preview: page.preview,
-                    vectors,
-                };
-                if let Err(e) = run.index.upsert(vec![record]) {
-                    run.set_fatal(e.into());
-                    return;
+        let mut records = Vec::with_capacity(batch.len());
+        let mut done = Vec::with_capacity(batch.len());
+        for Item { doc, page_index, outcome } in batch {
+            match outcome {
+                Ok(Embedded { page, vectors }) => {
+                    records.push(PageRecord {
+                        doc_id: doc.doc_id.clone(),
+                        source_path: doc.path.display().to_string(),
+                        file_sha256: doc.sha256.clone(),
+                        page_index,
+                        page_count: doc.page_count,
+                        page_width_pt: page.size_pt.0,
+                        page_height_pt: page.size_pt.1,
+                        preview: page.preview,
+                        vectors,
+                    });
+                    done.push((doc, true));
                 }
-                run.ingested.fetch_add(1, Ordering::Relaxed);
-                run.progress.on_pages_stored(&doc.path, 1);
-                since_flush += 1;
-                if since_flush >= FLUSH_EVERY_PAGES {
-                    if let Err(e) = run.index.flush() {
-                        run.set_fatal(e.into());
-                        return;
-                    }
-                    since_flush = 0;
+                Err(e) => {
+                    run.fail(&doc.path, Some(page_index), e);
+                    done.push((doc, false));
                 }
             }
-            Err(e) => run.fail(&doc.path, Some(page_index), e),
         }
-        if doc.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
-            finish_document(run, &doc);
+        let stored = records.len();
+        if stored > 0
+            && let Err(e) = run.index.upsert(records)
+        {
+            run.set_fatal(e.into());
+            return;
+        }
+        run.ingested.fetch_add(stored, Ordering::Relaxed);
+        since_flush += stored;
+        for (doc, ok) in done {
+            if ok {
+                run.progress.on_pages_stored(&doc.path, 1);
+            }
+            if doc.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+                finish_document(run, &doc);
+                since_flush = 0;
+            }
+        }
+        if since_flush >= FLUSH_EVERY_PAGES {
+            if let Err(e) = run.index.flush() {
+                run.set_fatal(e.into());
+                return;
+            }
             since_flush = 0;
         }
     }
@@ -441,6 +465,9 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
         run.set_fatal(e.into());
     }
 }
+
+/// Pages written by one upsert at most.
+const STORE_BATCH_PAGES: usize = 32;
 
 /// Drops pages of older versions of this path and flushes: what the summary reports as stored is durable.
 fn finish_document(run: &Run<'_>, doc: &DocState) {
