@@ -9,14 +9,15 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 max=${1:-120}
-BIN=${BIN:-target/release/colqwen}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/colqwen}
 venv=${ST_VENV:-$HOME/.cache/colqwen-st}
 if [ ! -x "$venv/bin/st" ]; then
   python3 -m venv "$venv"
   "$venv/bin/pip" install -q "schemathesis==4.32.5"
 fi
 work=$(mktemp -d)
-trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null; true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 model=fixtures/tiny/colqwen2.5-tiny-v0.2
 COLQWEN_NO_PROGRESS=1 "$BIN" --index "$work/index" --model "$model" --device cpu -q ingest \
   fixtures/pdfs/siscone-refman_p60_diagram.pdf fixtures/pdfs/cplusplus-annotations_p125_table.pdf

@@ -10,8 +10,8 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$repo"
-BIN=${BIN:-target/release/colqwen}
-BENCH=${BENCH:-target/release/colqwen-bench}
+BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/colqwen}
+BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/colqwen-bench}
 MODEL=${MODEL:-fixtures/tiny/colqwen2.5-tiny-v0.2}
 DEVICE=${DEVICE:-cpu}
 CLIENTS=${CLIENTS:-1,8,32}
@@ -22,7 +22,8 @@ mapfile -t PDFS < <(ls ${PDFS:-fixtures/pdfs/*.pdf})
 py() { python3 -c 'import json, sys; d = json.load(sys.stdin); r = eval(sys.argv[1]); print("\n".join(map(str, r)) if isinstance(r, list) else r)' "$1"; }
 work=$(mktemp -d)
 index=$work/index
-trap 'kill $server 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+server=
+trap '[ -n "$server" ] && kill $server 2>/dev/null; true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 
 # A populated index first (the same PDFs), so the idle phase searches real pages.
 t0=$(date +%s.%N)
