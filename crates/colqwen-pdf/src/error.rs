@@ -338,3 +338,22 @@ impl std::fmt::Display for DecodeScope {
         }
     }
 }
+
+/// What to do about a PDF error (the CLI prints it as `hint:`, the server puts it in the JSON error). Every PDF
+/// error is about the user's file, so the default `user_fixable` (true) holds.
+impl colqwen_core::Hint for Error {
+    fn hint(&self) -> Option<String> {
+        use Error as P;
+        Some(match self {
+            P::PasswordRequired { .. } => {
+                "pass the password with --password-file FILE (or COLQWEN_PDF_PASSWORD)".into()
+            }
+            P::WrongPassword { .. } => "check the password".into(),
+            P::Empty { .. } | P::NotPdf { .. } | P::Damaged { .. } => {
+                "re-download or re-export the file; other files are not affected".into()
+            }
+            P::RenderTimeout { .. } => "raise --page-timeout if the page is just slow".into(),
+            _ => return None,
+        })
+    }
+}

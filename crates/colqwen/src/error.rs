@@ -104,7 +104,7 @@ impl Error {
     pub fn hint(&self) -> Option<String> {
         match self {
             Self::Model(e) => e.hint(),
-            Self::Pdf(e) => pdf_hint(e),
+            Self::Pdf(e) => e.hint(),
             Self::Index(e) => e.hint(),
             Self::DeviceUnavailable { requested, .. } if requested.starts_with("cuda") => {
                 Some("rebuild with `--features cuda` (scripts/cuda-build.sh), or pass --device cpu".into())
@@ -132,18 +132,4 @@ impl Error {
             _ => true,
         }
     }
-}
-
-/// Hints of the PDF crate's errors (kept here until that crate implements [`Hint`] itself).
-fn pdf_hint(e: &colqwen_pdf::Error) -> Option<String> {
-    use colqwen_pdf::Error as P;
-    Some(match e {
-        P::PasswordRequired { .. } => "pass the password with --password-file FILE (or COLQWEN_PDF_PASSWORD)".into(),
-        P::WrongPassword { .. } => "check the password".into(),
-        P::Empty { .. } | P::NotPdf { .. } | P::Damaged { .. } => {
-            "re-download or re-export the file; other files are not affected".into()
-        }
-        P::RenderTimeout { .. } => "raise --page-timeout if the page is just slow".into(),
-        _ => return None,
-    })
 }

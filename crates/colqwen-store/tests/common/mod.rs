@@ -4,16 +4,16 @@
 use colqwen_store::{IndexManifest, PageRecord, VectorStorage};
 use serde_json::json;
 
-pub const DIM: usize = 128;
+pub(crate) const DIM: usize = 128;
 
 /// splitmix64: tiny, seeded, good enough for test data.
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(seed)
     }
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -21,44 +21,44 @@ impl Rng {
         z ^ (z >> 31)
     }
     /// Uniform in [0, 1).
-    pub fn uniform(&mut self) -> f32 {
+    pub(crate) fn uniform(&mut self) -> f32 {
         (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
     }
     /// Standard normal (Box-Muller).
-    pub fn normal(&mut self) -> f32 {
+    pub(crate) fn normal(&mut self) -> f32 {
         let u1 = self.uniform().max(1e-7);
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
     }
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next_u64() % n
     }
 }
 
-pub fn normalize(v: &mut [f32]) {
+pub(crate) fn normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
     }
 }
 
-pub fn unit_vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
+pub(crate) fn unit_vector(rng: &mut Rng, dim: usize) -> Vec<f32> {
     let mut v: Vec<f32> = (0..dim).map(|_| rng.normal()).collect();
     normalize(&mut v);
     v
 }
 
 /// Seed of the synthetic corpus that `bench_search` and `recall_sim` share (pages from it, queries from it + 1).
-pub const CORPUS_SEED: u64 = 42;
+pub(crate) const CORPUS_SEED: u64 = 42;
 
 /// Page `i` of that corpus: `rows` clustered unit vectors, the same whichever example asks.
-pub fn corpus_page(i: usize, rows: usize) -> Vec<f32> {
+pub(crate) fn corpus_page(i: usize, rows: usize) -> Vec<f32> {
     let mut rng = Rng::new(CORPUS_SEED ^ (i as u64).wrapping_mul(0x9E37_79B9));
     clustered_page(&mut rng, rows, DIM, 1.0)
 }
 
 /// MaxSim with 8 accumulators, the loop a plain Rust implementation would use (the benchmarks' baseline).
-pub fn maxsim_fast(query: &[f32], doc: &[f32], dim: usize) -> f32 {
+pub(crate) fn maxsim_fast(query: &[f32], doc: &[f32], dim: usize) -> f32 {
     let nq = query.len() / dim;
     let mut best = vec![f32::NEG_INFINITY; nq];
     for d in doc.chunks_exact(dim) {
@@ -79,7 +79,7 @@ pub fn maxsim_fast(query: &[f32], doc: &[f32], dim: usize) -> f32 {
 }
 
 /// Indices of the `k` highest scores, best first.
-pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
+pub(crate) fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..scores.len()).collect();
     idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
     idx.truncate(k);
@@ -87,7 +87,7 @@ pub fn top_k(scores: &[f32], k: usize) -> Vec<usize> {
 }
 
 /// `rows` unit vectors around a random page centroid (noise of norm ~`noise`), like real pages.
-pub fn clustered_page(rng: &mut Rng, rows: usize, dim: usize, noise: f32) -> Vec<f32> {
+pub(crate) fn clustered_page(rng: &mut Rng, rows: usize, dim: usize, noise: f32) -> Vec<f32> {
     let centroid = unit_vector(rng, dim);
     let sigma = noise / (dim as f32).sqrt();
     let mut out = Vec::with_capacity(rows * dim);
@@ -100,7 +100,7 @@ pub fn clustered_page(rng: &mut Rng, rows: usize, dim: usize, noise: f32) -> Vec
 }
 
 /// `rows` noisy copies of random rows of `page`.
-pub fn planted_query(rng: &mut Rng, page: &[f32], rows: usize, dim: usize, noise: f32) -> Vec<f32> {
+pub(crate) fn planted_query(rng: &mut Rng, page: &[f32], rows: usize, dim: usize, noise: f32) -> Vec<f32> {
     let page_rows = page.len() / dim;
     let sigma = noise / (dim as f32).sqrt();
     let mut out = Vec::with_capacity(rows * dim);
@@ -113,11 +113,11 @@ pub fn planted_query(rng: &mut Rng, page: &[f32], rows: usize, dim: usize, noise
     out
 }
 
-pub fn random_query(rng: &mut Rng, rows: usize, dim: usize) -> Vec<f32> {
+pub(crate) fn random_query(rng: &mut Rng, rows: usize, dim: usize) -> Vec<f32> {
     (0..rows).flat_map(|_| unit_vector(rng, dim)).collect()
 }
 
-pub fn manifest(storage: VectorStorage) -> IndexManifest {
+pub(crate) fn manifest(storage: VectorStorage) -> IndexManifest {
     IndexManifest::new(
         "vidore/colqwen2.5-v0.2@test",
         DIM,
@@ -127,7 +127,14 @@ pub fn manifest(storage: VectorStorage) -> IndexManifest {
 }
 
 /// Page `page_index` of a `page_count`-page file `doc`, version `sha`.
-pub fn page(rng: &mut Rng, doc: &str, sha: &str, page_index: usize, page_count: usize, rows: usize) -> PageRecord {
+pub(crate) fn page(
+    rng: &mut Rng,
+    doc: &str,
+    sha: &str,
+    page_index: usize,
+    page_count: usize,
+    rows: usize,
+) -> PageRecord {
     PageRecord {
         doc_id: doc.to_owned(),
         source_path: format!("pdfs/{doc}.pdf"),
@@ -142,6 +149,6 @@ pub fn page(rng: &mut Rng, doc: &str, sha: &str, page_index: usize, page_count: 
 }
 
 /// All pages of one file.
-pub fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, rows: usize) -> Vec<PageRecord> {
+pub(crate) fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, rows: usize) -> Vec<PageRecord> {
     (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
 }
