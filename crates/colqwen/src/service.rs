@@ -35,6 +35,18 @@ pub struct ServiceOptions {
     pub storage: VectorStorage,
 }
 
+/// An index's model identity split into what to load and the Hub revision: a local folder (its absolute path,
+/// which may contain `@`) as it is; `org/name@rev` into `org/name` and `rev`.
+fn hub_id_and_revision(model_id: &str) -> (&str, Option<&str>) {
+    if Path::new(model_id).is_dir() {
+        return (model_id, None);
+    }
+    match model_id.rsplit_once('@') {
+        Some((id, rev)) => (id, Some(rev)),
+        None => (model_id, None),
+    }
+}
+
 /// Latency buckets of the search histogram, in seconds (Prometheus `le` bounds).
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
@@ -102,13 +114,13 @@ impl Service {
                 m.clone()
             }
             (Some(m), None) => m.clone(),
-            (None, Some(index)) => index.model_id.split('@').next().unwrap_or(DEFAULT_MODEL_ID).to_string(),
+            (None, Some(index)) => hub_id_and_revision(&index.model_id).0.to_string(),
             (None, None) => DEFAULT_MODEL_ID.to_string(),
         };
         let mut engine_opts = opts.engine.clone();
         if engine_opts.hub.revision.is_none()
             && let Some(index) = &existing
-            && let Some((_, rev)) = index.model_id.split_once('@')
+            && let (_, Some(rev)) = hub_id_and_revision(&index.model_id)
         {
             engine_opts.hub.revision = Some(rev.to_string());
         }
