@@ -280,9 +280,13 @@ fn upload_progress_search_preview_embeddings_delete() {
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);
 
+    let upload =
+        docs.iter().find(|d| d["doc_id"] == one.as_str()).unwrap()["source_path"].as_str().unwrap().to_string();
+    assert!(Path::new(&upload).is_file());
     let (status, del) = server.delete(&format!("/v1/documents/{one}"));
     assert_eq!(status, 200, "{del}");
     assert_eq!(del["pages_deleted"], 1);
+    assert!(!Path::new(&upload).exists(), "the uploaded file goes with its document");
     let (_, docs) = server.get("/v1/documents");
     assert_eq!(docs["documents"].as_array().unwrap().len(), 1);
     let (status, _) = server.delete(&format!("/v1/documents/{one}"));

@@ -206,10 +206,26 @@ async fn list_documents(State(state): S) -> ApiResult<Json<Value>> {
 async fn delete_document(State(state): S, UrlPath(doc_id): UrlPath<String>) -> ApiResult<Json<Value>> {
     check_id(&doc_id)?;
     blocking(move || {
-        if !state.service.documents()?.iter().any(|d| d.doc_id == doc_id) {
+        let sources: Vec<PathBuf> = state
+            .service
+            .documents()?
+            .into_iter()
+            .filter(|d| d.doc_id == doc_id)
+            .map(|d| PathBuf::from(d.source_path))
+            .collect();
+        if sources.is_empty() {
             return Err(ApiError::not_found(format!("no document {doc_id}")));
         }
         let pages = state.service.delete_document(&doc_id)?;
+        // An uploaded file goes with its document (files ingested by path are the user's and stay).
+        let uploads = state.uploads.canonicalize().ok();
+        for src in sources {
+            if let (Some(up), Ok(real)) = (&uploads, src.canonicalize())
+                && real.starts_with(up)
+            {
+                let _ = std::fs::remove_file(&real);
+            }
+        }
         Ok(Json(json!({ "doc_id": doc_id, "pages_deleted": pages })))
     })
     .await
