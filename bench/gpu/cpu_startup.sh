@@ -27,4 +27,4 @@ for q in "how do I reset the firmware" "table of permission specifiers" "wiring 
   echo "{\"what\": \"cpu2_query_s\", \"seconds\": $(awk "BEGIN{print $b - $a}")}"
 done
 grep -E "model ready|loaded" "$OUT/cpu-serve.log" | tail -2
-kill $server; wait
+kill $server; wait $server
