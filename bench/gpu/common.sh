@@ -1,6 +1,15 @@
 # Shared steps of the GPU benchmarks (sourced by run.sh and serve.sh on the device machine):
 # unpack the carried binaries, point the loader at the CUDA 13 libraries, make (or reuse) the full-size random
 # checkpoint. Sets M (the checkpoint folder).
+# Output folder and log: everything the script prints also goes to $OUT/$1. Then the common preparation:
+# the wheels and the carried binaries.
+prepare() {
+  OUT=${OUT:-/tmp/bench-out}
+  mkdir -p "$OUT"
+  exec > >(tee -a "$OUT/$1") 2>&1
+  install_wheels
+  unpack_binaries
+}
 # colpali-engine and peft (carried in .whl/): the checkpoint generator builds the model with them.
 install_wheels() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site

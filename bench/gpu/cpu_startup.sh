@@ -3,12 +3,8 @@
 # the f32 weights): `colqwen serve --device cpu` start-up time (load: bf16 → f32, LoRA merge) and then what a
 # query costs through the server (one encode + an empty-index search). Expects the same carry as serve.sh.
 set -uo pipefail
-OUT=${OUT:-/tmp/bench-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/cpu_startup.log") 2>&1
 source bench/gpu/common.sh
-install_wheels
-unpack_binaries
+prepare cpu_startup.log
 make_checkpoint || exit 1
 lscpu | grep -E 'Model name' | head -1
 idx=/tmp/cpu-idx

@@ -5,12 +5,8 @@
 # Expects (carried): .whl/ (colpali-engine, peft wheels), .carry/colqwen.xz and .carry/colqwen-bench.xz (scripts/cuda-build.sh -p colqwen-cli -p
 # colqwen-bench, then scripts/pack-carry.sh). Writes $OUT/serve.log.
 set -uo pipefail
-OUT=${OUT:-/tmp/bench-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/serve.log") 2>&1
 source bench/gpu/common.sh
-install_wheels
-unpack_binaries
+prepare serve.log
 cuda_env
 t0=$(date +%s)
 make_checkpoint || exit 1
