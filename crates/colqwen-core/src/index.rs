@@ -32,6 +32,10 @@ pub trait PageIndex: Send + Sync {
     fn delete_file_version(&self, source_path: &str, keep_sha256: &str) -> Result<usize>;
     /// Top `k` pages by MaxSim against `query`, optionally only pages of one document (`doc_id`).
     fn search(&self, query: &MultiVector, k: usize, doc_id: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>>;
+    /// The stored vectors of page `page_index` (0-based) of document `doc_id`, as the index holds them (f16
+    /// storage comes back widened to f32); `None` if that page is not stored. Similarity maps need them: a map
+    /// is the query's vectors against the page's, with no re-embedding.
+    fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>>;
     /// Number of stored pages.
     fn page_count(&self) -> Result<usize>;
     /// Pages, documents, disk use, model and storage type.

@@ -12,7 +12,7 @@ use qdrant_edge::{
     Condition, CountRequest, EdgeShard, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery,
     PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch,
     QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, TypedMultiDenseVector, UpdateOperation, Vector,
-    VectorInternal, Vectors, WithPayloadInterface, WithVector,
+    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
 };
 use serde_json::{Map, Value};
 
@@ -392,6 +392,37 @@ impl Store {
             .collect()
     }
 
+    /// The stored vectors of one page; `None` if it is not stored.
+    pub fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
+        let mut filter = must(field::DOC_ID, doc_id);
+        filter.must = Some(vec![
+            match_condition(field::DOC_ID, doc_id),
+            Condition::Field(FieldCondition::new_match(key(field::PAGE_INDEX), Match::from(page_index as i64))),
+        ]);
+        let request = ScrollRequest {
+            offset: None,
+            limit: Some(1),
+            filter: Some(filter),
+            with_payload: Some(WithPayloadInterface::Bool(false)),
+            with_vector: WithVector::Selector(vec![schema::COLQWEN.into()]),
+            order_by: None,
+        };
+        let (records, _) = self.with_shard(|s| s.scroll(request).map_err(engine("reading page vectors", &self.dir)))?;
+        let Some(record) = records.into_iter().next() else { return Ok(None) };
+        let dim = self.manifest.embedding_dim;
+        let vectors = match &record.vector {
+            Some(VectorStructInternal::Named(named)) => match named.get(schema::COLQWEN) {
+                Some(VectorInternal::MultiDense(multi)) => Some(multi.flattened_vectors.clone()),
+                _ => None,
+            },
+            _ => None,
+        };
+        match vectors {
+            Some(data) => Ok(MultiVector::new(data, dim)),
+            None => Err(self.corrupt(num_id(record.id, &self.dir)?, "colqwen vector")),
+        }
+    }
+
     /// Every point id stored (for consistency checks).
     pub fn point_ids(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
@@ -612,6 +643,10 @@ impl PageIndex for Store {
             return Err(Error::QueryShape { len: query.data.len(), dim: self.manifest.embedding_dim });
         }
         Store::search(self, &query.data, k, doc_id, mode)
+    }
+
+    fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
+        Store::page_vectors(self, doc_id, page_index)
     }
 
     fn page_count(&self) -> Result<usize> {

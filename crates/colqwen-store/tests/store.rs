@@ -372,3 +372,24 @@ fn raw_wal_flock_is_reported_as_in_use() {
     drop(raw);
     Store::open(dir.path()).unwrap();
 }
+
+#[test]
+fn page_vectors_come_back_as_stored() {
+    use colqwen_core::PageIndex as _;
+    let dir = temp();
+    let mut rng = Rng::new(11);
+    let pages = document(&mut rng, "a", "sha-a", 3, 16);
+    for storage in [VectorStorage::F32, VectorStorage::F16] {
+        let sub = dir.path().join(storage.to_string());
+        let store = Store::open_or_create(&sub, &manifest(storage)).unwrap();
+        store.upsert(pages.clone()).unwrap();
+        let got = store.page_vectors("a", 1).unwrap().expect("page 1 stored");
+        assert_eq!((got.rows, got.dim), (16, DIM));
+        let tol = if storage == VectorStorage::F32 { 0.0 } else { 1e-3 };
+        for (a, b) in got.data.iter().zip(&pages[1].vectors) {
+            assert!((a - b).abs() <= tol, "{storage}: {a} vs {b}");
+        }
+        assert_eq!(store.page_vectors("a", 3).unwrap(), None);
+        assert_eq!(store.page_vectors("b", 0).unwrap(), None);
+    }
+}
