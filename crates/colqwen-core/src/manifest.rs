@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{IndexError as Error, Result};
 
-/// The on-disk format this build reads and writes (our manifest + shard schema + payload fields).
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. 2 (2026-12): the embedded store's own page log
+/// (`pages.log`); 1 was the qdrant-edge shard (`shard/`), which this build refuses with a clear message.
+pub const FORMAT_VERSION: u32 = 2;
 
 const MANIFEST_FILE: &str = "manifest.json";
 

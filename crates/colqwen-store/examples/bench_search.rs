@@ -97,7 +97,7 @@ fn main() {
         let dir = work.join(format!("idx-{n}-{storage}"));
         let _ = std::fs::remove_dir_all(&dir);
         let manifest = manifest(storage);
-        let (mut store, _, _) = timed(|| Store::open_or_create(&dir, &manifest).unwrap());
+        let (store, _, _) = timed(|| Store::open_or_create(&dir, &manifest).unwrap());
         let t0 = Instant::now();
         let c0 = cpu_now();
         let mut flush_ms = 0.0;

@@ -1,21 +1,29 @@
 #![allow(missing_docs)] // fields of the error and record types are named for what they hold
-//! Embedded multi-vector page store of colqwen.
+//! Embedded multi-vector page store of colqwen: one index is one folder.
 //!
-//! Each page is stored as one point of a [qdrant-edge](https://crates.io/crates/qdrant-edge)
-//! shard: a named multivector `colqwen` (all rows, MaxSim over Dot, no HNSW), a named dense
-//! vector `pooled` (normalised mean of the rows, for two-stage search) and a payload (doc_id,
-//! source_path, file_sha256, page_index, page_count, page size, model_id, preprocessing, preview).
-//! One index is one folder; see [`Store`].
+//! - `pages.log` holds every page: its metadata and its vectors (f16 or f32) in the layout the search kernels
+//!   read straight from a memory map ([`log`] has the format and the crash rules).
+//! - Exact search is MaxSim over every page with register-blocked AVX-512 / AVX2 kernels ([`kernel`]) on all
+//!   cores; two-stage search scores pages first by their nearest centroids ([`coarse`]) and then the best ones
+//!   exactly. Searches read a snapshot, so they run while a writer writes.
+//!
+//! Why our own engine and not a vector database: MaxSim over ~768 vectors per page is the whole workload, the
+//! data is append-mostly, and the crash contract is simple (flushed pages survive); the engine used before
+//! (qdrant-edge 0.7) searched on one thread, never truncated its write-ahead log, and took 20 minutes to
+//! compile. See `NOTES.md` for the measurements behind the choice.
 
+mod coarse;
 mod error;
-mod schema;
+mod kernel;
+mod log;
+mod optimize;
+mod search;
 mod space;
 mod store;
-mod wal;
 
 pub use colqwen_core::{
     DocumentInfo, FORMAT_VERSION, Hit, IndexManifest, PageIndex, PageRecord, SearchMode, Stats, VectorStorage, maxsim,
     point_id, pooled,
 };
 pub use error::{Error, Result};
-pub use store::{AUTO_EXACT_MAX_PAGES, AUTO_LARGE_INDEX_PAGES, AUTO_PREFETCH, AUTO_PREFETCH_LARGE, Store};
+pub use store::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, Store};

@@ -1,15 +1,14 @@
-//! Free-space guard. qdrant-edge writes its WAL and vector storage through memory maps; on a full file system a
-//! write into a mapped page kills the process with SIGBUS (no error to catch, seen on tmpfs even when merely
-//! opening an index, which maps a fresh WAL segment). So the store checks the free space itself before any
-//! operation that can grow a mapping and refuses with `NoSpace` instead: one clear error, the index intact.
+//! Free-space guard. The page log is written with `write` (a full disk is an `ENOSPC` error, not a SIGBUS as with
+//! writes into memory maps) and a torn record is cut on the next open; still, the store checks the free space
+//! before every write so that a full disk stops an ingest between batches with one clear `NoSpace` error, with
+//! room left for the rest of the index folder (previews, job files, the coarse stage).
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
-/// Room the engine may need beyond the data itself: a fresh WAL segment (32 MiB in qdrant's configuration),
-/// twice, plus slack for segment metadata.
-pub(crate) const HEADROOM_BYTES: u64 = 96 << 20;
+/// Room kept free beyond the data being written: `coarse.bin` rewrites, job files, previews of the batch.
+pub(crate) const HEADROOM_BYTES: u64 = 8 << 20;
 
 /// Bytes available to this process on the file system of `dir`; `None` where it cannot be asked.
 pub(crate) fn free_bytes(dir: &Path) -> Option<u64> {

@@ -1,60 +1,120 @@
-//! The index folder: `<dir>/manifest.json`, `<dir>/shard/` (qdrant-edge), `<dir>/LOCK`.
+//! The index folder: `<dir>/manifest.json`, `<dir>/pages.log` (every page, [`crate::log`]), `<dir>/LOCK`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
-use colqwen_core::{DocumentInfo, Hit, IndexManifest, MultiVector, PageIndex, PageRecord, SearchMode, Stats};
-
-use qdrant_edge::{
-    Condition, CountRequest, EdgeShard, FieldCondition, FieldIndexOperations, Filter, JsonPath, Match, NamedQuery,
-    PayloadFieldSchema, PayloadSchemaType, PointId, PointInsertOperations, PointOperations, PointStruct, Prefetch,
-    QueryEnum, QueryRequest, ScoringQuery, ScrollRequest, SearchParams, TypedMultiDenseVector, UpdateOperation, Vector,
-    VectorInternal, VectorStructInternal, Vectors, WithPayloadInterface, WithVector,
+use colqwen_core::{
+    DocumentInfo, Hit, IndexManifest, MultiVector, PageIndex, PageRecord, SearchMode, Stats, VectorStorage,
 };
-use serde_json::{Map, Value};
+use half::f16;
+use memmap2::Mmap;
 
-use crate::error::{Error, Result, engine};
+use crate::error::{Error, Result};
+use crate::coarse::Codebook;
+use crate::kernel::{Isa, layout};
+use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
-use crate::schema::{self, field};
-use crate::wal;
+use crate::search::{self, Candidate, SearchPlan};
+
+pub use crate::search::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH};
 
 const LOCK_FILE: &str = "LOCK";
-const SHARD_DIR: &str = "shard";
-/// Pages per qdrant-edge update (one WAL record each, ~0.5 MB per page in f32).
-const UPSERT_BATCH_PAGES: usize = 16;
-/// Page size of internal scrolls.
-const SCROLL_PAGE: usize = 1024;
+/// Folder of the index format 1 (qdrant-edge): its presence names the old format in the error.
+const OLD_SHARD_DIR: &str = "shard";
+/// Compact when dead records (replaced or deleted pages) exceed both this and the live bytes.
+const COMPACT_MIN_DEAD_BYTES: u64 = 256 << 20;
 
-/// `SearchMode::Auto` runs an exact MaxSim scan up to this many candidate pages, two-stage above.
-/// An exact scan costs ~0.14 ms/page (f32) or ~0.18 ms/page (f16) on one core (NOTES.md), so up to ~0.35 s.
-/// Set high on purpose: on embeddings of real pages (`colqwen-bench recall`, tiny fixture model) the pooled
-/// first stage found only 32% of the exact top-10 with prefetch 200 of 1k pages, so exact ranking is kept
-/// for as long as it is affordable.
-pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
-/// Prefetch of `SearchMode::Auto` in two-stage mode up to [`AUTO_LARGE_INDEX_PAGES`] candidate pages:
-/// recall@10 vs exact 0.98 at 10k pages, p50 29 ms (synthetic clustered pages, NOTES.md).
-pub const AUTO_PREFETCH: usize = 200;
-/// Above this many candidate pages `Auto` prefetches [`AUTO_PREFETCH_LARGE`].
-pub const AUTO_LARGE_INDEX_PAGES: usize = 20_000;
-/// Prefetch for large indexes: recall@10 0.99 at 100k pages (200 gave 0.91), rerank ~80-90 ms.
-pub const AUTO_PREFETCH_LARGE: usize = 500;
-
-/// An open index. Holds an exclusive lock on `<dir>/LOCK` until dropped.
+/// One stored page: where its record and vectors are, and what it is.
 #[derive(Debug)]
+pub(crate) struct Slot {
+    pub(crate) meta: PageMeta,
+    /// Start and padded length of the record (for compaction).
+    record: (u64, u64),
+    /// Byte offset and length of the vectors (stored layout) in the log.
+    pub(crate) data: (u64, u64),
+    /// The page's codes under the codebook of the snapshots that hold this slot (set once by the optimizer; a
+    /// retrained codebook comes with new slots).
+    pub(crate) codes: OnceLock<Arc<[u16]>>,
+}
+
+impl Slot {
+    pub(crate) fn new(meta: PageMeta, record: (u64, u64), data: (u64, u64)) -> Slot {
+        Slot { meta, record, data, codes: OnceLock::new() }
+    }
+
+    /// The same page without codes (for a new codebook).
+    pub(crate) fn uncoded(&self) -> Slot {
+        Slot::new(self.meta.clone(), self.record, self.data)
+    }
+}
+
+/// What searches read: the pages at one moment and a map of the log that holds them. Readers clone the `Arc`
+/// and search without any lock; writers publish a new snapshot after each write.
+pub(crate) struct Snapshot {
+    pub(crate) pages: Vec<Arc<Slot>>,
+    pub(crate) map: Option<Arc<Mmap>>,
+    /// The codebook the pages' codes refer to.
+    pub(crate) codebook: Option<Arc<Codebook>>,
+}
+
+pub(crate) struct Writer {
+    file: File,
+    /// Length of the log (the next record's offset).
+    len: u64,
+    /// Length made durable by the last flush.
+    committed: u64,
+    /// Bytes of records that no longer describe a live page.
+    dead_bytes: u64,
+}
+
+/// An open index. Holds an exclusive lock on `<dir>/LOCK` until dropped; while open, a background thread keeps
+/// the coarse stage up to date ([`crate::coarse`]).
 pub struct Store {
-    // Field order is drop order: the shard (which flushes on drop) goes before the lock.
-    /// `None` only if reopening after a WAL compaction failed. Searches and writes take the read lock (the
-    /// shard synchronises inside); only the compaction's close-and-reload takes the write lock.
-    shard: RwLock<Option<EdgeShard>>,
-    /// Serialises writers (upsert, delete, flush), so a count-then-delete or a flush-then-compact is atomic
-    /// with respect to other writes. Readers never take it.
-    writes: Mutex<()>,
+    inner: Arc<Inner>,
+    optimizer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.dir).field("isa", &self.inner.isa.name()).finish_non_exhaustive()
+    }
+}
+
+/// The store itself, shared with the optimizer thread.
+pub(crate) struct Inner {
+    /// Serialises writers (upsert, delete, flush, compaction, coarse retraining). Readers never take it.
+    writer: Mutex<Writer>,
+    /// Live pages by point id, and the snapshot searches read.
+    table: RwLock<Table>,
     manifest: IndexManifest,
+    isa: Isa,
+    threads: AtomicUsize,
+    /// Set by every write; the optimizer waits on it.
+    pub(crate) dirty: (Mutex<bool>, Condvar),
+    pub(crate) stop: AtomicBool,
+    /// Pages covered by the last saved `coarse.bin`.
+    pub(crate) saved_pages: AtomicUsize,
     dir: PathBuf,
-    _lock: fs::File,
+    _lock: File,
+}
+
+pub(crate) struct Table {
+    pub(crate) pages: HashMap<u64, Arc<Slot>>,
+    pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) codebook: Option<Arc<Codebook>>,
+    /// Rows in the index when the codebook was trained.
+    pub(crate) trained_rows: usize,
+}
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Snapshot { pages: Vec::new(), map: None, codebook: None }
+    }
 }
 
 impl Store {
@@ -64,24 +124,25 @@ impl Store {
         manifest.validate(dir)?;
         fs::create_dir_all(dir).map_err(Error::io("creating index directory", dir))?;
         let lock = lock(dir)?;
-        let shard_dir = dir.join(SHARD_DIR);
         match IndexManifest::read(dir)? {
             Some(on_disk) => {
                 on_disk.validate(dir)?;
                 on_disk.check_same(manifest, dir)?;
             }
             None => {
-                if shard_dir.join("segments").exists() {
+                if dir.join(log::LOG_FILE).exists() {
                     return Err(Error::Damaged {
                         dir: dir.to_path_buf(),
-                        reason: "shard/ exists but manifest.json is missing",
+                        reason: "pages.log exists but manifest.json is missing",
                     });
                 }
+                crate::space::ensure(dir, 0, "creating the index")?;
+                log::create(&dir.join(log::LOG_FILE), manifest.embedding_dim as u32, elem_bytes(manifest.storage))?;
                 manifest.write(dir)?;
                 tracing::info!(dir = %dir.display(), model_id = %manifest.model_id, storage = %manifest.storage, "created index");
             }
         }
-        Self::open_shard(dir, manifest.clone(), lock)
+        Self::load(dir, manifest.clone(), lock)
     }
 
     /// Opens an existing index; [`Error::NotFound`] if `dir` holds none.
@@ -92,228 +153,478 @@ impl Store {
         let lock = lock(dir)?;
         let manifest = IndexManifest::read(dir)?.ok_or_else(|| Error::NotFound { dir: dir.to_path_buf() })?;
         manifest.validate(dir)?;
-        if !dir.join(SHARD_DIR).join(EDGE_CONFIG_FILE).exists() {
+        Self::load(dir, manifest, lock)
+    }
+
+    fn load(dir: &Path, manifest: IndexManifest, lock: File) -> Result<Store> {
+        let started = Instant::now();
+        let path = dir.join(log::LOG_FILE);
+        if !path.exists() {
+            let reason = if dir.join(OLD_SHARD_DIR).exists() {
+                "it holds the qdrant-edge layout of an older colqwen (shard/) without pages.log"
+            } else {
+                "manifest.json exists but pages.log is missing"
+            };
+            return Err(Error::Damaged { dir: dir.to_path_buf(), reason });
+        }
+        // A compaction that stopped before its rename leaves its file: the log itself is intact.
+        let _ = fs::remove_file(dir.join(log::COMPACT_FILE));
+        let mut file =
+            File::options().read(true).write(true).open(&path).map_err(Error::io("opening page log", &path))?;
+        let mut pages: HashMap<u64, Arc<Slot>> = HashMap::new();
+        let mut dead_bytes = 0u64;
+        let (header, valid) = log::scan(&mut file, &path, |entry| match entry {
+            Entry::Put { meta, record, data } => {
+                if let Some(old) = pages.insert(meta.id, Arc::new(Slot::new(meta, record, data))) {
+                    dead_bytes += old.record.1;
+                }
+            }
+            Entry::Delete { ids, record } => {
+                dead_bytes += record.1;
+                for id in ids {
+                    if let Some(old) = pages.remove(&id) {
+                        dead_bytes += old.record.1;
+                    }
+                }
+            }
+        })?;
+        if header.dim as usize != manifest.embedding_dim || header.elem_bytes != elem_bytes(manifest.storage) {
             return Err(Error::Damaged {
                 dir: dir.to_path_buf(),
-                reason: "manifest.json exists but shard/ is missing",
+                reason: "pages.log was written with another dimension or element type than manifest.json says",
             });
         }
-        Self::open_shard(dir, manifest, lock)
-    }
-
-    fn open_shard(dir: &Path, manifest: IndexManifest, lock: fs::File) -> Result<Store> {
-        let started = Instant::now();
-        crate::space::ensure(dir, 0, "opening the index (its write-ahead log needs room)")?;
-        let shard_dir = dir.join(SHARD_DIR);
-        let config = schema::edge_config(&manifest);
-        let existing = shard_dir.join(EDGE_CONFIG_FILE).exists();
-        let shard = if existing {
-            wal::compact(&shard_dir)?;
-            EdgeShard::load(&shard_dir, Some(config)).map_err(engine("opening shard", dir))?
-        } else {
-            fs::create_dir_all(&shard_dir).map_err(Error::io("creating shard directory", &shard_dir))?;
-            EdgeShard::new(&shard_dir, config).map_err(engine("creating shard", dir))?
+        let len = file.metadata().map_err(Error::io("reading page log", &path))?.len();
+        if valid < len {
+            file.set_len(valid).map_err(Error::io("cutting the unflushed tail of", &path))?;
+        }
+        if valid != header.committed {
+            log::commit(&file, &path, FileHeader { committed: valid, ..header })?;
+        }
+        let coarse = crate::coarse::Coarse::load(dir, manifest.embedding_dim);
+        let (codebook, trained_rows) = match coarse {
+            Some(c) => {
+                let mut covered = 0;
+                for slot in pages.values() {
+                    if let Some(codes) = c.codes.get(&slot.meta.id) {
+                        let _ = slot.codes.set(codes.clone());
+                        covered += 1;
+                    }
+                }
+                tracing::debug!(pages = pages.len(), covered, "loaded the coarse stage");
+                (Some(Arc::new(c.codebook)), c.trained_rows)
+            }
+            None => (None, 0),
         };
-        let store = Store {
-            shard: RwLock::new(Some(shard)),
-            writes: Mutex::new(()),
+        let inner = Arc::new(Inner {
+            writer: Mutex::new(Writer { file, len: valid, committed: valid, dead_bytes }),
+            table: RwLock::new(Table { pages, snapshot: Arc::default(), codebook, trained_rows }),
             manifest,
+            isa: Isa::detect(),
+            threads: AtomicUsize::new(std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)),
+            dirty: (Mutex::new(true), Condvar::new()),
+            stop: AtomicBool::new(false),
+            saved_pages: AtomicUsize::new(usize::MAX),
             dir: dir.to_path_buf(),
             _lock: lock,
-        };
-        store.ensure_payload_indexes()?;
-        tracing::debug!(dir = %dir.display(), ms = started.elapsed().as_millis() as u64, "opened index");
-        Ok(store)
-    }
-
-    fn ensure_payload_indexes(&self) -> Result<()> {
-        let present = self.with_shard(|s| Ok(s.info().payload_schema))?;
-        for name in schema::KEYWORD_INDEXED {
-            if present.keys().any(|k| k.to_string() == name) {
-                continue;
-            }
-            let op =
-                UpdateOperation::FieldIndexOperation(FieldIndexOperations::CreateIndex(qdrant_edge::CreateIndex {
-                    field_name: key(name),
-                    field_schema: Some(PayloadFieldSchema::FieldType(PayloadSchemaType::Keyword)),
-                }));
-            self.with_shard(|s| s.update(op).map_err(engine("creating payload index", &self.dir)))?;
+        });
+        {
+            let writer = inner.writer();
+            inner.publish(&writer)?;
         }
-        Ok(())
+        tracing::debug!(
+            dir = %dir.display(),
+            pages = inner.page_count()?,
+            isa = inner.isa.name(),
+            ms = started.elapsed().as_millis() as u64,
+            "opened index"
+        );
+        let optimizer = crate::optimize::spawn(inner.clone());
+        Ok(Store { inner, optimizer })
     }
 
     /// What the index was built with.
     pub fn manifest(&self) -> &IndexManifest {
-        &self.manifest
+        &self.inner.manifest
+    }
+
+    /// The vector instructions searches use ("avx512", "avx2" or "portable").
+    pub fn instruction_set(&self) -> &'static str {
+        self.inner.isa.name()
+    }
+
+    /// Threads one exact search uses (the machine's cores, up to 16).
+    pub fn search_threads(&self) -> usize {
+        self.inner.threads.load(AtomicOrdering::Relaxed)
+    }
+
+    /// Sets the threads one search uses (at least 1).
+    pub fn set_search_threads(&self, threads: usize) {
+        self.inner.threads.store(threads.max(1), AtomicOrdering::Relaxed);
     }
 
     /// Inserts or replaces pages (same file hash + page index = same point). Survives a killed
     /// process once [`Store::flush`] has returned; not before.
     pub fn upsert(&self, pages: Vec<PageRecord>) -> Result<()> {
-        let dim = self.manifest.embedding_dim;
-        for page in &pages {
-            check_page(page, dim)?;
-        }
-        let _writer = self.writer();
-        // The page's vectors land in the WAL, then in the segment (f32 or f16), plus the pooled vector.
-        let bytes: usize = pages.iter().map(|p| p.vectors.len() * 4 * 2 + dim * 8 + 4096).sum();
-        crate::space::ensure(&self.dir, bytes as u64, "writing pages")?;
-        let mut pages = pages.into_iter().peekable();
-        while pages.peek().is_some() {
-            let mut batch = Vec::with_capacity(UPSERT_BATCH_PAGES);
-            for page in pages.by_ref().take(UPSERT_BATCH_PAGES) {
-                batch.push(self.point(page).into());
-            }
-            let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(PointInsertOperations::PointsList(
-                batch,
-            )));
-            self.with_shard(|s| s.update(op).map_err(engine("upserting pages", &self.dir)))?;
-        }
-        Ok(())
+        self.inner.upsert(pages)
     }
 
-    fn point(&self, page: PageRecord) -> PointStruct {
-        let dim = self.manifest.embedding_dim;
-        let id = point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
-        let payload = schema::payload(&page, &self.manifest);
-        let pooled = schema::pooled(&page.vectors, dim);
-        let multi = TypedMultiDenseVector::new(page.vectors, dim);
-        let vectors = Vectors::new_named([
-            (schema::COLQWEN, Vector::from(VectorInternal::MultiDense(multi))),
-            (schema::POOLED, Vector::new_dense(pooled)),
-        ]);
-        // `payload` is always a JSON object (PointStruct::new panics otherwise).
-        PointStruct::new(id, vectors, payload)
-    }
-
-    /// Makes every upsert and delete so far durable, and keeps the write-ahead log bounded.
+    /// Makes every upsert and delete so far durable, and compacts the log when dead records outweigh live ones.
     pub fn flush(&self) -> Result<()> {
-        let started = Instant::now();
-        let _writer = self.writer();
-        crate::space::ensure(&self.dir, 0, "flushing the index")?;
-        // qdrant-edge 0.7 flush() panics on I/O errors instead of returning them.
-        self.with_shard(|shard| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| shard.flush()))
-                .map_err(|panic| Error::Flush { dir: self.dir.clone(), message: panic_message(panic) })
-        })?;
-        tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "flushed index");
-        let shard_dir = self.dir.join(SHARD_DIR);
-        if wal::closed_bytes(&shard_dir) > wal::COMPACT_AT_BYTES {
-            self.reopen_compacted()?;
-        }
-        Ok(())
-    }
-
-    /// qdrant-edge 0.7 never truncates its WAL; the only safe moment to drop old WAL segments is
-    /// while the shard is closed. Close, compact, load again.
-    /// Called with the writer lock held; waits for running searches (the shard's write lock).
-    fn reopen_compacted(&self) -> Result<()> {
-        let started = Instant::now();
-        let shard_dir = self.dir.join(SHARD_DIR);
-        let mut slot = self.shard.write().unwrap_or_else(PoisonError::into_inner);
-        drop(slot.take()); // flushes again (cheap: nothing changed) and releases the WAL
-        wal::compact(&shard_dir)?;
-        let shard = EdgeShard::load(&shard_dir, Some(schema::edge_config(&self.manifest)))
-            .map_err(engine("reopening shard after WAL compaction", &self.dir))?;
-        *slot = Some(shard);
-        tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "compacted WAL");
-        Ok(())
-    }
-
-    /// Builds the HNSW graph of the pooled vectors and merges segments. Blocking; optional.
-    pub fn optimize(&self) -> Result<bool> {
-        let _writer = self.writer();
-        self.with_shard(|s| s.optimize().map_err(engine("optimizing", &self.dir)))
+        self.inner.flush()
     }
 
     /// Page indexes stored for a file (by content hash).
     pub fn pages_of_file(&self, file_sha256: &str) -> Result<BTreeSet<usize>> {
-        let mut pages = BTreeSet::new();
-        self.scroll(Some(must(field::FILE_SHA256, file_sha256)), &[field::PAGE_INDEX], |id, p| {
-            pages.insert(self.usize_field(id, p, field::PAGE_INDEX)?);
-            Ok(())
-        })?;
-        Ok(pages)
+        self.inner.pages_of_file(file_sha256)
     }
 
     /// Stored documents, one entry per (doc_id, file version), sorted by doc_id.
     pub fn documents(&self) -> Result<Vec<DocumentInfo>> {
-        let mut docs: BTreeMap<(String, String), DocumentInfo> = BTreeMap::new();
-        let fields = [field::DOC_ID, field::SOURCE_PATH, field::FILE_SHA256, field::PAGE_COUNT];
-        self.scroll(None, &fields, |id, p| {
-            let doc_id = self.str_field(id, p, field::DOC_ID)?;
-            let sha = self.str_field(id, p, field::FILE_SHA256)?;
-            let entry = match docs.entry((doc_id.clone(), sha.clone())) {
-                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::btree_map::Entry::Vacant(e) => e.insert(DocumentInfo {
-                    doc_id,
-                    source_path: self.str_field(id, p, field::SOURCE_PATH)?,
-                    file_sha256: sha,
-                    page_count: self.usize_field(id, p, field::PAGE_COUNT)?,
-                    stored_pages: 0,
-                }),
-            };
-            entry.stored_pages += 1;
-            Ok(())
-        })?;
-        Ok(docs.into_values().collect())
+        self.inner.documents()
     }
 
     /// Deletes every page of a document; returns how many were deleted.
     pub fn delete_document(&self, doc_id: &str) -> Result<usize> {
-        self.delete_where(must(field::DOC_ID, doc_id), "deleting document")
+        self.inner.delete_where(|m| m.doc_id == doc_id)
     }
 
     /// Deletes the pages stored for `source_path` whose file hash is not `keep_sha256` (older
     /// versions of a changed file); returns how many were deleted.
     pub fn delete_file_version(&self, source_path: &str, keep_sha256: &str) -> Result<usize> {
-        let mut filter = must(field::SOURCE_PATH, source_path);
-        filter.must_not = Some(vec![match_condition(field::FILE_SHA256, keep_sha256)]);
-        self.delete_where(filter, "deleting old file version")
-    }
-
-    fn delete_where(&self, filter: Filter, op: &'static str) -> Result<usize> {
-        let _writer = self.writer();
-        let n = self.count(Some(filter.clone()))?;
-        if n > 0 {
-            let update = UpdateOperation::PointOperation(PointOperations::DeletePointsByFilter(filter));
-            self.with_shard(|s| s.update(update).map_err(engine(op, &self.dir)))?;
-        }
-        Ok(n)
+        self.inner.delete_where(|m| m.source_path == source_path && m.file_sha256 != keep_sha256)
     }
 
     /// Number of stored pages.
     pub fn page_count(&self) -> Result<usize> {
-        self.count(None)
-    }
-
-    fn count(&self, filter: Option<Filter>) -> Result<usize> {
-        self.with_shard(|s| s.count(CountRequest { filter, exact: true }).map_err(engine("counting pages", &self.dir)))
+        self.inner.page_count()
     }
 
     /// Pages, documents, disk use, model and storage type.
     pub fn stats(&self) -> Result<Stats> {
-        let pages = self.count(None)?;
-        let mut doc_ids = BTreeSet::new();
-        self.scroll(None, &[field::DOC_ID], |id, p| {
-            doc_ids.insert(self.str_field(id, p, field::DOC_ID)?);
-            Ok(())
+        self.inner.stats()
+    }
+
+    /// The stored vectors of one page; `None` if it is not stored.
+    pub fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
+        self.inner.page_vectors(doc_id, page_index)
+    }
+
+    /// Top `k` pages by MaxSim against `query` (`rows × dim`, row-major), optionally only pages
+    /// of one document.
+    pub fn search(&self, query: &[f32], k: usize, filter: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
+        self.inner.search(query, k, filter, mode)
+    }
+
+    /// Every point id stored (for consistency checks).
+    pub fn point_ids(&self) -> Result<Vec<u64>> {
+        let mut ids: Vec<u64> = self.inner.table().pages.keys().copied().collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Brings the coarse stage up to date now, on all search threads, and saves it (the background thread does
+    /// the same slowly on one core); returns the pages it covers. For benchmarks and bulk loads.
+    pub fn optimize(&self) -> Result<usize> {
+        crate::optimize::run_once(&self.inner, self.search_threads(), &AtomicBool::new(false))
+    }
+
+    /// Pages covered by the coarse stage (two-stage search scores the others exactly).
+    pub fn coarse_coverage(&self) -> usize {
+        self.inner.snapshot().pages.iter().filter(|s| s.codes.get().is_some()).count()
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, AtomicOrdering::Relaxed);
+        self.inner.wake();
+        if let Some(handle) = self.optimizer.take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Inner {
+    /// Inserts or replaces pages (same file hash + page index = same point). Survives a killed
+    /// process once [`Store::flush`] has returned; not before.
+    pub(crate) fn upsert(&self, pages: Vec<PageRecord>) -> Result<()> {
+        let dim = self.manifest.embedding_dim;
+        for page in &pages {
+            check_page(page, dim)?;
+        }
+        if pages.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer();
+        let elem = elem_bytes(self.manifest.storage) as usize;
+        let need: usize = pages.iter().map(|p| layout::padded_rows(p.vectors.len() / dim) * dim * elem + 4096).sum();
+        crate::space::ensure(&self.dir, need as u64, "writing pages")?;
+        let mut buf = Vec::with_capacity(need);
+        let mut written = Vec::with_capacity(pages.len());
+        let mut vectors = Vec::new();
+        for page in pages {
+            let id = point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
+            vectors.clear();
+            encode(&page.vectors, dim, self.manifest.storage, &mut vectors);
+            let meta = PageMeta {
+                id,
+                doc_id: page.doc_id,
+                source_path: page.source_path,
+                file_sha256: page.file_sha256,
+                page_index: page.page_index,
+                page_count: page.page_count,
+                page_width_pt: page.page_width_pt,
+                page_height_pt: page.page_height_pt,
+                preview: page.preview,
+                rows: page.vectors.len() / dim,
+            };
+            let at = writer.len + buf.len() as u64;
+            let start = buf.len();
+            log::put_record(&meta, &vectors, at, &mut buf);
+            let data_len = vectors.len() as u64;
+            let record_len = (buf.len() - start) as u64;
+            // The vectors end the record's body; the record is padded after them.
+            let data_end = at + record_len - padding_after(data_len);
+            written.push(Slot::new(meta, (at, record_len), (data_end - data_len, data_len)));
+        }
+        let path = self.dir.join(log::LOG_FILE);
+        writer.file.write_all_at(&buf, writer.len).map_err(|e| {
+            // Whatever part was written is beyond `committed`: cut on the next open (or overwritten now).
+            Error::io("writing pages to", &path)(e)
         })?;
+        writer.len += buf.len() as u64;
+        {
+            let mut table = self.table_mut();
+            for slot in written {
+                if let Some(old) = table.pages.insert(slot.meta.id, Arc::new(slot)) {
+                    writer.dead_bytes += old.record.1;
+                }
+            }
+        }
+        self.publish(&writer)
+    }
+
+    /// Makes every upsert and delete so far durable, and compacts the log when dead records outweigh live ones.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let started = Instant::now();
+        let mut writer = self.writer();
+        if writer.committed != writer.len {
+            crate::space::ensure(&self.dir, 0, "flushing the index")?;
+            let header = self.header(writer.len);
+            log::commit(&writer.file, &self.dir.join(log::LOG_FILE), header)?;
+            writer.committed = writer.len;
+        }
+        let live = writer.len - log::FILE_HEADER - writer.dead_bytes;
+        if writer.dead_bytes > COMPACT_MIN_DEAD_BYTES && writer.dead_bytes > live {
+            self.compact(&mut writer)?;
+        }
+        tracing::debug!(dir = %self.dir.display(), ms = started.elapsed().as_millis() as u64, "flushed index");
+        Ok(())
+    }
+
+    fn header(&self, committed: u64) -> FileHeader {
+        FileHeader {
+            dim: self.manifest.embedding_dim as u32,
+            elem_bytes: elem_bytes(self.manifest.storage),
+            committed,
+        }
+    }
+
+    /// Copies the live records into a new log and renames it over the old one (the only step that replaces
+    /// the file, and an atomic one). Searches keep reading the old file through their snapshot until done.
+    fn compact(&self, writer: &mut MutexGuard<'_, Writer>) -> Result<()> {
+        let started = Instant::now();
+        let path = self.dir.join(log::LOG_FILE);
+        let tmp = self.dir.join(log::COMPACT_FILE);
+        let live: Vec<Arc<Slot>> = {
+            let table = self.table();
+            let mut v: Vec<_> = table.pages.values().cloned().collect();
+            v.sort_by_key(|s| s.record.0);
+            v
+        };
+        let need: u64 = live.iter().map(|s| s.record.1).sum();
+        crate::space::ensure(&self.dir, need, "compacting the index")?;
+        let _ = fs::remove_file(&tmp);
+        let file = log::create(&tmp, self.manifest.embedding_dim as u32, elem_bytes(self.manifest.storage))?;
+        let mut at = log::FILE_HEADER;
+        let mut moved = Vec::with_capacity(live.len());
+        let mut buf = Vec::new();
+        for slot in &live {
+            // Records are position-dependent (the vectors start 64-aligned), so re-encode rather than copy.
+            let mut data = vec![0u8; slot.data.1 as usize];
+            writer.file.read_exact_at(&mut data, slot.data.0).map_err(Error::io("reading page log", &path))?;
+            buf.clear();
+            log::put_record(&slot.meta, &data, at, &mut buf);
+            file.write_all_at(&buf, at).map_err(Error::io("writing compacted log", &tmp))?;
+            let record_len = buf.len() as u64;
+            let data_end = at + record_len - padding_after(slot.data.1);
+            let moved_slot = Slot::new(slot.meta.clone(), (at, record_len), (data_end - slot.data.1, slot.data.1));
+            if let Some(codes) = slot.codes.get() {
+                let _ = moved_slot.codes.set(codes.clone());
+            }
+            moved.push(moved_slot);
+            at += record_len;
+        }
+        log::commit(&file, &tmp, self.header(at))?;
+        fs::rename(&tmp, &path).map_err(Error::io("replacing the page log with", &tmp))?;
+        colqwen_core::sync_dir(&self.dir)?;
+        let before = writer.len;
+        writer.file = file;
+        writer.len = at;
+        writer.committed = at;
+        writer.dead_bytes = 0;
+        {
+            let mut table = self.table_mut();
+            table.pages = moved.into_iter().map(|s| (s.meta.id, Arc::new(s))).collect();
+        }
+        self.publish(writer)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            before_mb = before >> 20,
+            after_mb = at >> 20,
+            ms = started.elapsed().as_millis() as u64,
+            "compacted the page log"
+        );
+        Ok(())
+    }
+
+    /// Maps the log as it is now and publishes the live pages for searches. Called with the writer lock held,
+    /// so the table cannot change between the collection and the swap; readers are blocked only for the swap.
+    pub(crate) fn publish(&self, writer: &Writer) -> Result<()> {
+        let path = self.dir.join(log::LOG_FILE);
+        // SAFETY: the log is only appended to while mapped (never truncated or rewritten in place: compaction
+        // writes a new file and renames it), and the lock file keeps other colqwen processes out.
+        let map = unsafe { Mmap::map(&writer.file) }.map_err(Error::io("mapping page log", &path))?;
+        let (mut pages, codebook) = {
+            let table = self.table();
+            (table.pages.values().cloned().collect::<Vec<_>>(), table.codebook.clone())
+        };
+        // File order: a scan reads the map front to back.
+        pages.sort_unstable_by_key(|s| s.record.0);
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
+        self.wake();
+        Ok(())
+    }
+
+    /// Tells the optimizer that pages changed (or that it should stop).
+    pub(crate) fn wake(&self) {
+        let (lock, cvar) = &self.dirty;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cvar.notify_all();
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(crate) fn manifest(&self) -> &IndexManifest {
+        &self.manifest
+    }
+
+    pub(crate) fn plan(&self) -> SearchPlan {
+        SearchPlan {
+            isa: self.isa,
+            threads: self.threads.load(AtomicOrdering::Relaxed),
+            dim: self.manifest.embedding_dim,
+            storage: self.manifest.storage,
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.table().snapshot.clone()
+    }
+
+    /// Page indexes stored for a file (by content hash).
+    pub(crate) fn pages_of_file(&self, file_sha256: &str) -> Result<BTreeSet<usize>> {
+        let snap = self.snapshot();
+        Ok(snap.pages.iter().filter(|s| s.meta.file_sha256 == file_sha256).map(|s| s.meta.page_index).collect())
+    }
+
+    /// Stored documents, one entry per (doc_id, file version), sorted by doc_id.
+    pub(crate) fn documents(&self) -> Result<Vec<DocumentInfo>> {
+        let snap = self.snapshot();
+        let mut docs: BTreeMap<(&str, &str), DocumentInfo> = BTreeMap::new();
+        for s in &snap.pages {
+            let m = &s.meta;
+            docs.entry((&m.doc_id, &m.file_sha256))
+                .or_insert_with(|| DocumentInfo {
+                    doc_id: m.doc_id.clone(),
+                    source_path: m.source_path.clone(),
+                    file_sha256: m.file_sha256.clone(),
+                    page_count: m.page_count,
+                    stored_pages: 0,
+                })
+                .stored_pages += 1;
+        }
+        Ok(docs.into_values().collect())
+    }
+
+    pub(crate) fn delete_where(&self, pick: impl Fn(&PageMeta) -> bool) -> Result<usize> {
+        let mut writer = self.writer();
+        let ids: Vec<u64> = self.table().pages.values().filter(|s| pick(&s.meta)).map(|s| s.meta.id).collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        crate::space::ensure(&self.dir, ids.len() as u64 * 24 + 4096, "deleting pages")?;
+        let mut buf = Vec::new();
+        log::delete_record(&ids, writer.len, &mut buf);
+        let path = self.dir.join(log::LOG_FILE);
+        writer.file.write_all_at(&buf, writer.len).map_err(Error::io("writing to", &path))?;
+        writer.len += buf.len() as u64;
+        writer.dead_bytes += buf.len() as u64;
+        {
+            let mut table = self.table_mut();
+            for id in &ids {
+                if let Some(old) = table.pages.remove(id) {
+                    writer.dead_bytes += old.record.1;
+                }
+            }
+        }
+        self.publish(&writer)?;
+        Ok(ids.len())
+    }
+
+    /// Number of stored pages.
+    pub(crate) fn page_count(&self) -> Result<usize> {
+        Ok(self.table().pages.len())
+    }
+
+    /// Pages, documents, disk use, model and storage type.
+    pub(crate) fn stats(&self) -> Result<Stats> {
+        let snap = self.snapshot();
+        let documents: BTreeSet<&str> = snap.pages.iter().map(|s| s.meta.doc_id.as_str()).collect();
         Ok(Stats {
             location: self.dir.display().to_string(),
-            pages,
-            documents: doc_ids.len(),
+            pages: snap.pages.len(),
+            documents: documents.len(),
             bytes_on_disk: dir_bytes(&self.dir)?,
-            wal_bytes: dir_bytes(&self.dir.join(SHARD_DIR).join("wal"))?,
+            wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
             embedding_dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
         })
     }
 
+    /// The stored vectors of one page; `None` if it is not stored.
+    pub(crate) fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
+        let snap = self.snapshot();
+        let Some(slot) = snap.pages.iter().find(|s| s.meta.doc_id == doc_id && s.meta.page_index == page_index) else {
+            return Ok(None);
+        };
+        let map = snap.map.as_ref().expect("a published snapshot has a map");
+        let dim = self.manifest.embedding_dim;
+        let rows = slot.meta.rows;
+        let data = match self.manifest.storage {
+            VectorStorage::F32 => layout::decode(search::elements::<f32>(map, slot), rows, dim),
+            VectorStorage::F16 => layout::decode(search::elements::<f16>(map, slot), rows, dim),
+        };
+        Ok(MultiVector::new(data, dim))
+    }
+
     /// Top `k` pages by MaxSim against `query` (`rows × dim`, row-major), optionally only pages
     /// of one document.
-    pub fn search(&self, query: &[f32], k: usize, filter: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
+    pub(crate) fn search(&self, query: &[f32], k: usize, filter: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
         let dim = self.manifest.embedding_dim;
         if query.is_empty() || query.len() % dim != 0 {
             return Err(Error::QueryShape { len: query.len(), dim });
@@ -324,181 +635,75 @@ impl Store {
         if k == 0 {
             return Ok(Vec::new());
         }
-        let filter = filter.map(|doc_id| must(field::DOC_ID, doc_id));
-        let mode = match mode {
-            SearchMode::Auto => {
-                let candidates = self.count(filter.clone())?;
-                if candidates <= AUTO_EXACT_MAX_PAGES {
-                    SearchMode::Exact
-                } else if candidates <= AUTO_LARGE_INDEX_PAGES {
-                    SearchMode::TwoStage { prefetch: AUTO_PREFETCH }
-                } else {
-                    SearchMode::TwoStage { prefetch: AUTO_PREFETCH_LARGE }
-                }
-            }
-            m => m,
-        };
-        let multi = ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-            VectorInternal::MultiDense(TypedMultiDenseVector::new(query.to_vec(), dim)),
-            schema::COLQWEN,
-        )));
-        let prefetches = match mode {
-            SearchMode::TwoStage { prefetch } => vec![Prefetch {
-                prefetches: Vec::new(),
-                query: Some(ScoringQuery::Vector(QueryEnum::Nearest(NamedQuery::new(
-                    VectorInternal::Dense(schema::pooled(query, dim)),
-                    schema::POOLED,
-                )))),
-                limit: prefetch.max(k),
-                params: None,
-                filter: filter.clone(),
-                score_threshold: None,
-            }],
-            _ => Vec::new(),
-        };
-        let request = QueryRequest {
-            prefetches,
-            query: Some(multi),
-            filter,
-            score_threshold: None,
-            limit: k,
-            offset: 0,
-            params: Some(SearchParams { exact: true, ..Default::default() }),
-            with_vector: WithVector::Bool(false),
-            with_payload: WithPayloadInterface::Fields(schema::HIT_FIELDS.iter().map(|f| key(f)).collect()),
-        };
         let started = Instant::now();
-        let points = self.with_shard(|s| s.query(request).map_err(engine("searching", &self.dir)))?;
-        tracing::debug!(?mode, k, ms = started.elapsed().as_millis() as u64, "searched");
-        points
+        let snap = self.snapshot();
+        let plan = self.plan();
+        let found: Vec<Candidate> = search::run(&plan, &snap, query, k, filter, mode);
+        tracing::debug!(?mode, k, pages = snap.pages.len(), ms = started.elapsed().as_millis() as u64, "searched");
+        Ok(found
             .into_iter()
-            .map(|p| {
-                let id = num_id(p.id, &self.dir)?;
-                let empty = Map::new();
-                let payload = p.payload.as_ref().map(|p| &p.0).unwrap_or(&empty);
-                Ok(Hit {
-                    score: p.score,
-                    point_id: id,
-                    doc_id: self.str_field(id, payload, field::DOC_ID)?,
-                    source_path: self.str_field(id, payload, field::SOURCE_PATH)?,
-                    file_sha256: self.str_field(id, payload, field::FILE_SHA256)?,
-                    page_index: self.usize_field(id, payload, field::PAGE_INDEX)?,
-                    page_count: self.usize_field(id, payload, field::PAGE_COUNT)?,
-                    page_width_pt: f32_field(payload, field::PAGE_WIDTH_PT),
-                    page_height_pt: f32_field(payload, field::PAGE_HEIGHT_PT),
-                    preview: payload.get(field::PREVIEW).and_then(Value::as_str).map(str::to_owned),
-                })
+            .map(|c| {
+                let m = &snap.pages[c.index].meta;
+                Hit {
+                    score: c.score,
+                    point_id: m.id,
+                    doc_id: m.doc_id.clone(),
+                    source_path: m.source_path.clone(),
+                    file_sha256: m.file_sha256.clone(),
+                    page_index: m.page_index,
+                    page_count: m.page_count,
+                    page_width_pt: m.page_width_pt,
+                    page_height_pt: m.page_height_pt,
+                    preview: m.preview.clone(),
+                }
             })
-            .collect()
+            .collect())
     }
 
-    /// The stored vectors of one page; `None` if it is not stored.
-    pub fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
-        let mut filter = must(field::DOC_ID, doc_id);
-        filter.must = Some(vec![
-            match_condition(field::DOC_ID, doc_id),
-            Condition::Field(FieldCondition::new_match(key(field::PAGE_INDEX), Match::from(page_index as i64))),
-        ]);
-        let request = ScrollRequest {
-            offset: None,
-            limit: Some(1),
-            filter: Some(filter),
-            with_payload: Some(WithPayloadInterface::Bool(false)),
-            with_vector: WithVector::Selector(vec![schema::COLQWEN.into()]),
-            order_by: None,
-        };
-        let (records, _) = self.with_shard(|s| s.scroll(request).map_err(engine("reading page vectors", &self.dir)))?;
-        let Some(record) = records.into_iter().next() else { return Ok(None) };
-        let dim = self.manifest.embedding_dim;
-        let vectors = match &record.vector {
-            Some(VectorStructInternal::Named(named)) => match named.get(schema::COLQWEN) {
-                Some(VectorInternal::MultiDense(multi)) => Some(multi.flattened_vectors.clone()),
-                _ => None,
-            },
-            _ => None,
-        };
-        match vectors {
-            Some(data) => Ok(MultiVector::new(data, dim)),
-            None => Err(self.corrupt(num_id(record.id, &self.dir)?, "colqwen vector")),
-        }
+    pub(crate) fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Every point id stored (for consistency checks).
-    pub fn point_ids(&self) -> Result<Vec<u64>> {
-        let mut ids = Vec::new();
-        self.scroll(None, &[], |id, _| {
-            ids.push(id);
-            Ok(())
-        })?;
-        Ok(ids)
+    pub(crate) fn table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn scroll(
-        &self,
-        filter: Option<Filter>,
-        fields: &[&str],
-        mut each: impl FnMut(u64, &Map<String, Value>) -> Result<()>,
-    ) -> Result<()> {
-        let with_payload = if fields.is_empty() {
-            WithPayloadInterface::Bool(false)
-        } else {
-            WithPayloadInterface::Fields(fields.iter().map(|f| key(f)).collect())
-        };
-        let empty = Map::new();
-        let mut offset = None;
-        loop {
-            let request = ScrollRequest {
-                offset,
-                limit: Some(SCROLL_PAGE),
-                filter: filter.clone(),
-                with_payload: Some(with_payload.clone()),
-                with_vector: WithVector::Bool(false),
-                order_by: None,
-            };
-            let (records, next) = self.with_shard(|s| s.scroll(request).map_err(engine("listing pages", &self.dir)))?;
-            for record in &records {
-                let id = num_id(record.id, &self.dir)?;
-                each(id, record.payload.as_ref().map(|p| &p.0).unwrap_or(&empty))?;
-            }
-            match next {
-                Some(next) => offset = Some(next),
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Runs `f` on the open shard under the read lock.
-    fn with_shard<T>(&self, f: impl FnOnce(&EdgeShard) -> Result<T>) -> Result<T> {
-        let slot = self.shard.read().unwrap_or_else(PoisonError::into_inner);
-        let shard = slot.as_ref().ok_or_else(|| Error::Damaged {
-            dir: self.dir.clone(),
-            reason: "the shard failed to reopen after WAL compaction; open the index again",
-        })?;
-        f(shard)
-    }
-
-    fn writer(&self) -> MutexGuard<'_, ()> {
-        self.writes.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn str_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<String> {
-        p.get(name).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| self.corrupt(id, name))
-    }
-
-    fn usize_field(&self, id: u64, p: &Map<String, Value>, name: &'static str) -> Result<usize> {
-        p.get(name).and_then(Value::as_u64).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| self.corrupt(id, name))
-    }
-
-    fn corrupt(&self, id: u64, field: &'static str) -> Error {
-        Error::CorruptPayload { dir: self.dir.clone(), point_id: id.to_string(), field }
+    pub(crate) fn table_mut(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-const EDGE_CONFIG_FILE: &str = "edge_config.json";
+/// Zero padding after `data_len` bytes of vectors: they start 64-aligned and the record ends 64-aligned.
+fn padding_after(data_len: u64) -> u64 {
+    data_len.div_ceil(log::ALIGN) * log::ALIGN - data_len
+}
 
-fn lock(dir: &Path) -> Result<fs::File> {
+fn elem_bytes(storage: VectorStorage) -> u32 {
+    match storage {
+        VectorStorage::F32 => 4,
+        VectorStorage::F16 => 2,
+    }
+}
+
+/// Row-major f32 → the stored layout, little-endian bytes.
+fn encode(rows: &[f32], dim: usize, storage: VectorStorage, out: &mut Vec<u8>) {
+    match storage {
+        VectorStorage::F32 => {
+            let mut v = Vec::<f32>::new();
+            layout::encode(rows, dim, &mut v);
+            out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+        VectorStorage::F16 => {
+            let mut v = Vec::<f16>::new();
+            layout::encode(rows, dim, &mut v);
+            out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        }
+    }
+}
+
+fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let file = fs::OpenOptions::new()
+    let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
@@ -533,40 +738,6 @@ fn check_page(page: &PageRecord, dim: usize) -> Result<()> {
     Ok(())
 }
 
-/// `name` is one of our payload field names (or a caller's doc_id value never used as a key).
-fn key(name: &str) -> JsonPath {
-    JsonPath::try_from(name).expect("payload field names are plain identifiers")
-}
-
-fn match_condition(name: &str, value: &str) -> Condition {
-    Condition::Field(FieldCondition::new_match(key(name), Match::from(value.to_owned())))
-}
-
-fn must(name: &str, value: &str) -> Filter {
-    Filter::new_must(match_condition(name, value))
-}
-
-fn num_id(id: PointId, dir: &Path) -> Result<u64> {
-    match id {
-        PointId::NumId(n) => Ok(n),
-        other => Err(Error::CorruptPayload { dir: dir.to_path_buf(), point_id: other.to_string(), field: "id" }),
-    }
-}
-
-fn f32_field(p: &Map<String, Value>, name: &str) -> f32 {
-    p.get(name).and_then(Value::as_f64).map_or(f32::NAN, |v| v as f32)
-}
-
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_owned()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_owned()
-    }
-}
-
 /// Allocated bytes (st_blocks × 512 on Unix) of all files under `dir`.
 pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0u64;
@@ -587,31 +758,21 @@ pub(crate) fn dir_bytes(dir: &Path) -> Result<u64> {
             if meta.is_dir() {
                 stack.push(entry.path());
             } else {
-                total += allocated(&meta);
+                use std::os::unix::fs::MetadataExt as _;
+                total += meta.blocks() * 512;
             }
         }
     }
     Ok(total)
 }
 
-#[cfg(unix)]
-fn allocated(meta: &fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt as _;
-    meta.blocks() * 512
-}
-
-#[cfg(not(unix))]
-fn allocated(meta: &fs::Metadata) -> u64 {
-    meta.len()
-}
-
 impl PageIndex for Store {
     fn manifest(&self) -> &IndexManifest {
-        &self.manifest
+        &self.inner.manifest
     }
 
     fn location(&self) -> String {
-        self.dir.display().to_string()
+        self.inner.dir.display().to_string()
     }
 
     fn upsert(&self, pages: Vec<PageRecord>) -> Result<()> {
@@ -639,8 +800,8 @@ impl PageIndex for Store {
     }
 
     fn search(&self, query: &MultiVector, k: usize, doc_id: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
-        if query.dim != self.manifest.embedding_dim {
-            return Err(Error::QueryShape { len: query.data.len(), dim: self.manifest.embedding_dim });
+        if query.dim != self.inner.manifest.embedding_dim {
+            return Err(Error::QueryShape { len: query.data.len(), dim: self.inner.manifest.embedding_dim });
         }
         Store::search(self, &query.data, k, doc_id, mode)
     }

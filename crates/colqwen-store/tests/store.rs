@@ -1,4 +1,4 @@
-//! Store behaviour against the real qdrant-edge engine, in temp dirs.
+//! Store behaviour on the real page log, in temp dirs.
 
 mod common;
 
@@ -29,7 +29,7 @@ fn round_trip_write_flush_reopen() {
         store.flush().unwrap();
         assert_eq!(store.page_count().unwrap(), 5);
     }
-    for dir_files in ["manifest.json", "LOCK", "shard"] {
+    for dir_files in ["manifest.json", "LOCK", "pages.log"] {
         assert!(dir.path().join(dir_files).exists(), "{dir_files} missing");
     }
     let store = Store::open(dir.path()).unwrap();
@@ -186,7 +186,7 @@ fn second_open_is_in_use() {
     Store::open(dir.path()).unwrap();
 }
 
-/// 50 pages, 5 random + 5 planted queries: qdrant's exact ranking and scores equal the oracle's.
+/// 50 pages, 5 random + 5 planted queries: the exact ranking and scores equal the oracle's.
 #[test]
 fn exact_search_equals_oracle() {
     let dir = temp();
@@ -319,30 +319,23 @@ fn rejects_bad_input_without_panicking() {
     assert_eq!(store.search(&[0.5; DIM], 5, None, SearchMode::Auto).unwrap().len(), 1);
 }
 
-/// qdrant-edge 0.7 never truncates its WAL; the store drops old WAL segments while the shard is
-/// closed. Point versions must keep increasing afterwards (replace and delete still work).
+/// Replacing and deleting pages leaves dead records; once they outweigh the live ones (and 256 MiB) a flush
+/// rewrites the log. Pages, replacements and deletions survive it and a reopen.
 #[test]
-fn wal_is_compacted_on_open_and_versions_continue() {
+fn compaction_keeps_live_pages_and_drops_dead_ones() {
     let dir = temp();
     let mut rng = Rng::new(10);
     let m = manifest(VectorStorage::F32);
-    let wal = dir.path().join("shard/wal");
-    let closed = || {
-        std::fs::read_dir(&wal)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("closed-"))
-            .count()
-    };
     let store = Store::open_or_create(dir.path(), &m).unwrap();
-    // ~0.47 MB of WAL per 768-row page: 160 pages fill two 32 MiB WAL segments.
-    for d in 0..16 {
-        store.upsert(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).unwrap();
+    // 160 pages × 768 rows × 512 B ≈ 63 MB per round; five rounds of the same pages leave ≈ 250 MB dead.
+    let pages: Vec<_> = (0..16).flat_map(|d| document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).collect();
+    for _ in 0..6 {
+        store.upsert(pages.clone()).unwrap();
     }
+    let log_len = || std::fs::metadata(dir.path().join("pages.log")).unwrap().len();
+    let before = log_len();
     store.flush().unwrap();
-    assert!(closed() >= 2, "expected several closed WAL segments, got {}", closed());
-    drop(store);
-    let store = Store::open_or_create(dir.path(), &m).unwrap();
-    assert_eq!(closed(), 1);
+    assert!(log_len() < before / 4, "the log was not compacted: {before} -> {}", log_len());
     assert_eq!(store.page_count().unwrap(), 160);
     let mut replaced = page(&mut rng, "d0", "sha0", 0, 10, 8);
     replaced.preview = Some("new.webp".into());
@@ -356,26 +349,64 @@ fn wal_is_compacted_on_open_and_versions_continue() {
     let hit = &store.search(&q, 1, Some("d0"), SearchMode::Exact).unwrap()[0];
     assert_eq!((hit.page_index, hit.preview.as_deref()), (0, Some("new.webp")));
     assert!(store.pages_of_file("sha1").unwrap().is_empty());
+    let oracle = maxsim(&pages[25].vectors[..4 * DIM], &pages[25].vectors, DIM);
+    let top = &store.search(&pages[25].vectors[..4 * DIM], 1, None, SearchMode::Exact).unwrap()[0];
+    assert_eq!((top.doc_id.as_str(), top.page_index), ("d2", 5));
+    assert!((top.score - oracle).abs() <= 1e-4 * oracle.abs());
 }
 
-/// If something opened the shard without our LOCK, qdrant-edge's own WAL flock error must still
-/// reach the caller as `InUse`, never as a raw "WouldBlock".
+/// The coarse stage: after `optimize`, two-stage search finds planted pages with exact scores, and pages
+/// written afterwards (not yet coded) are still found; the stage survives a reopen through `coarse.bin`.
 #[test]
-fn raw_wal_flock_is_reported_as_in_use() {
+fn two_stage_with_the_coarse_stage() {
     let dir = temp();
-    drop(Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap());
-    let raw = qdrant_edge::EdgeShard::load(&dir.path().join("shard"), None).unwrap();
-    let err = qdrant_edge::EdgeShard::load(&dir.path().join("shard"), None).unwrap_err();
-    assert!(err.to_string().contains("WouldBlock"), "{err}");
-    let err = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::InUse { .. }), "{err:?}");
-    drop(raw);
-    Store::open(dir.path()).unwrap();
+    let mut rng = Rng::new(12);
+    let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)).unwrap();
+    let mut pages = Vec::new();
+    for d in 0..40 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 64));
+    }
+    store.upsert(pages.clone()).unwrap();
+    assert_eq!(store.optimize().unwrap(), 400);
+    assert_eq!(store.coarse_coverage(), 400);
+    let late = document(&mut rng, "late", "sha-late", 2, 64);
+    store.upsert(late.clone()).unwrap();
+    store.flush().unwrap();
+    let mut targets: Vec<&PageRecord> = [3usize, 57, 101, 250, 399].iter().map(|&t| &pages[t]).collect();
+    targets.push(&late[1]);
+    for target in targets {
+        let query = planted_query(&mut rng, &target.vectors, 16, DIM, 0.5);
+        let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let want = (target.doc_id.as_str(), target.page_index);
+        assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
+        assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
+        assert_eq!(two[0].score, exact[0].score);
+    }
+    drop(store);
+    assert!(dir.path().join("coarse.bin").exists());
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.coarse_coverage() >= 400, "coarse.bin was not loaded: {}", store.coarse_coverage());
+}
+
+/// An index of the previous format (qdrant-edge, format_version 1) is refused with a message that says what
+/// to do, never opened as an empty index.
+#[test]
+fn an_index_of_the_old_format_is_refused() {
+    let dir = temp();
+    std::fs::create_dir_all(dir.path().join("shard/segments")).unwrap();
+    let mut old = serde_json::to_value(manifest(VectorStorage::F16)).unwrap();
+    old["format_version"] = 1.into();
+    std::fs::write(dir.path().join("manifest.json"), old.to_string()).unwrap();
+    for err in [Store::open(dir.path()).unwrap_err(), Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)).unwrap_err()] {
+        assert!(matches!(err, Error::UnsupportedFormat { found: 1, supported: 2, .. }), "{err:?}");
+        let hint = colqwen_core::Hint::hint(&err).unwrap();
+        assert!(hint.contains("re-ingest"), "{hint}");
+    }
 }
 
 #[test]
 fn page_vectors_come_back_as_stored() {
-    use colqwen_core::PageIndex as _;
     let dir = temp();
     let mut rng = Rng::new(11);
     let pages = document(&mut rng, "a", "sha-a", 3, 16);

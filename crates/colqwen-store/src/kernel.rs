@@ -1,0 +1,374 @@
+//! MaxSim over stored pages: the hot loop of every search.
+//!
+//! A page's rows are stored *block-transposed* ([`layout`]): rows are taken 16 at a time and each block is
+//! written dimension-major (`dim × 16` values: value `k` of rows `r..r+16` side by side). With that layout one
+//! vector load gives dimension `k` of 16 page rows, and a query row's value `k` is broadcast against it: the dot
+//! products of 16 page rows with several query rows accumulate in registers with no horizontal reduction until
+//! the page is done (a reduction per query row per page). A trailing partial block is padded by repeating the
+//! page's last row, which cannot change a maximum.
+//!
+//! MaxSim (ColBERT late interaction): for each query row the largest dot product with any page row, summed over
+//! query rows. [`colqwen_core::maxsim`] is the plain-loop oracle the tests compare against.
+//!
+//! The instruction set is chosen once per process ([`Isa::detect`]): AVX-512F (which includes the f16→f32
+//! conversion `vcvtph2ps`), else AVX2 + FMA + F16C, else portable Rust. Stored values are f16 or f32.
+
+use half::f16;
+
+/// Page rows per block of the stored layout.
+pub(crate) const BLOCK: usize = 16;
+
+/// An element type of stored vectors.
+pub(crate) trait Elem: Copy + Send + Sync + 'static {
+    fn from_f32(v: f32) -> Self;
+    fn to_f32(self) -> f32;
+}
+
+impl Elem for f32 {
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Elem for f16 {
+    fn from_f32(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+    fn to_f32(self) -> f32 {
+        self.to_f32()
+    }
+}
+
+/// The stored layout of a page.
+pub(crate) mod layout {
+    use super::{BLOCK, Elem};
+
+    /// Rows after padding to whole blocks.
+    pub(crate) fn padded_rows(rows: usize) -> usize {
+        rows.div_ceil(BLOCK) * BLOCK
+    }
+
+    /// Row-major `rows × dim` → block-transposed, padded with copies of the last row.
+    pub(crate) fn encode<T: Elem>(rows_data: &[f32], dim: usize, out: &mut Vec<T>) {
+        let rows = rows_data.len() / dim;
+        let padded = padded_rows(rows);
+        out.reserve(padded * dim);
+        for block in 0..padded / BLOCK {
+            for k in 0..dim {
+                for j in 0..BLOCK {
+                    let r = (block * BLOCK + j).min(rows - 1);
+                    out.push(T::from_f32(rows_data[r * dim + k]));
+                }
+            }
+        }
+    }
+
+    /// Block-transposed → row-major `rows × dim` (the padding dropped).
+    pub(crate) fn decode<T: Elem>(stored: &[T], rows: usize, dim: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; rows * dim];
+        for r in 0..rows {
+            let (block, j) = (r / BLOCK, r % BLOCK);
+            for k in 0..dim {
+                out[r * dim + k] = stored[block * BLOCK * dim + k * BLOCK + j].to_f32();
+            }
+        }
+        out
+    }
+}
+
+/// The vector instructions this process uses, detected once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isa {
+    /// 16 lanes; f16 converted with `vcvtph2ps`.
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    /// 8 lanes with FMA; f16 converted with F16C.
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    /// Plain Rust (the compiler's baseline vectorisation).
+    Portable,
+}
+
+impl Isa {
+    pub(crate) fn detect() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c")
+            {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Portable
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => "avx512",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => "avx2",
+            Isa::Portable => "portable",
+        }
+    }
+}
+
+/// Stored element types the kernels read.
+pub(crate) trait Stored: Elem {
+    /// MaxSim of `query` (`nq × dim` row-major f32) against one stored page (`blocks` blocks).
+    fn maxsim(isa: Isa, query: &[f32], page: &[Self], dim: usize, best: &mut [f32]) -> f32;
+}
+
+macro_rules! impl_stored {
+    ($t:ty) => {
+        impl Stored for $t {
+            fn maxsim(isa: Isa, query: &[f32], page: &[Self], dim: usize, best: &mut [f32]) -> f32 {
+                debug_assert_eq!(page.len() % (BLOCK * dim), 0);
+                debug_assert_eq!(query.len() % dim, 0);
+                let nq = query.len() / dim;
+                let best = &mut best[..nq];
+                best.fill(f32::NEG_INFINITY);
+                match isa {
+                    // SAFETY: the variant is only constructed after runtime detection of these features; the
+                    // slices' lengths are checked above and every index stays inside them.
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx512 => unsafe { x86::maxsim_avx512(query, page, dim, best) },
+                    #[cfg(target_arch = "x86_64")]
+                    Isa::Avx2 => unsafe { x86::maxsim_avx2(query, page, dim, best) },
+                    Isa::Portable => portable(query, page, dim, best),
+                }
+                best.iter().sum()
+            }
+        }
+    };
+}
+
+impl_stored!(f32);
+impl_stored!(f16);
+
+fn portable<T: Elem>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+    let mut acc = [0.0f32; BLOCK];
+    for block in page.chunks_exact(BLOCK * dim) {
+        for (q, b) in query.chunks_exact(dim).zip(best.iter_mut()) {
+            acc.fill(0.0);
+            for (k, &qk) in q.iter().enumerate() {
+                let col = &block[k * BLOCK..(k + 1) * BLOCK];
+                for (a, v) in acc.iter_mut().zip(col) {
+                    *a += qk * v.to_f32();
+                }
+            }
+            *b = acc.iter().fold(*b, |m, &v| m.max(v));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! Register-blocked kernels: `G` query rows × one block of 16 page rows per inner loop, `G` a constant so
+    //! that the accumulators live in registers (AVX-512: up to 8 × 16 lanes; AVX2: up to 6 × 2 × 8 lanes).
+    use std::arch::x86_64::*;
+
+    use super::BLOCK;
+    use half::f16;
+
+    /// Dimension `k` of a block's 16 rows, widened to f32.
+    trait Load512 {
+        unsafe fn load512(p: *const Self) -> __m512;
+    }
+    impl Load512 for f32 {
+        #[inline(always)]
+        unsafe fn load512(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+    }
+    impl Load512 for f16 {
+        #[inline(always)]
+        unsafe fn load512(p: *const f16) -> __m512 {
+            unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
+        }
+    }
+
+    trait Load256 {
+        unsafe fn load256(p: *const Self) -> (__m256, __m256);
+    }
+    impl Load256 for f32 {
+        #[inline(always)]
+        unsafe fn load256(p: *const f32) -> (__m256, __m256) {
+            unsafe { (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+        }
+    }
+    impl Load256 for f16 {
+        #[inline(always)]
+        unsafe fn load256(p: *const f16) -> (__m256, __m256) {
+            unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.cast::<__m128i>())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast::<__m128i>())),
+                )
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn pass512<T: Load512, const G: usize>(q: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+        let blocks = page.len() / (BLOCK * dim);
+        let mut maxes = [_mm512_set1_ps(f32::NEG_INFINITY); G];
+        for b in 0..blocks {
+            // SAFETY: block `b` spans `BLOCK * dim` elements inside `page`; `q` holds `G * dim` values.
+            unsafe {
+                let base = page.as_ptr().add(b * BLOCK * dim);
+                let mut acc = [_mm512_setzero_ps(); G];
+                for k in 0..dim {
+                    let v = T::load512(base.add(k * BLOCK));
+                    for i in 0..G {
+                        acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked(i * dim + k)), v, acc[i]);
+                    }
+                }
+                for i in 0..G {
+                    maxes[i] = _mm512_max_ps(maxes[i], acc[i]);
+                }
+            }
+        }
+        for i in 0..G {
+            best[i] = _mm512_reduce_max_ps(maxes[i]);
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn pass256<T: Load256, const G: usize>(q: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+        let blocks = page.len() / (BLOCK * dim);
+        let mut lo_max = [_mm256_set1_ps(f32::NEG_INFINITY); G];
+        let mut hi_max = [_mm256_set1_ps(f32::NEG_INFINITY); G];
+        for b in 0..blocks {
+            // SAFETY: as in `pass512`.
+            unsafe {
+                let base = page.as_ptr().add(b * BLOCK * dim);
+                let mut lo = [_mm256_setzero_ps(); G];
+                let mut hi = [_mm256_setzero_ps(); G];
+                for k in 0..dim {
+                    let (vl, vh) = T::load256(base.add(k * BLOCK));
+                    for i in 0..G {
+                        let s = _mm256_set1_ps(*q.get_unchecked(i * dim + k));
+                        lo[i] = _mm256_fmadd_ps(s, vl, lo[i]);
+                        hi[i] = _mm256_fmadd_ps(s, vh, hi[i]);
+                    }
+                }
+                for i in 0..G {
+                    lo_max[i] = _mm256_max_ps(lo_max[i], lo[i]);
+                    hi_max[i] = _mm256_max_ps(hi_max[i], hi[i]);
+                }
+            }
+        }
+        for i in 0..G {
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` holds 8 f32.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_max_ps(lo_max[i], hi_max[i])) };
+            best[i] = lanes.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        }
+    }
+
+    /// Runs the passes over query rows in groups of `$g`, the remainder with its own constant.
+    macro_rules! groups {
+        ($pass:ident, $g:literal, $query:ident, $page:ident, $dim:ident, $best:ident, [$($n:literal),*]) => {{
+            let nq = $best.len();
+            let mut q0 = 0;
+            while q0 < nq {
+                let g = (nq - q0).min($g);
+                let q = &$query[q0 * $dim..(q0 + g) * $dim];
+                let out = &mut $best[q0..q0 + g];
+                // SAFETY: the caller detected the instruction set; `q` and `out` hold `g` rows.
+                unsafe {
+                    match g {
+                        $($n => $pass::<T, $n>(q, $page, $dim, out),)*
+                        _ => unreachable!("group sizes cover 1..=G"),
+                    }
+                }
+                q0 += g;
+            }
+        }};
+    }
+
+    /// # Safety
+    /// The CPU supports AVX-512F.
+    #[allow(private_bounds)]
+    pub(super) unsafe fn maxsim_avx512<T: Load512>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+        groups!(pass512, 8, query, page, dim, best, [1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+
+    /// # Safety
+    /// The CPU supports AVX2, FMA and F16C.
+    #[allow(private_bounds)]
+    pub(super) unsafe fn maxsim_avx2<T: Load256>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+        groups!(pass256, 6, query, page, dim, best, [1, 2, 3, 4, 5, 6]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use colqwen_core::maxsim;
+
+    fn data(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    fn isas() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        let best = Isa::detect();
+        #[cfg(target_arch = "x86_64")]
+        if best == Isa::Avx512 {
+            v.push(Isa::Avx2);
+        }
+        if best != Isa::Portable {
+            v.push(best);
+        }
+        v
+    }
+
+    #[test]
+    fn layout_round_trips() {
+        for rows in [1, 15, 16, 17, 40] {
+            let dim = 8;
+            let d = data(rows * dim, rows as u64);
+            let mut stored = Vec::<f32>::new();
+            layout::encode(&d, dim, &mut stored);
+            assert_eq!(stored.len(), layout::padded_rows(rows) * dim);
+            assert_eq!(layout::decode(&stored, rows, dim), d);
+        }
+    }
+
+    #[test]
+    fn kernels_equal_the_oracle() {
+        for isa in isas() {
+            for (rows, nq, dim) in [(1, 1, 128), (17, 3, 128), (100, 20, 128), (33, 9, 64), (16, 13, 128), (5, 8, 16)] {
+                let page = data(rows * dim, 7 + rows as u64);
+                let query = data(nq * dim, 99 + nq as u64);
+                let oracle = maxsim(&query, &page, dim);
+                let mut best = vec![0.0; nq];
+                let mut s32 = Vec::<f32>::new();
+                layout::encode(&page, dim, &mut s32);
+                let got = f32::maxsim(isa, &query, &s32, dim, &mut best);
+                assert!((got - oracle).abs() <= 1e-4 * (1.0 + oracle.abs()), "{isa:?} f32 {got} vs {oracle}");
+                let mut s16 = Vec::<f16>::new();
+                layout::encode(&page, dim, &mut s16);
+                let rounded: Vec<f32> = page.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
+                let oracle16 = maxsim(&query, &rounded, dim);
+                let got = f16::maxsim(isa, &query, &s16, dim, &mut best);
+                assert!((got - oracle16).abs() <= 1e-4 * (1.0 + oracle16.abs()), "{isa:?} f16 {got} vs {oracle16}");
+            }
+        }
+    }
+}

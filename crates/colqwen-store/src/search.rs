@@ -1,0 +1,282 @@
+//! Search over a snapshot: the exact scan (every page, the kernels of [`crate::kernel`] on all cores) and the
+//! two-stage search (a cheap first stage picks candidates, the exact kernel ranks them).
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+
+use colqwen_core::{SearchMode, VectorStorage};
+use half::f16;
+use memmap2::Mmap;
+
+use crate::coarse::Codebook;
+use crate::kernel::{Isa, Stored};
+use crate::store::{Slot, Snapshot};
+
+/// `SearchMode::Auto` scans every candidate page exactly up to this many pages, and runs two-stage above.
+pub const AUTO_EXACT_MAX_PAGES: usize = 1_000;
+/// Pages the coarse stage hands to the exact rerank in `SearchMode::Auto` (and the CLI/API's `two_stage`).
+pub const AUTO_PREFETCH: usize = 256;
+
+/// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
+const CHUNK: usize = 16;
+/// Pages a coarse-stage thread takes at a time.
+const COARSE_CHUNK: usize = 256;
+/// Below this many pages per thread, fewer threads are started (a thread costs ~20 µs to start).
+const MIN_PAGES_PER_THREAD: usize = 64;
+
+/// How a search runs, fixed per store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SearchPlan {
+    pub(crate) isa: Isa,
+    pub(crate) threads: usize,
+    pub(crate) dim: usize,
+    pub(crate) storage: VectorStorage,
+}
+
+/// A ranked page: its position in the snapshot and its score.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Candidate {
+    pub(crate) index: usize,
+    pub(crate) score: f32,
+    id: u64,
+}
+
+impl Candidate {
+    /// Higher score first; equal scores by point id, so that ranks are deterministic.
+    fn better(&self, other: &Self) -> Ordering {
+        self.score.total_cmp(&other.score).then_with(|| other.id.cmp(&self.id))
+    }
+}
+
+impl PartialEq for Candidate {
+    fn eq(&self, other: &Self) -> bool {
+        self.better(other) == Ordering::Equal
+    }
+}
+impl Eq for Candidate {}
+impl PartialOrd for Candidate {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Candidate {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.better(other)
+    }
+}
+
+/// The best `k` seen so far (a min-heap whose top is the worst kept).
+pub(crate) struct TopK {
+    k: usize,
+    heap: BinaryHeap<Reverse<Candidate>>,
+}
+
+impl TopK {
+    pub(crate) fn new(k: usize) -> Self {
+        TopK { k, heap: BinaryHeap::with_capacity(k + 1) }
+    }
+
+    pub(crate) fn push(&mut self, c: Candidate) {
+        if self.heap.len() < self.k {
+            self.heap.push(Reverse(c));
+        } else if let Some(Reverse(worst)) = self.heap.peek()
+            && c > *worst
+        {
+            self.heap.pop();
+            self.heap.push(Reverse(c));
+        }
+    }
+
+    fn merge(&mut self, other: TopK) {
+        for Reverse(c) in other.heap {
+            self.push(c);
+        }
+    }
+
+    /// Best first.
+    pub(crate) fn into_sorted(self) -> Vec<Candidate> {
+        let mut v: Vec<Candidate> = self.heap.into_iter().map(|Reverse(c)| c).collect();
+        v.sort_by(|a, b| b.cmp(a));
+        v
+    }
+}
+
+/// The stored vectors of a page, as elements of the store's type.
+pub(crate) fn elements<'a, T: Stored>(map: &'a Mmap, slot: &Slot) -> &'a [T] {
+    let (at, len) = (slot.data.0 as usize, slot.data.1 as usize);
+    let bytes = &map[at..at + len];
+    assert!(bytes.as_ptr().align_offset(align_of::<T>()) == 0 && len % size_of::<T>() == 0, "misaligned page");
+    // SAFETY: in bounds (sliced above), aligned (checked; records put vectors at 64-aligned offsets of a
+    // page-aligned map), and every bit pattern is a valid f32/f16.
+    unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len / size_of::<T>()) }
+}
+
+/// MaxSim of `query` against the page in `slot`; `best` is scratch of one value per query row.
+pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &[f32], best: &mut [f32]) -> f32 {
+    match plan.storage {
+        VectorStorage::F32 => f32::maxsim(plan.isa, query, elements::<f32>(map, slot), plan.dim, best),
+        VectorStorage::F16 => f16::maxsim(plan.isa, query, elements::<f16>(map, slot), plan.dim, best),
+    }
+}
+
+/// Top `k` pages for `query` (`nq × dim`, row-major), optionally of one document.
+pub(crate) fn run(
+    plan: &SearchPlan,
+    snap: &Snapshot,
+    query: &[f32],
+    k: usize,
+    doc_id: Option<&str>,
+    mode: SearchMode,
+) -> Vec<Candidate> {
+    let Some(map) = snap.map.as_deref() else { return Vec::new() };
+    let pick = |slot: &Slot| doc_id.is_none_or(|d| slot.meta.doc_id == d);
+    let rerank = match mode {
+        SearchMode::Exact => None,
+        SearchMode::TwoStage { prefetch } => Some(prefetch.max(k)),
+        SearchMode::Auto => {
+            let candidates = match doc_id {
+                Some(_) => snap.pages.iter().filter(|s| pick(s)).count(),
+                None => snap.pages.len(),
+            };
+            (candidates > AUTO_EXACT_MAX_PAGES).then_some(AUTO_PREFETCH.max(k))
+        }
+    };
+    match (rerank, snap.codebook.as_deref()) {
+        (Some(rerank), Some(book)) => two_stage(plan, map, &snap.pages, book, query, k, rerank, &pick),
+        // No coarse stage yet (a small or brand-new index): exact, which is never wrong.
+        _ => exact(plan, map, &snap.pages, None, query, k, &pick),
+    }
+}
+
+/// The coarse stage picks the `rerank` best coded pages; they and every page without codes yet (written since
+/// the optimizer last ran) are scored exactly.
+#[allow(clippy::too_many_arguments)]
+fn two_stage(
+    plan: &SearchPlan,
+    map: &Mmap,
+    pages: &[std::sync::Arc<Slot>],
+    book: &Codebook,
+    query: &[f32],
+    k: usize,
+    rerank: usize,
+    pick: &(dyn Fn(&Slot) -> bool + Sync),
+) -> Vec<Candidate> {
+    let table = book.table(query);
+    let n = pages.len();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut top = TopK::new(rerank);
+        let mut uncoded = Vec::new();
+        loop {
+            let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
+            if start >= n {
+                break;
+            }
+            for (index, slot) in pages.iter().enumerate().take((start + COARSE_CHUNK).min(n)).skip(start) {
+                if !pick(slot) {
+                    continue;
+                }
+                match slot.codes.get() {
+                    Some(codes) => top.push(Candidate { index, score: table.score(codes), id: slot.meta.id }),
+                    None => uncoded.push(index),
+                }
+            }
+        }
+        (top, uncoded)
+    };
+    let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
+    let (top, mut subset) = if threads == 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let (mut top, mut uncoded) = work();
+            for h in handles {
+                match h.join() {
+                    Ok((t, u)) => {
+                        top.merge(t);
+                        uncoded.extend(u);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            (top, uncoded)
+        })
+    };
+    subset.extend(top.into_sorted().into_iter().map(|c| c.index));
+    // File order: the rerank reads the map front to back.
+    subset.sort_unstable();
+    exact(plan, map, pages, Some(&subset), query, k, pick)
+}
+
+/// Scores every picked page (or only `subset`, positions into `pages`) with the exact kernel on up to
+/// `plan.threads` threads, each taking [`CHUNK`] pages at a time.
+pub(crate) fn exact(
+    plan: &SearchPlan,
+    map: &Mmap,
+    pages: &[std::sync::Arc<Slot>],
+    subset: Option<&[usize]>,
+    query: &[f32],
+    k: usize,
+    pick: &(dyn Fn(&Slot) -> bool + Sync),
+) -> Vec<Candidate> {
+    let n = subset.map_or(pages.len(), <[usize]>::len);
+    let nq = query.len() / plan.dim;
+    let next = AtomicUsize::new(0);
+    let work = || {
+        let mut top = TopK::new(k);
+        let mut best = vec![0.0f32; nq];
+        loop {
+            let start = next.fetch_add(CHUNK, AtomicOrdering::Relaxed);
+            if start >= n {
+                break;
+            }
+            for j in start..(start + CHUNK).min(n) {
+                let index = subset.map_or(j, |s| s[j]);
+                let slot = &pages[index];
+                if !pick(slot) {
+                    continue;
+                }
+                let score = score(plan, map, slot, query, &mut best);
+                top.push(Candidate { index, score, id: slot.meta.id });
+            }
+        }
+        top
+    };
+    let threads = plan.threads.min(n.div_ceil(MIN_PAGES_PER_THREAD)).max(1);
+    if threads == 1 {
+        return work().into_sorted();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+        let mut top = work();
+        for h in handles {
+            match h.join() {
+                Ok(t) => top.merge(t),
+                // A kernel cannot panic on valid slices; if one did, re-raise it on the caller's thread.
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        top.into_sorted()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(index: usize, score: f32, id: u64) -> Candidate {
+        Candidate { index, score, id }
+    }
+
+    #[test]
+    fn top_k_keeps_the_best_and_breaks_ties_by_id() {
+        let mut t = TopK::new(3);
+        for (i, (s, id)) in [(1.0, 5), (3.0, 1), (2.0, 9), (3.0, 0), (0.5, 2), (2.0, 3)].into_iter().enumerate() {
+            t.push(c(i, s, id));
+        }
+        let got: Vec<(f32, u64)> = t.into_sorted().iter().map(|c| (c.score, c.id)).collect();
+        assert_eq!(got, vec![(3.0, 0), (3.0, 1), (2.0, 3)]);
+    }
+}
