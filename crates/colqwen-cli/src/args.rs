@@ -31,9 +31,14 @@ pub struct GlobalArgs {
     /// Never download: use only the Hugging Face cache
     #[arg(long, global = true, env = "COLQWEN_OFFLINE")]
     pub offline: bool,
-    /// Where to run the model
+    /// Where to run the model: auto (every CUDA GPU, else Metal, else the CPU), cpu, cuda (every visible GPU),
+    /// cuda:N or cuda:0,2 (those GPUs), metal. One model replica per device
     #[arg(long, global = true, default_value = "auto", value_parser = parse_device)]
     pub device: DeviceArg,
+    /// Model replicas per device (each with its own worker thread and CUDA stream); more than 1 on one GPU lets
+    /// a server answer queries while a page batch runs
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub replicas: u16,
     /// Compute precision
     #[arg(long, global = true, value_enum, default_value_t = DTypeArg::Auto)]
     pub dtype: DTypeArg,
@@ -48,25 +53,47 @@ pub struct GlobalArgs {
     pub verbose: u8,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceArg {
     Auto,
     Cpu,
-    Cuda(usize),
+    /// Every visible CUDA GPU.
+    CudaAll,
+    /// These CUDA GPUs, in this order.
+    Cuda(Vec<usize>),
     Metal,
 }
 
 fn parse_device(s: &str) -> Result<DeviceArg, String> {
+    let bad = || format!("{s:?}: expected auto, cpu, cuda, cuda:N, cuda:N,M,… or metal");
     match s {
         "auto" => Ok(DeviceArg::Auto),
         "cpu" => Ok(DeviceArg::Cpu),
         "metal" => Ok(DeviceArg::Metal),
-        "cuda" => Ok(DeviceArg::Cuda(0)),
-        _ => s
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(DeviceArg::Cuda)
-            .ok_or_else(|| format!("{s:?}: expected auto, cpu, cuda, cuda:N or metal")),
+        "cuda" => Ok(DeviceArg::CudaAll),
+        _ => {
+            let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
+            let ids: Vec<usize> = list.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            if ids.is_empty() || ids.len() > 64 {
+                return Err(bad());
+            }
+            Ok(DeviceArg::Cuda(ids))
+        }
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    use super::*;
+
+    #[test]
+    fn device_lists_parse() {
+        assert_eq!(parse_device("cuda"), Ok(DeviceArg::CudaAll));
+        assert_eq!(parse_device("cuda:1"), Ok(DeviceArg::Cuda(vec![1])));
+        assert_eq!(parse_device("cuda:0,2"), Ok(DeviceArg::Cuda(vec![0, 2])));
+        for bad in ["cuda:", "cuda:x", "cuda:0,,1", "gpu", "cuda:-1"] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
     }
 }
 

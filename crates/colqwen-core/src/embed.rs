@@ -2,6 +2,7 @@
 //! ColQwen3 changes preprocessing, prompts and the head, not this interface).
 
 use std::any::Any;
+use std::sync::Arc;
 
 use crate::error::BoxError;
 use crate::manifest::{IndexManifest, VectorStorage};
@@ -9,21 +10,24 @@ use crate::multivector::MultiVector;
 
 /// A page image turned into the model's input (for ColQwen2.5: `pixel_values` and the patch grid). Opaque to
 /// everything but the embedder that made it, so the render threads can prepare it while the device is busy.
+///
+/// Cloning shares the input (an `Arc`): the embedding pool keeps a batch's inputs to retry it on another device.
+#[derive(Clone)]
 pub struct PageInput {
-    inner: Box<dyn Any + Send>,
+    inner: Arc<dyn Any + Send + Sync>,
     /// Visual tokens the page will have (for batching and progress).
     pub visual_tokens: usize,
 }
 
 impl PageInput {
     /// Wraps an embedder's own input type.
-    pub fn new<T: Any + Send>(input: T, visual_tokens: usize) -> Self {
-        Self { inner: Box::new(input), visual_tokens }
+    pub fn new<T: Any + Send + Sync>(input: T, visual_tokens: usize) -> Self {
+        Self { inner: Arc::new(input), visual_tokens }
     }
 
-    /// The embedder's own input type; `None` if it was made by another embedder.
-    pub fn downcast<T: Any>(self) -> Option<T> {
-        self.inner.downcast::<T>().ok().map(|b| *b)
+    /// The embedder's own input type, shared; `None` if it was made by another embedder.
+    pub fn downcast<T: Any + Send + Sync>(self) -> Option<Arc<T>> {
+        self.inner.downcast::<T>().ok()
     }
 }
 

@@ -23,7 +23,7 @@ pub mod tokenize;
 pub mod vision;
 mod weights;
 
-pub use candle_core::{DType, Device};
+pub use candle_core::{DType, Device, DeviceLocation};
 pub use colqwen_core::{MultiVector, maxsim};
 pub use config::{AdapterConfig, Config, PreprocessorConfig};
 pub use device::{default_batch_size, free_device_memory};

@@ -2,6 +2,8 @@
 //! document and query paths of §2 and §3. Inputs of a batch are packed, never padded, so each embedding is
 //! independent of the rest of its batch.
 
+use std::borrow::Borrow;
+
 use candle_core::{DType, Device, Module, Tensor};
 use image::RgbImage;
 use rayon::prelude::*;
@@ -239,10 +241,13 @@ impl ColQwen {
     }
 
     /// Embeds preprocessed images, packed into one forward pass.
-    pub fn embed_pixel_values(&self, images: &[PixelValues]) -> Result<Vec<MultiVector>> {
+    pub fn embed_pixel_values<P: Borrow<PixelValues> + Sync>(&self, images: &[P]) -> Result<Vec<MultiVector>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
+        // Owned or shared (`Arc`) inputs alike: the pool keeps a batch's inputs for a retry on another replica.
+        let images: Vec<&PixelValues> = images.iter().map(Borrow::borrow).collect();
+        let images = images.as_slice();
         let grids: Vec<ImageGrid> = images.iter().map(|p| p.grid).collect();
         let width = images[0].data.len() / images[0].grid.patches().max(1);
         let rows = images.iter().map(|p| p.data.len()).sum::<usize>() / width.max(1);
@@ -260,7 +265,7 @@ impl ColQwen {
     /// `[ΣP, 1176]` pixel values of `images` on the device, in the model dtype. On CUDA in bf16 they are
     /// converted straight into a reused page-locked buffer and copied by DMA (a pageable upload of a
     /// 16-page batch took longer than a sixth of its forward pass on an H100).
-    fn upload_pixels(&self, images: &[PixelValues], shape: (usize, usize)) -> candle_core::Result<Tensor> {
+    fn upload_pixels(&self, images: &[&PixelValues], shape: (usize, usize)) -> candle_core::Result<Tensor> {
         let n = shape.0 * shape.1;
         match (&self.ops, self.dtype) {
             #[cfg(feature = "cuda")]
@@ -308,7 +313,7 @@ impl std::fmt::Debug for ColQwen {
 }
 
 /// The `n` pixel values of all images, concatenated and converted by `cast`.
-fn pack_pixels<T: Send + Copy + Default>(images: &[PixelValues], n: usize, cast: impl Fn(f32) -> T + Sync) -> Vec<T> {
+fn pack_pixels<T: Send + Copy + Default>(images: &[&PixelValues], n: usize, cast: impl Fn(f32) -> T + Sync) -> Vec<T> {
     let mut flat = vec![T::default(); n];
     fill_pixels(images, &mut flat, cast);
     flat
@@ -316,7 +321,7 @@ fn pack_pixels<T: Send + Copy + Default>(images: &[PixelValues], n: usize, cast:
 
 /// Writes the pixel values of all images, concatenated and converted by `cast`, into `flat` (their total
 /// length), in parallel over images.
-fn fill_pixels<T: Send>(images: &[PixelValues], flat: &mut [T], cast: impl Fn(f32) -> T + Sync) {
+fn fill_pixels<T: Send>(images: &[&PixelValues], flat: &mut [T], cast: impl Fn(f32) -> T + Sync) {
     let mut rest = flat;
     let mut parts = Vec::with_capacity(images.len());
     for p in images {

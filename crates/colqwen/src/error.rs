@@ -85,6 +85,9 @@ pub enum Error {
     /// The operation needs the model, and this service was opened without one.
     #[error("this operation needs the model; the index was opened without loading it")]
     NoModel,
+    /// No device to load the model on (an empty device list).
+    #[error("no device to run the model on")]
+    NoDevice,
     /// The index does not exist yet (nothing was ingested).
     #[error("no colqwen index at {0} yet")]
     NoIndex(PathBuf),

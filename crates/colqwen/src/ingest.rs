@@ -171,8 +171,12 @@ pub(crate) fn ingest(
     };
     let (job_tx, job_rx) = sync_channel::<PageJob>(threads * 2);
     let job_rx = Mutex::new(job_rx);
-    let (page_tx, page_rx) = sync_channel::<Item<RenderedPage>>(batch_size * 2);
-    let (emb_tx, emb_rx) = sync_channel::<Item<Embedded>>(batch_size * 2);
+    // One embedding thread per model replica, so that every replica has a batch in flight (one GPU each, or
+    // several replicas of one device); they share the rendered pages. Rendering and the queue scale with them.
+    let replicas = worker.replicas();
+    let (page_tx, page_rx) = sync_channel::<Item<RenderedPage>>(batch_size * 2 * replicas);
+    let page_rx = Mutex::new(page_rx);
+    let (emb_tx, emb_rx) = sync_channel::<Item<Embedded>>(batch_size * 2 * replicas);
     std::thread::scope(|s| {
         let run = &run;
         s.spawn(move || plan(run, files, job_tx));
@@ -182,7 +186,11 @@ pub(crate) fn ingest(
         }
         drop(page_tx);
         s.spawn(move || store_stage(run, emb_rx));
-        embed_stage(run, page_rx, emb_tx, batch_size);
+        for _ in 1..replicas {
+            let (page_rx, emb_tx) = (&page_rx, emb_tx.clone());
+            s.spawn(move || embed_stage(run, page_rx, emb_tx, batch_size));
+        }
+        embed_stage(run, &page_rx, emb_tx, batch_size);
     });
     if let Some(e) = run.fatal.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         return Err(e);
@@ -334,13 +342,19 @@ fn render_page(run: &Run<'_>, doc: &DocState, page_index: usize) -> Result<Rende
 }
 
 /// Collects full batches (or what is left at the end), runs the model, passes failures straight through.
-fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSender<Item<Embedded>>, batch_size: usize) {
+fn embed_stage(
+    run: &Run<'_>,
+    pages: &Mutex<Receiver<Item<RenderedPage>>>,
+    out: SyncSender<Item<Embedded>>,
+    batch_size: usize,
+) {
     let mut batch: Vec<(Arc<DocState>, usize, PageMeta)> = Vec::with_capacity(batch_size);
     let mut inputs: Vec<PageInput> = Vec::with_capacity(batch_size);
     let mut open = true;
     while open || !batch.is_empty() {
         while open && batch.len() < batch_size {
-            match pages.recv() {
+            let next = pages.lock().unwrap_or_else(std::sync::PoisonError::into_inner).recv();
+            match next {
                 Ok(Item { doc, page_index, outcome: Ok(page) }) => {
                     inputs.push(page.input);
                     batch.push((doc, page_index, PageMeta { size_pt: page.size_pt, preview: page.preview }));
@@ -387,8 +401,9 @@ fn embed_stage(run: &Run<'_>, pages: Receiver<Item<RenderedPage>>, out: SyncSend
     }
 }
 
-/// Pages written between two flushes inside a long document. The embedded store (qdrant-edge 0.7) does not
-/// replay its WAL, so only flushed pages survive a kill: this bounds the work a killed run has to redo.
+/// Pages written between two flushes inside a long document. A store promises only flushed pages to survive a
+/// kill (the embedded store's log usually keeps more, cut at the first torn record): this bounds the work a
+/// killed run has to redo.
 const FLUSH_EVERY_PAGES: usize = 256;
 
 /// Writes pages, and finishes each document (old versions removed, flush) when its last page is through.

@@ -32,4 +32,4 @@ pub use progress::{Failure, FailureJson, NoProgress, Progress, Summary, error_ch
 pub use runtime::{DTypeChoice, DeviceChoice, Runtime};
 pub use search::{MAX_K, SearchHit, SearchOptions};
 pub use service::{LATENCY_BUCKETS, Metrics, Service, ServiceOptions};
-pub use worker::EmbedWorker;
+pub use worker::{EmbedWorker, PoolOptions};

@@ -15,6 +15,8 @@ pub enum DeviceChoice {
     Cpu,
     /// CUDA GPU with this ordinal.
     Cuda(usize),
+    /// Every visible CUDA GPU (one model replica each).
+    CudaAll,
     /// Apple GPU.
     Metal,
 }
@@ -52,6 +54,7 @@ impl Runtime {
         let device = match device {
             DeviceChoice::Cpu => Device::Cpu,
             DeviceChoice::Cuda(i) => Device::new_cuda(i).map_err(|e| unavailable(&format!("cuda:{i}"), &e))?,
+            DeviceChoice::CudaAll => Device::new_cuda(0).map_err(|e| unavailable("cuda", &e))?,
             DeviceChoice::Metal => Device::new_metal(0).map_err(|e| unavailable("metal", &e))?,
             DeviceChoice::Auto => {
                 if let Ok(d) = Device::new_cuda(0) {
@@ -71,12 +74,56 @@ impl Runtime {
         Ok(Self { device, dtype })
     }
 
+    /// The runtimes of the model replicas: one per device the choices name (`CudaAll` and `Auto` with GPUs:
+    /// every visible CUDA GPU), each repeated `per_device` times (several replicas of one device run on their
+    /// own threads and CUDA streams; on the CPU they share the cores). Duplicates are kept as given.
+    pub fn resolve_all(devices: &[DeviceChoice], dtype: DTypeChoice, per_device: usize) -> Result<Vec<Self>> {
+        let mut out = Vec::new();
+        for &choice in devices {
+            let expanded = match choice {
+                DeviceChoice::CudaAll => {
+                    let n = cuda_devices();
+                    if n == 0 {
+                        // The error of the first device says why (no driver, a build without CUDA, …).
+                        vec![DeviceChoice::Cuda(0)]
+                    } else {
+                        (0..n).map(DeviceChoice::Cuda).collect()
+                    }
+                }
+                DeviceChoice::Auto => match cuda_devices() {
+                    0 => vec![DeviceChoice::Auto],
+                    n => (0..n).map(DeviceChoice::Cuda).collect(),
+                },
+                other => vec![other],
+            };
+            for d in expanded {
+                // A device value per replica: each gets its own cuBLAS handle (handles are not shared between
+                // threads), on the same GPU.
+                for _ in 0..per_device.max(1) {
+                    out.push(Self::resolve(d, dtype)?);
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push(Self::resolve(DeviceChoice::Auto, dtype)?);
+        }
+        Ok(out)
+    }
+
     /// "cpu", "cuda:0", "metal".
     pub fn device_name(&self) -> String {
         match &self.device {
             Device::Cpu => "cpu".into(),
-            Device::Cuda(_) => "cuda".into(),
+            Device::Cuda(_) => match self.device.location() {
+                colqwen_model::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+                _ => "cuda".into(),
+            },
             Device::Metal(_) => "metal".into(),
         }
     }
+}
+
+/// Visible CUDA GPUs (0 in a build without CUDA or without a driver), found by opening them in turn.
+fn cuda_devices() -> usize {
+    (0..64).take_while(|&i| Device::new_cuda(i).is_ok()).count()
 }

@@ -20,7 +20,7 @@ use crate::previews::Previews;
 use crate::progress::{Progress, Summary};
 use crate::runtime::Runtime;
 use crate::search::{MAX_K, SearchHit, SearchOptions, resolve_document};
-use crate::worker::EmbedWorker;
+use crate::worker::{EmbedWorker, PoolOptions};
 
 /// How to open a service.
 #[derive(Debug, Clone)]
@@ -29,8 +29,11 @@ pub struct ServiceOptions {
     pub index_dir: PathBuf,
     /// The model (`engine.model = None`: the index's model, else the default).
     pub engine: EngineOptions,
-    /// Device and dtype.
-    pub runtime: Runtime,
+    /// Device and dtype of each model replica (one per GPU; several on one device are allowed). Must not be
+    /// empty; see [`Runtime::resolve_all`].
+    pub runtimes: Vec<Runtime>,
+    /// With two or more replicas, keep one free of page batches so that searches never wait for one (the server).
+    pub reserve_query_replica: bool,
     /// Element type of the vectors of a new index (an existing index keeps its own).
     pub storage: VectorStorage,
 }
@@ -125,11 +128,21 @@ impl Service {
             engine_opts.hub.revision = Some(rev.to_string());
         }
         let started = Instant::now();
-        let engine = Engine::load(&model, &engine_opts, &opts.runtime)?;
+        let Some((first, rest)) = opts.runtimes.split_first() else { return Err(Error::NoDevice) };
+        let engine = Engine::load(&model, &engine_opts, first)?;
         tracing::info!(model = engine.model_id(), device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model ready");
         let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
         let store = Store::open_or_create(dir, &engine.manifest(storage))?;
-        Ok(Self::from_parts(Arc::new(store), dir, Some(Arc::new(engine))))
+        let mut replicas: Vec<Arc<dyn PageEmbedder>> = vec![Arc::new(engine)];
+        for runtime in rest {
+            // The weight files are memory-mapped: after the first load they come from the page cache.
+            let started = Instant::now();
+            let engine = Engine::load(&model, &engine_opts, runtime)?;
+            tracing::info!(device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model replica ready");
+            replicas.push(Arc::new(engine));
+        }
+        let pool = PoolOptions { reserve_for_queries: opts.reserve_query_replica };
+        Ok(Self::with_worker(Arc::new(store), dir, Some(EmbedWorker::start_pool(replicas, pool))))
     }
 
     /// Opens an existing index without loading the model: listing, deleting, stats, previews.
@@ -140,13 +153,12 @@ impl Service {
 
     /// A service over any index and embedder (another backend, another model family, tests).
     pub fn from_parts(index: Arc<dyn PageIndex>, dir: &Path, embedder: Option<Arc<dyn PageEmbedder>>) -> Self {
-        Self {
-            index,
-            index_dir: dir.to_path_buf(),
-            previews: Previews::new(dir),
-            worker: embedder.map(EmbedWorker::start),
-            metrics: Metrics::default(),
-        }
+        Self::with_worker(index, dir, embedder.map(EmbedWorker::start))
+    }
+
+    /// A service over any index and a pool of model replicas ([`EmbedWorker::start_pool`]).
+    pub fn with_worker(index: Arc<dyn PageIndex>, dir: &Path, worker: Option<EmbedWorker>) -> Self {
+        Self { index, index_dir: dir.to_path_buf(), previews: Previews::new(dir), worker, metrics: Metrics::default() }
     }
 
     fn worker(&self) -> Result<&EmbedWorker> {

@@ -1,6 +1,11 @@
-//! One embedding worker per device: a thread that owns every call into the model, fed by a queue with two
-//! lanes. Queries go ahead of page batches, so a search waits at most for the one page batch that is on the
-//! device when it arrives; waiting queries are embedded together in one forward pass.
+//! The embedding workers: one thread per model replica (one replica per GPU, or several on one device), each
+//! owning every call into its replica, all fed by one queue with two lanes. Queries go ahead of page batches, so
+//! a search waits at most for a page batch that is already on a device; waiting queries are embedded together in
+//! one forward pass by whichever replica is free first (the least busy). With two or more replicas the pool can
+//! keep one free of page batches for queries ([`PoolOptions::reserve_for_queries`], used by the server).
+//!
+//! A page batch that fails on one replica (out of memory, a lost device, a panic) is retried on a replica that
+//! has not tried it; only when every replica has failed it does the error reach the caller.
 
 use std::collections::VecDeque;
 use std::panic::AssertUnwindSafe;
@@ -25,19 +30,32 @@ struct QueryJob {
 struct PageJob {
     inputs: Vec<PageInput>,
     reply: Reply<Vec<MultiVector>>,
+    /// Replicas that failed this batch, and their errors.
+    failed: Vec<(usize, String)>,
+}
+
+/// How the pool schedules.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolOptions {
+    /// With two or more replicas, never let page batches occupy all of them: one stays free for queries.
+    pub reserve_for_queries: bool,
 }
 
 #[derive(Default)]
 struct Lanes {
     queries: VecDeque<QueryJob>,
     pages: VecDeque<PageJob>,
+    /// Replicas busy with a page batch now.
+    on_pages: usize,
     stopping: bool,
 }
 
 struct Shared {
     lanes: Mutex<Lanes>,
     wake: Condvar,
-    embedder: Arc<dyn PageEmbedder>,
+    replicas: Vec<Arc<dyn PageEmbedder>>,
+    /// Replicas that may work on page batches at once.
+    page_slots: usize,
 }
 
 impl Shared {
@@ -46,28 +64,49 @@ impl Shared {
     }
 }
 
-/// The device's worker; dropping it stops the thread after the job in hand.
+/// The pool of workers; dropping it stops the threads after the jobs in hand.
 pub struct EmbedWorker {
     shared: Arc<Shared>,
-    thread: Option<JoinHandle<()>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl EmbedWorker {
-    /// Starts the worker thread for `embedder`.
+    /// Starts one worker thread for `embedder`.
     pub fn start(embedder: Arc<dyn PageEmbedder>) -> Self {
-        let shared = Arc::new(Shared { lanes: Mutex::default(), wake: Condvar::new(), embedder });
-        let worker = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("colqwen-embed".into())
-            .spawn(move || run(&worker))
-            .map_err(|e| tracing::error!("cannot start the embedding worker: {e}"))
-            .ok();
-        Self { shared, thread }
+        Self::start_pool(vec![embedder], PoolOptions::default())
+    }
+
+    /// Starts one worker thread per replica. Replicas must be the same model (same identity), each on its own
+    /// device or stream; the first one answers [`EmbedWorker::embedder`].
+    ///
+    /// # Panics
+    /// If `replicas` is empty.
+    pub fn start_pool(replicas: Vec<Arc<dyn PageEmbedder>>, opts: PoolOptions) -> Self {
+        assert!(!replicas.is_empty(), "a pool needs at least one replica");
+        let n = replicas.len();
+        let page_slots = if opts.reserve_for_queries && n >= 2 { n - 1 } else { n };
+        let shared = Arc::new(Shared { lanes: Mutex::default(), wake: Condvar::new(), replicas, page_slots });
+        let threads = (0..n)
+            .filter_map(|i| {
+                let worker = shared.clone();
+                std::thread::Builder::new()
+                    .name(format!("colqwen-embed-{i}"))
+                    .spawn(move || run(&worker, i))
+                    .map_err(|e| tracing::error!("cannot start embedding worker {i}: {e}"))
+                    .ok()
+            })
+            .collect();
+        Self { shared, threads }
     }
 
     /// The model behind the worker (for its identity and for page preparation, which runs on other threads).
     pub fn embedder(&self) -> &Arc<dyn PageEmbedder> {
-        &self.shared.embedder
+        &self.shared.replicas[0]
+    }
+
+    /// Model replicas (the number of page batches worth having in flight).
+    pub fn replicas(&self) -> usize {
+        self.shared.replicas.len()
     }
 
     /// Embeds one query, ahead of any waiting page batch.
@@ -81,14 +120,14 @@ impl EmbedWorker {
         let (tx, rx) = channel();
         {
             let mut lanes = self.shared.lanes();
-            if lanes.stopping || self.thread.is_none() {
+            if lanes.stopping || self.threads.is_empty() {
                 return Err(Error::WorkerStopped);
             }
             for t in texts {
                 lanes.queries.push_back(QueryJob { text: (*t).to_owned(), reply: tx.clone() });
             }
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
         drop(tx);
         (0..texts.len()).map(|_| answer(rx.recv())).collect()
     }
@@ -99,12 +138,12 @@ impl EmbedWorker {
         let (tx, rx) = channel();
         {
             let mut lanes = self.shared.lanes();
-            if lanes.stopping || self.thread.is_none() {
+            if lanes.stopping || self.threads.is_empty() {
                 return Err(Error::WorkerStopped);
             }
-            lanes.pages.push_back(PageJob { inputs, reply: tx });
+            lanes.pages.push_back(PageJob { inputs, reply: tx, failed: Vec::new() });
         }
-        self.shared.wake.notify_one();
+        self.shared.wake.notify_all();
         answer(rx.recv()).map_err(|e| match e {
             Error::Embed(reason) => Error::EmbedBatch { pages: n, reason: reason.to_string() },
             other => other,
@@ -122,7 +161,7 @@ impl Drop for EmbedWorker {
     fn drop(&mut self) {
         self.shared.lanes().stopping = true;
         self.shared.wake.notify_all();
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -141,7 +180,8 @@ enum Work {
     Pages(PageJob),
 }
 
-fn run(shared: &Shared) {
+fn run(shared: &Shared, me: usize) {
+    let embedder = &shared.replicas[me];
     loop {
         let work = {
             let mut lanes = shared.lanes();
@@ -150,7 +190,11 @@ fn run(shared: &Shared) {
                     let n = lanes.queries.len().min(MAX_QUERY_BATCH);
                     break Work::Queries(lanes.queries.drain(..n).collect());
                 }
-                if let Some(job) = lanes.pages.pop_front() {
+                if lanes.on_pages < shared.page_slots
+                    && let Some(pos) = lanes.pages.iter().position(|j| !j.failed.iter().any(|(r, _)| *r == me))
+                {
+                    let job = lanes.pages.remove(pos).expect("position is in range");
+                    lanes.on_pages += 1;
                     break Work::Pages(job);
                 }
                 if lanes.stopping {
@@ -162,7 +206,7 @@ fn run(shared: &Shared) {
         match work {
             Work::Queries(jobs) => {
                 let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
-                match contained(|| shared.embedder.embed_queries(&texts)) {
+                match contained(|| embedder.embed_queries(&texts)) {
                     Ok(vectors) if vectors.len() == jobs.len() => {
                         for (job, v) in jobs.into_iter().zip(vectors) {
                             let _ = job.reply.send(Ok(v));
@@ -172,16 +216,40 @@ fn run(shared: &Shared) {
                     Err(reason) => reply_all(jobs, &reason),
                 }
             }
-            Work::Pages(job) => {
+            Work::Pages(mut job) => {
                 let n = job.inputs.len();
-                let result = contained(|| shared.embedder.embed_pages(job.inputs)).and_then(|v| {
+                // The inputs stay with the job for a retry elsewhere: the replica gets a copy of the handles.
+                let result = contained(|| embedder.embed_pages(job.inputs.clone())).and_then(|v| {
                     if v.len() == n {
                         Ok(v)
                     } else {
                         Err("the model returned the wrong number of page embeddings".into())
                     }
                 });
-                let _ = job.reply.send(result);
+                let mut lanes = shared.lanes();
+                lanes.on_pages -= 1;
+                match result {
+                    Ok(v) => {
+                        let _ = job.reply.send(Ok(v));
+                    }
+                    Err(reason) => {
+                        job.failed.push((me, reason));
+                        if job.failed.len() < shared.replicas.len() && !lanes.stopping {
+                            tracing::warn!(
+                                replica = me,
+                                device = %embedder.device_name(),
+                                error = %job.failed.last().map_or("", |(_, r)| r.as_str()),
+                                "a page batch failed; retrying it on another replica"
+                            );
+                            lanes.pages.push_front(job);
+                        } else {
+                            let reasons: Vec<&str> = job.failed.iter().map(|(_, r)| r.as_str()).collect();
+                            let _ = job.reply.send(Err(reasons.join("; then on another replica: ")));
+                        }
+                    }
+                }
+                drop(lanes);
+                shared.wake.notify_all();
             }
         }
     }

@@ -28,7 +28,8 @@ fn options(index: &Path, model: &Path) -> ServiceOptions {
             hub: HubOptions { offline: true, ..Default::default() },
             ..Default::default()
         },
-        runtime: Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap(),
+        runtimes: vec![Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap()],
+        reserve_query_replica: false,
         storage: VectorStorage::F16,
     }
 }
@@ -229,4 +230,130 @@ fn another_model_is_refused_before_loading_and_a_missing_index_is_named() {
         Err(e) => panic!("{e}"),
         Ok(_) => panic!("another model was accepted"),
     }
+}
+
+/// A replica of the real engine that records how many page batches run at once across the pool, and can be
+/// made to fail its first `fail_first` page batches (a lost device, out of memory).
+struct Replica {
+    inner: Engine,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    batches: AtomicUsize,
+    fail_first: usize,
+    /// Added to each page batch, so that a batch lasts longer than rendering the next (as on a GPU with the
+    /// full-size model); the tiny model on the CPU is faster than the renderer.
+    delay: std::time::Duration,
+}
+
+impl PageEmbedder for Replica {
+    fn model_id(&self) -> &str {
+        self.inner.model_id()
+    }
+    fn embedding_dim(&self) -> usize {
+        self.inner.embedding_dim()
+    }
+    fn preprocessing(&self) -> serde_json::Value {
+        self.inner.preprocessing()
+    }
+    fn max_pixels(&self) -> u64 {
+        self.inner.max_pixels()
+    }
+    fn prepare(&self, image: &image::RgbImage) -> Result<PageInput, BoxError> {
+        self.inner.prepare(image)
+    }
+    fn default_batch_size(&self) -> usize {
+        4
+    }
+    fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        let n = self.batches.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        let r = if n < self.fail_first { Err("CUDA_ERROR_ILLEGAL_ADDRESS (injected)".into()) } else { self.inner.embed_pages(pages) };
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+    fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
+        self.inner.embed_queries(queries)
+    }
+    fn device_name(&self) -> String {
+        self.inner.device_name()
+    }
+}
+
+fn replicas(n: usize, fail_first: &[usize]) -> (Vec<Arc<Replica>>, Arc<AtomicUsize>) {
+    let runtime = Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap();
+    let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let v = (0..n)
+        .map(|i| {
+            let engine = Engine::load(&tiny_adapter().display().to_string(), &EngineOptions::default(), &runtime).unwrap();
+            Arc::new(Replica {
+                inner: engine,
+                running: running.clone(),
+                peak: peak.clone(),
+                batches: AtomicUsize::new(0),
+                fail_first: fail_first.get(i).copied().unwrap_or(0),
+                delay: std::time::Duration::from_millis(400),
+            })
+        })
+        .collect();
+    (v, peak)
+}
+
+/// Two replicas (two CPU workers standing in for two GPUs): both take page batches at once, the index is the
+/// same as with one worker (same pages, same scores), and a batch that fails on one replica is retried on the
+/// other instead of failing its pages.
+#[test]
+fn a_pool_of_two_replicas_shares_the_pages_and_retries_a_failed_batch() {
+    use colqwen::{EmbedWorker, PoolOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let files = [pdf("gutenprint-users-manual_p5-14_text.pdf"), pdf("siscone-refman_p60_diagram.pdf")];
+    let one = Service::open(&options(&tmp.path().join("one"), &tiny_adapter())).unwrap();
+    one.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
+
+    let (reps, peak) = replicas(2, &[1, 0]);
+    let store = colqwen::store::Store::open_or_create(&tmp.path().join("two"), &reps[0].manifest(VectorStorage::F16)).unwrap();
+    let pool = EmbedWorker::start_pool(reps.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(), PoolOptions::default());
+    assert_eq!(pool.replicas(), 2);
+    let two = Service::with_worker(Arc::new(store), &tmp.path().join("two"), Some(pool));
+    let s = two.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    assert_eq!((s.pages_ingested, s.failures.len()), (11, 0), "the failed batch was retried: {:?}", s.failures);
+    assert!(reps.iter().all(|r| r.batches.load(Ordering::SeqCst) > 1), "both replicas worked");
+    assert_eq!(peak.load(Ordering::SeqCst), 2, "two page batches ran at once");
+    for query in ["printer driver", "diagram of the algorithm"] {
+        let opts = SearchOptions { k: 11, ..Default::default() };
+        let (a, b) = (one.search(query, &opts).unwrap(), two.search(query, &opts).unwrap());
+        let key = |h: &colqwen::SearchHit| (h.doc_id.clone(), h.page_number, (h.score * 1e4).round() as i64);
+        assert_eq!(a.iter().map(key).collect::<Vec<_>>(), b.iter().map(key).collect::<Vec<_>>(), "{query}");
+    }
+}
+
+/// With `reserve_for_queries` (the server), page batches never occupy both replicas: one is free for queries.
+/// A batch that fails on every replica fails its pages (named), it is not retried forever.
+#[test]
+fn a_reserved_replica_keeps_queries_off_the_page_lane() {
+    use colqwen::{EmbedWorker, PoolOptions};
+    let (reps, peak) = replicas(2, &[usize::MAX, 0]);
+    let pool = Arc::new(EmbedWorker::start_pool(
+        reps.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(),
+        PoolOptions { reserve_for_queries: true },
+    ));
+    let img = image::RgbImage::from_pixel(600, 800, image::Rgb([250, 250, 250]));
+    let pagers: Vec<_> = (0..6)
+        .map(|_| {
+            let (pool, input) = (pool.clone(), reps[0].prepare(&img).unwrap());
+            std::thread::spawn(move || pool.embed_pages(vec![input]))
+        })
+        .collect();
+    let q = pool.embed_query("where is the index").unwrap();
+    assert!(q.rows > 0);
+    let results: Vec<_> = pagers.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one replica stays free of page batches");
+    // Replica 0 always fails: its batches went to replica 1 and succeeded there.
+    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>());
+
+    let (bad, _) = replicas(2, &[usize::MAX, usize::MAX]);
+    let pool = EmbedWorker::start_pool(bad.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(), PoolOptions::default());
+    let err = pool.embed_pages(vec![bad[0].prepare(&img).unwrap()]).unwrap_err();
+    assert!(err.to_string().contains("another replica"), "{err}");
 }

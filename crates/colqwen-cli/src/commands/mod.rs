@@ -50,12 +50,13 @@ pub fn index_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
     Ok(data.join("colqwen").join("index"))
 }
 
-fn runtime(g: &GlobalArgs) -> anyhow::Result<Runtime> {
-    let device = match g.device {
-        DeviceArg::Auto => DeviceChoice::Auto,
-        DeviceArg::Cpu => DeviceChoice::Cpu,
-        DeviceArg::Cuda(i) => DeviceChoice::Cuda(i),
-        DeviceArg::Metal => DeviceChoice::Metal,
+fn runtimes(g: &GlobalArgs) -> anyhow::Result<Vec<Runtime>> {
+    let devices = match &g.device {
+        DeviceArg::Auto => vec![DeviceChoice::Auto],
+        DeviceArg::Cpu => vec![DeviceChoice::Cpu],
+        DeviceArg::CudaAll => vec![DeviceChoice::CudaAll],
+        DeviceArg::Cuda(ids) => ids.iter().map(|&i| DeviceChoice::Cuda(i)).collect(),
+        DeviceArg::Metal => vec![DeviceChoice::Metal],
     };
     let dtype = match g.dtype {
         DTypeArg::Auto => DTypeChoice::Auto,
@@ -63,7 +64,7 @@ fn runtime(g: &GlobalArgs) -> anyhow::Result<Runtime> {
         DTypeArg::Bf16 => DTypeChoice::Bf16,
         DTypeArg::F16 => DTypeChoice::F16,
     };
-    Ok(Runtime::resolve(device, dtype)?)
+    Ok(Runtime::resolve_all(&devices, dtype, usize::from(g.replicas))?)
 }
 
 /// Everything a `Service` needs, from the global flags.
@@ -83,7 +84,8 @@ pub fn service_options(
     Ok(ServiceOptions {
         index_dir: index_dir(g)?,
         engine: EngineOptions { model: g.model.clone(), base: g.base_model.clone(), hub, load },
-        runtime: runtime(g)?,
+        runtimes: runtimes(g)?,
+        reserve_query_replica: false,
         storage: match storage {
             StorageArg::F16 => VectorStorage::F16,
             StorageArg::F32 => VectorStorage::F32,
