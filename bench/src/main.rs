@@ -7,6 +7,9 @@
 //!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
 //!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
 //!   batch 1.
+//! - `scale-data MODEL OUT_DIR IMAGES QUERIES PDF...`: the search-at-scale dataset (`scale_data.rs`).
+//! - `scale DATA_DIR WORK_DIR SIZES [OPTIONS]`: the search-at-scale harness, one row per candidate × size
+//!   (`scale.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -21,7 +24,12 @@ use rayon::prelude::*;
 
 mod gemm;
 mod http;
+mod fde;
+mod plaid;
+mod pool;
 mod recall;
+mod scale;
+mod scale_data;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,9 +41,18 @@ fn main() -> Result<()> {
         Some("gemm") => gemm::run(),
         Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
+        Some("scale-data") if args.len() >= 6 => scale_data::generate(
+            &args[1],
+            Path::new(&args[2]),
+            args[3].parse().context("IMAGES: a number")?,
+            Path::new(&args[4]),
+            &args[5..],
+        ),
+        Some("scale") if args.len() >= 4 => scale::run(Path::new(&args[1]), Path::new(&args[2]), &args[3], &args[4..]),
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
-             | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY]"
+             | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
+             | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS]"
         ),
     }
 }
