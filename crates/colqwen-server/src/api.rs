@@ -271,7 +271,8 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
         let _ = tokio::fs::remove_dir_all(&dir).await;
         return Err(ApiError::bad_request("no `file` field in the multipart body"));
     }
-    let checked = blocking(move || Ok(check_pdfs(saved, password.as_deref()))).await?;
+    let pw = password.clone();
+    let checked = blocking(move || Ok(check_pdfs(saved, pw.as_deref()))).await?;
     let (good, rejected): (Vec<_>, Vec<_>) = checked.into_iter().partition(|(_, _, e)| e.is_none());
     let rejected: Vec<Value> = rejected
         .into_iter()
@@ -295,7 +296,7 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
     let files: Vec<(String, PathBuf)> = good.into_iter().map(|(n, p, _)| (n, p)).collect();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     let names = json!(names);
-    let job = state.jobs.submit(files)?;
+    let job = state.jobs.submit_with_password(files, password)?;
     let body = json!({ "job": job, "files": names, "rejected": rejected,
         "status_url": format!("/v1/jobs/{job}"), "events_url": format!("/v1/jobs/{job}/events") });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -522,11 +523,7 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
 
 async fn preview(State(state): S, UrlPath((doc_id, page)): UrlPath<(String, String)>) -> ApiResult<Response> {
     check_id(&doc_id)?;
-    if page.is_empty() || !page.bytes().all(|b| b.is_ascii_digit()) || page.bytes().all(|b| b == b'0') {
-        return Err(ApiError::bad_request("page must be a number from 1"));
-    }
-    // A number beyond any document's length is a page that does not exist.
-    let page: usize = page.parse().map_err(|_| ApiError::not_found(format!("document {doc_id} has no page {page}")))?;
+    let page = page_number(&doc_id, &page)?;
     let bytes = blocking(move || Ok(state.service.preview(&doc_id, page)?)).await?;
     Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], Body::from(bytes))
         .into_response())
