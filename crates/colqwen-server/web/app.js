@@ -190,7 +190,7 @@ async function showPage() {
   $('prev-page').disabled = v.page <= 1;
   $('next-page').disabled = v.page >= v.pages;
   $('viewer-error').textContent = '';
-  $('tokens').hidden = !overlay;
+  $('tokens').disabled = !overlay; // disabled rather than hidden: the page keeps its place
   const tokenName = v.token === null ? 'all query tokens' : `query token ${v.token + 1}`;
   const what = overlay ? `, with the similarity map of ${tokenName}` : '';
   $('viewer-caption').textContent = `Page ${v.page} of ${v.name}${what}`;
