@@ -271,6 +271,7 @@ async function uploadOne(file, password, li) {
 function failed(li, file, message, needsPassword) {
   li.dataset.state = 'error';
   li.querySelector('progress')?.remove();
+  li.querySelector('span').textContent = ' failed';
   const err = document.createElement('p');
   err.className = 'error';
   err.setAttribute('role', 'alert');
@@ -310,7 +311,8 @@ function progress(li, bar, text, status, end) {
   if (status.error) errors.push(status.error);
   if (status.state === 'done' && !errors.length) {
     bar.max = 1; bar.value = 1;
-    text.textContent = ` done: ${f.pages_stored + f.pages_skipped} pages stored`;
+    const n = f.pages_stored + f.pages_skipped;
+    text.textContent = ` done: ${n} ${n === 1 ? 'page' : 'pages'} stored`;
   } else if (errors.length) {
     const p = document.createElement('p');
     p.className = 'error';
