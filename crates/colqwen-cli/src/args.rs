@@ -204,6 +204,9 @@ pub struct SearchArgs {
     /// Ranking: exact MaxSim over all pages, two-stage (pooled prefetch + MaxSim rerank), or auto
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
+    /// Write each hit's similarity map (the query's aggregate map over the page preview) as a PNG into DIR
+    #[arg(long, value_name = "DIR")]
+    pub maps: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::error::BoxError;
 use crate::manifest::{IndexManifest, VectorStorage};
 use crate::multivector::MultiVector;
+use crate::similarity::VisualGrid;
 
 /// A page image turned into the model's input (for ColQwen2.5: `pixel_values` and the patch grid). Opaque to
 /// everything but the embedder that made it, so the render threads can prepare it while the device is busy.
@@ -58,6 +59,19 @@ pub trait PageEmbedder: Send + Sync {
     fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError>;
     /// Where it runs, for messages and metrics ("cpu", "cuda:0").
     fn device_name(&self) -> String;
+
+    /// Where the visual tokens of a page rendered at `width × height` px lie in its multi-vector, and the
+    /// grid they form (for similarity maps). Models without a patch grid keep the default: no maps.
+    fn visual_grid(&self, width: u32, height: u32) -> Result<VisualGrid, BoxError> {
+        let _ = (width, height);
+        Err("this model does not lay its page vectors on a grid; no similarity maps".into())
+    }
+
+    /// The tokens of a query, one per row of its multi-vector (augmentation tokens included), as text.
+    fn query_tokens(&self, query: &str) -> Result<Vec<String>, BoxError> {
+        let _ = query;
+        Err("this model cannot list a query's tokens".into())
+    }
 
     /// The manifest of a new index made with this embedder.
     fn manifest(&self, storage: VectorStorage) -> IndexManifest {

@@ -13,6 +13,7 @@ mod index;
 mod manifest;
 mod multivector;
 mod records;
+mod similarity;
 
 pub use embed::{PageEmbedder, PageInput};
 pub use error::{BoxError, Hint, IndexError, Result};
@@ -21,3 +22,4 @@ pub use index::PageIndex;
 pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage, sync_dir};
 pub use multivector::{MultiVector, maxsim, pooled};
 pub use records::{DocumentInfo, Hit, PageRecord, SearchMode, Stats};
+pub use similarity::{MapError, SimilarityMaps, VisualGrid, normalize, similarity_maps};

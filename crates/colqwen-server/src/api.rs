@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -49,6 +49,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/documents", post(upload).layer(DefaultBodyLimit::max(max_upload)))
         .route("/v1/jobs/{id}/events", get(job_events));
     let bounded = axum::Router::new()
+        .route("/", get(crate::web::index))
+        .route("/web/{file}", get(crate::web::asset))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
@@ -60,6 +62,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/jobs/{id}/cancel", post(cancel_job))
         .route("/v1/search", post(search))
         .route("/v1/pages/{doc_id}/{page}/preview", get(preview))
+        .route("/v1/pages/{doc_id}/{page}/similarity", get(similarity))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
@@ -90,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
 async fn guard(State(state): S, req: Request, next: Next) -> Response {
     if let Some(key) = state.config.api_key.as_deref().filter(|k| !k.is_empty())
         && req.uri().path() != "/health"
+        && !crate::web::is_public(req.uri().path())
         && req.method() != Method::OPTIONS
         && !key_matches(req.headers(), key)
     {
@@ -267,7 +271,8 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
         let _ = tokio::fs::remove_dir_all(&dir).await;
         return Err(ApiError::bad_request("no `file` field in the multipart body"));
     }
-    let checked = blocking(move || Ok(check_pdfs(saved, password.as_deref()))).await?;
+    let pw = password.clone();
+    let checked = blocking(move || Ok(check_pdfs(saved, pw.as_deref()))).await?;
     let (good, rejected): (Vec<_>, Vec<_>) = checked.into_iter().partition(|(_, _, e)| e.is_none());
     let rejected: Vec<Value> = rejected
         .into_iter()
@@ -291,7 +296,7 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
     let files: Vec<(String, PathBuf)> = good.into_iter().map(|(n, p, _)| (n, p)).collect();
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     let names = json!(names);
-    let job = state.jobs.submit(files)?;
+    let job = state.jobs.submit_with_password(files, password)?;
     let body = json!({ "job": job, "files": names, "rejected": rejected,
         "status_url": format!("/v1/jobs/{job}"), "events_url": format!("/v1/jobs/{job}/events") });
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
@@ -432,6 +437,9 @@ struct SearchRequest {
     /// Add each page's preview as base64 JPEG (for VLM RAG).
     #[serde(default)]
     include_images: bool,
+    /// Add each page's aggregate similarity map as a base64 PNG overlay (`similarity_base64`).
+    #[serde(default)]
+    maps: bool,
 }
 
 #[derive(Deserialize)]
@@ -474,6 +482,7 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
     blocking(move || {
         let opts = SearchOptions { k: req.k, doc: req.doc, mode };
         let hits = state.service.search(&req.query, &opts)?;
+        let map_query = if req.maps { Some(state.service.map_query(&req.query)?) } else { None };
         let results: Vec<Value> = hits
             .into_iter()
             .map(|h| {
@@ -493,6 +502,17 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
                     v["image_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(bytes));
                     v["image_mime"] = json!("image/jpeg");
                 }
+                if let Some((tokens, q)) = &map_query {
+                    // A page without a map (e.g. its source PDF is gone) still comes back, with the reason.
+                    match state
+                        .service
+                        .page_maps(&h.doc_id, h.page_number, tokens, q)
+                        .and_then(|m| state.service.similarity_png(&h.doc_id, h.page_number, &m, None))
+                    {
+                        Ok(png) => v["similarity_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(png)),
+                        Err(e) => v["similarity_error"] = json!(colqwen::error_chain(&e)),
+                    }
+                }
                 v
             })
             .collect();
@@ -503,14 +523,74 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
 
 async fn preview(State(state): S, UrlPath((doc_id, page)): UrlPath<(String, String)>) -> ApiResult<Response> {
     check_id(&doc_id)?;
+    let page = page_number(&doc_id, &page)?;
+    let bytes = blocking(move || Ok(state.service.preview(&doc_id, page)?)).await?;
+    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], Body::from(bytes))
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimilarityQuery {
+    q: String,
+    /// Index of one query token (see `tokens` of the JSON form); absent: the aggregate map.
+    #[serde(default)]
+    token: Option<usize>,
+    /// `png` (default): the overlay; `json`: the query's tokens, the grid and every normalised map.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// `GET /v1/pages/{doc_id}/{page}/similarity?q=…[&token=i][&format=json]`: where on the page the query
+/// matches, from the page's stored vectors (no re-embedding of the page).
+async fn similarity(
+    State(state): S,
+    UrlPath((doc_id, page)): UrlPath<(String, String)>,
+    Query(sq): Query<SimilarityQuery>,
+) -> ApiResult<Response> {
+    check_id(&doc_id)?;
+    let page = page_number(&doc_id, &page)?;
+    if sq.q.trim().is_empty() {
+        return Err(ApiError::bad_request("`q` is empty"));
+    }
+    if sq.q.chars().count() > MAX_QUERY_CHARS {
+        return Err(ApiError::bad_request(format!("`q` is longer than {MAX_QUERY_CHARS} characters")));
+    }
+    let json_out = match sq.format.as_deref() {
+        None | Some("png") => false,
+        Some("json") => true,
+        Some(_) => return Err(ApiError::bad_request("`format` must be png or json")),
+    };
+    blocking(move || {
+        let maps = state.service.similarity(&doc_id, page, &sq.q)?;
+        if let Some(t) = sq.token
+            && t >= maps.tokens.len()
+        {
+            return Err(ApiError::bad_request(format!("`token` must be below {} (the query's tokens)", maps.tokens.len())));
+        }
+        if json_out {
+            let per_token: Vec<Vec<f32>> = (0..maps.tokens.len()).filter_map(|i| maps.normalized(Some(i))).collect();
+            let body = json!({
+                "doc_id": doc_id, "page_number": page, "tokens": maps.tokens,
+                "cols": maps.grid.cols, "rows": maps.grid.rows,
+                "aggregate": maps.normalized(None), "maps": per_token,
+            });
+            return Ok(Json(body).into_response());
+        }
+        let png = state.service.similarity_png(&doc_id, page, &maps, sq.token)?;
+        Ok(([(header::CONTENT_TYPE, "image/png"), (header::CACHE_CONTROL, "private, max-age=600")], Body::from(png))
+            .into_response())
+    })
+    .await
+}
+
+/// A page number from the URL: digits, from 1.
+fn page_number(doc_id: &str, page: &str) -> ApiResult<usize> {
     if page.is_empty() || !page.bytes().all(|b| b.is_ascii_digit()) || page.bytes().all(|b| b == b'0') {
         return Err(ApiError::bad_request("page must be a number from 1"));
     }
     // A number beyond any document's length is a page that does not exist.
-    let page: usize = page.parse().map_err(|_| ApiError::not_found(format!("document {doc_id} has no page {page}")))?;
-    let bytes = blocking(move || Ok(state.service.preview(&doc_id, page)?)).await?;
-    Ok(([(header::CONTENT_TYPE, "image/jpeg"), (header::CACHE_CONTROL, "private, max-age=3600")], Body::from(bytes))
-        .into_response())
+    page.parse().map_err(|_| ApiError::not_found(format!("document {doc_id} has no page {page}")))
 }
 
 #[derive(Deserialize)]

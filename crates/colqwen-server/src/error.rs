@@ -61,6 +61,7 @@ impl From<colqwen::Error> for ApiError {
             E::NoSuchDocument(_) | E::NoSuchPage { .. } | E::NoSuchJob(_) => (StatusCode::NOT_FOUND, "not_found"),
             E::InvalidId(_) | E::EmptyQuery => (StatusCode::BAD_REQUEST, "bad_request"),
             E::Pdf(_) => (StatusCode::UNPROCESSABLE_ENTITY, "bad_pdf"),
+            E::NoMap { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "no_map"),
             E::Index(colqwen::core::IndexError::QueryShape { .. } | colqwen::core::IndexError::NonFinite { .. }) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
             }

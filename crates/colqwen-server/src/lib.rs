@@ -9,6 +9,7 @@
 mod api;
 mod error;
 mod metrics;
+mod web;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use colqwen_core::{BoxError, MultiVector, PageEmbedder, PageInput};
+use colqwen_core::{BoxError, MultiVector, PageEmbedder, PageInput, VisualGrid};
 use colqwen_model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 
 use crate::error::Result;
@@ -98,6 +98,27 @@ impl PageEmbedder for Engine {
 
     fn device_name(&self) -> String {
         self.runtime.device_name()
+    }
+
+    /// The page's model input is its `smart_resize` size (multiples of 28 px); each 28×28 px cell is one
+    /// merged visual token. The document sequence is prompt prefix, the `cols × rows` visual tokens in raster
+    /// order, prompt suffix, so the prefix length is where the first image token sits in the prompt ids.
+    fn visual_grid(&self, width: u32, height: u32) -> Result<VisualGrid, BoxError> {
+        let p = self.model.preprocessor();
+        let (w, h) = p.target_size(width as usize, height as usize)?;
+        let (cols, rows) = (w / p.factor(), h / p.factor());
+        let prompts = self.model.prompts();
+        let image_token = self.model.config().image_token_id;
+        let ids = prompts.document_ids(cols * rows);
+        let first_row = ids.iter().position(|&id| id == image_token).ok_or("the document prompt has no image token")?;
+        Ok(VisualGrid { first_row, cols, rows, total_rows: ids.len() })
+    }
+
+    /// Each id of the query prompt decoded on its own (so `Ġword` reads `" word"`).
+    fn query_tokens(&self, query: &str) -> Result<Vec<String>, BoxError> {
+        let prompts = self.model.prompts();
+        let ids = prompts.query_ids(query)?;
+        ids.iter().map(|&id| prompts.tokenizer().decode(&[id], false).map_err(|e| e.to_string().into())).collect()
     }
 }
 

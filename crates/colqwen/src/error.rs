@@ -100,6 +100,16 @@ pub enum Error {
     /// A job id that the service does not know.
     #[error("no job {0}")]
     NoSuchJob(String),
+    /// A similarity map cannot be drawn for this page (its vectors do not fit its grid, its PDF is gone).
+    #[error("no similarity map for page {page_number} of document {doc_id}: {reason}")]
+    NoMap {
+        /// Document id.
+        doc_id: String,
+        /// 1-based.
+        page_number: usize,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -121,6 +131,7 @@ impl Error {
             }
             Self::EmbedBatch { .. } => Some("try a smaller --batch-size".into()),
             Self::NoIndex(_) => Some("run `colqwen ingest FILE.pdf` first, or pass --index DIR".into()),
+            Self::NoMap { .. } => Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into()),
             _ => None,
         }
     }

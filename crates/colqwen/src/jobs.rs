@@ -82,6 +82,9 @@ pub struct JobStatus {
 struct Job {
     status: Mutex<JobStatus>,
     cancel: AtomicBool,
+    /// The PDF password of an upload: kept in memory only, never written to disk, so a job resumed after a
+    /// restart fails on a protected file with "password-protected" and the user uploads it again.
+    password: Option<String>,
 }
 
 impl Job {
@@ -134,6 +137,11 @@ impl Jobs {
 
     /// Queues an ingest of `files` (`(display name, path)`); returns the job id.
     pub fn submit(&self, files: Vec<(String, PathBuf)>) -> Result<String> {
+        self.submit_with_password(files, None)
+    }
+
+    /// Like [`Jobs::submit`], with the password of protected PDFs (held in memory for the job's run only).
+    pub fn submit_with_password(&self, files: Vec<(String, PathBuf)>, password: Option<String>) -> Result<String> {
         let id = new_id();
         let status = JobStatus {
             id: id.clone(),
@@ -159,7 +167,7 @@ impl Jobs {
             version: 0,
         };
         self.shared.persist(&status)?;
-        self.shared.add(status);
+        self.shared.add(status, password);
         Ok(id)
     }
 
@@ -224,10 +232,10 @@ impl Shared {
         jobs.get(id).cloned().ok_or_else(|| Error::NoSuchJob(id.into()))
     }
 
-    fn add(&self, status: JobStatus) {
+    fn add(&self, status: JobStatus, password: Option<String>) {
         let id = status.id.clone();
         let queued = status.state == JobState::Queued;
-        let job = Arc::new(Job { status: Mutex::new(status), cancel: AtomicBool::new(false) });
+        let job = Arc::new(Job { status: Mutex::new(status), cancel: AtomicBool::new(false), password });
         self.jobs.lock().unwrap_or_else(PoisonError::into_inner).insert(id.clone(), job);
         if queued {
             self.queue.lock().unwrap_or_else(PoisonError::into_inner).push_back(id);
@@ -250,7 +258,7 @@ impl Shared {
                 tracing::info!(job = %status.id, "resuming an interrupted ingest job");
                 status.state = JobState::Queued;
             }
-            self.add(status);
+            self.add(status, None);
         }
     }
 
@@ -308,7 +316,13 @@ impl Shared {
             s.files.iter().map(|f| f.path.clone()).collect()
         };
         let progress = JobProgress { shared: self, job };
-        let result = self.service.ingest(&files, &self.opts, &progress, &job.cancel);
+        let result = match &job.password {
+            Some(pw) => {
+                let opts = IngestOptions { password: Some(pw.clone()), ..self.opts.clone() };
+                self.service.ingest(&files, &opts, &progress, &job.cancel)
+            }
+            None => self.service.ingest(&files, &self.opts, &progress, &job.cancel),
+        };
         let mut s = job.status();
         match result {
             Ok(summary) => {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use colqwen_core::{
-    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, Stats, VectorStorage, is_doc_id,
+    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, SimilarityMaps, Stats, VectorStorage, VisualGrid,
+    is_doc_id, normalize, similarity_maps,
 };
 use colqwen_model::DEFAULT_MODEL_ID;
 use colqwen_store::Store;
@@ -279,9 +280,89 @@ impl Service {
         self.previews.read(doc_id, page_index)?.ok_or_else(missing)
     }
 
+    /// The similarity maps of `query` over a stored page (1-based `page_number`): the page's stored vectors
+    /// (no re-embedding) against the query's, laid on the page's visual grid. The grid is computed the way the
+    /// ingest sized the page (page size in points → render size → the model's resize), from the document's
+    /// source PDF, and checked against the stored row count.
+    pub fn similarity(&self, doc_id: &str, page_number: usize, query: &str) -> Result<PageMaps> {
+        let (tokens, q) = self.map_query(query)?;
+        self.page_maps(doc_id, page_number, &tokens, &q)
+    }
+
+    /// A query's tokens and vectors for [`Service::page_maps`] (one embedding for many pages).
+    pub fn map_query(&self, query: &str) -> Result<(Vec<String>, MultiVector)> {
+        if query.trim().is_empty() {
+            return Err(Error::EmptyQuery);
+        }
+        let tokens = self.worker()?.embedder().query_tokens(query).map_err(Error::Embed)?;
+        let q = self.worker()?.embed_query(query)?;
+        if tokens.len() != q.rows {
+            return Err(Error::Embed(format!("the query has {} tokens but {} vectors", tokens.len(), q.rows).into()));
+        }
+        Ok((tokens, q))
+    }
+
+    /// The maps of an embedded query (from [`Service::map_query`]) over a stored page.
+    pub fn page_maps(&self, doc_id: &str, page_number: usize, tokens: &[String], q: &MultiVector) -> Result<PageMaps> {
+        if !is_doc_id(doc_id) {
+            return Err(Error::InvalidId(doc_id.into()));
+        }
+        let missing = || Error::NoSuchPage { doc_id: doc_id.into(), page_number };
+        let page_index = page_number.checked_sub(1).ok_or_else(missing)?;
+        let page = self.index.page_vectors(doc_id, page_index)?.ok_or_else(missing)?;
+        let no_map = |reason: String| Error::NoMap { doc_id: doc_id.into(), page_number, reason };
+        let embedder = self.worker()?.embedder().clone();
+        let grid = self.page_grid(doc_id, page_index, embedder.as_ref()).map_err(|e| no_map(crate::error_chain(&e)))?;
+        let maps = similarity_maps(q, &page, &grid).map_err(|e| no_map(e.to_string()))?;
+        Ok(PageMaps { tokens: tokens.to_vec(), grid, maps })
+    }
+
+    /// The grid of a stored page, from its source PDF's page size.
+    fn page_grid(&self, doc_id: &str, page_index: usize, embedder: &dyn PageEmbedder) -> Result<VisualGrid> {
+        let doc = self.documents()?.into_iter().find(|d| d.doc_id == doc_id).ok_or_else(|| Error::NoSuchDocument(doc_id.into()))?;
+        let pdf = colqwen_pdf::Document::open(Path::new(&doc.source_path), None)?;
+        let size_pt = pdf.page_size_pt(page_index)?;
+        let limits = colqwen_pdf::RenderLimits::default();
+        let (w, h) = colqwen_pdf::render_size(size_pt, embedder.max_pixels(), &limits);
+        embedder.visual_grid(w, h).map_err(Error::Embed)
+    }
+
+    /// A PNG of the page's preview with one map over it: query token `token`, or the aggregate (`None`).
+    pub fn similarity_png(&self, doc_id: &str, page_number: usize, maps: &PageMaps, token: Option<usize>) -> Result<Vec<u8>> {
+        let values = maps.normalized(token).ok_or_else(|| Error::NoMap {
+            doc_id: doc_id.into(),
+            page_number,
+            reason: format!("token {} is beyond the query's {} tokens", token.unwrap_or(0), maps.tokens.len()),
+        })?;
+        let jpeg = self.preview(doc_id, page_number)?;
+        crate::overlay::overlay_png(&jpeg, &values, maps.grid.cols, maps.grid.rows)
+    }
+
     /// Pages, documents, disk, model.
     pub fn stats(&self) -> Result<Stats> {
         Ok(self.index.stats()?)
+    }
+}
+
+/// A query's similarity maps over one page.
+#[derive(Debug, Clone)]
+pub struct PageMaps {
+    /// The query's tokens as text, one per map (augmentation tokens included).
+    pub tokens: Vec<String>,
+    /// Where the page's visual tokens lie.
+    pub grid: VisualGrid,
+    /// Raw dot products, one map per query token.
+    pub maps: SimilarityMaps,
+}
+
+impl PageMaps {
+    /// Min–max normalised map of query token `token`, or of the aggregate (max over tokens) for `None`;
+    /// `None` for a token beyond the query.
+    pub fn normalized(&self, token: Option<usize>) -> Option<Vec<f32>> {
+        match token {
+            None => Some(normalize(&self.maps.aggregate_max())),
+            Some(i) => self.maps.maps.get(i).map(|m| normalize(m)),
+        }
     }
 }
 

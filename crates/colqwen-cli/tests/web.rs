@@ -1,0 +1,339 @@
+//! The web page in a real browser: `colqwen serve` (the real binary, the tiny fixture model, real PDFs) driven
+//! through chromedriver by a WebDriver client (fantoccini), so it runs inside `cargo test`. Uploads with
+//! progress and a bad file's error, documents, search with result images, the page viewer with a similarity
+//! overlay checked on the screenshot's pixels, a per-token map that differs from the aggregate, keyboard
+//! navigation, delete with confirmation, the API-key prompt. Screenshots of the main views go to
+//! `target/tmp/web-screenshots/` (the best are committed under `docs/`).
+//!
+//! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the test fails and
+//! says so; a developer without a browser may set `COLQWEN_SKIP_BROWSER=1` to skip it (CI never sets it).
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use colqwen_testkit::{fixtures_dir, tiny_adapter};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+const GOOD: [&str; 2] = ["cplusplus-annotations_p125_table.pdf", "siscone-refman_p60_diagram.pdf"];
+const BAD: &str = "html-saved-as.pdf";
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The browser's binaries, or `None` when the developer opted out.
+fn browser() -> Option<(PathBuf, PathBuf)> {
+    let find = |var: &str, names: &[&str]| -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os(var) {
+            return Some(PathBuf::from(p));
+        }
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).flat_map(|d| names.iter().map(move |n| d.join(n))).find(|p| p.is_file())
+    };
+    let driver = find("CHROMEDRIVER", &["chromedriver"]);
+    let chrome = find("CHROME_BIN", &["chromium", "chromium-browser", "google-chrome"]);
+    match (driver, chrome) {
+        (Some(d), Some(c)) => Some((d, c)),
+        _ if std::env::var_os("COLQWEN_SKIP_BROWSER").is_some_and(|v| v == "1") => {
+            eprintln!("web test SKIPPED: COLQWEN_SKIP_BROWSER=1 and no chromium/chromedriver");
+            None
+        }
+        _ => panic!(
+            "the web page test needs a browser: install Debian's `chromium` and `chromium-driver` \
+             (apt-get install chromium chromium-driver; .ci/run does), or point CHROME_BIN and CHROMEDRIVER at \
+             them. Developers without a browser may set COLQWEN_SKIP_BROWSER=1 to skip this test."
+        ),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// `colqwen serve` on an ephemeral loopback port; returns it and its URL once `/health` answers.
+fn serve(index: &Path, key: Option<&str>) -> (Proc, String) {
+    let _ = std::fs::remove_file(index.join("server.json"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_colqwen"));
+    c.arg("--index").arg(index).arg("--model").arg(tiny_adapter());
+    c.args(["--device", "cpu", "serve", "--port", "0"])
+        .env("COLQWEN_NO_PROGRESS", "1")
+        .env_remove("COLQWEN_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(k) = key {
+        c.env("COLQWEN_API_KEY", k);
+    }
+    let mut child = Proc(c.spawn().expect("colqwen serve starts"));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            let mut err = String::new();
+            child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("the server exited ({status}): {err}");
+        }
+        if let Ok(bytes) = std::fs::read(index.join("server.json"))
+            && let Ok(info) = serde_json::from_slice::<Value>(&bytes)
+        {
+            let url = info["url"].as_str().unwrap().trim_end_matches('/').to_string();
+            if ureq::get(&format!("{url}/health")).call().is_ok() {
+                return (child, url);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the server did not come up");
+}
+
+/// chromedriver on a free port, and a headless chromium session through it.
+async fn start_browser(driver: &Path, chrome: &Path) -> (Proc, Client) {
+    let port = free_port();
+    let child = Proc(
+        Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", driver.display())),
+    );
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chrome,
+            // --no-sandbox: CI runs as root in a container, where chromium's sandbox cannot start.
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1280,1000", "--hide-scrollbars"],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let conn = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(conn).capabilities(caps.clone()).connect(&format!("http://127.0.0.1:{port}")).await {
+            Ok(client) => return (child, client),
+            Err(e) if Instant::now() > deadline => panic!("chromedriver did not give a browser session: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// Polls a JavaScript expression until it is truthy; returns its value.
+async fn wait_for(c: &Client, what: &str, expr: &str, secs: u64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = c.execute(&format!("return ({expr});"), vec![]).await.unwrap();
+        let truthy = match &v {
+            Value::Null | Value::Bool(false) => false,
+            Value::Number(n) => n.as_f64() != Some(0.0),
+            Value::String(s) => !s.is_empty(),
+            _ => true,
+        };
+        if truthy {
+            return v;
+        }
+        if Instant::now() > deadline {
+            let page = c.execute("return document.body.innerText", vec![]).await.unwrap();
+            panic!("timed out waiting for {what} ({expr}); the page says:\n{}", page.as_str().unwrap_or(""));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn shots_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("web-screenshots");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+async fn save_shot(c: &Client, name: &str) {
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
+}
+
+/// The viewer's image as the browser drew it (element screenshot), decoded.
+async fn viewer_pixels(c: &Client) -> image::RgbImage {
+    let png = c.find(Locator::Id("viewer-img")).await.unwrap().screenshot().await.unwrap();
+    image::load_from_memory(&png).unwrap().to_rgb8()
+}
+
+/// Share of pixels with a clear hue (max − min channel > 40): the page previews are black-and-white text and
+/// line art, the viridis overlay is blue–green–yellow.
+fn coloured_share(img: &image::RgbImage) -> f64 {
+    let n = img.pixels().filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 40).count();
+    n as f64 / f64::from(img.width() * img.height()).max(1.0)
+}
+
+fn mean_abs_diff(a: &image::RgbImage, b: &image::RgbImage) -> f64 {
+    // Two shots of the one element can differ by a pixel of layout rounding: compare at one size.
+    let resized;
+    let b = if a.dimensions() == b.dimensions() {
+        b
+    } else {
+        resized = image::imageops::resize(b, a.width(), a.height(), image::imageops::FilterType::Triangle);
+        &resized
+    };
+    let sum: u64 = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| u64::from(x.abs_diff(*y))).sum();
+    sum as f64 / a.as_raw().len() as f64
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn web_page_in_a_real_browser() {
+    let Some((driver, chrome)) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(dir.path(), None);
+    let (_driver, c) = start_browser(&driver, &chrome).await;
+
+    // The page loads, with no document yet.
+    c.goto(&format!("{url}/")).await.unwrap();
+    assert_eq!(c.title().await.unwrap(), "colqwen — search your PDFs");
+    wait_for(&c, "the empty document list", "!document.getElementById('documents-empty').hidden", 20).await;
+
+    // Upload two PDFs and a bad file at once (the file input takes newline-separated paths).
+    let mut files: Vec<PathBuf> = GOOD.iter().map(|n| fixtures_dir().join("pdfs").join(n)).collect();
+    files.push(fixtures_dir().join("bad-pdfs").join(BAD));
+    let paths: Vec<String> = files.iter().map(|p| p.canonicalize().unwrap().display().to_string()).collect();
+    c.find(Locator::Id("file-input")).await.unwrap().send_keys(&paths.join("\n")).await.unwrap();
+    wait_for(&c, "three upload rows", "document.querySelectorAll('#uploads li').length === 3", 20).await;
+    wait_for(
+        &c,
+        "both good uploads done and the bad one failed",
+        "[...document.querySelectorAll('#uploads li')].filter(l => l.dataset.state === 'done').length === 2 && \
+         document.querySelectorAll('#uploads li[data-state=error]').length === 1",
+        120,
+    )
+    .await;
+    let rows: Value = c
+        .execute(
+            "return [...document.querySelectorAll('#uploads li')].map(l => ({state: l.dataset.state, \
+             text: l.innerText, value: l.querySelector('progress')?.value, max: l.querySelector('progress')?.max}))",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let rows = rows.as_array().unwrap();
+    for r in rows.iter().filter(|r| r["state"] == "done") {
+        // The progress bar of each good file is full and says how many pages were stored.
+        assert_eq!(r["value"], r["max"], "{r}");
+        assert!(r["text"].as_str().unwrap().contains(" stored"), "{r}");
+    }
+    let bad = rows.iter().find(|r| r["state"] == "error").unwrap();
+    assert!(bad["text"].as_str().unwrap().contains(BAD), "{bad}");
+    assert!(bad["text"].as_str().unwrap().contains("not a PDF"), "the bad file's error is shown next to it: {bad}");
+
+    // The two documents appear in the list.
+    wait_for(&c, "two documents", "document.querySelectorAll('#documents tbody tr').length === 2", 20).await;
+    let names = c.find(Locator::Css("#documents tbody")).await.unwrap().text().await.unwrap();
+    for n in GOOD {
+        assert!(names.contains(n), "{n} missing from the documents: {names}");
+    }
+    save_shot(&c, "upload-and-documents").await;
+
+    // Search: result images come back; the page measures the time to the first result image.
+    let started = Instant::now();
+    c.find(Locator::Id("query")).await.unwrap().send_keys("table of annotations").await.unwrap();
+    c.find(Locator::Css("#search-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    let in_page = wait_for(&c, "a result image", "document.getElementById('results').dataset.firstResultMs", 60).await;
+    let wall = started.elapsed();
+    eprintln!("time to first result: {in_page} ms in the page (submit → first image drawn), {wall:?} from the test");
+    let shown = wait_for(
+        &c,
+        "drawn result images",
+        "[...document.querySelectorAll('#results img')].filter(i => i.complete && i.naturalWidth > 0).length",
+        30,
+    )
+    .await;
+    assert!(shown.as_u64().unwrap() >= 2, "both pages shown as results: {shown}");
+    let alt = c.find(Locator::Css("#results img")).await.unwrap().attr("alt").await.unwrap().unwrap();
+    assert!(alt.starts_with("Page 1 of ") && alt.ends_with(".pdf"), "alt text names document and page: {alt}");
+    save_shot(&c, "search-results").await;
+
+    // Keyboard navigation: the arrow key moves focus to the next result.
+    c.execute("document.querySelector('.result').focus()", vec![]).await.unwrap();
+    c.find(Locator::Css(".result")).await.unwrap().send_keys("\u{E014}").await.unwrap(); // ArrowRight
+    let focused = c.execute("return document.activeElement.dataset.index", vec![]).await.unwrap();
+    assert_eq!(focused, json!("1"), "ArrowRight moves to the second result");
+
+    // Open the first result: the page with the aggregate similarity overlay.
+    c.find(Locator::Css(".result[data-index='0']")).await.unwrap().click().await.unwrap();
+    let loaded = "document.getElementById('viewer-img').complete && document.getElementById('viewer-img').naturalWidth > 0";
+    wait_for(&c, "the aggregate overlay", &format!("document.getElementById('viewer-img').dataset.state === 'aggregate' && {loaded}"), 30).await;
+    let error = c.find(Locator::Id("viewer-error")).await.unwrap().text().await.unwrap();
+    assert!(error.is_empty(), "the viewer shows an error: {error}");
+    let aggregate = viewer_pixels(&c).await;
+    save_shot(&c, "viewer-overlay").await;
+
+    // Overlay off: the plain preview. The overlay is really drawn: coloured pixels, and unlike the preview.
+    c.find(Locator::Id("overlay-toggle")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "the plain preview", &format!("document.getElementById('viewer-img').dataset.state === 'preview' && {loaded}"), 30).await;
+    let plain = viewer_pixels(&c).await;
+    let (with, without) = (coloured_share(&aggregate), coloured_share(&plain));
+    let diff = mean_abs_diff(&aggregate, &plain);
+    eprintln!("overlay: {:.1}% coloured pixels (preview {:.1}%), mean |Δ| {diff:.1}", with * 100.0, without * 100.0);
+    assert!(with > 0.5 && without < 0.05, "the overlay colours the page ({with:.3} vs {without:.3})");
+    assert!(diff > 20.0, "the overlay changes the picture (mean |Δ| {diff:.1})");
+
+    // One query token's own map differs from the aggregate.
+    c.find(Locator::Id("overlay-toggle")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "the token list", "document.querySelectorAll('#token-list button').length > 2", 30).await;
+    c.find(Locator::Css("#token-list button:nth-child(2)")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "token 0's map", &format!("document.getElementById('viewer-img').dataset.state === 'token-0' && {loaded}"), 30).await;
+    let token = viewer_pixels(&c).await;
+    let diff = mean_abs_diff(&token, &aggregate);
+    eprintln!("token 0 vs aggregate: mean |Δ| {diff:.1}");
+    assert!(diff > 2.0, "a token's map differs from the aggregate (mean |Δ| {diff:.2})");
+    assert!(coloured_share(&token) > 0.5);
+    save_shot(&c, "viewer-token").await;
+
+    // Phone-sized screen: the results grid still fits (no horizontal scrolling).
+    c.find(Locator::Id("viewer-close")).await.unwrap().click().await.unwrap();
+    c.set_window_size(390, 844).await.unwrap();
+    let overflow = c
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth", vec![])
+        .await
+        .unwrap();
+    assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways on a phone: {overflow}");
+    save_shot(&c, "phone-results").await;
+    c.set_window_size(1280, 1000).await.unwrap();
+
+    // Delete with confirmation removes the document.
+    c.find(Locator::Css("#documents tbody tr button")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "the confirmation", "document.getElementById('confirm-delete').open", 10).await;
+    c.find(Locator::Id("confirm-yes")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "one document left", "document.querySelectorAll('#documents tbody tr').length === 1", 20).await;
+    let docs: Value = ureq::get(&format!("{url}/v1/documents")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(docs["documents"].as_array().unwrap().len(), 1, "the server has one document left: {docs}");
+
+    c.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn with_an_api_key_the_page_asks_for_it_and_leaks_nothing() {
+    let Some((driver, chrome)) = browser() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, url) = serve(dir.path(), Some("sesame-42"));
+    // The shell is served without the key and holds no data; the API refuses without it.
+    let mut page = ureq::get(&format!("{url}/")).call().unwrap();
+    let html = page.body_mut().read_to_string().unwrap();
+    assert!(html.contains("<title>colqwen"), "{html}");
+    let resp = ureq::get(&format!("{url}/v1/documents")).config().http_status_as_error(false).build().call().unwrap();
+    assert_eq!(resp.status(), 401);
+
+    let (_driver, c) = start_browser(&driver, &chrome).await;
+    c.goto(&format!("{url}/")).await.unwrap();
+    wait_for(&c, "the key prompt", "document.getElementById('key-dialog').open", 20).await;
+    c.find(Locator::Id("key-input")).await.unwrap().send_keys("sesame-42").await.unwrap();
+    c.find(Locator::Css("#key-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    wait_for(&c, "the document list with the key", "!document.getElementById('documents-empty').hidden", 20).await;
+    let stored = c.execute("return sessionStorage.getItem('colqwen-api-key')", vec![]).await.unwrap();
+    assert_eq!(stored, json!("sesame-42"));
+    c.close().await.unwrap();
+}
