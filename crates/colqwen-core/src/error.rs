@@ -129,6 +129,14 @@ pub enum IndexError {
     #[error("the index server at {location} failed while {op} (HTTP {status}): {message}")]
     Remote { location: String, op: &'static str, status: u16, message: String },
 
+    /// The server has no collection of that name.
+    #[error("no colqwen index at {location}: the server has no such collection")]
+    NoCollection { location: String },
+
+    /// The address answers, but not as the index server it should be.
+    #[error("{location} does not answer as a Weaviate server: {reason}")]
+    NotTheServer { location: String, reason: String },
+
     /// A remote location that does not name an index (bad scheme, host, port or collection name).
     #[error("invalid index location {location}: {reason}")]
     InvalidLocation { location: String, reason: &'static str },
@@ -175,6 +183,14 @@ impl Hint for IndexError {
                 "the server is overloaded or unreachable: check it, then run the same command again (ingest resumes)"
                     .into()
             }
+            Self::NoCollection { .. } => {
+                "ingest into it first (that creates the collection), or check the name: collection names are case-sensitive"
+                    .into()
+            }
+            Self::NotTheServer { .. } => "check host:port in --index weaviate://HOST:PORT/Collection".into(),
+            Self::Remote { .. } => {
+                "the server failed: see its log, then run the same command again (ingest resumes where it stopped)".into()
+            }
             Self::InvalidLocation { .. } => {
                 "write the index as weaviate://HOST:PORT/Collection (Collection: a letter A-Z, then letters, digits, _)"
                     .into()
@@ -200,6 +216,9 @@ impl Hint for IndexError {
                 | Self::AccessRefused { .. }
                 | Self::Timeout { .. }
                 | Self::InvalidLocation { .. }
+                | Self::NoCollection { .. }
+                | Self::NotTheServer { .. }
+                | Self::Remote { .. }
         )
     }
 }

@@ -7,10 +7,14 @@
 //! model is refused as the embedded store refuses it. No local state and no lock: several processes may write
 //! disjoint files into one collection at once.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 
 use colqwen_core::{
     DocumentInfo, Hit, IndexError as Error, IndexManifest, MultiVector, PageIndex, PageRecord, Result, SearchMode,
@@ -79,6 +83,9 @@ pub struct Weaviate {
     manifest: IndexManifest,
     write_consistency: &'static str,
     read_consistency: &'static str,
+    /// Preview JPEGs handed over by `stage_preview`, keyed by (doc_id, page_index), waiting for their page's
+    /// upsert (a batch insert replaces a whole object, so the blob travels with the page).
+    staged_previews: Mutex<HashMap<(String, usize), Vec<u8>>>,
 }
 
 impl Weaviate {
@@ -112,7 +119,7 @@ impl Weaviate {
     pub fn open(config: &WeaviateConfig) -> Result<Self> {
         let client = client(config);
         let manifest = read_manifest_with(&client, &config.location)?
-            .ok_or_else(|| Error::NotFound { dir: PathBuf::from(config.location.to_string()) })?;
+            .ok_or_else(|| Error::NoCollection { location: config.location.to_string() })?;
         manifest.validate(&PathBuf::from(config.location.to_string()))?;
         Ok(Self::from_parts(client, config, manifest))
     }
@@ -140,6 +147,7 @@ impl Weaviate {
             manifest,
             write_consistency: config.write_consistency,
             read_consistency: config.read_consistency,
+            staged_previews: Mutex::new(HashMap::new()),
         }
     }
 
@@ -270,9 +278,14 @@ impl PageIndex for Weaviate {
             self.check_page(p)?;
         }
         let dim = self.manifest.embedding_dim;
+        let mut previews: HashMap<(String, usize), Vec<u8>> = {
+            let mut staged = self.staged_previews.lock().unwrap_or_else(|e| e.into_inner());
+            pages.iter().filter_map(|p| staged.remove_entry(&(p.doc_id.clone(), p.page_index))).collect()
+        };
         let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (2 << 20));
         let mut in_batch = 0;
         for p in &pages {
+            let preview_jpeg = previews.remove(&(p.doc_id.clone(), p.page_index)).map(|jpeg| BASE64.encode(jpeg));
             buf.extend_from_slice(if in_batch == 0 { b"{\"objects\":[" } else { b"," });
             let object = BatchObject {
                 class: self.class(),
@@ -286,6 +299,7 @@ impl PageIndex for Weaviate {
                     page_width_pt: p.page_width_pt,
                     page_height_pt: p.page_height_pt,
                     preview: p.preview.as_deref().unwrap_or(""),
+                    preview_jpeg: preview_jpeg.as_deref(),
                 },
                 vectors: Vectors { colqwen: Rows { data: &p.vectors, dim } },
             };
@@ -415,13 +429,7 @@ impl PageIndex for Weaviate {
     }
 
     fn page_vectors(&self, doc_id: &str, page_index: usize) -> Result<Option<MultiVector>> {
-        let args = format!(
-            "limit: 1, where: {{operator: And, operands: [\
-             {{path: [\"doc_id\"], operator: Equal, valueText: {}}}, \
-             {{path: [\"page_index\"], operator: Equal, valueInt: {page_index}}}]}}",
-            gql_string(doc_id)
-        );
-        let items = self.get("reading a page", &args, "_additional { id }")?;
+        let items = self.get("reading a page", &page_filter(doc_id, page_index), "_additional { id }")?;
         let Some(id) = items.first().and_then(|v| v.pointer("/_additional/id")).and_then(Value::as_str) else {
             return Ok(None);
         };
@@ -452,6 +460,28 @@ impl PageIndex for Weaviate {
             data.extend(row.iter().map(|x| x.as_f64().unwrap_or(f64::NAN) as f32));
         }
         Ok(MultiVector::new(data, dim))
+    }
+
+    fn keeps_previews(&self) -> bool {
+        true
+    }
+
+    fn stage_preview(&self, doc_id: &str, page_index: usize, jpeg: Vec<u8>) -> Result<()> {
+        self.staged_previews.lock().unwrap_or_else(|e| e.into_inner()).insert((doc_id.to_string(), page_index), jpeg);
+        Ok(())
+    }
+
+    fn preview(&self, doc_id: &str, page_index: usize) -> Result<Option<Vec<u8>>> {
+        let items = self.get("reading a preview", &page_filter(doc_id, page_index), "preview_jpeg _additional { id }")?;
+        let Some(item) = items.first() else { return Ok(None) };
+        let Some(b64) = item.get("preview_jpeg").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
+            return Ok(None);
+        };
+        let id = item.pointer("/_additional/id").and_then(Value::as_str).unwrap_or_default();
+        BASE64
+            .decode(b64)
+            .map(Some)
+            .map_err(|_| Error::CorruptPayload { dir: self.dir(), point_id: id.to_string(), field: "preview_jpeg" })
     }
 
     fn page_count(&self) -> Result<usize> {
@@ -486,8 +516,23 @@ fn schema_path(location: &Location) -> String {
     format!("/v1/schema/{}", location.collection)
 }
 
-/// The manifest in the collection's description; `None` when the collection does not exist.
+/// The manifest in the collection's description; `None` when the collection does not exist. Asks `/v1/meta`
+/// first, so that another server at a wrong address is not taken for a Weaviate without the collection.
 fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<IndexManifest>> {
+    let not_the_server =
+        |reason: String| Error::NotTheServer { location: location.to_string(), reason };
+    let (status, meta) = client.call("asking the server's version", "GET", "/v1/meta", Body::None)?;
+    if !(200..300).contains(&status) {
+        return Err(not_the_server(format!("GET /v1/meta answered HTTP {status}")));
+    }
+    let Some(version) = meta.get("version").and_then(Value::as_str) else {
+        return Err(not_the_server("GET /v1/meta has no version".into()));
+    };
+    // Multi-vector collections (multivector + maxSim) exist since Weaviate 1.29.
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (1, 29) {
+        return Err(not_the_server(format!("version {version}; multi-vector collections need 1.29 or later")));
+    }
     let (status, body) = client.call("reading the collection", "GET", &schema_path(location), Body::None)?;
     match status {
         404 => return Ok(None),
@@ -555,6 +600,16 @@ pub(crate) fn point_of_uuid(uuid: &str) -> Option<u64> {
     u64::from_str_radix(&hex[16..], 16).ok()
 }
 
+/// GraphQL arguments selecting page `page_index` of document `doc_id`.
+fn page_filter(doc_id: &str, page_index: usize) -> String {
+    format!(
+        "limit: 1, where: {{operator: And, operands: [\
+         {{path: [\"doc_id\"], operator: Equal, valueText: {}}}, \
+         {{path: [\"page_index\"], operator: Equal, valueInt: {page_index}}}]}}",
+        gql_string(doc_id)
+    )
+}
+
 /// A GraphQL string literal (its escapes are JSON's).
 fn gql_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
@@ -578,6 +633,8 @@ struct Properties<'a> {
     page_width_pt: f32,
     page_height_pt: f32,
     preview: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    preview_jpeg: Option<&'a str>,
 }
 
 #[derive(Serialize)]

@@ -1,6 +1,8 @@
 //! The service: one embedder (behind its device worker), one index and its previews, shared by every caller
 //! of a process — the CLI for one command, the server for its lifetime. Searches run while an ingest writes,
-//! from the same process; a second process that wants the index gets "index in use".
+//! from the same process; a second process that wants an embedded index gets "index in use". A remote index
+//! (Weaviate) has no lock: several processes may write disjoint files into it at once; the service then keeps
+//! only its local state (jobs, uploads, `server.json`, a preview cache) in `index_dir`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use colqwen_core::{
 };
 use colqwen_model::DEFAULT_MODEL_ID;
 use colqwen_store::Store;
+use colqwen_weaviate::{Weaviate, WeaviateConfig};
 
 use crate::engine::{Engine, EngineOptions, model_identity};
 use crate::error::{Error, Result};
@@ -25,8 +28,11 @@ use crate::worker::EmbedWorker;
 /// How to open a service.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// The index folder.
+    /// The index folder; for a remote index, the folder of this machine's state for it (jobs, uploads,
+    /// `server.json`, preview cache).
     pub index_dir: PathBuf,
+    /// A Weaviate collection as the index instead of the folder (decided once, from the index location).
+    pub remote: Option<WeaviateConfig>,
     /// The model (`engine.model = None`: the index's model, else the default).
     pub engine: EngineOptions,
     /// Device and dtype.
@@ -101,9 +107,13 @@ impl Service {
 
     fn open_with(opts: &ServiceOptions, create: bool) -> Result<Self> {
         let dir = &opts.index_dir;
-        let existing = IndexManifest::read(dir)?;
+        let existing = match &opts.remote {
+            Some(config) => Weaviate::read_manifest(config)?,
+            None => IndexManifest::read(dir)?,
+        };
         if existing.is_none() && !create {
-            return Err(Error::NoIndex(dir.clone()));
+            let location = opts.remote.as_ref().map_or_else(|| dir.clone(), |c| c.location.to_string().into());
+            return Err(Error::NoIndex(location));
         }
         let model = match (&opts.engine.model, &existing) {
             (Some(m), Some(index)) => {
@@ -127,9 +137,15 @@ impl Service {
         let started = Instant::now();
         let engine = Engine::load(&model, &engine_opts, &opts.runtime)?;
         tracing::info!(model = engine.model_id(), device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model ready");
-        let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
-        let store = Store::open_or_create(dir, &engine.manifest(storage))?;
-        Ok(Self::from_parts(Arc::new(store), dir, Some(Arc::new(engine))))
+        let index: Arc<dyn PageIndex> = match &opts.remote {
+            // A Weaviate collection stores f32 vectors whatever `storage` asks.
+            Some(config) => Arc::new(Weaviate::open_or_create(config, &engine.manifest(VectorStorage::F32))?),
+            None => {
+                let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
+                Arc::new(Store::open_or_create(dir, &engine.manifest(storage))?)
+            }
+        };
+        Ok(Self::from_parts(index, dir, Some(Arc::new(engine))))
     }
 
     /// Opens an existing index without loading the model: listing, deleting, stats, previews.
@@ -138,12 +154,18 @@ impl Service {
         Ok(Self::from_parts(Arc::new(store), dir, None))
     }
 
+    /// Opens an existing Weaviate collection without loading the model; `state_dir` keeps this machine's state.
+    pub fn open_remote_index(state_dir: &Path, config: &WeaviateConfig) -> Result<Self> {
+        let index = Weaviate::open(config)?;
+        Ok(Self::from_parts(Arc::new(index), state_dir, None))
+    }
+
     /// A service over any index and embedder (another backend, another model family, tests).
     pub fn from_parts(index: Arc<dyn PageIndex>, dir: &Path, embedder: Option<Arc<dyn PageEmbedder>>) -> Self {
         Self {
+            previews: Previews::for_index(dir, &index),
             index,
             index_dir: dir.to_path_buf(),
-            previews: Previews::new(dir),
             worker: embedder.map(EmbedWorker::start),
             metrics: Metrics::default(),
         }
