@@ -4,6 +4,7 @@
 
 pub mod index_suite;
 pub mod synth;
+pub mod weaviate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

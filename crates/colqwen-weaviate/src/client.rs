@@ -39,10 +39,28 @@ impl Client {
     /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty). Transport failures
     /// and 401/403 are errors here; other statuses are for the caller to judge (404 may be an answer).
     pub(crate) fn call(&self, op: &'static str, method: &str, path: &str, body: Body<'_>) -> Result<(u16, Value), IndexError> {
+        self.call_with(op, method, path, body, None)
+    }
+
+    /// [`Client::call`] with one extra request header (GET only).
+    pub(crate) fn call_with(
+        &self,
+        op: &'static str,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+        header: Option<(&str, &str)>,
+    ) -> Result<(u16, Value), IndexError> {
         let url = format!("{}{path}", self.base);
         let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
         let result = match (method, body) {
-            ("GET", _) => with_auth(self.agent.get(&url), auth.as_deref()).call(),
+            ("GET", _) => {
+                let req = with_auth(self.agent.get(&url), auth.as_deref());
+                match header {
+                    Some((name, value)) => req.header(name, value).call(),
+                    None => req.call(),
+                }
+            }
             ("DELETE", Body::None) => with_auth(self.agent.delete(&url), auth.as_deref()).call(),
             ("DELETE", Body::Json(v)) => with_auth_body(self.agent.delete(&url).force_send_body(), auth.as_deref())
                 .header("Content-Type", "application/json")

@@ -243,6 +243,28 @@ impl Weaviate {
         }
     }
 
+    /// Calls `f` on every object of the collection (the fields asked for, and `_additional.id`), listed by
+    /// id with a cursor, [`LIST_PAGE`] at a time.
+    fn for_each_object(&self, op: &'static str, fields: &str, mut f: impl FnMut(&Value)) -> Result<()> {
+        let fields = format!("{fields} _additional {{ id }}");
+        let mut after: Option<String> = None;
+        loop {
+            let args = match &after {
+                Some(id) => format!("limit: {LIST_PAGE}, after: {}", gql_string(id)),
+                None => format!("limit: {LIST_PAGE}"),
+            };
+            let items = self.get(op, &args, &fields)?;
+            items.iter().for_each(&mut f);
+            if items.len() < LIST_PAGE {
+                return Ok(());
+            }
+            after = items.last().and_then(|v| v.pointer("/_additional/id")).and_then(Value::as_str).map(str::to_string);
+            if after.is_none() {
+                return Ok(());
+            }
+        }
+    }
+
     fn hit(&self, v: &Value, score: f32) -> Result<Hit> {
         let id = v.pointer("/_additional/id").and_then(Value::as_str).unwrap_or_default();
         let corrupt = |field| Error::CorruptPayload { dir: self.dir(), point_id: id.to_string(), field };
@@ -335,34 +357,18 @@ impl PageIndex for Weaviate {
 
     fn documents(&self) -> Result<Vec<DocumentInfo>> {
         let mut docs: BTreeMap<(String, String), DocumentInfo> = BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let args = match &after {
-                Some(id) => format!("limit: {LIST_PAGE}, after: {}", gql_string(id)),
-                None => format!("limit: {LIST_PAGE}"),
-            };
-            let items =
-                self.get("listing documents", &args, "doc_id source_path file_sha256 page_count _additional { id }")?;
-            for v in &items {
-                let text = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
-                let (doc_id, sha) = (text("doc_id"), text("file_sha256"));
-                let entry = docs.entry((doc_id.clone(), sha.clone())).or_insert_with(|| DocumentInfo {
-                    doc_id,
-                    source_path: text("source_path"),
-                    file_sha256: sha,
-                    page_count: v.get("page_count").and_then(Value::as_u64).unwrap_or(0) as usize,
-                    stored_pages: 0,
-                });
-                entry.stored_pages += 1;
-            }
-            if items.len() < LIST_PAGE {
-                break;
-            }
-            after = items.last().and_then(|v| v.pointer("/_additional/id")).and_then(Value::as_str).map(str::to_string);
-            if after.is_none() {
-                break;
-            }
-        }
+        self.for_each_object("listing documents", "doc_id source_path file_sha256 page_count", |v| {
+            let text = |f: &str| v.get(f).and_then(Value::as_str).unwrap_or_default().to_string();
+            let (doc_id, sha) = (text("doc_id"), text("file_sha256"));
+            let entry = docs.entry((doc_id.clone(), sha.clone())).or_insert_with(|| DocumentInfo {
+                doc_id,
+                source_path: text("source_path"),
+                file_sha256: sha,
+                page_count: v.get("page_count").and_then(Value::as_u64).unwrap_or(0) as usize,
+                stored_pages: 0,
+            });
+            entry.stored_pages += 1;
+        })?;
         Ok(docs.into_values().collect())
     }
 
@@ -484,21 +490,21 @@ impl PageIndex for Weaviate {
             .map_err(|_| Error::CorruptPayload { dir: self.dir(), point_id: id.to_string(), field: "preview_jpeg" })
     }
 
+    /// Counts by listing object ids: Weaviate's `Aggregate` count does not fall back to another replica, so
+    /// on a cluster with a node down it hangs until the server's timeout, where a listing answers.
     fn page_count(&self) -> Result<usize> {
-        let query = format!("{{ Aggregate {{ {}{{ meta {{ count }} }} }} }}", self.class());
-        let data = self.client.graphql("counting pages", &query)?;
-        data.pointer(&format!("/Aggregate/{}/0/meta/count", self.class()))
-            .and_then(Value::as_u64)
-            .map(|n| n as usize)
-            .ok_or_else(|| self.client.remote("counting pages", 200, &data))
+        let mut n = 0;
+        self.for_each_object("counting pages", "page_index", |_| n += 1)?;
+        Ok(n)
     }
 
     /// Disk use is the server's business (not reported by its API per collection): `bytes_on_disk` is 0.
     fn stats(&self) -> Result<Stats> {
+        let documents = self.documents()?;
         Ok(Stats {
             location: self.location(),
-            pages: self.page_count()?,
-            documents: self.documents()?.len(),
+            pages: documents.iter().map(|d| d.stored_pages).sum(),
+            documents: documents.len(),
             bytes_on_disk: 0,
             wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
@@ -533,7 +539,15 @@ fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<Ind
     if (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) < (1, 29) {
         return Err(not_the_server(format!("version {version}; multi-vector collections need 1.29 or later")));
     }
-    let (status, body) = client.call("reading the collection", "GET", &schema_path(location), Body::None)?;
+    // Header `consistency: false`: this node's copy of the schema. The default asks the raft leader, and a
+    // cluster that lost its raft majority (one node of two) has none, so the request would hang.
+    let (status, body) = client.call_with(
+        "reading the collection",
+        "GET",
+        &schema_path(location),
+        Body::None,
+        Some(("consistency", "false")),
+    )?;
     match status {
         404 => return Ok(None),
         200..=299 => {}
@@ -575,7 +589,8 @@ fn create(client: &Client, config: &WeaviateConfig, manifest: &IndexManifest) ->
                 "multivector": {"enabled": true, "aggregation": "maxSim", "muvera": {"enabled": config.muvera}},
             },
         }},
-        "replicationConfig": {"factor": config.replication_factor.max(1)},
+        // Async replication lets a replica that was down catch up on the writes it missed.
+        "replicationConfig": {"factor": config.replication_factor.max(1), "asyncEnabled": config.replication_factor > 1},
     });
     let (status, body) = client.call("creating the collection", "POST", "/v1/schema", Body::Json(&class))?;
     match status {

@@ -1,36 +1,12 @@
-//! Where the Weaviate server under test is: `COLQWEN_TEST_WEAVIATE=HOST:PORT` (set by `.ci/run` after
-//! `scripts/weaviate.sh start`). Unset, these tests fail with that instruction, so CI cannot pass without a
-//! server; `COLQWEN_TEST_WEAVIATE=skip` is the documented opt-out for a developer without Go.
-#![allow(dead_code, unreachable_pub)]
+//! Collections of the Weaviate server under test (named by `COLQWEN_TEST_WEAVIATE`; see
+//! `colqwen_testkit::weaviate`).
+#![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use colqwen_weaviate::{Location, Weaviate, WeaviateConfig};
 
-/// The server's `HOST:PORT`, or `None` when the developer opted out.
-pub fn server() -> Option<String> {
-    match std::env::var("COLQWEN_TEST_WEAVIATE") {
-        Ok(v) if v == "skip" => {
-            eprintln!("COLQWEN_TEST_WEAVIATE=skip: Weaviate test not run");
-            None
-        }
-        Ok(v) if !v.is_empty() => Some(v),
-        _ => panic!(
-            "these tests need a Weaviate server: run `scripts/weaviate.sh start` and set \
-             COLQWEN_TEST_WEAVIATE=127.0.0.1:8080 (or COLQWEN_TEST_WEAVIATE=skip to skip them)"
-        ),
-    }
-}
-
-/// The binary for tests that start their own nodes (restart, cluster): `COLQWEN_TEST_WEAVIATE_SERVER`
-/// (`scripts/weaviate.sh path` prints it).
-pub fn server_binary() -> Option<std::path::PathBuf> {
-    server()?;
-    match std::env::var_os("COLQWEN_TEST_WEAVIATE_SERVER") {
-        Some(p) if !p.is_empty() => Some(p.into()),
-        _ => panic!("set COLQWEN_TEST_WEAVIATE_SERVER to the weaviate-server binary (`scripts/weaviate.sh path`)"),
-    }
-}
+pub use colqwen_testkit::weaviate::{server, server_binary};
 
 /// A collection name no other test of this process or another uses.
 pub fn collection(case: &str) -> String {
