@@ -112,7 +112,25 @@ impl Weaviate {
             },
         };
         existing.check_same(manifest, &location_path)?;
-        Ok(Self::from_parts(client, config, existing))
+        let index = Self::from_parts(client, config, existing);
+        index.wait_usable()?;
+        Ok(index)
+    }
+
+    /// A collection that was just created (here or by another process) is in the schema before its shards
+    /// exist; queries fail with "non-existing index" meanwhile. Waits (up to 60 s) until a query answers.
+    fn wait_usable(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            match self.get("opening the collection", "limit: 1", "_additional { id }") {
+                Err(Error::Remote { message, .. })
+                    if message.contains("non-existing index") && started.elapsed() < Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => return other.map(drop),
+            }
+        }
     }
 
     /// Opens an existing collection ([`Error::NotFound`] if there is none).
