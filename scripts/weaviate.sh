@@ -12,6 +12,7 @@
 #   WEAVIATE_CACHE  where GOPATH, GOCACHE and the binary live (default ~/.cache/colqwen-weaviate); CI caches it
 #   WEAVIATE_RUN    pid files, logs and data of the nodes (default target/weaviate in the repository)
 #   WEAVIATE_PORT   HTTP port of node1 (default 8080; node2 takes the next one)
+#   WEAVIATE_SLOT   shift of every other port (gRPC, gossip, data, raft) to run beside another node (default 0)
 #
 # Anonymous access on loopback only: do not expose these nodes beyond 127.0.0.1 without an API key
 # (AUTHENTICATION_APIKEY_* settings of Weaviate).
@@ -22,6 +23,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 CACHE="${WEAVIATE_CACHE:-$HOME/.cache/colqwen-weaviate}"
 RUN="${WEAVIATE_RUN:-$ROOT/target/weaviate}"
 PORT="${WEAVIATE_PORT:-8080}"
+SLOT="${WEAVIATE_SLOT:-0}"
 BIN="$CACHE/bin-$VERSION/weaviate-server"
 
 install() {
@@ -37,7 +39,7 @@ install() {
 # start_node NAME HTTP_PORT OFFSET [cluster]: ports of node i are HTTP, gRPC 50051+i, gossip 7100+2i,
 # data 7101+2i, raft 8300+2i, raft RPC 8301+2i.
 start_node() {
-  local name=$1 http=$2 i=$3 mode=${4:-single}
+  local name=$1 http=$2 i=$(($3 + SLOT)) mode=${4:-single}
   local dir="$RUN/$name"
   mkdir -p "$dir/data"
   if [[ -f "$dir/pid" ]] && kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
@@ -60,8 +62,8 @@ start_node() {
     RAFT_INTERNAL_RPC_PORT=$((8301 + 2 * i))
   )
   if [[ $mode == cluster ]]; then
-    env+=(RAFT_JOIN="node1:8300,node2:8302" RAFT_BOOTSTRAP_EXPECT=2)
-    [[ $i -gt 0 ]] && env+=(CLUSTER_JOIN="127.0.0.1:7100")
+    env+=(RAFT_JOIN="node1:$((8300 + 2 * SLOT)),node2:$((8302 + 2 * SLOT))" RAFT_BOOTSTRAP_EXPECT=2)
+    [[ $i -gt $SLOT ]] && env+=(CLUSTER_JOIN="127.0.0.1:$((7100 + 2 * SLOT))")
   else
     env+=(RAFT_BOOTSTRAP_EXPECT=1)
   fi

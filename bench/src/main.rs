@@ -7,6 +7,8 @@
 //!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
 //!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
 //!   batch 1.
+//! - `weaviate ADDR PAGES ROWS MUVERA QUERIES STORE_DIR`: the Weaviate backend against the embedded store
+//!   (insert pages/s, query p50/p95, recall@10; see `weaviate.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -22,6 +24,7 @@ use rayon::prelude::*;
 mod gemm;
 mod http;
 mod recall;
+mod weaviate;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -33,9 +36,18 @@ fn main() -> Result<()> {
         Some("gemm") => gemm::run(),
         Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
+        Some("weaviate") if args.len() == 7 => weaviate::run(
+            &args[1],
+            args[2].parse()?,
+            args[3].parse()?,
+            args[4] == "1",
+            args[5].parse()?,
+            &args[6],
+        ),
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
-             | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY]"
+             | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
+             | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|-"
         ),
     }
 }
