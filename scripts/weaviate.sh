@@ -73,10 +73,18 @@ start_node() {
   echo "$name: pid $!, http://127.0.0.1:$http, log $dir/log" >&2
 }
 
+# ready PORT: whether GET /v1/.well-known/ready answers 200 (bash's /dev/tcp: no curl needed).
+ready() {
+  local status
+  status=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /v1/.well-known/ready HTTP/1.0\r\n\r\n' >&3 &&
+    head -c 12 <&3) 2>/dev/null) || return 1
+  [[ $status == *" 200" ]]
+}
+
 wait_ready() {
   local http=$1
   for _ in $(seq 1 240); do
-    if curl -fsS "http://127.0.0.1:$http/v1/.well-known/ready" >/dev/null 2>&1; then return; fi
+    if ready "$http"; then return; fi
     sleep 0.5
   done
   echo "error: Weaviate on port $http did not become ready in 120 s; see $RUN/*/log" >&2
