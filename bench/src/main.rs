@@ -10,6 +10,8 @@
 //! - `scale-data MODEL OUT_DIR IMAGES QUERIES PDF...`: the search-at-scale dataset (`scale_data.rs`).
 //! - `scale DATA_DIR WORK_DIR SIZES [OPTIONS]`: the search-at-scale harness, one row per candidate × size
 //!   (`scale.rs`).
+//! - `weaviate ADDR PAGES ROWS MUVERA QUERIES STORE_DIR`: the Weaviate backend against the embedded store
+//!   (insert pages/s, query p50/p95, recall@10; see `weaviate.rs`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -30,6 +32,7 @@ mod pool;
 mod recall;
 mod scale;
 mod scale_data;
+mod weaviate;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,10 +52,19 @@ fn main() -> Result<()> {
             &args[5..],
         ),
         Some("scale") if args.len() >= 4 => scale::run(Path::new(&args[1]), Path::new(&args[2]), &args[3], &args[4..]),
+        Some("weaviate") if args.len() == 7 => weaviate::run(
+            &args[1],
+            args[2].parse()?,
+            args[3].parse()?,
+            args[4] == "1",
+            args[5].parse()?,
+            &args[6],
+        ),
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
              | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
-             | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS]"
+             | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
+             | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|-"
         ),
     }
 }

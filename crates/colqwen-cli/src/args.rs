@@ -16,9 +16,19 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Index folder [default: the user's data dir, e.g. ~/.local/share/colqwen/index]
+    /// Index folder [default: the user's data dir, e.g. ~/.local/share/colqwen/index], or a Weaviate
+    /// collection: weaviate://HOST:PORT/Collection
     #[arg(long, global = true, env = "COLQWEN_INDEX")]
     pub index: Option<PathBuf>,
+    /// API key of the Weaviate server of --index weaviate://…
+    #[arg(long, global = true, env = "COLQWEN_WEAVIATE_API_KEY", hide_env_values = true)]
+    pub weaviate_key: Option<String>,
+    /// A new Weaviate collection: copies of each shard (2 or more on a cluster)
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub weaviate_replicas: u16,
+    /// A new Weaviate collection: index MUVERA encodings instead of the multi-vectors (faster inserts, lower recall)
+    #[arg(long, global = true)]
+    pub weaviate_muvera: bool,
     /// Model: Hugging Face id or local folder [default: vidore/colqwen2.5-v0.2, or the index's model]
     #[arg(long, global = true, env = "COLQWEN_MODEL")]
     pub model: Option<String>,

@@ -107,6 +107,39 @@ pub enum IndexError {
     /// A flush failed (qdrant-edge 0.7 reports this by panicking; the panic is caught and reported here).
     #[error("flushing index {dir} failed: {message}")]
     Flush { dir: PathBuf, message: String },
+
+    /// A remote index's server does not answer (refused connection, unknown host).
+    #[error("cannot reach the index server at {location} while {op}")]
+    Unreachable {
+        location: String,
+        op: &'static str,
+        #[source]
+        source: BoxError,
+    },
+
+    /// A remote index's server refused our credentials (HTTP 401/403).
+    #[error("the index server at {location} refused access while {op} (HTTP {status})")]
+    AccessRefused { location: String, op: &'static str, status: u16 },
+
+    /// A remote index's server did not answer in time.
+    #[error("the index server at {location} did not answer within {seconds} s while {op}")]
+    Timeout { location: String, op: &'static str, seconds: u64 },
+
+    /// A remote index's server answered with an error.
+    #[error("the index server at {location} failed while {op} (HTTP {status}): {message}")]
+    Remote { location: String, op: &'static str, status: u16, message: String },
+
+    /// The server has no collection of that name.
+    #[error("no colqwen index at {location}: the server has no such collection")]
+    NoCollection { location: String },
+
+    /// The address answers, but not as the index server it should be.
+    #[error("{location} does not answer as a Weaviate server: {reason}")]
+    NotTheServer { location: String, reason: String },
+
+    /// A remote location that does not name an index (bad scheme, host, port or collection name).
+    #[error("invalid index location {location}: {reason}")]
+    InvalidLocation { location: String, reason: &'static str },
 }
 
 impl IndexError {
@@ -139,6 +172,29 @@ impl Hint for IndexError {
                 "this index was written by another colqwen version: re-ingest into a new --index folder".into()
             }
             Self::NoSpace { .. } => "free space on that disk and run the same command again".into(),
+            Self::Unreachable { .. } => {
+                "start the server (scripts/weaviate.sh start) or correct host:port in --index weaviate://HOST:PORT/Collection"
+                    .into()
+            }
+            Self::AccessRefused { .. } => {
+                "pass the server's API key with --weaviate-key or COLQWEN_WEAVIATE_API_KEY".into()
+            }
+            Self::Timeout { .. } => {
+                "the server is overloaded or unreachable: check it, then run the same command again (ingest resumes)"
+                    .into()
+            }
+            Self::NoCollection { .. } => {
+                "ingest into it first (that creates the collection), or check the name: collection names are case-sensitive"
+                    .into()
+            }
+            Self::NotTheServer { .. } => "check host:port in --index weaviate://HOST:PORT/Collection".into(),
+            Self::Remote { .. } => {
+                "the server failed: see its log, then run the same command again (ingest resumes where it stopped)".into()
+            }
+            Self::InvalidLocation { .. } => {
+                "write the index as weaviate://HOST:PORT/Collection (Collection: a letter A-Z, then letters, digits, _)"
+                    .into()
+            }
             Self::Damaged { .. } | Self::CorruptPayload { .. } => {
                 "the index is damaged: move it aside and ingest again into a new --index folder".into()
             }
@@ -156,6 +212,13 @@ impl Hint for IndexError {
                 | Self::NoSpace { .. }
                 | Self::QueryShape { .. }
                 | Self::NonFinite { .. }
+                | Self::Unreachable { .. }
+                | Self::AccessRefused { .. }
+                | Self::Timeout { .. }
+                | Self::InvalidLocation { .. }
+                | Self::NoCollection { .. }
+                | Self::NotTheServer { .. }
+                | Self::Remote { .. }
         )
     }
 }

@@ -40,4 +40,21 @@ pub trait PageIndex: Send + Sync {
     fn page_count(&self) -> Result<usize>;
     /// Pages, documents, disk use, model and storage type.
     fn stats(&self) -> Result<Stats>;
+
+    /// Whether page previews live in the index itself (a server every client reads) rather than in files
+    /// beside it. `false` unless a backend says otherwise.
+    fn keeps_previews(&self) -> bool {
+        false
+    }
+    /// Hands over a page's preview JPEG (only where [`PageIndex::keeps_previews`]): it is stored with the page
+    /// by the next [`PageIndex::upsert`] of that page, so a preview never exists without its page.
+    fn stage_preview(&self, doc_id: &str, page_index: usize, jpeg: Vec<u8>) -> Result<()> {
+        let _ = (doc_id, page_index, jpeg);
+        Ok(())
+    }
+    /// A stored page's preview JPEG, `None` when the page or its preview is not stored (or the index keeps none).
+    fn preview(&self, doc_id: &str, page_index: usize) -> Result<Option<Vec<u8>>> {
+        let _ = (doc_id, page_index);
+        Ok(None)
+    }
 }

@@ -2,6 +2,10 @@
 //! a loader for the golden tensors written by `fixtures/gen/make_fixtures.py`, and the tolerance checks of
 //! the parity contract, defined once.
 
+pub mod index_suite;
+pub mod synth;
+pub mod weaviate;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

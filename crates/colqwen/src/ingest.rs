@@ -311,7 +311,10 @@ fn render_worker(run: &Run<'_>, jobs: &Mutex<Receiver<PageJob>>, pages: SyncSend
             run.progress.on_page_rendered();
         }
         if pages.send(Item { doc, page_index, outcome }).is_err() {
-            return;
+            // The embed stage is gone: the run failed (the store stage hit a fatal error, e.g. a remote index
+            // went down). Keep draining the queue: the planner may be blocked sending to it, and the queue's
+            // receiver lives as long as the whole run.
+            continue;
         }
     }
 }

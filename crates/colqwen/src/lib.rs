@@ -23,6 +23,7 @@ pub use colqwen_core as core;
 pub use colqwen_model as model;
 pub use colqwen_pdf as pdf;
 pub use colqwen_store as store;
+pub use colqwen_weaviate as weaviate;
 pub use discover::{Discovery, discover};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};

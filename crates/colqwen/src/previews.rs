@@ -1,27 +1,49 @@
 //! Page previews: a JPEG per stored page, `<index>/previews/<doc_id>/<page_number>.jpg`. Where they live is
 //! this module's business; callers ask by document id and page.
+//!
+//! An index that keeps previews itself (a server: [`PageIndex::keeps_previews`]) gets each preview with its
+//! page, so every client can show it; the folder is then a local cache, filled on first read (a document id
+//! is a content hash, so a cached preview never goes stale).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use colqwen_core::is_doc_id;
+use colqwen_core::{PageIndex, is_doc_id};
 
 use crate::error::{Error, Result};
 
 /// The preview folder of one index.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Previews {
     root: PathBuf,
+    /// The index, when it keeps the previews itself.
+    remote: Option<Arc<dyn PageIndex>>,
+}
+
+impl std::fmt::Debug for Previews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Previews").field("root", &self.root).field("remote", &self.remote.is_some()).finish()
+    }
 }
 
 impl Previews {
-    /// Previews of the index in `index_dir`.
-    pub(crate) fn new(index_dir: &Path) -> Self {
-        Self { root: index_dir.join("previews") }
+    /// Previews kept by `index` when it keeps them, cached in `index_dir`; else files in `index_dir`.
+    pub(crate) fn for_index(index_dir: &Path, index: &Arc<dyn PageIndex>) -> Self {
+        Self { root: index_dir.join("previews"), remote: index.keeps_previews().then(|| index.clone()) }
     }
 
     /// Writes a page's preview (write then rename, so a crash never leaves a half-written file under the final
     /// name); returns the key stored with the page.
     pub(crate) fn write(&self, doc_id: &str, page_index: usize, jpeg: &[u8]) -> Result<String> {
+        if let Some(index) = &self.remote {
+            index.stage_preview(doc_id, page_index, jpeg.to_vec())?;
+        }
+        let key = self.write_file(doc_id, page_index, jpeg)?;
+        Ok(format!("previews/{key}"))
+    }
+
+    /// Writes the file (write then rename); returns its key below the preview folder.
+    fn write_file(&self, doc_id: &str, page_index: usize, jpeg: &[u8]) -> Result<String> {
         let key = Self::key(doc_id, page_index);
         let path = self.root.join(&key);
         let write = || -> std::io::Result<()> {
@@ -33,7 +55,7 @@ impl Previews {
             std::fs::rename(&tmp, &path)
         };
         write().map_err(|source| io_error("write", &path, source))?;
-        Ok(format!("previews/{key}"))
+        Ok(key)
     }
 
     /// The file of a page's preview, if there is one. `doc_id` must be a document id (hex), so no path escapes
@@ -43,7 +65,12 @@ impl Previews {
             return Err(Error::InvalidId(doc_id.into()));
         }
         let path = self.root.join(Self::key(doc_id, page_index));
-        Ok(path.is_file().then_some(path))
+        if path.is_file() {
+            return Ok(Some(path));
+        }
+        let Some(index) = &self.remote else { return Ok(None) };
+        let Some(jpeg) = index.preview(doc_id, page_index)? else { return Ok(None) };
+        Ok(Some(self.root.join(self.write_file(doc_id, page_index, &jpeg)?)))
     }
 
     /// The JPEG bytes of a page's preview.

@@ -1,6 +1,8 @@
 //! The service: one embedder (behind its device worker), one index and its previews, shared by every caller
 //! of a process — the CLI for one command, the server for its lifetime. Searches run while an ingest writes,
-//! from the same process; a second process that wants the index gets "index in use".
+//! from the same process; a second process that wants an embedded index gets "index in use". A remote index
+//! (Weaviate) has no lock: several processes may write disjoint files into it at once; the service then keeps
+//! only its local state (jobs, uploads, `server.json`, a preview cache) in `index_dir`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use colqwen_core::{
 };
 use colqwen_model::DEFAULT_MODEL_ID;
 use colqwen_store::Store;
+use colqwen_weaviate::{Weaviate, WeaviateConfig};
 
 use crate::engine::{Engine, EngineOptions, model_identity};
 use crate::error::{Error, Result};
@@ -26,8 +29,11 @@ use crate::worker::{EmbedWorker, PoolOptions};
 /// How to open a service.
 #[derive(Debug, Clone)]
 pub struct ServiceOptions {
-    /// The index folder.
+    /// The index folder; for a remote index, the folder of this machine's state for it (jobs, uploads,
+    /// `server.json`, preview cache).
     pub index_dir: PathBuf,
+    /// A Weaviate collection as the index instead of the folder (decided once, from the index location).
+    pub remote: Option<WeaviateConfig>,
     /// The model (`engine.model = None`: the index's model, else the default).
     pub engine: EngineOptions,
     /// Device and dtype of each model replica (one per GPU; several on one device are allowed). Must not be
@@ -105,9 +111,13 @@ impl Service {
 
     fn open_with(opts: &ServiceOptions, create: bool) -> Result<Self> {
         let dir = &opts.index_dir;
-        let existing = IndexManifest::read(dir)?;
+        let existing = match &opts.remote {
+            Some(config) => Weaviate::read_manifest(config)?,
+            None => IndexManifest::read(dir)?,
+        };
         if existing.is_none() && !create {
-            return Err(Error::NoIndex(dir.clone()));
+            let location = opts.remote.as_ref().map_or_else(|| dir.clone(), |c| c.location.to_string().into());
+            return Err(Error::NoIndex(location));
         }
         let model = match (&opts.engine.model, &existing) {
             (Some(m), Some(index)) => {
@@ -132,8 +142,14 @@ impl Service {
         let Some((first, rest)) = opts.runtimes.split_first() else { return Err(Error::NoDevice) };
         let engine = Engine::load(&model, &engine_opts, first)?;
         tracing::info!(model = engine.model_id(), device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model ready");
-        let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
-        let store = Store::open_or_create(dir, &engine.manifest(storage))?;
+        let index: Arc<dyn PageIndex> = match &opts.remote {
+            // A Weaviate collection stores f32 vectors whatever `storage` asks.
+            Some(config) => Arc::new(Weaviate::open_or_create(config, &engine.manifest(VectorStorage::F32))?),
+            None => {
+                let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
+                Arc::new(Store::open_or_create(dir, &engine.manifest(storage))?)
+            }
+        };
         let mut replicas: Vec<Arc<dyn PageEmbedder>> = vec![Arc::new(engine)];
         for runtime in rest {
             // The weight files are memory-mapped: after the first load they come from the page cache.
@@ -143,13 +159,19 @@ impl Service {
             replicas.push(Arc::new(engine));
         }
         let pool = PoolOptions { reserve_for_queries: opts.reserve_query_replica };
-        Ok(Self::with_worker(Arc::new(store), dir, Some(EmbedWorker::start_pool(replicas, pool))))
+        Ok(Self::with_worker(index, dir, Some(EmbedWorker::start_pool(replicas, pool))))
     }
 
     /// Opens an existing index without loading the model: listing, deleting, stats, previews.
     pub fn open_index(dir: &Path) -> Result<Self> {
         let store = Store::open(dir)?;
         Ok(Self::from_parts(Arc::new(store), dir, None))
+    }
+
+    /// Opens an existing Weaviate collection without loading the model; `state_dir` keeps this machine's state.
+    pub fn open_remote_index(state_dir: &Path, config: &WeaviateConfig) -> Result<Self> {
+        let index = Weaviate::open(config)?;
+        Ok(Self::from_parts(Arc::new(index), state_dir, None))
     }
 
     /// A service over any index and embedder (another backend, another model family, tests).
@@ -159,7 +181,13 @@ impl Service {
 
     /// A service over any index and a pool of model replicas ([`EmbedWorker::start_pool`]).
     pub fn with_worker(index: Arc<dyn PageIndex>, dir: &Path, worker: Option<EmbedWorker>) -> Self {
-        Self { index, index_dir: dir.to_path_buf(), previews: Previews::new(dir), worker, metrics: Metrics::default() }
+        Self {
+            previews: Previews::for_index(dir, &index),
+            index,
+            index_dir: dir.to_path_buf(),
+            worker,
+            metrics: Metrics::default(),
+        }
     }
 
     fn worker(&self) -> Result<&EmbedWorker> {

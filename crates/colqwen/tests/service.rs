@@ -23,6 +23,7 @@ fn pdf(name: &str) -> PathBuf {
 fn options(index: &Path, model: &Path) -> ServiceOptions {
     ServiceOptions {
         index_dir: index.to_path_buf(),
+        remote: None,
         engine: EngineOptions {
             model: Some(model.display().to_string()),
             hub: HubOptions { offline: true, ..Default::default() },

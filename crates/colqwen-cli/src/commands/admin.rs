@@ -9,7 +9,7 @@ use colqwen::Service;
 use colqwen::core::{DocumentInfo, Stats};
 
 use super::remote::{Server, in_use};
-use super::{UsageError, index_dir, print_json};
+use super::{UsageError, index_dir, print_json, remote_index};
 use crate::args::{DeleteArgs, GlobalArgs};
 
 /// The index, opened here, or the server that owns it.
@@ -20,6 +20,11 @@ enum Target {
 
 fn open(g: &GlobalArgs) -> anyhow::Result<Target> {
     let dir = index_dir(g)?;
+    if let Some(config) = remote_index(g)? {
+        let service = Service::open_remote_index(&dir, &config)
+            .with_context(|| format!("opening the index {}", config.location))?;
+        return Ok(Target::Local(service));
+    }
     match Service::open_index(&dir) {
         Ok(s) => Ok(Target::Local(s)),
         Err(e) if in_use(&e) => match Server::find(&dir) {

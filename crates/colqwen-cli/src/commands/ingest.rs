@@ -37,6 +37,8 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
     let opts = service_options(g, load, a.storage, bars)?;
     let dir = opts.index_dir.clone();
+    // What the summary names: the folder, or the remote collection's address.
+    let shown = opts.remote.as_ref().map_or_else(|| dir.clone(), |c| c.location.to_string().into());
     let spinner = crate::progress::spinner(bars, "loading model");
     let service = Service::open(&opts).map_err(|e| {
         if in_use(&e) && dir.join(colqwen_server::SERVER_FILE).exists() {
@@ -88,7 +90,7 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     if g.json {
         print_json(&summary_json(&summary))?;
     } else if !g.quiet {
-        print_summary(&summary, &dir)?;
+        print_summary(&summary, &shown)?;
     } else {
         for f in &summary.failures {
             eprintln!("error: {}", f.describe());

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use colqwen::core::VectorStorage;
 use colqwen::model::{HubOptions, LoadOptions};
+use colqwen::weaviate::{Location, WeaviateConfig};
 use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, ServiceOptions};
 
 use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, StorageArg};
@@ -41,13 +42,31 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The index folder: `--index`, else `<data dir>/colqwen/index`.
+/// The index folder: `--index`, else `<data dir>/colqwen/index`. For a Weaviate index, the folder of this
+/// machine's state for it: `<data dir>/colqwen/remote/<host>_<port>_<Collection>`.
 pub fn index_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
+    let data = || dirs::data_dir().context("cannot find the user's data directory; pass --index DIR");
+    if let Some(remote) = remote_index(g)? {
+        let l = &remote.location;
+        let host: String = l.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+        return Ok(data()?.join("colqwen").join("remote").join(format!("{host}_{}_{}", l.port, l.collection)));
+    }
     if let Some(dir) = &g.index {
         return Ok(dir.clone());
     }
-    let data = dirs::data_dir().context("cannot find the user's data directory; pass --index DIR")?;
-    Ok(data.join("colqwen").join("index"))
+    Ok(data()?.join("colqwen").join("index"))
+}
+
+/// The Weaviate collection named by `--index weaviate://HOST:PORT/Collection`, if that is what it names.
+pub fn remote_index(g: &GlobalArgs) -> anyhow::Result<Option<WeaviateConfig>> {
+    let Some(s) = g.index.as_ref().and_then(|p| p.to_str()).filter(|s| Location::is_weaviate(s)) else {
+        return Ok(None);
+    };
+    let mut config = WeaviateConfig::new(Location::parse(s).map_err(colqwen::Error::Index)?);
+    config.api_key = g.weaviate_key.clone().filter(|k| !k.is_empty());
+    config.replication_factor = usize::from(g.weaviate_replicas);
+    config.muvera = g.weaviate_muvera;
+    Ok(Some(config))
 }
 
 fn runtimes(g: &GlobalArgs) -> anyhow::Result<Vec<Runtime>> {
@@ -83,6 +102,7 @@ pub fn service_options(
     };
     Ok(ServiceOptions {
         index_dir: index_dir(g)?,
+        remote: remote_index(g)?,
         engine: EngineOptions { model: g.model.clone(), base: g.base_model.clone(), hub, load },
         runtimes: runtimes(g)?,
         reserve_query_replica: false,
