@@ -15,7 +15,6 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
-use crate::coarse::Codebook;
 use crate::kernel::{Isa, layout};
 use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
@@ -37,20 +36,15 @@ pub(crate) struct Slot {
     record: (u64, u64),
     /// Byte offset and length of the vectors (stored layout) in the log.
     pub(crate) data: (u64, u64),
-    /// The page's codes under the codebook of the snapshots that hold this slot (set once by the optimizer; a
-    /// retrained codebook comes with new slots).
-    pub(crate) codes: OnceLock<Arc<[u16]>>,
+    /// The page's pooled vectors for the coarse stage (block layout, f32), set once by the optimizer.
+    pub(crate) pooled: OnceLock<Arc<[f32]>>,
 }
 
 impl Slot {
     pub(crate) fn new(meta: PageMeta, record: (u64, u64), data: (u64, u64)) -> Slot {
-        Slot { meta, record, data, codes: OnceLock::new() }
+        Slot { meta, record, data, pooled: OnceLock::new() }
     }
 
-    /// The same page without codes (for a new codebook).
-    pub(crate) fn uncoded(&self) -> Slot {
-        Slot::new(self.meta.clone(), self.record, self.data)
-    }
 }
 
 /// What searches read: the pages at one moment and a map of the log that holds them. Readers clone the `Arc`
@@ -58,8 +52,6 @@ impl Slot {
 pub(crate) struct Snapshot {
     pub(crate) pages: Vec<Arc<Slot>>,
     pub(crate) map: Option<Arc<Mmap>>,
-    /// The codebook the pages' codes refer to.
-    pub(crate) codebook: Option<Arc<Codebook>>,
 }
 
 pub(crate) struct Writer {
@@ -106,14 +98,11 @@ pub(crate) struct Inner {
 pub(crate) struct Table {
     pub(crate) pages: HashMap<u64, Arc<Slot>>,
     pub(crate) snapshot: Arc<Snapshot>,
-    pub(crate) codebook: Option<Arc<Codebook>>,
-    /// Rows in the index when the codebook was trained.
-    pub(crate) trained_rows: usize,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot { pages: Vec::new(), map: None, codebook: None }
+        Snapshot { pages: Vec::new(), map: None }
     }
 }
 
@@ -201,24 +190,19 @@ impl Store {
         if valid != header.committed {
             log::commit(&file, &path, FileHeader { committed: valid, ..header })?;
         }
-        let coarse = crate::coarse::Coarse::load(dir, manifest.embedding_dim);
-        let (codebook, trained_rows) = match coarse {
-            Some(c) => {
-                let mut covered = 0;
-                for slot in pages.values() {
-                    if let Some(codes) = c.codes.get(&slot.meta.id) {
-                        let _ = slot.codes.set(codes.clone());
-                        covered += 1;
-                    }
+        if let Some(coarse) = crate::coarse::Coarse::load(dir, manifest.embedding_dim) {
+            let mut covered = 0;
+            for slot in pages.values() {
+                if let Some(p) = coarse.pooled.get(&slot.meta.id) {
+                    let _ = slot.pooled.set(p.clone());
+                    covered += 1;
                 }
-                tracing::debug!(pages = pages.len(), covered, "loaded the coarse stage");
-                (Some(Arc::new(c.codebook)), c.trained_rows)
             }
-            None => (None, 0),
-        };
+            tracing::debug!(pages = pages.len(), covered, "loaded the coarse stage");
+        }
         let inner = Arc::new(Inner {
             writer: Mutex::new(Writer { file, len: valid, committed: valid, dead_bytes }),
-            table: RwLock::new(Table { pages, snapshot: Arc::default(), codebook, trained_rows }),
+            table: RwLock::new(Table { pages, snapshot: Arc::default() }),
             manifest,
             isa: Isa::detect(),
             threads: AtomicUsize::new(std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)),
@@ -329,9 +313,9 @@ impl Store {
         crate::optimize::run_once(&self.inner, self.search_threads(), &AtomicBool::new(false))
     }
 
-    /// Pages covered by the coarse stage (two-stage search scores the others exactly).
+    /// Pages pooled for the coarse stage (two-stage search scores the others exactly).
     pub fn coarse_coverage(&self) -> usize {
-        self.inner.snapshot().pages.iter().filter(|s| s.codes.get().is_some()).count()
+        self.inner.snapshot().pages.iter().filter(|s| s.pooled.get().is_some()).count()
     }
 }
 
@@ -460,8 +444,8 @@ impl Inner {
             let record_len = buf.len() as u64;
             let data_end = at + record_len - padding_after(slot.data.1);
             let moved_slot = Slot::new(slot.meta.clone(), (at, record_len), (data_end - slot.data.1, slot.data.1));
-            if let Some(codes) = slot.codes.get() {
-                let _ = moved_slot.codes.set(codes.clone());
+            if let Some(p) = slot.pooled.get() {
+                let _ = moved_slot.pooled.set(p.clone());
             }
             moved.push(moved_slot);
             at += record_len;
@@ -496,13 +480,10 @@ impl Inner {
         // SAFETY: the log is only appended to while mapped (never truncated or rewritten in place: compaction
         // writes a new file and renames it), and the lock file keeps other colqwen processes out.
         let map = unsafe { Mmap::map(&writer.file) }.map_err(Error::io("mapping page log", &path))?;
-        let (mut pages, codebook) = {
-            let table = self.table();
-            (table.pages.values().cloned().collect::<Vec<_>>(), table.codebook.clone())
-        };
+        let mut pages: Vec<Arc<Slot>> = self.table().pages.values().cloned().collect();
         // File order: a scan reads the map front to back.
         pages.sort_unstable_by_key(|s| s.record.0);
-        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)) });
         self.wake();
         Ok(())
     }
