@@ -266,7 +266,8 @@ fn search_maps_writes_one_overlay_per_hit() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
     let maps = tmp.path().join("maps");
-    let out = ingest(&index, &[pdf("siscone-refman_p60_diagram.pdf"), pdf("cplusplus-annotations_p125_table.pdf")], &[]);
+    let out =
+        ingest(&index, &[pdf("siscone-refman_p60_diagram.pdf"), pdf("cplusplus-annotations_p125_table.pdf")], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let mut c = colqwen(&index);
     c.args(["--json", "search", "class reference", "-k", "2", "--maps"]).arg(&maps);

@@ -131,7 +131,9 @@ impl Error {
             }
             Self::EmbedBatch { .. } => Some("try a smaller --batch-size".into()),
             Self::NoIndex(_) => Some("run `colqwen ingest FILE.pdf` first, or pass --index DIR".into()),
-            Self::NoMap { .. } => Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into()),
+            Self::NoMap { .. } => {
+                Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into())
+            }
             _ => None,
         }
     }
