@@ -260,3 +260,30 @@ fn a_missing_index_says_what_to_do() {
     let err = stderr(&out);
     assert!(err.contains("hint: run `colqwen ingest"), "{err}");
 }
+
+#[test]
+fn search_maps_writes_one_overlay_per_hit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let maps = tmp.path().join("maps");
+    let out =
+        ingest(&index, &[pdf("siscone-refman_p60_diagram.pdf"), pdf("cplusplus-annotations_p125_table.pdf")], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut c = colqwen(&index);
+    c.args(["--json", "search", "class reference", "-k", "2", "--maps"]).arg(&maps);
+    let out = run(c);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let hits = json(&out);
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits.len(), 2);
+    for h in hits {
+        let path = PathBuf::from(h["map"].as_str().unwrap_or_else(|| panic!("no map for {h}")));
+        assert!(path.starts_with(&maps), "{}", path.display());
+        // The overlay has the preview's size and is coloured (viridis over a black-and-white page).
+        let img = image::open(&path).unwrap().to_rgb8();
+        let preview = image::open(h["preview"].as_str().unwrap()).unwrap();
+        assert_eq!(img.dimensions(), (preview.width(), preview.height()));
+        let coloured = img.pixels().filter(|p| p.0.iter().max().unwrap() - p.0.iter().min().unwrap() > 40).count();
+        assert!(coloured * 2 > (img.width() * img.height()) as usize, "{}: not an overlay", path.display());
+    }
+}

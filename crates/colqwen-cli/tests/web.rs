@@ -264,8 +264,15 @@ async fn web_page_in_a_real_browser() {
 
     // Open the first result: the page with the aggregate similarity overlay.
     c.find(Locator::Css(".result[data-index='0']")).await.unwrap().click().await.unwrap();
-    let loaded = "document.getElementById('viewer-img').complete && document.getElementById('viewer-img').naturalWidth > 0";
-    wait_for(&c, "the aggregate overlay", &format!("document.getElementById('viewer-img').dataset.state === 'aggregate' && {loaded}"), 30).await;
+    let loaded =
+        "document.getElementById('viewer-img').complete && document.getElementById('viewer-img').naturalWidth > 0";
+    wait_for(
+        &c,
+        "the aggregate overlay",
+        &format!("document.getElementById('viewer-img').dataset.state === 'aggregate' && {loaded}"),
+        30,
+    )
+    .await;
     let error = c.find(Locator::Id("viewer-error")).await.unwrap().text().await.unwrap();
     assert!(error.is_empty(), "the viewer shows an error: {error}");
     let aggregate = viewer_pixels(&c).await;
@@ -273,7 +280,13 @@ async fn web_page_in_a_real_browser() {
 
     // Overlay off: the plain preview. The overlay is really drawn: coloured pixels, and unlike the preview.
     c.find(Locator::Id("overlay-toggle")).await.unwrap().click().await.unwrap();
-    wait_for(&c, "the plain preview", &format!("document.getElementById('viewer-img').dataset.state === 'preview' && {loaded}"), 30).await;
+    wait_for(
+        &c,
+        "the plain preview",
+        &format!("document.getElementById('viewer-img').dataset.state === 'preview' && {loaded}"),
+        30,
+    )
+    .await;
     let plain = viewer_pixels(&c).await;
     let (with, without) = (coloured_share(&aggregate), coloured_share(&plain));
     let diff = mean_abs_diff(&aggregate, &plain);
@@ -285,7 +298,13 @@ async fn web_page_in_a_real_browser() {
     c.find(Locator::Id("overlay-toggle")).await.unwrap().click().await.unwrap();
     wait_for(&c, "the token list", "document.querySelectorAll('#token-list button').length > 2", 30).await;
     c.find(Locator::Css("#token-list button:nth-child(2)")).await.unwrap().click().await.unwrap();
-    wait_for(&c, "token 0's map", &format!("document.getElementById('viewer-img').dataset.state === 'token-0' && {loaded}"), 30).await;
+    wait_for(
+        &c,
+        "token 0's map",
+        &format!("document.getElementById('viewer-img').dataset.state === 'token-0' && {loaded}"),
+        30,
+    )
+    .await;
     let token = viewer_pixels(&c).await;
     let diff = mean_abs_diff(&token, &aggregate);
     eprintln!("token 0 vs aggregate: mean |Δ| {diff:.1}");
@@ -303,6 +322,29 @@ async fn web_page_in_a_real_browser() {
     assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways on a phone: {overflow}");
     save_shot(&c, "phone-results").await;
     c.set_window_size(1280, 1000).await.unwrap();
+
+    // The map API behind the viewer: the JSON form lists one normalised map per query token on the page's grid;
+    // a token beyond the query, a page that does not exist and an empty query are clear 4xx answers.
+    let docs: Value = ureq::get(&format!("{url}/v1/documents")).call().unwrap().body_mut().read_json().unwrap();
+    let doc = docs["documents"][0]["doc_id"].as_str().unwrap().to_string();
+    let base = format!("{url}/v1/pages/{doc}");
+    let maps: Value =
+        ureq::get(&format!("{base}/1/similarity?q=table&format=json")).call().unwrap().body_mut().read_json().unwrap();
+    let (tokens, cells) =
+        (maps["tokens"].as_array().unwrap().len(), maps["cols"].as_u64().unwrap() * maps["rows"].as_u64().unwrap());
+    assert_eq!(maps["maps"].as_array().unwrap().len(), tokens, "{maps}");
+    assert_eq!(maps["aggregate"].as_array().unwrap().len() as u64, cells, "{maps}");
+    let status = |path: String| {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = agent.get(&path).call().unwrap();
+        let body: Value = r.body_mut().read_json().unwrap_or(Value::Null);
+        (r.status().as_u16(), body)
+    };
+    let (code, body) = status(format!("{base}/1/similarity?q=table&token={tokens}"));
+    assert_eq!(code, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("token"), "{body}");
+    assert_eq!(status(format!("{base}/2/similarity?q=table")).0, 404);
+    assert_eq!(status(format!("{base}/1/similarity?q=%20")).0, 400);
 
     // Delete with confirmation removes the document.
     c.find(Locator::Css("#documents tbody tr button")).await.unwrap().click().await.unwrap();

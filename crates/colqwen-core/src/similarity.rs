@@ -136,7 +136,8 @@ mod tests {
     #[test]
     fn maps_lie_in_raster_order_after_the_prompt_rows() {
         // 1 prompt row, a 3×2 grid, 1 suffix row.
-        let page = mv(&[[9.0, 9.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0], [7.0, 7.0]]);
+        let page =
+            mv(&[[9.0, 9.0], [1.0, 0.0], [2.0, 0.0], [3.0, 0.0], [0.0, 1.0], [0.0, 2.0], [0.0, 3.0], [7.0, 7.0]]);
         let query = mv(&[[1.0, 0.0], [0.0, 1.0]]);
         let grid = VisualGrid { first_row: 1, cols: 3, rows: 2, total_rows: 8 };
         let m = similarity_maps(&query, &page, &grid).unwrap();

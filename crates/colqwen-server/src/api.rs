@@ -566,7 +566,10 @@ async fn similarity(
         if let Some(t) = sq.token
             && t >= maps.tokens.len()
         {
-            return Err(ApiError::bad_request(format!("`token` must be below {} (the query's tokens)", maps.tokens.len())));
+            return Err(ApiError::bad_request(format!(
+                "`token` must be below {} (the query's tokens)",
+                maps.tokens.len()
+            )));
         }
         if json_out {
             let per_token: Vec<Vec<f32>> = (0..maps.tokens.len()).filter_map(|i| maps.normalized(Some(i))).collect();

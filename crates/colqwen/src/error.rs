@@ -100,6 +100,9 @@ pub enum Error {
     /// A job id that the service does not know.
     #[error("no job {0}")]
     NoSuchJob(String),
+    /// Drawing a similarity map over a preview failed (an unreadable preview, a map of the wrong size).
+    #[error("cannot draw the similarity map: {0}")]
+    Overlay(String),
     /// A similarity map cannot be drawn for this page (its vectors do not fit its grid, its PDF is gone).
     #[error("no similarity map for page {page_number} of document {doc_id}: {reason}")]
     NoMap {
@@ -131,7 +134,9 @@ impl Error {
             }
             Self::EmbedBatch { .. } => Some("try a smaller --batch-size".into()),
             Self::NoIndex(_) => Some("run `colqwen ingest FILE.pdf` first, or pass --index DIR".into()),
-            Self::NoMap { .. } => Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into()),
+            Self::NoMap { .. } => {
+                Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into())
+            }
             _ => None,
         }
     }
@@ -142,7 +147,7 @@ impl Error {
             Self::Model(e) => e.user_fixable(),
             Self::Pdf(_) => true,
             Self::Index(e) => e.user_fixable(),
-            Self::Io { .. } | Self::Embed(_) | Self::WorkerStopped => false,
+            Self::Io { .. } | Self::Embed(_) | Self::WorkerStopped | Self::Overlay(_) => false,
             _ => true,
         }
     }

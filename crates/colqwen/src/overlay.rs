@@ -37,16 +37,16 @@ pub fn viridis(v: u8) -> [u8; 3] {
 /// A PNG of `preview` (JPEG bytes) with `map` (row-major `rows × cols`, values in `[0, 1]`) laid over it.
 pub fn overlay_png(preview_jpeg: &[u8], map: &[f32], cols: usize, rows: usize) -> Result<Vec<u8>> {
     let page = image::load_from_memory_with_format(preview_jpeg, ImageFormat::Jpeg)
-        .map_err(|e| Error::Embed(format!("the page preview cannot be decoded: {e}").into()))?
+        .map_err(|e| Error::Overlay(format!("the page preview cannot be decoded: {e}")))?
         .to_rgb8();
     let png = |img: &RgbImage| -> Result<Vec<u8>> {
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, ImageFormat::Png)
-            .map_err(|e| Error::Embed(format!("the overlay cannot be encoded: {e}").into()))?;
+            .map_err(|e| Error::Overlay(format!("the PNG cannot be encoded: {e}")))?;
         Ok(out.into_inner())
     };
     if cols == 0 || rows == 0 || map.len() != cols * rows {
-        return Err(Error::Embed(format!("a {cols}×{rows} map cannot hold {} values", map.len()).into()));
+        return Err(Error::Overlay(format!("a {cols}×{rows} map cannot hold {} values", map.len())));
     }
     let grid = GrayImage::from_fn(cols as u32, rows as u32, |x, y| {
         let v = map[y as usize * cols + x as usize];

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use colqwen_core::{
-    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, SimilarityMaps, Stats, VectorStorage, VisualGrid,
-    is_doc_id, normalize, similarity_maps,
+    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, SimilarityMaps, Stats, VectorStorage,
+    VisualGrid, is_doc_id, normalize, similarity_maps,
 };
 use colqwen_model::DEFAULT_MODEL_ID;
 use colqwen_store::Store;
@@ -347,7 +347,11 @@ impl Service {
 
     /// The grid of a stored page, from its source PDF's page size.
     fn page_grid(&self, doc_id: &str, page_index: usize, embedder: &dyn PageEmbedder) -> Result<VisualGrid> {
-        let doc = self.documents()?.into_iter().find(|d| d.doc_id == doc_id).ok_or_else(|| Error::NoSuchDocument(doc_id.into()))?;
+        let doc = self
+            .documents()?
+            .into_iter()
+            .find(|d| d.doc_id == doc_id)
+            .ok_or_else(|| Error::NoSuchDocument(doc_id.into()))?;
         let pdf = colqwen_pdf::Document::open(Path::new(&doc.source_path), None)?;
         let size_pt = pdf.page_size_pt(page_index)?;
         let limits = colqwen_pdf::RenderLimits::default();
@@ -356,7 +360,13 @@ impl Service {
     }
 
     /// A PNG of the page's preview with one map over it: query token `token`, or the aggregate (`None`).
-    pub fn similarity_png(&self, doc_id: &str, page_number: usize, maps: &PageMaps, token: Option<usize>) -> Result<Vec<u8>> {
+    pub fn similarity_png(
+        &self,
+        doc_id: &str,
+        page_number: usize,
+        maps: &PageMaps,
+        token: Option<usize>,
+    ) -> Result<Vec<u8>> {
         let values = maps.normalized(token).ok_or_else(|| Error::NoMap {
             doc_id: doc_id.into(),
             page_number,

@@ -38,7 +38,13 @@ pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
                     let png = service
                         .page_maps(&h.doc_id, h.page_number, &tokens, &q)
                         .and_then(|m| service.similarity_png(&h.doc_id, h.page_number, &m, None));
-                    maps.push(write_map(dir, rank, &h.doc_id, h.page_number, png.map_err(|e| colqwen::error_chain(&e))));
+                    maps.push(write_map(
+                        dir,
+                        rank,
+                        &h.doc_id,
+                        h.page_number,
+                        png.map_err(|e| colqwen::error_chain(&e)),
+                    ));
                 }
             }
             hits
@@ -126,7 +132,8 @@ fn write_map(
     png: std::result::Result<Vec<u8>, String>,
 ) -> Option<PathBuf> {
     let path = dir.join(format!("{:02}-{doc_id}-p{page}.png", rank + 1));
-    match png.and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display())))
+    match png
+        .and_then(|bytes| std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display())))
     {
         Ok(()) => Some(path),
         Err(e) => {
