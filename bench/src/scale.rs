@@ -59,7 +59,7 @@ struct Opts {
 fn parse_opts(args: &[String]) -> Result<Opts> {
     let mut o = Opts {
         candidates: ["store", "muvera", "pool", "plaid"].map(String::from).to_vec(),
-        latency_queries: 240,
+        latency_queries: 200,
         exact_queries: 20,
         cold_queries: 200,
         truth_queries: usize::MAX,
@@ -250,16 +250,23 @@ impl Workload<'_> {
             .map(|j| Ok(search(&self.known[j].0)?.iter().take(K).any(|&p| p == self.known[j].1)))
             .collect::<Result<Vec<bool>>>()?;
         row.recall_b = Some(found.iter().filter(|&&f| f).count() as f64 / nk as f64);
+        // Latency over the text queries, then the known-item ones, up to `latency_queries`.
+        let timed: Vec<&[f32]> = self.text[..nt]
+            .iter()
+            .map(Vec::as_slice)
+            .chain(self.known[..nk].iter().map(|k| k.0.as_slice()))
+            .collect();
         let mut warm = Vec::new();
-        for q in self.text.iter().take(nt.min(self.latency_queries)) {
+        for &q in timed.iter().take(self.latency_queries) {
             let t = Instant::now();
             search(q)?;
             warm.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let warm_n = warm.len();
         row.warm = Some(pct(warm));
         row.rss_mib = rss_mib();
         let mut cold = Vec::new();
-        for q in self.text.iter().take(nt.min(self.cold_queries)) {
+        for &q in timed.iter().take(self.cold_queries) {
             if !drop_caches() {
                 row.note += " cold: drop_caches not permitted;";
                 break;
@@ -273,6 +280,9 @@ impl Workload<'_> {
         }
         if nt < self.text.len() {
             row.note += &format!(" {nt} text + {nk} known-item queries;");
+        }
+        if let Some(n) = (warm_n < 200).then_some(warm_n) {
+            row.note += &format!(" latency over {n} queries;");
         }
         Ok(())
     }
@@ -419,8 +429,13 @@ fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row
             let mv = MultiVector::new(q.to_vec(), w.ds.dim).context("query rows")?;
             Ok(index.search(&mv, K, None, mode)?.iter().map(page_of).collect())
         };
-        let limit = if w.n <= 2000 { usize::MAX } else { limit };
-        w.measure(&mut r, limit, &search)?;
+        // Exact scans every page: its latency passes are capped at `limit` queries (cold: 10).
+        let capped = Workload {
+            latency_queries: w.latency_queries.min(limit),
+            cold_queries: if limit == usize::MAX { w.cold_queries } else { w.cold_queries.min(10) },
+            ..*w
+        };
+        capped.measure(&mut r, limit, &search)?;
         rows.push(r);
     }
     drop(store);
