@@ -1,30 +1,29 @@
-//! The coarse stage of two-stage search: every page pooled into [`POOLED_ROWS`] vectors ("several pooled vectors
-//! per page"), so that its coarse score is MaxSim against 16 rows instead of ~750, computed by the same exact
-//! kernel (16 rows are one block of its layout): about 1/40 of an exact scan. The best `prefetch` pages, and every
-//! page not pooled yet, are then ranked exactly.
+//! The coarse stage of two-stage search: a codebook of centroids over page rows, and for each page the set of
+//! centroids its rows fall into (PLAID's "centroid interaction", Santhanam et al. 2022, without residuals).
 //!
-//! Pooling is spherical k-means inside the page (colpali-engine pools tokens hierarchically for storage; here the
-//! pooled vectors only choose candidates, the full vectors rank them). It needs nothing global (no codebook to
-//! train or retrain), so a page can be pooled the moment it is written. A page's vectors depend only on its point
-//! id (file content, page, model, preprocessing), so pooled vectors are kept by id. Everything here is derived
-//! data: `coarse.bin` is rebuilt if missing or unreadable.
+//! A page's coarse score for a query is Σ over query rows of the best centroid score among the page's codes:
+//! MaxSim with every page row replaced by its nearest centroid. Per page that is one lane-wise max per distinct
+//! code (a few hundred) over a small table of query × centroid dot products computed once per query, so the
+//! whole index is scored in a fraction of an exact scan; the best `rerank` pages are then scored exactly.
 //!
-//! An earlier version used PLAID's centroid interaction (a global k-means codebook, pages as sets of centroid ids):
-//! on model embeddings of real pages its recall@10 was 0.54 (text) and 0.29 (known-item) at 256 candidates of 10k
-//! pages (`bench/results.md`), because the tiny model's page rows share few, broad centroids.
+//! The codebook is spherical k-means (dot product, unit centroids) on a sample of rows. Codes depend only on a
+//! page's vectors, which depend only on its point id (file content, page, model), so codes are kept by point id
+//! and survive replacing a page with itself. Everything here is derived data: `coarse.bin` is rebuilt if missing
+//! or unreadable, and pages it does not cover are scored exactly by the search.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
 pub(crate) const COARSE_FILE: &str = "coarse.bin";
-const MAGIC: &[u8; 8] = b"CQPOOL01";
-/// Pooled vectors per page: one block of the kernel's layout.
-pub(crate) const POOLED_ROWS: usize = crate::kernel::BLOCK;
-const KMEANS_ITERATIONS: usize = 6;
+const MAGIC: &[u8; 8] = b"CQCOARS1";
+const KMEANS_ITERATIONS: usize = 8;
+/// Codebook size: the field uses more centroids for more rows; assignment costs rows × centroids × dim, which
+/// bounds it here (1024: ~2 ms of one core per 768-row page).
+const MAX_CENTROIDS: usize = 1024;
+const MIN_CENTROIDS: usize = 16;
 
 /// `out[i * n + j] = a_i · b_j` for `a` (`m × k`) and `b` (`n × k`), row-major f32 (the `gemm` crate, which
 /// candle uses too: runtime-dispatched AVX-512/AVX2/NEON kernels).
@@ -60,10 +59,117 @@ pub(crate) fn matmul_nt(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
     }
 }
 
+/// Unit centroids, `k × dim` row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Codebook {
+    pub(crate) dim: usize,
+    pub(crate) centroids: Vec<f32>,
+}
+
 fn normalize(v: &mut [f32]) {
     let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     if n > 0.0 {
         v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// splitmix64, for sampling (deterministic: the same pages give the same codebook).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+impl Codebook {
+    /// Centroids for an index of `total_rows` rows: about √rows, a power of two in 16..=1024.
+    pub(crate) fn size_for(total_rows: usize) -> usize {
+        let target = (total_rows as f64).sqrt() as usize;
+        target.next_power_of_two().clamp(MIN_CENTROIDS, MAX_CENTROIDS)
+    }
+
+    /// Spherical k-means over `sample` (`n × dim`): `k` unit centroids (fewer if the sample has fewer rows).
+    pub(crate) fn train(sample: &[f32], dim: usize, k: usize) -> Codebook {
+        let n = sample.len() / dim;
+        let k = k.min(n).max(1);
+        let mut rng = Rng(0x636F_6C71_7765_6E);
+        // Initial centroids: distinct random rows.
+        let mut picks: Vec<usize> = (0..n).collect();
+        for i in 0..k {
+            let j = i + rng.below(n - i);
+            picks.swap(i, j);
+        }
+        let mut centroids: Vec<f32> = picks[..k].iter().flat_map(|&r| sample[r * dim..(r + 1) * dim].to_vec()).collect();
+        let mut scores = vec![0.0f32; n.min(8192) * k];
+        let mut assign = vec![0usize; n];
+        for _ in 0..KMEANS_ITERATIONS {
+            for (chunk_i, chunk) in sample.chunks(8192 * dim).enumerate() {
+                let rows = chunk.len() / dim;
+                let s = &mut scores[..rows * k];
+                matmul_nt(chunk, &centroids, dim, s);
+                for r in 0..rows {
+                    assign[chunk_i * 8192 + r] = argmax(&s[r * k..(r + 1) * k]);
+                }
+            }
+            let mut sums = vec![0.0f32; k * dim];
+            let mut counts = vec![0usize; k];
+            for (r, &c) in assign.iter().enumerate() {
+                counts[c] += 1;
+                for (s, v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(&sample[r * dim..(r + 1) * dim]) {
+                    *s += v;
+                }
+            }
+            for c in 0..k {
+                let dst = &mut centroids[c * dim..(c + 1) * dim];
+                if counts[c] == 0 {
+                    // An empty cluster takes a random row: every centroid stays useful.
+                    let r = rng.below(n);
+                    dst.copy_from_slice(&sample[r * dim..(r + 1) * dim]);
+                } else {
+                    dst.copy_from_slice(&sums[c * dim..(c + 1) * dim]);
+                }
+                normalize(dst);
+            }
+        }
+        Codebook { dim, centroids }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.centroids.len() / self.dim
+    }
+
+    /// The distinct centroids the rows of a page (`rows × dim`) fall into, ascending.
+    pub(crate) fn codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> Box<[u16]> {
+        let (rows, k) = (page.len() / self.dim, self.len());
+        scratch.resize(rows * k, 0.0);
+        matmul_nt(page, &self.centroids, self.dim, scratch);
+        let mut codes: Vec<u16> = (0..rows).map(|r| argmax(&scratch[r * k..(r + 1) * k]) as u16).collect();
+        codes.sort_unstable();
+        codes.dedup();
+        codes.into_boxed_slice()
+    }
+
+    /// Query × centroid dot products, laid out centroid-major with one lane per query row (`k × lanes`,
+    /// lanes = query rows rounded up to 16; padding lanes 0).
+    pub(crate) fn table(&self, query: &[f32]) -> ScoreTable {
+        let (nq, k) = (query.len() / self.dim, self.len());
+        let lanes = nq.div_ceil(16) * 16;
+        let mut qc = vec![0.0f32; nq * k];
+        matmul_nt(query, &self.centroids, self.dim, &mut qc);
+        let mut values = vec![0.0f32; k * lanes];
+        for q in 0..nq {
+            for c in 0..k {
+                values[c * lanes + q] = qc[q * k + c];
+            }
+        }
+        ScoreTable { nq, lanes, values }
     }
 }
 
@@ -77,46 +183,53 @@ fn argmax(v: &[f32]) -> usize {
     best
 }
 
-/// A page's rows (`rows × dim`, row-major) pooled into [`POOLED_ROWS`] unit vectors by spherical k-means
-/// (initial centroids: evenly strided rows; [`KMEANS_ITERATIONS`] rounds; an empty cluster keeps its previous
-/// centroid), returned in the kernel's block layout (one block of 16 rows). A page with fewer rows keeps them
-/// all (padded by repetition, which cannot change a maximum).
-pub(crate) fn pool(page: &[f32], dim: usize) -> Vec<f32> {
-    let rows = page.len() / dim;
-    let k = POOLED_ROWS.min(rows);
-    let mut centroids: Vec<f32> = (0..k).flat_map(|i| page[(i * rows / k) * dim..][..dim].to_vec()).collect();
-    if rows > k {
-        let mut scores = vec![0.0f32; rows * k];
-        for _ in 0..KMEANS_ITERATIONS {
-            matmul_nt(page, &centroids, dim, &mut scores);
-            let mut sums = vec![0.0f32; k * dim];
-            let mut counts = vec![0usize; k];
-            for r in 0..rows {
-                let c = argmax(&scores[r * k..(r + 1) * k]);
-                counts[c] += 1;
-                for (s, v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(&page[r * dim..(r + 1) * dim]) {
-                    *s += v;
+/// See [`Codebook::table`].
+pub(crate) struct ScoreTable {
+    nq: usize,
+    lanes: usize,
+    values: Vec<f32>,
+}
+
+impl ScoreTable {
+    /// The coarse score of a page with these codes.
+    pub(crate) fn score(&self, codes: &[u16]) -> f32 {
+        match self.lanes {
+            16 => self.score_lanes::<16>(codes),
+            32 => self.score_lanes::<32>(codes),
+            48 => self.score_lanes::<48>(codes),
+            64 => self.score_lanes::<64>(codes),
+            _ => {
+                let mut best = vec![f32::NEG_INFINITY; self.lanes];
+                for &c in codes {
+                    let row = &self.values[c as usize * self.lanes..][..self.lanes];
+                    for (b, v) in best.iter_mut().zip(row) {
+                        *b = b.max(*v);
+                    }
                 }
-            }
-            for c in 0..k {
-                if counts[c] > 0 {
-                    let dst = &mut centroids[c * dim..(c + 1) * dim];
-                    dst.copy_from_slice(&sums[c * dim..(c + 1) * dim]);
-                    normalize(dst);
-                }
+                best[..self.nq].iter().sum()
             }
         }
     }
-    let mut out = Vec::with_capacity(POOLED_ROWS * dim);
-    crate::kernel::layout::encode::<f32>(&centroids, dim, &mut out);
-    out
+
+    fn score_lanes<const L: usize>(&self, codes: &[u16]) -> f32 {
+        let mut best = [f32::NEG_INFINITY; L];
+        for &c in codes {
+            let row: &[f32; L] = self.values[c as usize * L..][..L].try_into().expect("L lanes");
+            for i in 0..L {
+                best[i] = best[i].max(row[i]);
+            }
+        }
+        best[..self.nq].iter().sum()
+    }
 }
 
-/// The pooled vectors of the pages, by point id, as saved in `coarse.bin`.
+/// The codebook and the codes of the pages it covers.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Coarse {
-    pub(crate) dim: usize,
-    pub(crate) pooled: HashMap<u64, Arc<[f32]>>,
+    pub(crate) codebook: Codebook,
+    /// Rows in the index when the codebook was trained (it is retrained once the index has grown well past it).
+    pub(crate) trained_rows: usize,
+    pub(crate) codes: HashMap<u64, std::sync::Arc<[u16]>>,
 }
 
 impl Coarse {
@@ -127,15 +240,20 @@ impl Coarse {
         let write = || -> std::io::Result<()> {
             let mut w = BufWriter::new(std::fs::File::create(&tmp)?);
             w.write_all(MAGIC)?;
-            for v in [self.dim, POOLED_ROWS, self.pooled.len()] {
+            for v in [self.codebook.dim, self.codebook.len(), self.trained_rows, self.codes.len()] {
                 w.write_all(&(v as u64).to_le_bytes())?;
             }
-            let mut ids: Vec<&u64> = self.pooled.keys().collect();
+            for c in &self.codebook.centroids {
+                w.write_all(&c.to_le_bytes())?;
+            }
+            let mut ids: Vec<&u64> = self.codes.keys().collect();
             ids.sort_unstable();
             for id in ids {
+                let codes = &self.codes[id];
                 w.write_all(&id.to_le_bytes())?;
-                for v in self.pooled[id].iter() {
-                    w.write_all(&v.to_le_bytes())?;
+                w.write_all(&(codes.len() as u32).to_le_bytes())?;
+                for c in codes.iter() {
+                    w.write_all(&c.to_le_bytes())?;
                 }
             }
             let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -151,37 +269,53 @@ impl Coarse {
         let path = dir.join(COARSE_FILE);
         let file = std::fs::File::open(&path).ok()?;
         let mut r = BufReader::new(file);
-        let mut read = || -> std::io::Result<Coarse> {
-            let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a coarse index of this build");
+        let read = |r: &mut BufReader<std::fs::File>| -> std::io::Result<Coarse> {
+            let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a coarse index");
             let mut magic = [0u8; 8];
             r.read_exact(&mut magic)?;
             if &magic != MAGIC {
                 return Err(bad());
             }
-            let mut u64s = [0u64; 3];
+            let mut u64s = [0u64; 4];
             for v in &mut u64s {
                 let mut b = [0u8; 8];
                 r.read_exact(&mut b)?;
                 *v = u64::from_le_bytes(b);
             }
-            let [file_dim, rows, pages] = u64s.map(|v| v as usize);
-            if file_dim != dim || rows != POOLED_ROWS || pages > 1 << 32 {
+            let [file_dim, k, trained_rows, pages] = u64s.map(|v| v as usize);
+            if file_dim != dim || k == 0 || k > u16::MAX as usize + 1 || pages > 1 << 32 {
                 return Err(bad());
             }
-            let mut pooled = HashMap::with_capacity(pages);
-            let (mut b8, mut b4) = ([0u8; 8], [0u8; 4]);
+            let mut centroids = vec![0.0f32; k * dim];
+            let mut b4 = [0u8; 4];
+            for c in &mut centroids {
+                r.read_exact(&mut b4)?;
+                *c = f32::from_le_bytes(b4);
+            }
+            let mut codes = HashMap::with_capacity(pages);
+            let mut b8 = [0u8; 8];
+            let mut b2 = [0u8; 2];
             for _ in 0..pages {
                 r.read_exact(&mut b8)?;
-                let mut v = Vec::with_capacity(rows * dim);
-                for _ in 0..rows * dim {
-                    r.read_exact(&mut b4)?;
-                    v.push(f32::from_le_bytes(b4));
+                r.read_exact(&mut b4)?;
+                let n = u32::from_le_bytes(b4) as usize;
+                if n > k {
+                    return Err(bad());
                 }
-                pooled.insert(u64::from_le_bytes(b8), v.into());
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    r.read_exact(&mut b2)?;
+                    let c = u16::from_le_bytes(b2);
+                    if c as usize >= k {
+                        return Err(bad());
+                    }
+                    v.push(c);
+                }
+                codes.insert(u64::from_le_bytes(b8), v.into());
             }
-            Ok(Coarse { dim, pooled })
+            Ok(Coarse { codebook: Codebook { dim, centroids }, trained_rows, codes })
         };
-        match read() {
+        match read(&mut r) {
             Ok(c) => Some(c),
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "ignoring an unreadable coarse index; rebuilding it");
@@ -196,13 +330,8 @@ mod tests {
     use super::*;
 
     fn rows(n: usize, dim: usize, seed: u64) -> Vec<f32> {
-        let mut z = seed;
-        let mut v: Vec<f32> = (0..n * dim)
-            .map(|_| {
-                z = z.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                (z >> 40) as f32 / (1u64 << 24) as f32 - 0.5
-            })
-            .collect();
+        let mut rng = Rng(seed);
+        let mut v: Vec<f32> = (0..n * dim).map(|_| (rng.next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5).collect();
         v.chunks_exact_mut(dim).for_each(normalize);
         v
     }
@@ -221,33 +350,30 @@ mod tests {
     }
 
     #[test]
-    fn pooled_vectors_are_unit_centroids_of_the_page() {
+    fn coarse_score_is_maxsim_over_centroids() {
         let dim = 16;
-        let page = rows(200, dim, 3);
-        let pooled = pool(&page, dim);
-        assert_eq!(pooled.len(), POOLED_ROWS * dim);
-        let rows_major = crate::kernel::layout::decode(&pooled, POOLED_ROWS, dim);
-        for c in rows_major.chunks_exact(dim) {
-            let n: f32 = c.iter().map(|x| x * x).sum();
-            assert!((n - 1.0).abs() < 1e-4, "{n}");
-        }
-        // Every row is closer to some centroid than a random unit vector is on average.
-        let mut best = vec![0.0; 200];
-        let q = page.clone();
-        let pooled_score = <f32 as crate::kernel::Stored>::maxsim(crate::kernel::Isa::Portable, &q, &pooled, dim, &mut best);
-        assert!(pooled_score > 0.3 * 200.0, "{pooled_score}");
-        // A short page keeps its rows.
-        let short = rows(3, dim, 4);
-        let p = pool(&short, dim);
-        assert_eq!(crate::kernel::layout::decode(&p, 3, dim), short);
+        let sample = rows(500, dim, 3);
+        let book = Codebook::train(&sample, dim, 32);
+        assert_eq!(book.len(), 32);
+        let page = rows(40, dim, 4);
+        let query = rows(5, dim, 5);
+        let mut scratch = Vec::new();
+        let codes = book.codes(&page, &mut scratch);
+        assert!(codes.windows(2).all(|w| w[0] < w[1]));
+        let replaced: Vec<f32> = codes.iter().flat_map(|&c| book.centroids[c as usize * dim..][..dim].to_vec()).collect();
+        let want = colqwen_core::maxsim(&query, &replaced, dim);
+        let got = book.table(&query).score(&codes);
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
     }
 
     #[test]
     fn saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let dim = 8;
-        let pooled = HashMap::from([(7u64, Arc::<[f32]>::from(pool(&rows(40, dim, 6), dim)))]);
-        let coarse = Coarse { dim, pooled };
+        let book = Codebook::train(&rows(100, dim, 6), dim, 16);
+        let mut scratch = Vec::new();
+        let codes = HashMap::from([(7u64, book.codes(&rows(9, dim, 7), &mut scratch).into())]);
+        let coarse = Coarse { codebook: book, trained_rows: 100, codes };
         coarse.save(dir.path()).unwrap();
         assert_eq!(Coarse::load(dir.path(), dim), Some(coarse));
         assert_eq!(Coarse::load(dir.path(), dim + 1), None);

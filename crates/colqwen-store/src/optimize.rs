@@ -1,8 +1,10 @@
 //! The optimizer: one background thread per open store that keeps the coarse stage ([`crate::coarse`]) up to
 //! date, so that writers never wait for it and searches never build it.
 //!
-//! - After every write it pools the new pages, a batch at a time, checking for shutdown between batches (pooling
-//!   needs nothing global: no codebook to train).
+//! - Once the index holds [`MIN_PAGES`] pages it trains a codebook on a sample of rows, computes every page's
+//!   codes and publishes both at once (under the writer lock, so no page is missed); it retrains when the index
+//!   has grown [`RETRAIN_GROWTH`]× since (a codebook of the first manuals fits later ones less well).
+//! - After every write it codes the new pages, a batch at a time, checking for shutdown between batches.
 //! - It saves `coarse.bin` when it has caught up (at most once a minute while pages keep arriving), so that a
 //!   restart does not redo the work; a store dropped mid-way loses only the unsaved codes.
 //! - It runs at lower CPU priority (nice 10) on one core; [`crate::Store::optimize`] does the same on all cores
@@ -10,20 +12,27 @@
 //!
 //! Two-stage search scores pages without codes exactly, so a page is searchable the moment it is written.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use half::f16;
 
-use crate::coarse::Coarse;
+use crate::coarse::{Codebook, Coarse};
 use crate::error::Result;
 use crate::kernel::layout;
 use crate::search;
 use crate::store::{Inner, Slot, Snapshot};
 use colqwen_core::VectorStorage;
 
-/// Pages pooled between checks for shutdown.
+/// Below this many pages the exact scan is fast enough and no coarse stage is built.
+pub(crate) const MIN_PAGES: usize = 256;
+/// Retrain once the index has this many times the rows the codebook was trained on.
+const RETRAIN_GROWTH: usize = 8;
+/// Rows sampled for training.
+const SAMPLE_ROWS: usize = 65_536;
+/// Pages coded between checks for shutdown.
 const BATCH_PAGES: usize = 32;
 /// Writes arrive in bursts; wait this long after one before working.
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -75,17 +84,56 @@ pub(crate) fn run_once(inner: &Inner, threads: usize, stop: &AtomicBool) -> Resu
     Ok(update(inner, threads, stop, true)?.unwrap_or(0))
 }
 
-/// One round: pool the pages of the snapshot that are not pooled yet, save if asked and caught up.
-/// `Ok(None)`: stopped.
+/// One round: train or retrain if due, code the pages without codes, save if asked and caught up.
+/// `Ok(None)`: nothing to do (too few pages) or stopped.
 fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Result<Option<usize>> {
+    let snap = inner.snapshot();
+    if snap.pages.len() < MIN_PAGES {
+        return Ok(None);
+    }
+    let total_rows: usize = snap.pages.iter().map(|s| s.meta.rows).sum();
+    let trained_rows = inner.table().trained_rows;
     let mut changed = false;
+    if snap.codebook.is_none() || total_rows >= RETRAIN_GROWTH * trained_rows.max(1) {
+        let started = Instant::now();
+        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim, Codebook::size_for(total_rows)));
+        let all: Vec<&Arc<Slot>> = snap.pages.iter().collect();
+        let Some(codes) = code_pages(inner, &snap, &book, &all, threads, stop) else { return Ok(None) };
+        let by_id: HashMap<u64, Arc<[u16]>> = all.iter().map(|s| s.meta.id).zip(codes).collect();
+        let writer = inner.writer();
+        {
+            let mut table = inner.table_mut();
+            table.codebook = Some(book.clone());
+            table.trained_rows = total_rows;
+            for slot in table.pages.values_mut() {
+                let fresh = slot.uncoded();
+                if let Some(c) = by_id.get(&slot.meta.id) {
+                    let _ = fresh.codes.set(c.clone());
+                }
+                *slot = Arc::new(fresh);
+            }
+        }
+        inner.publish(&writer)?;
+        drop(writer);
+        tracing::info!(
+            pages = snap.pages.len(),
+            centroids = book.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "trained the coarse stage"
+        );
+        changed = true;
+    }
+    // Code what was written since (pages of the snapshot without codes), a batch at a time.
     loop {
         let snap = inner.snapshot();
-        let missing: Vec<&Arc<Slot>> = snap.pages.iter().filter(|s| s.pooled.get().is_none()).collect();
+        let Some(book) = snap.codebook.clone() else { return Ok(None) };
+        let missing: Vec<&Arc<Slot>> = snap.pages.iter().filter(|s| s.codes.get().is_none()).collect();
         if missing.is_empty() {
-            if save && (changed || inner.saved_pages.load(Ordering::Relaxed) != snap.pages.len()) {
-                let pooled = snap.pages.iter().filter_map(|s| Some((s.meta.id, s.pooled.get()?.clone()))).collect();
-                Coarse { dim: inner.manifest().embedding_dim, pooled }.save(inner.dir())?;
+            if save && changed_or_unsaved(changed, inner) {
+                let codes = snap.pages.iter().filter_map(|s| Some((s.meta.id, s.codes.get()?.clone()))).collect();
+                let coarse =
+                    Coarse { codebook: (*book).clone(), trained_rows: inner.table().trained_rows, codes };
+                coarse.save(inner.dir())?;
                 inner.saved_pages.store(snap.pages.len(), Ordering::Relaxed);
             }
             return Ok(Some(snap.pages.len()));
@@ -94,13 +142,34 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Resul
             if stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            let Some(pooled) = pool_pages(inner, &snap, batch, threads, stop) else { return Ok(None) };
-            for (slot, p) in batch.iter().zip(pooled) {
-                let _ = slot.pooled.set(p);
+            let Some(codes) = code_pages(inner, &snap, &book, batch, threads, stop) else { return Ok(None) };
+            for (slot, c) in batch.iter().zip(codes) {
+                let _ = slot.codes.set(c);
             }
             changed = true;
         }
     }
+}
+
+/// Whether `coarse.bin` is behind: something changed in this round, or pages were coded since the last save.
+fn changed_or_unsaved(changed: bool, inner: &Inner) -> bool {
+    changed || inner.saved_pages.load(Ordering::Relaxed) != inner.snapshot().pages.len()
+}
+
+/// Up to [`SAMPLE_ROWS`] rows spread over the pages (every page contributes, evenly strided).
+fn sample(inner: &Inner, snap: &Snapshot) -> Vec<f32> {
+    let dim = inner.manifest().embedding_dim;
+    let per_page = SAMPLE_ROWS.div_ceil(snap.pages.len()).max(1);
+    let mut out = Vec::with_capacity(SAMPLE_ROWS * dim);
+    for slot in &snap.pages {
+        let rows = page_rows(inner, snap, slot);
+        let n = slot.meta.rows;
+        let step = (n / per_page).max(1);
+        for r in (0..n).step_by(step).take(per_page) {
+            out.extend_from_slice(&rows[r * dim..(r + 1) * dim]);
+        }
+    }
+    out
 }
 
 /// A page's rows, row-major f32.
@@ -113,16 +182,18 @@ fn page_rows(inner: &Inner, snap: &Snapshot, slot: &Slot) -> Vec<f32> {
     }
 }
 
-/// Pooled vectors of `pages` on `threads` threads, in order; `None` if stopped.
-fn pool_pages(
+/// Codes of `pages` on `threads` threads, in order; `None` if stopped.
+fn code_pages(
     inner: &Inner,
     snap: &Snapshot,
+    book: &Codebook,
     pages: &[&Arc<Slot>],
     threads: usize,
     stop: &AtomicBool,
-) -> Option<Vec<Arc<[f32]>>> {
+) -> Option<Vec<Arc<[u16]>>> {
     let next = AtomicUsize::new(0);
     let work = || {
+        let mut scratch = Vec::new();
         let mut out = Vec::new();
         loop {
             if stop.load(Ordering::Relaxed) {
@@ -133,11 +204,11 @@ fn pool_pages(
                 return Some(out);
             }
             let rows = page_rows(inner, snap, pages[i]);
-            out.push((i, Arc::<[f32]>::from(crate::coarse::pool(&rows, inner.manifest().embedding_dim))));
+            out.push((i, Arc::<[u16]>::from(book.codes(&rows, &mut scratch))));
         }
     };
     let threads = threads.clamp(1, pages.len().max(1));
-    let parts: Vec<Option<Vec<(usize, Arc<[f32]>)>>> = if threads == 1 {
+    let parts: Vec<Option<Vec<(usize, Arc<[u16]>)>>> = if threads == 1 {
         vec![work()]
     } else {
         std::thread::scope(|s| {
@@ -145,7 +216,7 @@ fn pool_pages(
             handles.into_iter().map(|h| h.join().unwrap_or(None)).collect()
         })
     };
-    let mut all: Vec<Option<Arc<[f32]>>> = vec![None; pages.len()];
+    let mut all: Vec<Option<Arc<[u16]>>> = vec![None; pages.len()];
     for part in parts {
         for (i, c) in part? {
             all[i] = Some(c);

@@ -9,6 +9,7 @@ use colqwen_core::{SearchMode, VectorStorage};
 use half::f16;
 use memmap2::Mmap;
 
+use crate::coarse::Codebook;
 use crate::kernel::{Isa, Stored};
 use crate::store::{Slot, Snapshot};
 
@@ -141,31 +142,32 @@ pub(crate) fn run(
             (candidates > AUTO_EXACT_MAX_PAGES).then_some(AUTO_PREFETCH.max(k))
         }
     };
-    match rerank {
-        Some(rerank) => two_stage(plan, map, &snap.pages, query, k, rerank, &pick),
-        None => exact(plan, map, &snap.pages, None, query, k, &pick),
+    match (rerank, snap.codebook.as_deref()) {
+        (Some(rerank), Some(book)) => two_stage(plan, map, &snap.pages, book, query, k, rerank, &pick),
+        // No coarse stage yet (a small or brand-new index): exact, which is never wrong.
+        _ => exact(plan, map, &snap.pages, None, query, k, &pick),
     }
 }
 
-/// The coarse stage picks the `rerank` best pages by MaxSim against their pooled vectors; they and every page not
-/// pooled yet (written since the optimizer last ran) are scored exactly.
+/// The coarse stage picks the `rerank` best coded pages; they and every page without codes yet (written since
+/// the optimizer last ran) are scored exactly.
 #[allow(clippy::too_many_arguments)]
 fn two_stage(
     plan: &SearchPlan,
     map: &Mmap,
     pages: &[std::sync::Arc<Slot>],
+    book: &Codebook,
     query: &[f32],
     k: usize,
     rerank: usize,
     pick: &(dyn Fn(&Slot) -> bool + Sync),
 ) -> Vec<Candidate> {
+    let table = book.table(query);
     let n = pages.len();
-    let nq = query.len() / plan.dim;
     let next = AtomicUsize::new(0);
     let work = || {
         let mut top = TopK::new(rerank);
         let mut uncoded = Vec::new();
-        let mut best = vec![0.0f32; nq];
         loop {
             let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
             if start >= n {
@@ -175,11 +177,8 @@ fn two_stage(
                 if !pick(slot) {
                     continue;
                 }
-                match slot.pooled.get() {
-                    Some(pooled) => {
-                        let score = f32::maxsim(plan.isa, query, pooled, plan.dim, &mut best);
-                        top.push(Candidate { index, score, id: slot.meta.id });
-                    }
+                match slot.codes.get() {
+                    Some(codes) => top.push(Candidate { index, score: table.score(codes), id: slot.meta.id }),
                     None => uncoded.push(index),
                 }
             }

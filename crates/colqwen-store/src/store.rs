@@ -15,6 +15,7 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
+use crate::coarse::Codebook;
 use crate::kernel::{Isa, layout};
 use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
@@ -36,15 +37,20 @@ pub(crate) struct Slot {
     record: (u64, u64),
     /// Byte offset and length of the vectors (stored layout) in the log.
     pub(crate) data: (u64, u64),
-    /// The page's pooled vectors for the coarse stage (block layout, f32), set once by the optimizer.
-    pub(crate) pooled: OnceLock<Arc<[f32]>>,
+    /// The page's codes under the codebook of the snapshots that hold this slot (set once by the optimizer; a
+    /// retrained codebook comes with new slots).
+    pub(crate) codes: OnceLock<Arc<[u16]>>,
 }
 
 impl Slot {
     pub(crate) fn new(meta: PageMeta, record: (u64, u64), data: (u64, u64)) -> Slot {
-        Slot { meta, record, data, pooled: OnceLock::new() }
+        Slot { meta, record, data, codes: OnceLock::new() }
     }
 
+    /// The same page without codes (for a new codebook).
+    pub(crate) fn uncoded(&self) -> Slot {
+        Slot::new(self.meta.clone(), self.record, self.data)
+    }
 }
 
 /// What searches read: the pages at one moment and a map of the log that holds them. Readers clone the `Arc`
@@ -52,6 +58,8 @@ impl Slot {
 pub(crate) struct Snapshot {
     pub(crate) pages: Vec<Arc<Slot>>,
     pub(crate) map: Option<Arc<Mmap>>,
+    /// The codebook the pages' codes refer to.
+    pub(crate) codebook: Option<Arc<Codebook>>,
 }
 
 pub(crate) struct Writer {
@@ -98,11 +106,14 @@ pub(crate) struct Inner {
 pub(crate) struct Table {
     pub(crate) pages: HashMap<u64, Arc<Slot>>,
     pub(crate) snapshot: Arc<Snapshot>,
+    pub(crate) codebook: Option<Arc<Codebook>>,
+    /// Rows in the index when the codebook was trained.
+    pub(crate) trained_rows: usize,
 }
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot { pages: Vec::new(), map: None }
+        Snapshot { pages: Vec::new(), map: None, codebook: None }
     }
 }
 
@@ -190,19 +201,24 @@ impl Store {
         if valid != header.committed {
             log::commit(&file, &path, FileHeader { committed: valid, ..header })?;
         }
-        if let Some(coarse) = crate::coarse::Coarse::load(dir, manifest.embedding_dim) {
-            let mut covered = 0;
-            for slot in pages.values() {
-                if let Some(p) = coarse.pooled.get(&slot.meta.id) {
-                    let _ = slot.pooled.set(p.clone());
-                    covered += 1;
+        let coarse = crate::coarse::Coarse::load(dir, manifest.embedding_dim);
+        let (codebook, trained_rows) = match coarse {
+            Some(c) => {
+                let mut covered = 0;
+                for slot in pages.values() {
+                    if let Some(codes) = c.codes.get(&slot.meta.id) {
+                        let _ = slot.codes.set(codes.clone());
+                        covered += 1;
+                    }
                 }
+                tracing::debug!(pages = pages.len(), covered, "loaded the coarse stage");
+                (Some(Arc::new(c.codebook)), c.trained_rows)
             }
-            tracing::debug!(pages = pages.len(), covered, "loaded the coarse stage");
-        }
+            None => (None, 0),
+        };
         let inner = Arc::new(Inner {
             writer: Mutex::new(Writer { file, len: valid, committed: valid, dead_bytes }),
-            table: RwLock::new(Table { pages, snapshot: Arc::default() }),
+            table: RwLock::new(Table { pages, snapshot: Arc::default(), codebook, trained_rows }),
             manifest,
             isa: Isa::detect(),
             threads: AtomicUsize::new(std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)),
@@ -313,9 +329,9 @@ impl Store {
         crate::optimize::run_once(&self.inner, self.search_threads(), &AtomicBool::new(false))
     }
 
-    /// Pages pooled for the coarse stage (two-stage search scores the others exactly).
+    /// Pages covered by the coarse stage (two-stage search scores the others exactly).
     pub fn coarse_coverage(&self) -> usize {
-        self.inner.snapshot().pages.iter().filter(|s| s.pooled.get().is_some()).count()
+        self.inner.snapshot().pages.iter().filter(|s| s.codes.get().is_some()).count()
     }
 }
 
@@ -444,8 +460,8 @@ impl Inner {
             let record_len = buf.len() as u64;
             let data_end = at + record_len - padding_after(slot.data.1);
             let moved_slot = Slot::new(slot.meta.clone(), (at, record_len), (data_end - slot.data.1, slot.data.1));
-            if let Some(p) = slot.pooled.get() {
-                let _ = moved_slot.pooled.set(p.clone());
+            if let Some(codes) = slot.codes.get() {
+                let _ = moved_slot.codes.set(codes.clone());
             }
             moved.push(moved_slot);
             at += record_len;
@@ -480,10 +496,13 @@ impl Inner {
         // SAFETY: the log is only appended to while mapped (never truncated or rewritten in place: compaction
         // writes a new file and renames it), and the lock file keeps other colqwen processes out.
         let map = unsafe { Mmap::map(&writer.file) }.map_err(Error::io("mapping page log", &path))?;
-        let mut pages: Vec<Arc<Slot>> = self.table().pages.values().cloned().collect();
+        let (mut pages, codebook) = {
+            let table = self.table();
+            (table.pages.values().cloned().collect::<Vec<_>>(), table.codebook.clone())
+        };
         // File order: a scan reads the map front to back.
         pages.sort_unstable_by_key(|s| s.record.0);
-        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)) });
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
         self.wake();
         Ok(())
     }
