@@ -10,6 +10,12 @@
 //! page's vectors, which depend only on its point id (file content, page, model), so codes are kept by point id
 //! and survive replacing a page with itself. Everything here is derived data: `coarse.bin` is rebuilt if missing
 //! or unreadable, and pages it does not cover are scored exactly by the search.
+//!
+//! Measured on model embeddings of real pages (tiny model, 10k pages, `colqwen-bench scale`): recall@10 against
+//! exact MaxSim 0.54 (text queries) / 0.29 (known-item) with 256 candidates, 0.73 / 0.59 with 1000. An
+//! alternative tried the same day, each page pooled into 16 vectors by k-means inside the page and scored by the
+//! exact kernel, gave 0.02 / 0.80 at 256 and 0.17 / 0.90 at 1000: better for known-item queries, far worse for
+//! text queries (pooling averages away the single rows that MaxSim rewards), so this codebook stage stays.
 
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
