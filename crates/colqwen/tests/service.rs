@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use colqwen::core::{BoxError, MultiVector, PageEmbedder, PageInput, VectorStorage};
-use colqwen::model::{HubOptions, LoadOptions};
+use colqwen::model::HubOptions;
 use colqwen::{
     DTypeChoice, DeviceChoice, Engine, EngineOptions, Error, IngestOptions, NoProgress, Progress, Runtime,
     SearchOptions, Service, ServiceOptions,
@@ -137,52 +137,10 @@ fn a_cancelled_ingest_keeps_what_it_stored_and_a_rerun_completes_it() {
     assert_eq!(service.documents().unwrap()[0].stored_pages, 134);
 }
 
-/// The real engine, with a log of the order in which the worker runs page batches and queries.
-struct Logged {
-    inner: Engine,
-    log: Mutex<Vec<&'static str>>,
-}
-
-impl PageEmbedder for Logged {
-    fn model_id(&self) -> &str {
-        self.inner.model_id()
-    }
-    fn embedding_dim(&self) -> usize {
-        self.inner.embedding_dim()
-    }
-    fn preprocessing(&self) -> serde_json::Value {
-        self.inner.preprocessing()
-    }
-    fn max_pixels(&self) -> u64 {
-        self.inner.max_pixels()
-    }
-    fn prepare(&self, image: &image::RgbImage) -> Result<PageInput, BoxError> {
-        self.inner.prepare(image)
-    }
-    fn default_batch_size(&self) -> usize {
-        1
-    }
-    fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError> {
-        let r = self.inner.embed_pages(pages);
-        self.log.lock().unwrap().push("pages");
-        r
-    }
-    fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
-        let r = self.inner.embed_queries(queries);
-        self.log.lock().unwrap().push("query");
-        r
-    }
-    fn device_name(&self) -> String {
-        self.inner.device_name()
-    }
-}
-
 #[test]
 fn the_worker_serves_a_query_after_at_most_one_page_batch() {
-    let runtime = Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap();
-    let opts = EngineOptions { load: LoadOptions::default(), ..Default::default() };
-    let engine = Engine::load(&tiny_adapter().display().to_string(), &opts, &runtime).unwrap();
-    let logged = Arc::new(Logged { inner: engine, log: Mutex::new(Vec::new()) });
+    let (mut reps, _) = replicas(1, &[]);
+    let logged = reps.pop().unwrap();
     let worker = Arc::new(colqwen::EmbedWorker::start(logged.clone()));
     let page = || {
         let img = image::RgbImage::from_pixel(600, 800, image::Rgb([250, 250, 250]));
@@ -233,10 +191,12 @@ fn another_model_is_refused_before_loading_and_a_missing_index_is_named() {
     }
 }
 
-/// A replica of the real engine that records how many page batches run at once across the pool, and can be
-/// made to fail its first `fail_first` page batches (a lost device, out of memory).
+/// A replica of the real engine that records the order in which it runs page batches and queries and how many
+/// page batches run at once across the pool, and can be made to fail its first `fail_first` page batches (a
+/// lost device, out of memory).
 struct Replica {
     inner: Engine,
+    log: Mutex<Vec<&'static str>>,
     running: Arc<AtomicUsize>,
     peak: Arc<AtomicUsize>,
     batches: AtomicUsize,
@@ -272,10 +232,13 @@ impl PageEmbedder for Replica {
         std::thread::sleep(self.delay);
         let r = if n < self.fail_first { Err("CUDA_ERROR_ILLEGAL_ADDRESS (injected)".into()) } else { self.inner.embed_pages(pages) };
         self.running.fetch_sub(1, Ordering::SeqCst);
+        self.log.lock().unwrap().push("pages");
         r
     }
     fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
-        self.inner.embed_queries(queries)
+        let r = self.inner.embed_queries(queries);
+        self.log.lock().unwrap().push("query");
+        r
     }
     fn device_name(&self) -> String {
         self.inner.device_name()
@@ -290,6 +253,7 @@ fn replicas(n: usize, fail_first: &[usize]) -> (Vec<Arc<Replica>>, Arc<AtomicUsi
             let engine = Engine::load(&tiny_adapter().display().to_string(), &EngineOptions::default(), &runtime).unwrap();
             Arc::new(Replica {
                 inner: engine,
+                log: Mutex::new(Vec::new()),
                 running: running.clone(),
                 peak: peak.clone(),
                 batches: AtomicUsize::new(0),
