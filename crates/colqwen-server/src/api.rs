@@ -264,7 +264,15 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
                 saved.push((name, path));
             }
             Some("password") => password = field.text().await.ok().filter(|p| !p.is_empty()),
-            _ => {}
+            // A field the API does not define is a mistake of the client (a misspelt `file`?): refused, and
+            // nothing of this upload is kept.
+            other => {
+                let _ = tokio::fs::remove_dir_all(&dir).await;
+                let name = other.unwrap_or("").chars().take(64).collect::<String>();
+                return Err(ApiError::bad_request(format!(
+                    "unknown multipart field {name:?}: the upload takes `file` (one or more) and `password`"
+                )));
+            }
         }
     }
     if saved.is_empty() {
