@@ -5,10 +5,10 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
-        (true, _) => "error,qdrant_edge=off",
-        (_, 0) => "warn,qdrant_edge=error",
-        (_, 1) => "warn,qdrant_edge=error,colqwen=debug,colqwen_model=debug,colqwen_store=debug,colqwen_pdf=debug",
-        _ => "warn,qdrant_edge=warn,colqwen=trace,colqwen_model=trace,colqwen_store=trace,colqwen_pdf=trace",
+        (true, _) => "error",
+        (_, 0) => "warn",
+        (_, 1) => "warn,colqwen=debug,colqwen_model=debug,colqwen_store=debug,colqwen_pdf=debug,colqwen_weaviate=debug",
+        _ => "warn,colqwen=trace,colqwen_model=trace,colqwen_store=trace,colqwen_pdf=trace,colqwen_weaviate=trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // Colour codes only on a terminal: logs and pipes get plain text (panic messages included).

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-/// A boxed error from a backend's engine (qdrant-edge, an HTTP client, …), kept as the source.
+/// A boxed error from a backend's engine (an HTTP client, …), kept as the source.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Result alias of index operations.
@@ -104,7 +104,7 @@ pub enum IndexError {
         source: BoxError,
     },
 
-    /// A flush failed (qdrant-edge 0.7 reports this by panicking; the panic is caught and reported here).
+    /// A flush failed in a way the backend reports only as a message.
     #[error("flushing index {dir} failed: {message}")]
     Flush { dir: PathBuf, message: String },
 
