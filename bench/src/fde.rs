@@ -137,11 +137,14 @@ pub(crate) fn rows(w: &Workload) -> Result<Vec<Row>> {
         };
         let search = |q: &[f32]| -> Result<Vec<usize>> {
             let cand = first_stage(q);
-            let mut scored: Vec<(usize, f32)> =
-                cand.par_iter().take(c).map(|&(i, _)| {
+            let mut scored: Vec<(usize, f32)> = cand
+                .par_iter()
+                .take(c)
+                .map(|&(i, _)| {
                     let page: Vec<f32> = held[i].iter().map(|x| x.to_f32()).collect();
                     (i, maxsim_one(q, &page, dim))
-                }).collect();
+                })
+                .collect();
             scored.sort_by(|a, b| b.1.total_cmp(&a.1));
             Ok(scored.into_iter().take(10).map(|x| x.0).collect())
         };

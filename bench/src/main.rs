@@ -24,9 +24,9 @@ use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 use colqwen::{DTypeChoice, DeviceChoice, Runtime};
 use rayon::prelude::*;
 
+mod fde;
 mod gemm;
 mod http;
-mod fde;
 mod plaid;
 mod pool;
 mod recall;
@@ -52,14 +52,9 @@ fn main() -> Result<()> {
             &args[5..],
         ),
         Some("scale") if args.len() >= 4 => scale::run(Path::new(&args[1]), Path::new(&args[2]), &args[3], &args[4..]),
-        Some("weaviate") if args.len() == 7 => weaviate::run(
-            &args[1],
-            args[2].parse()?,
-            args[3].parse()?,
-            args[4] == "1",
-            args[5].parse()?,
-            &args[6],
-        ),
+        Some("weaviate") if args.len() == 7 => {
+            weaviate::run(&args[1], args[2].parse()?, args[3].parse()?, args[4] == "1", args[5].parse()?, &args[6])
+        }
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
              | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \

@@ -20,7 +20,10 @@ pub(crate) fn rows(w: &Workload, work: &Path) -> Result<Vec<Row>> {
     if w.n > MAX_PAGES {
         return Ok(vec![Row {
             candidate: "next-plaid".into(),
-            note: format!("not built: create_with_kmeans needs every page as f32 in RAM ({} GB)", w.n * 768 * 128 * 4 >> 30),
+            note: format!(
+                "not built: create_with_kmeans needs every page as f32 in RAM ({} GB)",
+                w.n * 768 * 128 * 4 >> 30
+            ),
             ..Default::default()
         }]);
     }
@@ -47,7 +50,10 @@ pub(crate) fn rows(w: &Workload, work: &Path) -> Result<Vec<Row>> {
         let index = MmapIndex::load(path).map_err(|e| anyhow!("next-plaid load: {e}"))?;
         let settings = [
             ("default", SearchParameters { top_k: 10, ..Default::default() }),
-            ("n_full_scores 256, probe 4", SearchParameters { top_k: 10, n_full_scores: 256, n_ivf_probe: 4, ..Default::default() }),
+            (
+                "n_full_scores 256, probe 4",
+                SearchParameters { top_k: 10, n_full_scores: 256, n_ivf_probe: 4, ..Default::default() },
+            ),
         ];
         for (name, params) in settings {
             let mut r = Row {

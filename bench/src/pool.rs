@@ -233,7 +233,10 @@ mod tests {
         let pooled = pool_page(&page, dim, 4);
         assert_eq!(pooled.len(), 3 * dim);
         for b in base {
-            assert!(pooled.chunks_exact(dim).any(|r| r.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5)), "{pooled:?}");
+            assert!(
+                pooled.chunks_exact(dim).any(|r| r.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5)),
+                "{pooled:?}"
+            );
         }
     }
 }

@@ -73,7 +73,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--exact-queries" => o.exact_queries = v.parse()?,
             "--cold-queries" => o.cold_queries = v.parse()?,
             "--truth-queries" => o.truth_queries = v.parse()?,
-            _ => bail!("unknown option {a}: --candidates, --latency-queries, --exact-queries, --cold-queries, --truth-queries"),
+            _ => bail!(
+                "unknown option {a}: --candidates, --latency-queries, --exact-queries, --cold-queries, --truth-queries"
+            ),
         }
     }
     Ok(o)
@@ -237,7 +239,12 @@ pub(crate) struct Workload<'a> {
 
 impl Workload<'_> {
     /// Runs `search` (query rows → ranked pages) over both query sets and the latency passes.
-    pub(crate) fn measure(&self, row: &mut Row, limit: usize, search: &dyn Fn(&[f32]) -> Result<Vec<usize>>) -> Result<()> {
+    pub(crate) fn measure(
+        &self,
+        row: &mut Row,
+        limit: usize,
+        search: &dyn Fn(&[f32]) -> Result<Vec<usize>>,
+    ) -> Result<()> {
         let nt = self.text.len().min(limit);
         let nk = self.known.len().min(limit);
         // Warm-up pass (also the recall of the text queries).
@@ -251,11 +258,8 @@ impl Workload<'_> {
             .collect::<Result<Vec<bool>>>()?;
         row.recall_b = Some(found.iter().filter(|&&f| f).count() as f64 / nk as f64);
         // Latency over the text queries, then the known-item ones, up to `latency_queries`.
-        let timed: Vec<&[f32]> = self.text[..nt]
-            .iter()
-            .map(Vec::as_slice)
-            .chain(self.known[..nk].iter().map(|k| k.0.as_slice()))
-            .collect();
+        let timed: Vec<&[f32]> =
+            self.text[..nt].iter().map(Vec::as_slice).chain(self.known[..nk].iter().map(|k| k.0.as_slice())).collect();
         let mut warm = Vec::new();
         for &q in timed.iter().take(self.latency_queries) {
             let t = Instant::now();
@@ -424,7 +428,8 @@ fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row
         ("store auto", SearchMode::Auto, usize::MAX),
     ];
     for (name, mode, limit) in modes {
-        let mut r = Row { candidate: name.into(), disk_bytes_per_page: rows[0].disk_bytes_per_page, ..Default::default() };
+        let mut r =
+            Row { candidate: name.into(), disk_bytes_per_page: rows[0].disk_bytes_per_page, ..Default::default() };
         let search = |q: &[f32]| -> Result<Vec<usize>> {
             let mv = MultiVector::new(q.to_vec(), w.ds.dim).context("query rows")?;
             Ok(index.search(&mv, K, None, mode)?.iter().map(page_of).collect())

@@ -50,7 +50,10 @@ fn fill(index: &dyn PageIndex, pages: usize, rows: usize, what: &str) -> Result<
     }
     index.flush()?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{}", json!({"what": what, "insert_pages": pages, "rows": rows, "seconds": secs, "pages_per_s": pages as f64 / secs}));
+    println!(
+        "{}",
+        json!({"what": what, "insert_pages": pages, "rows": rows, "seconds": secs, "pages_per_s": pages as f64 / secs})
+    );
     Ok(())
 }
 
@@ -108,8 +111,10 @@ pub(crate) fn run(addr: &str, pages: usize, rows: usize, muvera: bool, queries: 
         }
     }
     let n = queries as f64;
-    let (recall, recall_x) =
-        (store.is_some().then(|| (recall.0 / n, recall.1 / n)), store.is_some().then(|| (recall_x.0 / n, recall_x.1 / n)));
+    let (recall, recall_x) = (
+        store.is_some().then(|| (recall.0 / n, recall.1 / n)),
+        store.is_some().then(|| (recall_x.0 / n, recall_x.1 / n)),
+    );
     let name = if muvera { "weaviate_muvera_search" } else { "weaviate_search" };
     report(&format!("{name}_auto"), w_ms, recall);
     report(&format!("{name}_exact_mode"), wx_ms, recall_x);

@@ -83,7 +83,8 @@ fn parse_device(s: &str) -> Result<DeviceArg, String> {
         "cuda" => Ok(DeviceArg::CudaAll),
         _ => {
             let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
-            let ids: Vec<usize> = list.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
+            let ids: Vec<usize> =
+                list.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
             if ids.is_empty() || ids.len() > 64 {
                 return Err(bad());
             }

@@ -112,7 +112,8 @@ impl Codebook {
             let j = i + rng.below(n - i);
             picks.swap(i, j);
         }
-        let mut centroids: Vec<f32> = picks[..k].iter().flat_map(|&r| sample[r * dim..(r + 1) * dim].to_vec()).collect();
+        let mut centroids: Vec<f32> =
+            picks[..k].iter().flat_map(|&r| sample[r * dim..(r + 1) * dim].to_vec()).collect();
         let mut scores = vec![0.0f32; n.min(8192) * k];
         let mut assign = vec![0usize; n];
         for _ in 0..KMEANS_ITERATIONS {
@@ -366,7 +367,8 @@ mod tests {
         let mut scratch = Vec::new();
         let codes = book.codes(&page, &mut scratch);
         assert!(codes.windows(2).all(|w| w[0] < w[1]));
-        let replaced: Vec<f32> = codes.iter().flat_map(|&c| book.centroids[c as usize * dim..][..dim].to_vec()).collect();
+        let replaced: Vec<f32> =
+            codes.iter().flat_map(|&c| book.centroids[c as usize * dim..][..dim].to_vec()).collect();
         let want = colqwen_core::maxsim(&query, &replaced, dim);
         let got = book.table(&query).score(&codes);
         assert!((got - want).abs() < 1e-4, "{got} vs {want}");

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 
-use crate::coarse::{Codebook, Coarse};
+use crate::coarse::{Coarse, Codebook};
 use crate::error::Result;
 use crate::kernel::layout;
 use crate::search;
@@ -96,7 +96,11 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Resul
     let mut changed = false;
     if snap.codebook.is_none() || total_rows >= RETRAIN_GROWTH * trained_rows.max(1) {
         let started = Instant::now();
-        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim, Codebook::size_for(total_rows)));
+        let book = Arc::new(Codebook::train(
+            &sample(inner, &snap),
+            inner.manifest().embedding_dim,
+            Codebook::size_for(total_rows),
+        ));
         let all: Vec<&Arc<Slot>> = snap.pages.iter().collect();
         let Some(codes) = code_pages(inner, &snap, &book, &all, threads, stop) else { return Ok(None) };
         let by_id: HashMap<u64, Arc<[u16]>> = all.iter().map(|s| s.meta.id).zip(codes).collect();
@@ -131,8 +135,7 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Resul
         if missing.is_empty() {
             if save && changed_or_unsaved(changed, inner) {
                 let codes = snap.pages.iter().filter_map(|s| Some((s.meta.id, s.codes.get()?.clone()))).collect();
-                let coarse =
-                    Coarse { codebook: (*book).clone(), trained_rows: inner.table().trained_rows, codes };
+                let coarse = Coarse { codebook: (*book).clone(), trained_rows: inner.table().trained_rows, codes };
                 coarse.save(inner.dir())?;
                 inner.saved_pages.store(snap.pages.len(), Ordering::Relaxed);
             }

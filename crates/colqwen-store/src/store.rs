@@ -14,8 +14,8 @@ use colqwen_core::{
 use half::f16;
 use memmap2::Mmap;
 
-use crate::error::{Error, Result};
 use crate::coarse::Codebook;
+use crate::error::{Error, Result};
 use crate::kernel::{Isa, layout};
 use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
@@ -81,7 +81,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.dir).field("isa", &self.inner.isa.name()).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .field("isa", &self.inner.isa.name())
+            .finish_non_exhaustive()
     }
 }
 
@@ -364,7 +367,8 @@ impl Inner {
         let mut written = Vec::with_capacity(pages.len());
         let mut vectors = Vec::new();
         for page in pages {
-            let id = point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
+            let id =
+                point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
             vectors.clear();
             encode(&page.vectors, dim, self.manifest.storage, &mut vectors);
             let meta = PageMeta {
@@ -424,11 +428,7 @@ impl Inner {
     }
 
     fn header(&self, committed: u64) -> FileHeader {
-        FileHeader {
-            dim: self.manifest.embedding_dim as u32,
-            elem_bytes: elem_bytes(self.manifest.storage),
-            committed,
-        }
+        FileHeader { dim: self.manifest.embedding_dim as u32, elem_bytes: elem_bytes(self.manifest.storage), committed }
     }
 
     /// Copies the live records into a new log and renames it over the old one (the only step that replaces

@@ -328,7 +328,8 @@ fn compaction_keeps_live_pages_and_drops_dead_ones() {
     let m = manifest(VectorStorage::F32);
     let store = Store::open_or_create(dir.path(), &m).unwrap();
     // 160 pages × 768 rows × 512 B ≈ 63 MB per round; five rounds of the same pages leave ≈ 250 MB dead.
-    let pages: Vec<_> = (0..16).flat_map(|d| document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).collect();
+    let pages: Vec<_> =
+        (0..16).flat_map(|d| document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).collect();
     for _ in 0..6 {
         store.upsert(pages.clone()).unwrap();
     }
@@ -398,7 +399,10 @@ fn an_index_of_the_old_format_is_refused() {
     let mut old = serde_json::to_value(manifest(VectorStorage::F16)).unwrap();
     old["format_version"] = 1.into();
     std::fs::write(dir.path().join("manifest.json"), old.to_string()).unwrap();
-    for err in [Store::open(dir.path()).unwrap_err(), Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)).unwrap_err()] {
+    for err in [
+        Store::open(dir.path()).unwrap_err(),
+        Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)).unwrap_err(),
+    ] {
         assert!(matches!(err, Error::UnsupportedFormat { found: 1, supported: 2, .. }), "{err:?}");
         let hint = colqwen_core::Hint::hint(&err).unwrap();
         assert!(hint.contains("re-ingest"), "{hint}");

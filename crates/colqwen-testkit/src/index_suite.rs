@@ -117,7 +117,8 @@ pub fn list_and_stats(fresh: &Fresh) {
     let index = open(fresh);
     let mut rng = Rng::new(5);
     let a = document(&mut rng, "a1", "sha-a1", 4, 8);
-    let partial: Vec<_> = document(&mut rng, "c1", "sha-c1", 6, 8).into_iter().filter(|p| p.page_index % 2 == 0).collect();
+    let partial: Vec<_> =
+        document(&mut rng, "c1", "sha-c1", 6, 8).into_iter().filter(|p| p.page_index % 2 == 0).collect();
     index.upsert([a, partial].concat()).expect("upsert");
     index.flush().expect("flush");
     assert_eq!(index.pages_of_file("sha-c1").expect("pages"), [0, 2, 4].into_iter().collect());

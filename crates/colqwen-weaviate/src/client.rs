@@ -38,7 +38,13 @@ impl Client {
 
     /// Sends a request; returns the status and the body parsed as JSON (`Null` when empty). Transport failures
     /// and 401/403 are errors here; other statuses are for the caller to judge (404 may be an answer).
-    pub(crate) fn call(&self, op: &'static str, method: &str, path: &str, body: Body<'_>) -> Result<(u16, Value), IndexError> {
+    pub(crate) fn call(
+        &self,
+        op: &'static str,
+        method: &str,
+        path: &str,
+        body: Body<'_>,
+    ) -> Result<(u16, Value), IndexError> {
         self.call_with(op, method, path, body, None)
     }
 
@@ -101,11 +107,7 @@ impl Client {
     /// Like [`Client::call`], but any status outside 2xx is an [`IndexError::Remote`].
     pub(crate) fn ok(&self, op: &'static str, method: &str, path: &str, body: Body<'_>) -> Result<Value, IndexError> {
         let (status, value) = self.call(op, method, path, body)?;
-        if (200..300).contains(&status) {
-            Ok(value)
-        } else {
-            Err(self.remote(op, status, &value))
-        }
+        if (200..300).contains(&status) { Ok(value) } else { Err(self.remote(op, status, &value)) }
     }
 
     /// A GraphQL query; its `errors` become an [`IndexError::Remote`].

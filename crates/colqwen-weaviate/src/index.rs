@@ -37,8 +37,7 @@ const LIST_PAGE: usize = 2_000;
 /// Serialised bytes per batch-insert request (a 768×128 page is ~1.2 MB of JSON).
 const BATCH_BYTES: usize = 16 << 20;
 /// Properties of a page object, as [`PageRecord`] names them.
-const PAGE_FIELDS: &str =
-    "doc_id source_path file_sha256 page_index page_count page_width_pt page_height_pt preview";
+const PAGE_FIELDS: &str = "doc_id source_path file_sha256 page_index page_count page_width_pt page_height_pt preview";
 
 /// How to reach a Weaviate index and how to create one.
 #[derive(Debug, Clone)]
@@ -286,9 +285,14 @@ impl Weaviate {
     fn hit(&self, v: &Value, score: f32) -> Result<Hit> {
         let id = v.pointer("/_additional/id").and_then(Value::as_str).unwrap_or_default();
         let corrupt = |field| Error::CorruptPayload { dir: self.dir(), point_id: id.to_string(), field };
-        let text = |field: &'static str| v.get(field).and_then(Value::as_str).map(str::to_string).ok_or_else(|| corrupt(field));
-        let int = |field: &'static str| v.get(field).and_then(Value::as_u64).map(|n| n as usize).ok_or_else(|| corrupt(field));
-        let num = |field: &'static str| v.get(field).and_then(Value::as_f64).map(|n| n as f32).ok_or_else(|| corrupt(field));
+        let text = |field: &'static str| {
+            v.get(field).and_then(Value::as_str).map(str::to_string).ok_or_else(|| corrupt(field))
+        };
+        let int = |field: &'static str| {
+            v.get(field).and_then(Value::as_u64).map(|n| n as usize).ok_or_else(|| corrupt(field))
+        };
+        let num =
+            |field: &'static str| v.get(field).and_then(Value::as_f64).map(|n| n as f32).ok_or_else(|| corrupt(field));
         Ok(Hit {
             score,
             point_id: point_of_uuid(id).ok_or_else(|| corrupt("id"))?,
@@ -433,8 +437,7 @@ impl PageIndex for Weaviate {
             }
             args.push(']');
         }
-        write!(args, "], targetVectors: [\"{VECTOR}\"]}}, limit: {limit}")
-            .expect("writing to a String cannot fail");
+        write!(args, "], targetVectors: [\"{VECTOR}\"]}}, limit: {limit}").expect("writing to a String cannot fail");
         if let Some(doc) = doc_id {
             write!(args, ", where: {{path: [\"doc_id\"], operator: Equal, valueText: {}}}", gql_string(doc))
                 .expect("writing to a String cannot fail");
@@ -457,11 +460,8 @@ impl PageIndex for Weaviate {
         let Some(id) = items.first().and_then(|v| v.pointer("/_additional/id")).and_then(Value::as_str) else {
             return Ok(None);
         };
-        let path = format!(
-            "/v1/objects/{}/{id}?include=vector&consistency_level={}",
-            self.class(),
-            self.read_consistency
-        );
+        let path =
+            format!("/v1/objects/{}/{id}?include=vector&consistency_level={}", self.class(), self.read_consistency);
         let (status, object) = self.client.call("reading a page's vectors", "GET", &path, Body::None)?;
         if status == 404 {
             return Ok(None);
@@ -496,16 +496,18 @@ impl PageIndex for Weaviate {
     }
 
     fn preview(&self, doc_id: &str, page_index: usize) -> Result<Option<Vec<u8>>> {
-        let items = self.get("reading a preview", &page_filter(doc_id, page_index), "preview_jpeg _additional { id }")?;
+        let items =
+            self.get("reading a preview", &page_filter(doc_id, page_index), "preview_jpeg _additional { id }")?;
         let Some(item) = items.first() else { return Ok(None) };
         let Some(b64) = item.get("preview_jpeg").and_then(Value::as_str).filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
         let id = item.pointer("/_additional/id").and_then(Value::as_str).unwrap_or_default();
-        BASE64
-            .decode(b64)
-            .map(Some)
-            .map_err(|_| Error::CorruptPayload { dir: self.dir(), point_id: id.to_string(), field: "preview_jpeg" })
+        BASE64.decode(b64).map(Some).map_err(|_| Error::CorruptPayload {
+            dir: self.dir(),
+            point_id: id.to_string(),
+            field: "preview_jpeg",
+        })
     }
 
     /// Counts by listing object ids: Weaviate's `Aggregate` count does not fall back to another replica, so
@@ -543,8 +545,7 @@ fn schema_path(location: &Location) -> String {
 /// The manifest in the collection's description; `None` when the collection does not exist. Asks `/v1/meta`
 /// first, so that another server at a wrong address is not taken for a Weaviate without the collection.
 fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<IndexManifest>> {
-    let not_the_server =
-        |reason: String| Error::NotTheServer { location: location.to_string(), reason };
+    let not_the_server = |reason: String| Error::NotTheServer { location: location.to_string(), reason };
     let (status, meta) = client.call("asking the server's version", "GET", "/v1/meta", Body::None)?;
     if !(200..300).contains(&status) {
         return Err(not_the_server(format!("GET /v1/meta answered HTTP {status}")));
@@ -577,16 +578,14 @@ fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<Ind
         dir: dir.clone(),
         reason: "the collection exists but was not made by colqwen (no manifest in its description)",
     })?;
-    let manifest: IndexManifest = serde_json::from_str(json)
-        .map_err(|source| Error::ManifestParse { path: dir.join("description"), source })?;
+    let manifest: IndexManifest =
+        serde_json::from_str(json).map_err(|source| Error::ManifestParse { path: dir.join("description"), source })?;
     Ok(Some(manifest))
 }
 
 /// Creates the collection; `false` if it already existed (another process was first).
 fn create(client: &Client, config: &WeaviateConfig, manifest: &IndexManifest) -> Result<bool> {
-    let text = |name: &str| {
-        json!({"name": name, "dataType": ["text"], "tokenization": "field", "indexFilterable": true, "indexSearchable": false})
-    };
+    let text = |name: &str| json!({"name": name, "dataType": ["text"], "tokenization": "field", "indexFilterable": true, "indexSearchable": false});
     let int = |name: &str| json!({"name": name, "dataType": ["int"], "indexFilterable": true});
     let number = |name: &str| json!({"name": name, "dataType": ["number"], "indexFilterable": false});
     let manifest_json = serde_json::to_string(manifest).expect("a manifest always serialises to JSON");

@@ -28,7 +28,9 @@ impl Location {
         let rest = s.strip_prefix(SCHEME).ok_or_else(|| bad("it does not start with weaviate://"))?;
         let (authority, collection) = rest.split_once('/').ok_or_else(|| bad("no /Collection after the host"))?;
         let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("the port is not 1-65535"))?),
+            Some((h, p)) => {
+                (h, p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad("the port is not 1-65535"))?)
+            }
             None => (authority, 8080),
         };
         let host_ok = !host.is_empty()
@@ -58,9 +60,7 @@ impl std::fmt::Display for Location {
 /// Weaviate's class-name rule (`^[A-Z][_0-9A-Za-z]*$`), with a length cap of ours.
 fn is_collection_name(s: &str) -> bool {
     let mut bytes = s.bytes();
-    matches!(bytes.next(), Some(b'A'..=b'Z'))
-        && s.len() <= 200
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    matches!(bytes.next(), Some(b'A'..=b'Z')) && s.len() <= 200 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]

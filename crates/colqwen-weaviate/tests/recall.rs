@@ -36,9 +36,8 @@ fn recall_at_10(muvera: bool) -> Option<(f64, f64)> {
         exact.sort_by(|a, b| b.0.total_cmp(&a.0));
         let want: Vec<(String, usize)> =
             exact[..10].iter().map(|&(_, i)| (pages[i].doc_id.clone(), pages[i].page_index)).collect();
-        let hits = index
-            .search(&MultiVector::new(query, DIM).expect("query"), 10, None, SearchMode::Auto)
-            .expect("search");
+        let hits =
+            index.search(&MultiVector::new(query, DIM).expect("query"), 10, None, SearchMode::Auto).expect("search");
         let got: Vec<(String, usize)> = hits.iter().map(|h| (h.doc_id.clone(), h.page_index)).collect();
         recall += got.iter().filter(|g| want.contains(g)).count() as f64 / 10.0;
         top1 += f64::from(u8::from(got.first() == want.first()));

@@ -230,7 +230,11 @@ impl PageEmbedder for Replica {
         self.peak.fetch_max(now, Ordering::SeqCst);
         let n = self.batches.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
-        let r = if n < self.fail_first { Err("CUDA_ERROR_ILLEGAL_ADDRESS (injected)".into()) } else { self.inner.embed_pages(pages) };
+        let r = if n < self.fail_first {
+            Err("CUDA_ERROR_ILLEGAL_ADDRESS (injected)".into())
+        } else {
+            self.inner.embed_pages(pages)
+        };
         self.running.fetch_sub(1, Ordering::SeqCst);
         self.log.lock().unwrap().push("pages");
         r
@@ -250,7 +254,8 @@ fn replicas(n: usize, fail_first: &[usize]) -> (Vec<Arc<Replica>>, Arc<AtomicUsi
     let (running, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let v = (0..n)
         .map(|i| {
-            let engine = Engine::load(&tiny_adapter().display().to_string(), &EngineOptions::default(), &runtime).unwrap();
+            let engine =
+                Engine::load(&tiny_adapter().display().to_string(), &EngineOptions::default(), &runtime).unwrap();
             Arc::new(Replica {
                 inner: engine,
                 log: Mutex::new(Vec::new()),
@@ -277,8 +282,12 @@ fn a_pool_of_two_replicas_shares_the_pages_and_retries_a_failed_batch() {
     one.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
 
     let (reps, _) = replicas(2, &[1, 0]);
-    let store = colqwen::store::Store::open_or_create(&tmp.path().join("two"), &reps[0].manifest(VectorStorage::F16)).unwrap();
-    let pool = EmbedWorker::start_pool(reps.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(), PoolOptions::default());
+    let store =
+        colqwen::store::Store::open_or_create(&tmp.path().join("two"), &reps[0].manifest(VectorStorage::F16)).unwrap();
+    let pool = EmbedWorker::start_pool(
+        reps.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(),
+        PoolOptions::default(),
+    );
     assert_eq!(pool.replicas(), 2);
     let two = Service::with_worker(Arc::new(store), &tmp.path().join("two"), Some(pool));
     let s = two.ingest(&files, &IngestOptions::default(), &NoProgress, &never()).unwrap();
@@ -341,10 +350,17 @@ fn a_reserved_replica_keeps_queries_off_the_page_lane() {
     let results: Vec<_> = pagers.into_iter().map(|t| t.join().unwrap()).collect();
     assert_eq!(peak.load(Ordering::SeqCst), 1, "one replica stays free of page batches");
     // Replica 0 always fails: its batches went to replica 1 and succeeded there.
-    assert!(results.iter().all(Result::is_ok), "{:?}", results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>());
+    assert!(
+        results.iter().all(Result::is_ok),
+        "{:?}",
+        results.iter().filter_map(|r| r.as_ref().err()).collect::<Vec<_>>()
+    );
 
     let (bad, _) = replicas(2, &[usize::MAX, usize::MAX]);
-    let pool = EmbedWorker::start_pool(bad.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(), PoolOptions::default());
+    let pool = EmbedWorker::start_pool(
+        bad.iter().map(|r| r.clone() as Arc<dyn PageEmbedder>).collect(),
+        PoolOptions::default(),
+    );
     let err = pool.embed_pages(vec![bad[0].prepare(&img).unwrap()]).unwrap_err();
     assert!(err.to_string().contains("another replica"), "{err}");
 }
