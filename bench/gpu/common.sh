@@ -37,3 +37,15 @@ make_checkpoint() {
     touch /tmp/m3b/done
   fi
 }
+# The prologue of the serving benchmarks: log, wheels, binaries, CUDA libraries, the full-size checkpoint
+# (timed), and one tiny-model run that warms the driver's PTX cache (the first CUDA run on a machine
+# JIT-compiles the kernels). Returns non-zero if the checkpoint cannot be made.
+prepare_gpu() {
+  prepare "$1"
+  cuda_env
+  local t0
+  t0=$(date +%s)
+  make_checkpoint || return 1
+  echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}"
+  /tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1 > /dev/null
+}

@@ -7,12 +7,7 @@
 # Expects (carried): .whl/, .carry/colqwen.xz, .carry/colqwen-bench.xz. Writes $OUT/replicas.log.
 set -uo pipefail
 source bench/gpu/common.sh
-prepare replicas.log
-cuda_env
-t0=$(date +%s)
-make_checkpoint || exit 1
-echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}"
-/tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1 > /dev/null
+prepare_gpu replicas.log || exit 1
 peak_mem() {  # samples the GPU's used memory until the file $1 exists; prints the peak in MiB
   local peak=0 m
   while [ ! -e "$1" ]; do

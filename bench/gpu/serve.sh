@@ -6,13 +6,7 @@
 # colqwen-bench, then scripts/pack-carry.sh). Writes $OUT/serve.log.
 set -uo pipefail
 source bench/gpu/common.sh
-prepare serve.log
-cuda_env
-t0=$(date +%s)
-make_checkpoint || exit 1
-echo "{\"what\": \"checkpoint\", \"seconds\": $(( $(date +%s) - t0 ))}"
-# Warm the driver's PTX cache once (the first CUDA run on a machine JIT-compiles the kernels).
-/tmp/colqwen-bench embed fixtures/tiny/colqwen2.5-tiny-v0.2 fixtures/tiny/golden/images /tmp/tiny.safetensors 1 > /dev/null
+prepare_gpu serve.log || exit 1
 # The server's page batch is what a query may wait for: the default (8 on this card) and a small one.
 for b in ${SERVE_BATCHES:-8 2}; do
   echo "# serve --batch-size $b"
