@@ -398,15 +398,24 @@ impl Inner {
             Error::io("writing pages to", &path)(e)
         })?;
         writer.len += buf.len() as u64;
+        let mut appended = Vec::with_capacity(written.len());
+        let mut replaced = false;
         {
             let mut table = self.table_mut();
             for slot in written {
-                if let Some(old) = table.pages.insert(slot.meta.id, Arc::new(slot)) {
+                let slot = Arc::new(slot);
+                if let Some(old) = table.pages.insert(slot.meta.id, slot.clone()) {
                     writer.dead_bytes += old.record.1;
+                    replaced = true;
                 }
+                appended.push(slot);
             }
         }
-        self.publish(&writer)
+        if replaced {
+            self.publish(&writer)
+        } else {
+            self.publish_appended(&writer, appended)
+        }
     }
 
     /// Makes every upsert and delete so far durable, and compacts the log when dead records outweigh live ones.
@@ -502,6 +511,23 @@ impl Inner {
         };
         // File order: a scan reads the map front to back.
         pages.sort_unstable_by_key(|s| s.record.0);
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
+        self.wake();
+        Ok(())
+    }
+
+    /// [`Inner::publish`] after an upsert of new pages only (none replaced): the new records lie after every
+    /// other, so the snapshot is the previous one with them appended, still in file order — no rebuild from the
+    /// table and no sort on the write path of an ingest.
+    fn publish_appended(&self, writer: &Writer, appended: Vec<Arc<Slot>>) -> Result<()> {
+        let path = self.dir.join(log::LOG_FILE);
+        // SAFETY: as in `publish`.
+        let map = unsafe { Mmap::map(&writer.file) }.map_err(Error::io("mapping page log", &path))?;
+        let previous = self.snapshot();
+        let mut pages = Vec::with_capacity(previous.pages.len() + appended.len());
+        pages.extend(previous.pages.iter().cloned());
+        pages.extend(appended);
+        let codebook = previous.codebook.clone();
         self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
         self.wake();
         Ok(())
