@@ -411,11 +411,7 @@ impl Inner {
                 appended.push(slot);
             }
         }
-        if replaced {
-            self.publish(&writer)
-        } else {
-            self.publish_appended(&writer, appended)
-        }
+        if replaced { self.publish(&writer) } else { self.publish_appended(&writer, appended) }
     }
 
     /// Makes every upsert and delete so far durable, and compacts the log when dead records outweigh live ones.
