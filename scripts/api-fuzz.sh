@@ -32,10 +32,11 @@ url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "
 # cannot describe: a PNG uploaded as a PDF, a path that does not exist, another model's name) and
 # use_after_free/ensure_resource_availability (they need links between operations that the schema lacks).
 # Everything else is on: no 5xx, documented status codes, content types and bodies, schema-violating input
-# refused, credentials enforced.
+# refused, credentials enforced. scripts/st_hooks.py drops one known false positive of the tool (a multipart text
+# field "changed" to an object is still valid text on the wire).
 set +e
 curl -sf -H "Authorization: Bearer $key" "$url/openapi.json" > "$work/openapi.json"
-"$venv/bin/st" run "$work/openapi.json" --url "$url" -H "Authorization: Bearer $key" --checks all --exclude-checks positive_data_acceptance,use_after_free,ensure_resource_availability \
+SCHEMATHESIS_HOOKS="$repo/scripts/st_hooks.py" "$venv/bin/st" run "$work/openapi.json" --url "$url" -H "Authorization: Bearer $key" --checks all --exclude-checks positive_data_acceptance,use_after_free,ensure_resource_availability \
   --max-time "$max" --workers 2 --suppress-health-check all --warnings off --no-color 2>&1 | tee "$work/st.log"
 rc=${PIPESTATUS[0]}
 set -e
