@@ -24,6 +24,7 @@ use colqwen::model::{ColQwen, HubOptions, LoadOptions, ModelFiles, PixelValues};
 use colqwen::{DTypeChoice, DeviceChoice, Runtime};
 use rayon::prelude::*;
 
+mod device_search;
 mod fde;
 mod gemm;
 mod http;
@@ -42,6 +43,12 @@ fn main() -> Result<()> {
             embed(&args[1], Path::new(&args[2]), Path::new(&args[3]), &args[4], args.get(5))
         }
         Some("gemm") => gemm::run(),
+        Some("device-search") if args.len() >= 3 => device_search::run(
+            Path::new(&args[1]),
+            &args[2],
+            args.get(3).map_or(Ok(200), |s| s.parse()).context("QUERIES: a number")?,
+            args.get(4).map_or(Ok(20), |s| s.parse()).context("CPU_QUERIES: a number")?,
+        ),
         Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
         Some("scale-data") if args.len() >= 6 => scale_data::generate(
@@ -59,7 +66,8 @@ fn main() -> Result<()> {
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
              | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
              | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
-             | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|-"
+             | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|- \
+             | device-search WORK_DIR SIZES [QUERIES] [CPU_QUERIES]"
         ),
     }
 }

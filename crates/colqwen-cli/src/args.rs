@@ -52,6 +52,10 @@ pub struct GlobalArgs {
     /// Compute precision
     #[arg(long, global = true, value_enum, default_value_t = DTypeArg::Auto)]
     pub dtype: DTypeArg,
+    /// Where exact search scores pages: auto (the model's CUDA GPU, if the index fits in half of its free
+    /// memory; else the CPU) or cpu
+    #[arg(long, global = true, value_enum, default_value_t = SearchDeviceArg::Auto)]
+    pub search_device: SearchDeviceArg,
     /// Machine-readable JSON on stdout
     #[arg(long, global = true)]
     pub json: bool,
@@ -61,6 +65,12 @@ pub struct GlobalArgs {
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchDeviceArg {
+    Auto,
+    Cpu,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! (qdrant-edge 0.7) searched on one thread, never truncated its write-ahead log, and took 20 minutes to
 //! compile. See `NOTES.md` for the measurements behind the choice.
 
+mod accel;
 mod coarse;
 mod error;
 mod kernel;
@@ -21,6 +22,7 @@ mod search;
 mod space;
 mod store;
 
+pub use accel::{ExactScorer, PagesView};
 pub use colqwen_core::{
     DocumentInfo, FORMAT_VERSION, Hit, IndexManifest, PageIndex, PageRecord, SearchMode, Stats, VectorStorage, maxsim,
     point_id, pooled,

@@ -9,6 +9,7 @@ use colqwen_core::{SearchMode, VectorStorage};
 use half::f16;
 use memmap2::Mmap;
 
+use crate::accel::{ExactScorer, PagesView};
 use crate::coarse::Codebook;
 use crate::kernel::{Isa, Stored};
 use crate::store::{Slot, Snapshot};
@@ -124,7 +125,8 @@ pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &[f32], b
     }
 }
 
-/// Top `k` pages for `query` (`nq × dim`, row-major), optionally of one document.
+/// Top `k` pages for `query` (`nq × dim`, row-major), optionally of one document; `scorer` (a device) scores
+/// every page for `Exact` and `Auto` when it accepts.
 pub(crate) fn run(
     plan: &SearchPlan,
     snap: &Snapshot,
@@ -132,9 +134,31 @@ pub(crate) fn run(
     k: usize,
     doc_id: Option<&str>,
     mode: SearchMode,
+    scorer: Option<&dyn ExactScorer>,
 ) -> Vec<Candidate> {
     let Some(map) = snap.map.as_deref() else { return Vec::new() };
     let pick = |slot: &Slot| doc_id.is_none_or(|d| slot.meta.doc_id == d);
+    // A device that scores every page makes `auto` exact at any size; an explicit two-stage stays on the CPU.
+    if let Some(scorer) = scorer
+        && matches!(mode, SearchMode::Exact | SearchMode::Auto)
+    {
+        let view = PagesView { snap, dim: plan.dim, storage: plan.storage };
+        match scorer.score_all(&view, query) {
+            Some(scores) if scores.len() == snap.pages.len() => {
+                let mut top = TopK::new(k);
+                for (index, (slot, &score)) in snap.pages.iter().zip(&scores).enumerate() {
+                    if pick(slot) {
+                        top.push(Candidate { index, score, id: slot.meta.id });
+                    }
+                }
+                return top.into_sorted();
+            }
+            Some(scores) => {
+                tracing::warn!(got = scores.len(), pages = snap.pages.len(), scorer = %scorer.name(), "scorer answered for another page count; searching on the CPU");
+            }
+            None => {}
+        }
+    }
     let rerank = match mode {
         SearchMode::Exact => None,
         SearchMode::TwoStage { prefetch } => Some(prefetch.max(k)),

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use colqwen_core::{
 use half::f16;
 use memmap2::Mmap;
 
+use crate::accel::{ExactScorer, PagesView};
 use crate::coarse::Codebook;
 use crate::error::{Error, Result};
 use crate::kernel::{Isa, layout};
@@ -60,6 +61,15 @@ pub(crate) struct Snapshot {
     pub(crate) map: Option<Arc<Mmap>>,
     /// The codebook the pages' codes refer to.
     pub(crate) codebook: Option<Arc<Codebook>>,
+    /// Kept while each snapshot is the previous one with pages appended ([`crate::PagesView::lineage`]).
+    pub(crate) lineage: u64,
+}
+
+/// Lineages are unique in the process (a scorer could outlive one store and see the next).
+static NEXT_LINEAGE: AtomicU64 = AtomicU64::new(1);
+
+fn new_lineage() -> u64 {
+    NEXT_LINEAGE.fetch_add(1, AtomicOrdering::Relaxed)
 }
 
 pub(crate) struct Writer {
@@ -97,6 +107,8 @@ pub(crate) struct Inner {
     manifest: IndexManifest,
     isa: Isa,
     threads: AtomicUsize,
+    /// Scores every page on a device instead of the CPU scan, when set ([`Store::set_exact_scorer`]).
+    scorer: RwLock<Option<Arc<dyn ExactScorer>>>,
     /// Set by every write; the optimizer waits on it.
     pub(crate) dirty: (Mutex<bool>, Condvar),
     pub(crate) stop: AtomicBool,
@@ -116,7 +128,7 @@ pub(crate) struct Table {
 
 impl Default for Snapshot {
     fn default() -> Self {
-        Snapshot { pages: Vec::new(), map: None, codebook: None }
+        Snapshot { pages: Vec::new(), map: None, codebook: None, lineage: new_lineage() }
     }
 }
 
@@ -225,6 +237,7 @@ impl Store {
             manifest,
             isa: Isa::detect(),
             threads: AtomicUsize::new(std::thread::available_parallelism().map_or(1, |n| n.get()).min(16)),
+            scorer: RwLock::new(None),
             dirty: (Mutex::new(true), Condvar::new()),
             stop: AtomicBool::new(false),
             saved_pages: AtomicUsize::new(usize::MAX),
@@ -264,6 +277,22 @@ impl Store {
     /// Sets the threads one search uses (at least 1).
     pub fn set_search_threads(&self, threads: usize) {
         self.inner.threads.store(threads.max(1), AtomicOrdering::Relaxed);
+    }
+
+    /// Scores every page with `scorer` (a device) for exact and automatic searches from now on, and lets it copy
+    /// the pages now; `None` goes back to the CPU scan. A scorer that declines a search leaves it to the CPU.
+    pub fn set_exact_scorer(&self, scorer: Option<Arc<dyn ExactScorer>>) {
+        if let Some(s) = &scorer {
+            let snap = self.inner.snapshot();
+            let started = Instant::now();
+            s.prepare(&PagesView {
+                snap: &snap,
+                dim: self.inner.manifest.embedding_dim,
+                storage: self.inner.manifest.storage,
+            });
+            tracing::info!(scorer = %s.name(), pages = snap.pages.len(), ms = started.elapsed().as_millis() as u64, "exact search on the device");
+        }
+        *self.inner.scorer.write().unwrap_or_else(PoisonError::into_inner) = scorer;
     }
 
     /// Inserts or replaces pages (same file hash + page index = same point). Survives a killed
@@ -507,7 +536,13 @@ impl Inner {
         };
         // File order: a scan reads the map front to back.
         pages.sort_unstable_by_key(|s| s.record.0);
-        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
+        // Same pages in the same order, more at the end (a flush, a retrained codebook): the same lineage, so a
+        // device copy of the pages is extended, not uploaded again.
+        let previous = self.snapshot();
+        let appended = previous.pages.len() <= pages.len()
+            && previous.pages.iter().zip(&pages).all(|(a, b)| a.record == b.record && a.meta.id == b.meta.id);
+        let lineage = if appended { previous.lineage } else { new_lineage() };
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook, lineage });
         self.wake();
         Ok(())
     }
@@ -523,8 +558,8 @@ impl Inner {
         let mut pages = Vec::with_capacity(previous.pages.len() + appended.len());
         pages.extend(previous.pages.iter().cloned());
         pages.extend(appended);
-        let codebook = previous.codebook.clone();
-        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook });
+        let (codebook, lineage) = (previous.codebook.clone(), previous.lineage);
+        self.table_mut().snapshot = Arc::new(Snapshot { pages, map: Some(Arc::new(map)), codebook, lineage });
         self.wake();
         Ok(())
     }
@@ -660,7 +695,8 @@ impl Inner {
         let started = Instant::now();
         let snap = self.snapshot();
         let plan = self.plan();
-        let found: Vec<Candidate> = search::run(&plan, &snap, query, k, filter, mode);
+        let scorer = self.scorer.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let found: Vec<Candidate> = search::run(&plan, &snap, query, k, filter, mode, scorer.as_deref());
         tracing::debug!(?mode, k, pages = snap.pages.len(), ms = started.elapsed().as_millis() as u64, "searched");
         Ok(found
             .into_iter()

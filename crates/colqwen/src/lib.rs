@@ -33,7 +33,7 @@ pub use overlay::{overlay_png, viridis};
 pub use previews::Previews;
 pub use progress::{Failure, FailureJson, NoProgress, Progress, Summary, error_chain};
 pub use runtime::{DTypeChoice, DeviceChoice, Runtime};
-pub use search::{MAX_K, SearchHit, SearchOptions};
+pub use search::{DeviceScorer, MAX_K, SearchDevice, SearchHit, SearchOptions};
 pub use service::PageMaps;
 pub use service::{LATENCY_BUCKETS, Metrics, Service, ServiceOptions};
 pub use worker::{EmbedWorker, PoolOptions};

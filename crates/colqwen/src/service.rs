@@ -14,7 +14,7 @@ use colqwen_core::{
     VisualGrid, is_doc_id, normalize, similarity_maps,
 };
 use colqwen_model::DEFAULT_MODEL_ID;
-use colqwen_store::Store;
+use colqwen_store::{ExactScorer, Store};
 use colqwen_weaviate::{Weaviate, WeaviateConfig};
 
 use crate::engine::{Engine, EngineOptions, model_identity};
@@ -23,7 +23,7 @@ use crate::ingest::{IngestOptions, ingest};
 use crate::previews::Previews;
 use crate::progress::{Progress, Summary};
 use crate::runtime::Runtime;
-use crate::search::{MAX_K, SearchHit, SearchOptions, resolve_document};
+use crate::search::{DeviceScorer, MAX_K, SearchDevice, SearchHit, SearchOptions, resolve_document};
 use crate::worker::{EmbedWorker, PoolOptions};
 
 /// How to open a service.
@@ -43,6 +43,8 @@ pub struct ServiceOptions {
     pub reserve_query_replica: bool,
     /// Element type of the vectors of a new index (an existing index keeps its own).
     pub storage: VectorStorage,
+    /// Where exact search scores the pages of the embedded store.
+    pub search_device: SearchDevice,
 }
 
 /// An index's model identity split into what to load and the Hub revision: a local folder (its absolute path,
@@ -55,6 +57,29 @@ fn hub_id_and_revision(model_id: &str) -> (&str, Option<&str>) {
         Some((id, rev)) => (id, Some(rev)),
         None => (model_id, None),
     }
+}
+
+/// Below this many pages [`SearchDevice::Auto`] still scans on the CPU: a few thousand pages take a few ms on
+/// the cores of a GPU host (the store's SIMD scan, ~5 GB/s per 2 cores), and the CPU does not queue behind the
+/// page batches of a running ingest on the GPU.
+const DEVICE_SEARCH_MIN_PAGES: usize = 2_000;
+
+/// The exact scorer for [`SearchDevice::Auto`]: on a CUDA device, the model's GPU on a stream of its own,
+/// holding at most half of the memory free after the model loaded (the rest stays for page batches).
+fn device_scorer(choice: SearchDevice, model_device: &colqwen_model::Device) -> Option<Arc<dyn ExactScorer>> {
+    if choice == SearchDevice::Cpu {
+        return None;
+    }
+    let colqwen_model::DeviceLocation::Cuda { gpu_id } = model_device.location() else { return None };
+    let device = match colqwen_model::Device::new_cuda_with_stream(gpu_id) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(error = %e, "no stream for device search; exact search runs on the CPU");
+            return None;
+        }
+    };
+    let budget = colqwen_model::free_device_memory(&device)? / 2;
+    Some(Arc::new(DeviceScorer::new(device, budget).with_min_pages(DEVICE_SEARCH_MIN_PAGES)))
 }
 
 /// Latency buckets of the search histogram, in seconds (Prometheus `le` bounds).
@@ -147,7 +172,11 @@ impl Service {
             Some(config) => Arc::new(Weaviate::open_or_create(config, &engine.manifest(VectorStorage::F32))?),
             None => {
                 let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
-                Arc::new(Store::open_or_create(dir, &engine.manifest(storage))?)
+                let store = Store::open_or_create(dir, &engine.manifest(storage))?;
+                if let Some(scorer) = device_scorer(opts.search_device, &first.device) {
+                    store.set_exact_scorer(Some(scorer));
+                }
+                Arc::new(store)
             }
         };
         let mut replicas: Vec<Arc<dyn PageEmbedder>> = vec![Arc::new(engine)];

@@ -14,9 +14,9 @@ use anyhow::Context;
 use colqwen::core::VectorStorage;
 use colqwen::model::{HubOptions, LoadOptions};
 use colqwen::weaviate::{Location, WeaviateConfig};
-use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, ServiceOptions};
+use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, ServiceOptions};
 
-use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, StorageArg};
+use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg, StorageArg};
 
 /// A usage problem found after parsing (exit code 1).
 #[derive(Debug)]
@@ -110,6 +110,10 @@ pub fn service_options(
         storage: match storage {
             StorageArg::F16 => VectorStorage::F16,
             StorageArg::F32 => VectorStorage::F32,
+        },
+        search_device: match g.search_device {
+            SearchDeviceArg::Auto => SearchDevice::Auto,
+            SearchDeviceArg::Cpu => SearchDevice::Cpu,
         },
     })
 }

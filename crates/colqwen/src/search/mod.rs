@@ -1,5 +1,9 @@
 //! Search: embed the query on the device worker (ahead of page batches), rank pages by MaxSim in the index.
 
+mod device;
+
+pub use device::DeviceScorer;
+
 use std::path::PathBuf;
 
 use colqwen_core::{DocumentInfo, SearchMode};
@@ -23,6 +27,17 @@ impl Default for SearchOptions {
     fn default() -> Self {
         Self { k: 10, doc: None, mode: SearchMode::Auto }
     }
+}
+
+/// Where exact search scores the pages of the embedded store (decided once, when the service opens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SearchDevice {
+    /// The model's GPU when it is a CUDA device: every page's vectors copied to it (up to half of its free memory;
+    /// a larger index stays on the CPU), each search one pass over them. Otherwise the CPU.
+    #[default]
+    Auto,
+    /// Always the CPU scan (SIMD on all cores).
+    Cpu,
 }
 
 /// Most pages one search may return.

@@ -1,0 +1,182 @@
+//! Exact MaxSim on the GPU (issue 10): a store of synthetic pages (768 rows × 128, f16, clustered unit vectors),
+//! the device scorer's copy time and memory, search latency p50/p95 with the scorer against the store's CPU scan
+//! on all cores, and the top-10 overlap between the two (f16 dot products on the device).
+//!
+//!   colqwen-bench device-search WORK_DIR SIZES [QUERIES=200] [CPU_QUERIES=20]
+//!
+//! SIZES: comma list, ascending (e.g. 10000,100000); the store grows from one size to the next and each size gets
+//! a fresh scorer (a full copy, timed). Prints one JSON line per size. Measures on a GPU with a CUDA build; a CPU
+//! build runs the same code on candle's CPU device (a smoke test).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use colqwen::DeviceScorer;
+use colqwen::core::{IndexManifest, PageRecord, SearchMode, VectorStorage};
+use colqwen::model::Device;
+use colqwen::store::Store;
+use rayon::prelude::*;
+
+const ROWS: usize = 768;
+const DIM: usize = 128;
+const QUERY_ROWS: usize = 24;
+
+/// xorshift64*: a fast seeded generator (the pages need volume, not quality).
+struct Fast(u64);
+impl Fast {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        ((self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+}
+
+fn normalize(v: &mut [f32]) {
+    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|x| *x /= n);
+}
+
+/// Page `i`: rows around a page centroid (deterministic in `i`).
+fn page(i: usize) -> Vec<f32> {
+    let mut rng = Fast(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    let mut centroid: Vec<f32> = (0..DIM).map(|_| rng.next()).collect();
+    normalize(&mut centroid);
+    let mut out = Vec::with_capacity(ROWS * DIM);
+    for _ in 0..ROWS {
+        let mut row: Vec<f32> = centroid.iter().map(|c| c + 0.25 * rng.next()).collect();
+        normalize(&mut row);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+fn record(i: usize) -> PageRecord {
+    let doc = format!("{:016x}", i / 100);
+    PageRecord {
+        doc_id: doc.clone(),
+        source_path: format!("synthetic/{doc}.pdf"),
+        file_sha256: format!("{doc:0>64}"),
+        page_index: i % 100,
+        page_count: 100,
+        page_width_pt: 612.0,
+        page_height_pt: 792.0,
+        preview: None,
+        vectors: page(i),
+    }
+}
+
+/// A query planted on page `target`: noisy copies of some of its rows.
+fn query(target: usize, seed: u64) -> Vec<f32> {
+    let p = page(target);
+    let mut rng = Fast(seed.wrapping_mul(0x94D0_49BB_1331_11EB) | 1);
+    let mut out = Vec::with_capacity(QUERY_ROWS * DIM);
+    for _ in 0..QUERY_ROWS {
+        let r = ((rng.next() + 0.5) * ROWS as f32) as usize % ROWS;
+        let mut row: Vec<f32> = p[r * DIM..(r + 1) * DIM].iter().map(|x| x + 0.1 * rng.next()).collect();
+        normalize(&mut row);
+        out.extend_from_slice(&row);
+    }
+    out
+}
+
+fn pct(v: &[f64], p: f64) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[((s.len() - 1) as f64 * p).round() as usize]
+}
+
+pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) -> Result<()> {
+    let sizes: Vec<usize> = sizes.split(',').map(|s| s.parse().context("SIZES: numbers")).collect::<Result<_>>()?;
+    // Without CUDA (a CPU build) candle's CPU device runs the same code: a smoke test, not a measurement.
+    let device = Device::new_cuda_with_stream(0).unwrap_or(Device::Cpu);
+    if work.exists() {
+        bail!("{} exists: give a new folder", work.display());
+    }
+    let manifest =
+        IndexManifest::new("synthetic-device-search", DIM, serde_json::json!({"synthetic": true}), VectorStorage::F16);
+    let store = Store::open_or_create(work, &manifest)?;
+    let mut written = 0;
+    for &n in &sizes {
+        let t = Instant::now();
+        while written < n {
+            let batch = (n - written).min(1024);
+            let pages: Vec<PageRecord> = (written..written + batch).into_par_iter().map(record).collect();
+            store.upsert(pages)?;
+            store.flush()?;
+            written += batch;
+        }
+        let write_s = t.elapsed().as_secs_f64();
+        let free_before = colqwen::model::free_device_memory(&device).unwrap_or(0);
+        let scorer = Arc::new(DeviceScorer::new(device.clone(), usize::MAX));
+        let t = Instant::now();
+        store.set_exact_scorer(Some(scorer.clone()));
+        let copy_s = t.elapsed().as_secs_f64();
+        let free_after = colqwen::model::free_device_memory(&device).unwrap_or(0);
+        let qs: Vec<(usize, Vec<f32>)> = (0..queries.max(cpu_queries))
+            .map(|j| {
+                let target = (j * 7919 + 13) % n;
+                (target, query(target, j as u64 + 1))
+            })
+            .collect();
+        // Warm-up (kernels loaded, cuBLAS handle).
+        for (_, q) in qs.iter().take(3) {
+            store.search(q, 10, None, SearchMode::Exact)?;
+        }
+        let mut gpu_ms = Vec::new();
+        let mut gpu_hits = Vec::new();
+        let mut top1 = 0;
+        for (target, q) in qs.iter().take(queries) {
+            let t = Instant::now();
+            let hits = store.search(q, 10, None, SearchMode::Exact)?;
+            gpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            top1 += usize::from(
+                hits.first()
+                    .is_some_and(|h| h.doc_id == format!("{:016x}", target / 100) && h.page_index == target % 100),
+            );
+            gpu_hits.push(hits);
+        }
+        store.set_exact_scorer(None);
+        let mut cpu_ms = Vec::new();
+        let mut overlap = 0.0;
+        let mut same_order = 0;
+        for (j, (_, q)) in qs.iter().take(cpu_queries).enumerate() {
+            let t = Instant::now();
+            let cpu = store.search(q, 10, None, SearchMode::Exact)?;
+            cpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if let Some(gpu) = gpu_hits.get(j) {
+                let ids: Vec<u64> = gpu.iter().map(|h| h.point_id).collect();
+                overlap += cpu.iter().filter(|h| ids.contains(&h.point_id)).count() as f64 / cpu.len().max(1) as f64;
+                same_order += usize::from(cpu.iter().map(|h| h.point_id).eq(ids.iter().copied()));
+            }
+        }
+        let compared = cpu_queries.min(gpu_hits.len()).max(1);
+        println!(
+            "{}",
+            serde_json::json!({
+                "pages": n,
+                "device": format!("{:?}", device.location()),
+                "rows": ROWS,
+                "storage": "f16",
+                "write_s": write_s,
+                "device_copy_s": copy_s,
+                "device_bytes": scorer.copied_bytes(),
+                "device_mem_used_bytes": free_before.saturating_sub(free_after),
+                "gpu_queries": gpu_ms.len(),
+                "gpu_p50_ms": pct(&gpu_ms, 0.5),
+                "gpu_p95_ms": pct(&gpu_ms, 0.95),
+                "gpu_top1_planted": top1 as f64 / gpu_ms.len().max(1) as f64,
+                "cpu_queries": cpu_ms.len(),
+                "cpu_threads": store.search_threads(),
+                "cpu_p50_ms": pct(&cpu_ms, 0.5),
+                "cpu_p95_ms": pct(&cpu_ms, 0.95),
+                "top10_overlap_gpu_vs_cpu": overlap / compared as f64,
+                "same_order_fraction": same_order as f64 / compared as f64,
+            })
+        );
+        drop(scorer);
+    }
+    Ok(())
+}
