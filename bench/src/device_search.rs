@@ -88,6 +88,40 @@ fn pct(v: &[f64], p: f64) -> f64 {
     s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
+/// Where one chunk's time goes (2 Mi rows of f16, 24 query rows): the GEMM alone, with candle's reductions, with
+/// the fused kernel. Prints one JSON line.
+fn breakdown(device: &Device) -> Result<()> {
+    use candle_core::{DType, Tensor};
+    let rows = (1usize << 21) / ROWS * ROWS; // whole pages, as the scorer's chunks
+    let pages = Tensor::randn(0f32, 1., (rows, DIM), device)?.to_dtype(DType::F16)?;
+    let q = Tensor::randn(0f32, 1., (QUERY_ROWS, DIM), device)?.to_dtype(DType::F16)?;
+    let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<f64> {
+        f()?;
+        device.synchronize()?;
+        let t = Instant::now();
+        for _ in 0..20 {
+            f()?;
+        }
+        device.synchronize()?;
+        Ok(t.elapsed().as_secs_f64() * 1e3 / 20.0)
+    };
+    let gemm = time(&|| q.matmul(&pages.t()?))?;
+    let generic = time(&|| colqwen::model::maxsim::generic(&q.matmul(&pages.t()?)?, ROWS))?;
+    let fused = time(&|| colqwen::model::maxsim::maxsim_reduce(&q.matmul(&pages.t()?)?, ROWS))?;
+    let a = colqwen::model::maxsim::generic(&q.matmul(&pages.t()?)?, ROWS)?.to_vec1::<f32>()?;
+    let b = colqwen::model::maxsim::maxsim_reduce(&q.matmul(&pages.t()?)?, ROWS)?.to_vec1::<f32>()?;
+    let max_diff = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    println!(
+        "{}",
+        serde_json::json!({
+            "what": "one chunk", "rows": rows, "query_rows": QUERY_ROWS, "bytes": rows * DIM * 2,
+            "gemm_ms": gemm, "gemm_plus_candle_reduce_ms": generic, "gemm_plus_fused_kernel_ms": fused,
+            "fused_vs_candle_max_abs_diff": max_diff,
+        })
+    );
+    Ok(())
+}
+
 pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) -> Result<()> {
     let sizes: Vec<usize> = sizes.split(',').map(|s| s.parse().context("SIZES: numbers")).collect::<Result<_>>()?;
     // Without CUDA (a CPU build) candle's CPU device runs the same code: a smoke test, not a measurement.
@@ -97,6 +131,7 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
     }
     let manifest =
         IndexManifest::new("synthetic-device-search", DIM, serde_json::json!({"synthetic": true}), VectorStorage::F16);
+    breakdown(&device)?;
     let store = Store::open_or_create(work, &manifest)?;
     let mut written = 0;
     for &n in &sizes {

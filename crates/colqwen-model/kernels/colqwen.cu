@@ -6,8 +6,10 @@
 //                                    scheme: scores and probabilities never leave registers)
 //   rope_f32 / rope_bf16             NeoX rotary of q and k straight out of the fused qkv GEMM
 //   silu_mul_bf16                    silu(gate) * up over the fused gate/up GEMM output
+//   maxsim_reduce_f16 / _f32         MaxSim's max-over-rows and sum-over-query-rows after the device search's GEMM
 
 #include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 typedef __nv_bfloat16 bf16;
@@ -358,4 +360,45 @@ extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
             *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
         }
     }
+}
+
+// The reduction of MaxSim after the device search's GEMM (not the model: colqwen's exact search on the GPU).
+// scores [nq, n·rows] (row-major) = query rows × the rows of n pages of `rows` rows each →
+// out[p] = Σ_q max_r scores[q, p·rows + r] in f32, the query rows summed in order (as the CPU scan does).
+// One warp per page, lanes striding over the page's rows (coalesced reads), a shuffle max per query row.
+template <typename T>
+__device__ __forceinline__ float to_f32(T v);
+template <>
+__device__ __forceinline__ float to_f32<__half>(__half v) {
+    return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_f32<float>(float v) {
+    return v;
+}
+template <typename T>
+__device__ __forceinline__ void maxsim_reduce(const T* __restrict__ s, float* __restrict__ out, int nq, long long n,
+                                              int rows) {
+    const long long page = ((long long)blockIdx.x * blockDim.x + threadIdx.x) / 32;
+    const int lane = threadIdx.x % 32;
+    if (page >= n) return;  // the whole warp: `page` is per warp
+    const long long stride = n * rows;
+    float total = 0.f;
+    for (int q = 0; q < nq; ++q) {
+        const T* row = s + q * stride + page * rows;
+        float m = -INFINITY;
+        for (int r = lane; r < rows; r += 32) m = fmaxf(m, to_f32(row[r]));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        total += m;
+    }
+    if (lane == 0) out[page] = total;
+}
+extern "C" __global__ void maxsim_reduce_f16(const __half* __restrict__ s, float* __restrict__ out, int nq,
+                                             long long n, int rows) {
+    maxsim_reduce(s, out, nq, n, rows);
+}
+extern "C" __global__ void maxsim_reduce_f32(const float* __restrict__ s, float* __restrict__ out, int nq,
+                                             long long n, int rows) {
+    maxsim_reduce(s, out, nq, n, rows);
 }

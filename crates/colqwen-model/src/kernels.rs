@@ -547,3 +547,67 @@ pub(crate) fn upload_pinned(
     let anchor = Tensor::zeros(1, DType::BF16, &candle_core::Device::Cuda(dev.clone()))?;
     anchor.apply_op1_no_bwd(&Upload { host, shape })
 }
+
+/// MaxSim's reduction after the device search's GEMM: `scores` `[nq, n·rows]` (f16 or f32, contiguous) →
+/// `[n]` f32, `Σ_q max_r scores[q, p·rows + r]` (kernel `maxsim_reduce_*`).
+struct MaxSimReduce {
+    rows: usize,
+}
+
+impl CustomOp1 for MaxSimReduce {
+    fn name(&self) -> &'static str {
+        "colqwen-maxsim-reduce"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(&self, s: &CudaStorage, l: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (nq, cols) = l.shape().dims2()?;
+        let Some((o0, o1)) = l.contiguous_offsets() else { bail!("maxsim_reduce: scores must be contiguous") };
+        if self.rows == 0 || cols % self.rows != 0 {
+            bail!("maxsim_reduce: {cols} columns are not whole pages of {} rows", self.rows)
+        }
+        let n = cols / self.rows;
+        let dev = s.device().clone();
+        // SAFETY: one warp per page writes every output.
+        let out = unsafe { dev.alloc::<f32>(n)? };
+        let threads = 256u32;
+        let cfg = LaunchConfig {
+            grid_dim: ((n * 32).div_ceil(threads as usize) as u32, 1, 1),
+            block_dim: (threads, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (nq, n64, rows) = (nq as i32, n as i64, self.rows as i32);
+        match s.dtype() {
+            DType::F16 => {
+                let xs = s.as_cuda_slice::<half::f16>()?.slice(o0..o1);
+                let func = dev.get_or_load_custom_func("maxsim_reduce_f16", MODULE, ptx::COLQWEN)?;
+                let mut b = func.builder();
+                b.arg(&xs);
+                b.arg(&out);
+                candle_core::builder_arg!(b, nq, n64, rows);
+                // SAFETY: argument types and order match `maxsim_reduce_f16`.
+                unsafe { b.launch(cfg) }.w()?;
+            }
+            DType::F32 => {
+                let xs = s.as_cuda_slice::<f32>()?.slice(o0..o1);
+                let func = dev.get_or_load_custom_func("maxsim_reduce_f32", MODULE, ptx::COLQWEN)?;
+                let mut b = func.builder();
+                b.arg(&xs);
+                b.arg(&out);
+                candle_core::builder_arg!(b, nq, n64, rows);
+                // SAFETY: argument types and order match `maxsim_reduce_f32`.
+                unsafe { b.launch(cfg) }.w()?;
+            }
+            other => bail!("maxsim_reduce: {other:?} scores (f16 or f32 only)"),
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n)))
+    }
+}
+
+/// See [`MaxSimReduce`].
+pub(crate) fn maxsim_reduce(scores: &Tensor, rows: usize) -> Result<Tensor> {
+    scores.apply_op1_no_bwd(&MaxSimReduce { rows })
+}

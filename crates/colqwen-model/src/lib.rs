@@ -12,6 +12,7 @@ mod error;
 mod kernels;
 #[cfg(all(test, feature = "cuda"))]
 mod kernels_vs_generic;
+pub mod maxsim;
 mod model;
 mod nn;
 mod ops;

@@ -4,8 +4,8 @@
 //! them all per query. Pages are grouped by their padded row count (`rows`, a multiple of 16: pages of one paper
 //! size have the same count) into chunks of at most [`CHUNK_ROWS`] rows, each a row-major `[pages·rows, dim]`
 //! tensor in the store's element type. For a query `Q` (`nq × dim`) one chunk costs one GEMM
-//! `Q · Pᵀ → [nq, pages·rows]`, a max over each page's rows (`[nq, pages, rows] → [nq, pages]`, contiguous) and a
-//! sum over the query rows in f32: exactly the store's MaxSim (the padding rows repeat a page's last row, so they
+//! `Q · Pᵀ → [nq, pages·rows]`, then a max over each page's rows and a sum over the query rows in f32 (one fused
+//! kernel on CUDA, [`colqwen_model::maxsim`]): exactly the store's MaxSim (the padding rows repeat a page's last row, so they
 //! never change a maximum). The GEMM accumulates in f32 and rounds each dot product to the store's type (f16 by
 //! default: a relative error of ≤ 2⁻¹¹ per dot product), so near-ties may swap against the CPU scan; the bench
 //! reports the top-10 overlap.
@@ -159,13 +159,10 @@ impl DeviceScorer {
     fn score(&self, state: &State, query: &[f32], dim: usize, pages: usize) -> candle_core::Result<Vec<f32>> {
         let Some(first) = state.chunks.first() else { return Ok(vec![0.0; pages]) };
         let q = Tensor::from_slice(query, (query.len() / dim, dim), &self.device)?.to_dtype(first.vectors.dtype())?;
-        let nq = q.dim(0)?;
         let mut per_chunk = Vec::with_capacity(state.chunks.len());
         for chunk in &state.chunks {
-            let n = chunk.positions.len();
             let dots = q.matmul(&chunk.vectors.t()?)?; // [nq, n·rows]
-            let best = dots.reshape((nq, n, chunk.rows))?.max(2)?; // [nq, n]
-            per_chunk.push(best.to_dtype(DType::F32)?.sum(0)?);
+            per_chunk.push(colqwen_model::maxsim::maxsim_reduce(&dots, chunk.rows)?); // [n] f32
         }
         let all = Tensor::cat(&per_chunk, 0)?.to_vec1::<f32>()?;
         let mut scores = vec![f32::NEG_INFINITY; pages];
