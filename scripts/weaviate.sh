@@ -12,7 +12,13 @@
 #   WEAVIATE_CACHE  where GOPATH, GOCACHE and the binary live (default ~/.cache/colqwen-weaviate); CI caches it
 #   WEAVIATE_RUN    pid files, logs and data of the nodes (default target/weaviate in the repository)
 #   WEAVIATE_PORT   HTTP port of node1 (default 8080; node2 takes the next one)
-#   WEAVIATE_SLOT   shift of every other port (gRPC, gossip, data, raft) to run beside another node (default 0)
+#   WEAVIATE_SLOT   shift of every other port (gRPC, gossip, data, raft, metrics, profiling) to run beside
+#                   another node (default 0)
+#   WEAVIATE_ASYNC_INDEXING  1: ASYNC_INDEXING=true (objects are stored at once, the vector index is built by a
+#                   background queue; objects still queued are NOT found by vector search until indexed)
+#   WEAVIATE_METRICS 1: Prometheus metrics on port 2112+i (/metrics)
+#   WEAVIATE_PROFILE 1: Go's pprof answers on port 6060+i (/debug/pprof/profile?seconds=N; otherwise 404)
+#   (Weaviate binds these two on every interface, not only loopback: turn them on only on a trusted host.)
 #
 # Anonymous access on loopback only: do not expose these nodes beyond 127.0.0.1 without an API key
 # (AUTHENTICATION_APIKEY_* settings of Weaviate).
@@ -37,7 +43,7 @@ install() {
 }
 
 # start_node NAME HTTP_PORT OFFSET [cluster]: ports of node i are HTTP, gRPC 50051+i, gossip 7100+2i,
-# data 7101+2i, raft 8300+2i, raft RPC 8301+2i.
+# data 7101+2i, raft 8300+2i, raft RPC 8301+2i, Prometheus 2112+i, pprof 6060+i.
 start_node() {
   local name=$1 http=$2 i=$(($3 + SLOT)) mode=${4:-single}
   local dir="$RUN/$name"
@@ -60,7 +66,12 @@ start_node() {
     GRPC_PORT=$((50051 + i))
     RAFT_PORT=$((8300 + 2 * i))
     RAFT_INTERNAL_RPC_PORT=$((8301 + 2 * i))
+    PROMETHEUS_MONITORING_PORT=$((2112 + i))
+    GO_PROFILING_PORT=$((6060 + i))
   )
+  [[ ${WEAVIATE_ASYNC_INDEXING:-0} == 1 ]] && env+=(ASYNC_INDEXING=true)
+  [[ ${WEAVIATE_METRICS:-0} == 1 ]] && env+=(PROMETHEUS_MONITORING_ENABLED=true)
+  [[ ${WEAVIATE_PROFILE:-0} == 1 ]] && env+=(DEBUG_ENDPOINTS_ENABLED=true)
   if [[ $mode == cluster ]]; then
     env+=(RAFT_JOIN="node1:$((8300 + 2 * SLOT)),node2:$((8302 + 2 * SLOT))" RAFT_BOOTSTRAP_EXPECT=2)
     [[ $i -gt $SLOT ]] && env+=(CLUSTER_JOIN="127.0.0.1:$((7100 + 2 * SLOT))")
@@ -118,5 +129,5 @@ case "${1:-}" in
     echo "weaviate://127.0.0.1:$PORT (node2: weaviate://127.0.0.1:$((PORT + 1)))"
     ;;
   stop) stop ;;
-  *) sed -n '2,16p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
 esac

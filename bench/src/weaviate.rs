@@ -7,6 +7,11 @@
 //! and reports insert pages/s, query p50/p95, and Weaviate's recall@10 and top-1 agreement against the
 //! store's exact MaxSim, for Weaviate's modes `auto` (limit k) and `exact` (limit max(4k, 100), a wider
 //! HNSW search list). One JSON line per measurement on stdout. Pages are generated again for each pass, never all held.
+//!
+//! Environment: `WEAVIATE_INSERT` `binary` (default) or `json`, `WEAVIATE_WRITERS` (requests in flight per
+//! upsert, default 2), `BENCH_BATCH` (pages per upsert, default 8). After the inserts it waits until the
+//! server's vector index holds every page (`indexed_seconds`: from the first insert; differs from `seconds`
+//! only on a server with async indexing).
 
 use std::path::Path;
 use std::time::Instant;
@@ -14,10 +19,11 @@ use std::time::Instant;
 use anyhow::Result;
 use colqwen::core::{MultiVector, PageIndex, PageRecord, SearchMode};
 use colqwen::store::Store;
-use colqwen::weaviate::{Location, Weaviate, WeaviateConfig};
+use colqwen::weaviate::{InsertPath, Location, Weaviate, WeaviateConfig};
 use colqwen_testkit::synth::{DIM, Rng, clustered_page, manifest, planted_query};
 use serde_json::json;
 
+/// Pages per upsert unless `BENCH_BATCH` says otherwise.
 const BATCH: usize = 8;
 const PAGES_PER_DOC: usize = 100;
 
@@ -37,14 +43,19 @@ fn page(i: usize, rows: usize) -> PageRecord {
     }
 }
 
-fn fill(index: &dyn PageIndex, pages: usize, rows: usize, what: &str) -> Result<()> {
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn fill(index: &dyn PageIndex, pages: usize, rows: usize, what: &str) -> Result<Instant> {
     let started = Instant::now();
+    let batch = env_usize("BENCH_BATCH", BATCH).max(1);
     let mut written = 0;
     while written < pages {
-        let n = BATCH.min(pages - written);
+        let n = batch.min(pages - written);
         index.upsert((written..written + n).map(|i| page(i, rows)).collect())?;
         written += n;
-        if written % 1000 < BATCH {
+        if written % 1000 < batch {
             eprintln!("{what}: {written} pages, {:.1} pages/s", written as f64 / started.elapsed().as_secs_f64());
         }
     }
@@ -52,9 +63,10 @@ fn fill(index: &dyn PageIndex, pages: usize, rows: usize, what: &str) -> Result<
     let secs = started.elapsed().as_secs_f64();
     println!(
         "{}",
-        json!({"what": what, "insert_pages": pages, "rows": rows, "seconds": secs, "pages_per_s": pages as f64 / secs})
+        json!({"what": what, "insert_pages": pages, "rows": rows, "batch": batch, "seconds": secs,
+               "pages_per_s": pages as f64 / secs})
     );
-    Ok(())
+    Ok(started)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -74,10 +86,19 @@ pub(crate) fn run(addr: &str, pages: usize, rows: usize, muvera: bool, queries: 
     let mut config = WeaviateConfig::new(Location::parse(&format!("weaviate://{addr}/Bench"))?);
     config.muvera = muvera;
     config.timeout = std::time::Duration::from_secs(600);
+    config.insert = match std::env::var("WEAVIATE_INSERT").as_deref() {
+        Ok("json") => InsertPath::Json,
+        _ => InsertPath::Binary,
+    };
+    config.writers = env_usize("WEAVIATE_WRITERS", config.writers);
     Weaviate::drop_collection(&config)?;
     let m = manifest("bench/synthetic@1");
     let weaviate = Weaviate::open_or_create(&config, &m)?;
-    fill(&weaviate, pages, rows, if muvera { "weaviate_muvera" } else { "weaviate" })?;
+    let what = format!("weaviate{}_{:?}_w{}", if muvera { "_muvera" } else { "" }, config.insert, config.writers);
+    let started = fill(&weaviate, pages, rows, &what)?;
+    weaviate.wait_indexed(std::time::Duration::from_secs(3600))?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("{}", json!({"what": format!("{what}_indexed"), "indexed_seconds": secs, "indexed_pages_per_s": pages as f64 / secs}));
     let store = if store_dir == "-" {
         None
     } else {

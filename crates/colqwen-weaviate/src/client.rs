@@ -104,6 +104,34 @@ impl Client {
         Ok((status, value))
     }
 
+    /// A Connect unary call (POST, protobuf body and answer); returns the status and the raw answer. Transport
+    /// failures and 401/403 are errors here, as in [`Client::call`].
+    pub(crate) fn call_proto(&self, op: &'static str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>), IndexError> {
+        let url = format!("{}{path}", self.base);
+        let auth = self.api_key.as_ref().map(|k| format!("Bearer {k}"));
+        let req = with_auth_body(self.agent.post(&url), auth.as_deref())
+            .header("Content-Type", "application/proto")
+            .header("Connect-Protocol-Version", "1")
+            .header("Connect-Timeout-Ms", self.timeout.as_millis().to_string());
+        let mut resp = req.send(body).map_err(|e| self.transport_error(op, e))?;
+        let status = resp.status().as_u16();
+        if status == 401 || status == 403 {
+            return Err(IndexError::AccessRefused { location: self.location.clone(), op, status });
+        }
+        let bytes = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY_BYTES)
+            .read_to_vec()
+            .map_err(|e| self.transport_error(op, e))?;
+        Ok((status, bytes))
+    }
+
+    /// An [`IndexError::Remote`] with `message` as it is.
+    pub(crate) fn remote_text(&self, op: &'static str, status: u16, message: String) -> IndexError {
+        self.remote(op, status, &Value::String(message))
+    }
+
     /// Like [`Client::call`], but any status outside 2xx is an [`IndexError::Remote`].
     pub(crate) fn ok(&self, op: &'static str, method: &str, path: &str, body: Body<'_>) -> Result<Value, IndexError> {
         let (status, value) = self.call(op, method, path, body)?;

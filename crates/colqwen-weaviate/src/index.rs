@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -25,6 +26,7 @@ use serde_json::{Value, json};
 
 use crate::client::{Body, Client};
 use crate::location::Location;
+use crate::wire;
 
 /// Name of the named vector that holds a page's multi-vector.
 const VECTOR: &str = "colqwen";
@@ -57,11 +59,26 @@ pub struct WeaviateConfig {
     pub write_consistency: &'static str,
     /// Consistency level of searches and reads.
     pub read_consistency: &'static str,
+    /// How pages travel to the server.
+    pub insert: InsertPath,
+    /// Batch requests one `upsert` keeps in flight at most (each from its own thread, with a share of the
+    /// pages).
+    pub writers: usize,
+}
+
+/// How [`Weaviate`] sends pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertPath {
+    /// gRPC `BatchObjects` (Connect protocol) on the REST port, vectors as little-endian f32 bytes; JSON on a
+    /// server without that path (checked on the first write).
+    Binary,
+    /// REST `/v1/batch/objects`, vectors as decimal JSON.
+    Json,
 }
 
 impl WeaviateConfig {
     /// Defaults: no key, 60 s per request, no MUVERA, replication 1, writes `QUORUM`, reads `ONE` (a search still
-    /// answers while one replica is down).
+    /// answers while one replica is down), binary inserts, 2 writers.
     pub fn new(location: Location) -> Self {
         Self {
             location,
@@ -71,6 +88,8 @@ impl WeaviateConfig {
             replication_factor: 1,
             write_consistency: "QUORUM",
             read_consistency: "ONE",
+            insert: InsertPath::Binary,
+            writers: 2,
         }
     }
 }
@@ -85,6 +104,9 @@ pub struct Weaviate {
     /// Preview JPEGs handed over by `stage_preview`, keyed by (doc_id, page_index), waiting for their page's
     /// upsert (a batch insert replaces a whole object, so the blob travels with the page).
     staged_previews: Mutex<HashMap<(String, usize), Vec<u8>>>,
+    /// Whether writes take the binary path (cleared once the server turns out not to have it).
+    binary: AtomicBool,
+    writers: usize,
 }
 
 impl Weaviate {
@@ -165,7 +187,14 @@ impl Weaviate {
             write_consistency: config.write_consistency,
             read_consistency: config.read_consistency,
             staged_previews: Mutex::new(HashMap::new()),
+            binary: AtomicBool::new(config.insert == InsertPath::Binary),
+            writers: config.writers.max(1),
         }
+    }
+
+    /// Whether writes take the binary path: as configured, until the first write finds a server without it.
+    pub fn inserts_binary(&self) -> bool {
+        self.binary.load(Ordering::Relaxed)
     }
 
     fn class(&self) -> &str {
@@ -222,6 +251,175 @@ impl Weaviate {
             }
         }
         Ok(())
+    }
+
+    /// Writes `pages[range]` in requests of at most [`BATCH_BYTES`], binary unless the server lacks that path.
+    fn write_pages(&self, pages: &[PageRecord], previews: &[Option<String>], range: std::ops::Range<usize>) -> Result<()> {
+        let mut start = range.start;
+        while start < range.end {
+            if self.binary.load(Ordering::Relaxed) {
+                let (end, body) = self.proto_batch(pages, previews, start..range.end);
+                match self.send_proto_batch(pages, start, &body)? {
+                    true => {
+                        start = end;
+                        continue;
+                    }
+                    // No binary path on this server: JSON from now on (this batch included).
+                    false => self.binary.store(false, Ordering::Relaxed),
+                }
+            }
+            let (end, body) = self.json_batch(pages, previews, start..range.end);
+            self.send_batch(&body, end - start)?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// The pages from `range.start` that fit in one batch request (at least one), as JSON; returns where
+    /// it stopped and the body.
+    fn json_batch(
+        &self,
+        pages: &[PageRecord],
+        previews: &[Option<String>],
+        range: std::ops::Range<usize>,
+    ) -> (usize, Vec<u8>) {
+        let dim = self.manifest.embedding_dim;
+        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (2 << 20));
+        let mut end = range.start;
+        while end < range.end && (end == range.start || buf.len() < BATCH_BYTES) {
+            let p = &pages[end];
+            buf.extend_from_slice(if end == range.start { b"{\"objects\":[" } else { b"," });
+            let object = BatchObject {
+                class: self.class(),
+                id: self.point_uuid(&p.file_sha256, p.page_index),
+                properties: Properties {
+                    doc_id: &p.doc_id,
+                    source_path: &p.source_path,
+                    file_sha256: &p.file_sha256,
+                    page_index: p.page_index,
+                    page_count: p.page_count,
+                    page_width_pt: p.page_width_pt,
+                    page_height_pt: p.page_height_pt,
+                    preview: p.preview.as_deref().unwrap_or(""),
+                    preview_jpeg: previews[end].as_deref(),
+                },
+                vectors: Vectors { colqwen: Rows { data: &p.vectors, dim } },
+            };
+            serde_json::to_writer(&mut buf, &object).expect("writing JSON into a Vec cannot fail");
+            end += 1;
+        }
+        buf.extend_from_slice(b"]}");
+        (end, buf)
+    }
+
+    /// Like [`Weaviate::json_batch`], as a protobuf `BatchObjectsRequest`.
+    fn proto_batch(
+        &self,
+        pages: &[PageRecord],
+        previews: &[Option<String>],
+        range: std::ops::Range<usize>,
+    ) -> (usize, Vec<u8>) {
+        let dim = self.manifest.embedding_dim;
+        let mut objects = Vec::new();
+        let mut bytes = 0;
+        let mut end = range.start;
+        while end < range.end && (end == range.start || bytes < BATCH_BYTES) {
+            let p = &pages[end];
+            let text = |s: &str| wire::Value { kind: Some(wire::Kind::Text(s.to_string())) };
+            let int = |n: usize| wire::Value { kind: Some(wire::Kind::Number(n as f64)) };
+            // Through the f32's shortest decimal form, as the JSON path sends it: both store the same f64.
+            let number = |x: f32| wire::Value { kind: Some(wire::Kind::Number(x.to_string().parse().unwrap_or(x.into()))) };
+            let mut fields = BTreeMap::from([
+                ("doc_id".to_string(), text(&p.doc_id)),
+                ("source_path".to_string(), text(&p.source_path)),
+                ("file_sha256".to_string(), text(&p.file_sha256)),
+                ("page_index".to_string(), int(p.page_index)),
+                ("page_count".to_string(), int(p.page_count)),
+                ("page_width_pt".to_string(), number(p.page_width_pt)),
+                ("page_height_pt".to_string(), number(p.page_height_pt)),
+                ("preview".to_string(), text(p.preview.as_deref().unwrap_or(""))),
+            ]);
+            if let Some(jpeg) = &previews[end] {
+                fields.insert("preview_jpeg".to_string(), text(jpeg));
+            }
+            let vector_bytes = wire::multi_vector_bytes(&p.vectors, dim);
+            bytes += vector_bytes.len() + previews[end].as_ref().map_or(0, String::len) + 512;
+            objects.push(wire::BatchObject {
+                uuid: self.point_uuid(&p.file_sha256, p.page_index),
+                properties: Some(wire::Properties { non_ref_properties: Some(wire::Struct { fields }) }),
+                collection: self.class().to_string(),
+                vectors: vec![wire::Vectors { name: VECTOR.to_string(), vector_bytes, r#type: wire::MULTI_FP32 }],
+            });
+            end += 1;
+        }
+        let request = wire::BatchObjectsRequest {
+            objects,
+            consistency_level: Some(wire::consistency_level(self.write_consistency)),
+        };
+        (end, prost::Message::encode_to_vec(&request))
+    }
+
+    /// Sends one binary batch whose first object is `pages[first]`; `false` when the server has no binary
+    /// path (an older Weaviate, or gRPC-web turned off), so the caller falls back to JSON.
+    fn send_proto_batch(&self, pages: &[PageRecord], first: usize, body: &[u8]) -> Result<bool> {
+        const OP: &str = "writing pages";
+        let (status, answer) = self.client.call_proto(OP, wire::BATCH_OBJECTS_PATH, body)?;
+        if !(200..300).contains(&status) {
+            if matches!(status, 404 | 405 | 415) && !wire::is_connect_error(&answer) {
+                tracing::warn!(
+                    location = %self.location,
+                    status,
+                    "the server has no binary batch path (Weaviate with gRPC-web on the REST port); writing JSON"
+                );
+                return Ok(false);
+            }
+            return Err(self.client.remote_text(OP, status, wire::connect_error(&answer)));
+        }
+        let reply: wire::BatchObjectsReply = prost::Message::decode(answer.as_slice()).map_err(|e| {
+            self.client.remote_text(OP, status, format!("an answer that is not a BatchObjectsReply: {e}"))
+        })?;
+        if let Some(e) = reply.errors.first() {
+            let page = usize::try_from(e.index).ok().and_then(|i| pages.get(first + i));
+            let what = page.map_or_else(String::new, |p| format!("page {} of document {}: ", p.page_index, p.doc_id));
+            let more = if reply.errors.len() > 1 { format!(" (and {} more)", reply.errors.len() - 1) } else { String::new() };
+            return Err(self.client.remote_text(OP, status, format!("{what}{}{more}", e.error)));
+        }
+        Ok(true)
+    }
+
+    /// Waits until every object written so far is in the collection's vector index, that is until the shards'
+    /// vector queues are empty (`GET /v1/nodes?output=verbose`). Only a server with `ASYNC_INDEXING` has such
+    /// a queue: it acknowledges a write once the object is stored, and a vector search finds the object only
+    /// once its queue has handed it to the HNSW index (a search does not look into the queue). Without async
+    /// indexing this returns after one request. [`Error::Timeout`] after `timeout`.
+    pub fn wait_indexed(&self, timeout: Duration) -> Result<()> {
+        const OP: &str = "waiting for the vector index";
+        let started = std::time::Instant::now();
+        let path = format!("/v1/nodes/{}?output=verbose", self.class());
+        loop {
+            let nodes = self.client.ok(OP, "GET", &path, Body::None)?;
+            let mut queued = 0;
+            let mut indexing = false;
+            for shard in nodes
+                .get("nodes")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|n| n.get("shards").and_then(Value::as_array))
+                .flatten()
+                .filter(|s| s.get("class").and_then(Value::as_str) == Some(self.class()))
+            {
+                queued += shard.get("vectorQueueLength").and_then(Value::as_u64).unwrap_or(0);
+                indexing |= shard.get("vectorIndexingStatus").and_then(Value::as_str) == Some("INDEXING");
+            }
+            if queued == 0 && !indexing {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::Timeout { location: self.location.to_string(), op: OP, seconds: timeout.as_secs() });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Deletes every object matching `filter` (REST `where` syntax); returns how many.
@@ -321,46 +519,28 @@ impl PageIndex for Weaviate {
         for p in &pages {
             self.check_page(p)?;
         }
-        let dim = self.manifest.embedding_dim;
-        let mut previews: HashMap<(String, usize), Vec<u8>> = {
+        let previews: Vec<Option<String>> = {
             let mut staged = self.staged_previews.lock().unwrap_or_else(|e| e.into_inner());
-            pages.iter().filter_map(|p| staged.remove_entry(&(p.doc_id.clone(), p.page_index))).collect()
+            pages.iter().map(|p| staged.remove(&(p.doc_id.clone(), p.page_index)).map(|jpeg| BASE64.encode(jpeg))).collect()
         };
-        let mut buf: Vec<u8> = Vec::with_capacity(BATCH_BYTES + (2 << 20));
-        let mut in_batch = 0;
-        for p in &pages {
-            let preview_jpeg = previews.remove(&(p.doc_id.clone(), p.page_index)).map(|jpeg| BASE64.encode(jpeg));
-            buf.extend_from_slice(if in_batch == 0 { b"{\"objects\":[" } else { b"," });
-            let object = BatchObject {
-                class: self.class(),
-                id: self.point_uuid(&p.file_sha256, p.page_index),
-                properties: Properties {
-                    doc_id: &p.doc_id,
-                    source_path: &p.source_path,
-                    file_sha256: &p.file_sha256,
-                    page_index: p.page_index,
-                    page_count: p.page_count,
-                    page_width_pt: p.page_width_pt,
-                    page_height_pt: p.page_height_pt,
-                    preview: p.preview.as_deref().unwrap_or(""),
-                    preview_jpeg: preview_jpeg.as_deref(),
-                },
-                vectors: Vectors { colqwen: Rows { data: &p.vectors, dim } },
-            };
-            serde_json::to_writer(&mut buf, &object).expect("writing JSON into a Vec cannot fail");
-            in_batch += 1;
-            if buf.len() >= BATCH_BYTES {
-                buf.extend_from_slice(b"]}");
-                self.send_batch(&buf, in_batch)?;
-                buf.clear();
-                in_batch = 0;
-            }
+        if pages.is_empty() {
+            return Ok(());
         }
-        if in_batch > 0 {
-            buf.extend_from_slice(b"]}");
-            self.send_batch(&buf, in_batch)?;
+        // Up to `writers` requests in flight: each writer encodes and sends its own share of the pages, so one
+        // request's encoding and transfer overlap another's insertion on the server.
+        let writers = self.writers.clamp(1, pages.len());
+        let share = pages.len().div_ceil(writers);
+        let chunks: Vec<std::ops::Range<usize>> =
+            (0..pages.len()).step_by(share).map(|s| s..(s + share).min(pages.len())).collect();
+        if chunks.len() == 1 {
+            return self.write_pages(&pages, &previews, 0..pages.len());
         }
-        Ok(())
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                chunks.into_iter().map(|r| scope.spawn(|| self.write_pages(&pages, &previews, r))).collect();
+            // Every writer is joined; the first error (in page order) is the answer.
+            handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        })
     }
 
     /// Weaviate acknowledges a batch once it is in its write-ahead log, so there is nothing left to flush.
