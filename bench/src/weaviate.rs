@@ -98,7 +98,10 @@ pub(crate) fn run(addr: &str, pages: usize, rows: usize, muvera: bool, queries: 
     let started = fill(&weaviate, pages, rows, &what)?;
     weaviate.wait_indexed(std::time::Duration::from_secs(3600))?;
     let secs = started.elapsed().as_secs_f64();
-    println!("{}", json!({"what": format!("{what}_indexed"), "indexed_seconds": secs, "indexed_pages_per_s": pages as f64 / secs}));
+    println!(
+        "{}",
+        json!({"what": format!("{what}_indexed"), "indexed_seconds": secs, "indexed_pages_per_s": pages as f64 / secs})
+    );
     let store = if store_dir == "-" {
         None
     } else {

@@ -29,6 +29,12 @@ pub struct GlobalArgs {
     /// A new Weaviate collection: index MUVERA encodings instead of the multi-vectors (faster inserts, lower recall)
     #[arg(long, global = true)]
     pub weaviate_muvera: bool,
+    /// Weaviate writes: batch requests in flight at once (each a share of the pages of one store batch)
+    #[arg(long, global = true, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub weaviate_writers: u16,
+    /// Weaviate writes: REST JSON batches instead of the binary path (gRPC BatchObjects on the REST port)
+    #[arg(long, global = true)]
+    pub weaviate_json: bool,
     /// Model: Hugging Face id or local folder [default: vidore/colqwen2.5-v0.2, or the index's model]
     #[arg(long, global = true, env = "COLQWEN_MODEL")]
     pub model: Option<String>,

@@ -254,7 +254,12 @@ impl Weaviate {
     }
 
     /// Writes `pages[range]` in requests of at most [`BATCH_BYTES`], binary unless the server lacks that path.
-    fn write_pages(&self, pages: &[PageRecord], previews: &[Option<String>], range: std::ops::Range<usize>) -> Result<()> {
+    fn write_pages(
+        &self,
+        pages: &[PageRecord],
+        previews: &[Option<String>],
+        range: std::ops::Range<usize>,
+    ) -> Result<()> {
         let mut start = range.start;
         while start < range.end {
             if self.binary.load(Ordering::Relaxed) {
@@ -328,7 +333,8 @@ impl Weaviate {
             let text = |s: &str| wire::Value { kind: Some(wire::Kind::Text(s.to_string())) };
             let int = |n: usize| wire::Value { kind: Some(wire::Kind::Number(n as f64)) };
             // Through the f32's shortest decimal form, as the JSON path sends it: both store the same f64.
-            let number = |x: f32| wire::Value { kind: Some(wire::Kind::Number(x.to_string().parse().unwrap_or(x.into()))) };
+            let number =
+                |x: f32| wire::Value { kind: Some(wire::Kind::Number(x.to_string().parse().unwrap_or(x.into()))) };
             let mut fields = BTreeMap::from([
                 ("doc_id".to_string(), text(&p.doc_id)),
                 ("source_path".to_string(), text(&p.source_path)),
@@ -381,7 +387,8 @@ impl Weaviate {
         if let Some(e) = reply.errors.first() {
             let page = usize::try_from(e.index).ok().and_then(|i| pages.get(first + i));
             let what = page.map_or_else(String::new, |p| format!("page {} of document {}: ", p.page_index, p.doc_id));
-            let more = if reply.errors.len() > 1 { format!(" (and {} more)", reply.errors.len() - 1) } else { String::new() };
+            let more =
+                if reply.errors.len() > 1 { format!(" (and {} more)", reply.errors.len() - 1) } else { String::new() };
             return Err(self.client.remote_text(OP, status, format!("{what}{}{more}", e.error)));
         }
         Ok(true)
@@ -521,7 +528,10 @@ impl PageIndex for Weaviate {
         }
         let previews: Vec<Option<String>> = {
             let mut staged = self.staged_previews.lock().unwrap_or_else(|e| e.into_inner());
-            pages.iter().map(|p| staged.remove(&(p.doc_id.clone(), p.page_index)).map(|jpeg| BASE64.encode(jpeg))).collect()
+            pages
+                .iter()
+                .map(|p| staged.remove(&(p.doc_id.clone(), p.page_index)).map(|jpeg| BASE64.encode(jpeg)))
+                .collect()
         };
         if pages.is_empty() {
             return Ok(());

@@ -189,8 +189,8 @@ mod tests {
         expected.extend_from_slice(&[0x10, 2]);
         assert_eq!(req.encode_to_vec(), expected);
 
-        let reply = BatchObjectsReply::decode(&[0x0d, 0, 0, 0x80, 0x3f, 0x12, 5, 0x08, 3, 0x12, 1, b'x'][..])
-            .expect("decodes");
+        let reply =
+            BatchObjectsReply::decode(&[0x0d, 0, 0, 0x80, 0x3f, 0x12, 5, 0x08, 3, 0x12, 1, b'x'][..]).expect("decodes");
         assert_eq!(reply.took, 1.0);
         assert_eq!(reply.errors, vec![BatchError { index: 3, error: "x".into() }]);
     }

@@ -26,7 +26,7 @@ fn pages() -> Vec<PageRecord> {
 fn binary_and_json_inserts_agree() {
     let Some(addr) = common::server() else { return };
     let m = manifest("test/insert-paths@1");
-    let mut open = |insert: InsertPath, writers: usize| {
+    let open = |insert: InsertPath, writers: usize| {
         let mut config = common::config(&addr, &common::collection(&format!("paths_{insert:?}")));
         config.insert = insert;
         config.writers = writers;
@@ -48,7 +48,11 @@ fn binary_and_json_inserts_agree() {
     for p in &written {
         let b = binary.page_vectors(&p.doc_id, p.page_index).expect("read").expect("stored");
         let j = json.page_vectors(&p.doc_id, p.page_index).expect("read").expect("stored");
-        assert_eq!(b.data, p.vectors, "binary-inserted page {} of {} differs from what was sent", p.page_index, p.doc_id);
+        assert_eq!(
+            b.data, p.vectors,
+            "binary-inserted page {} of {} differs from what was sent",
+            p.page_index, p.doc_id
+        );
         assert_eq!(j.data, p.vectors, "JSON-inserted page {} of {} differs from what was sent", p.page_index, p.doc_id);
     }
     for index in [&binary, &json] {

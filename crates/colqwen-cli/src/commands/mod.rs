@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use colqwen::core::VectorStorage;
 use colqwen::model::{HubOptions, LoadOptions};
-use colqwen::weaviate::{Location, WeaviateConfig};
+use colqwen::weaviate::{InsertPath, Location, WeaviateConfig};
 use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, ServiceOptions};
 
 use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg, StorageArg};
@@ -67,6 +67,10 @@ pub fn remote_index(g: &GlobalArgs) -> anyhow::Result<Option<WeaviateConfig>> {
     config.api_key = g.weaviate_key.clone().filter(|k| !k.is_empty());
     config.replication_factor = usize::from(g.weaviate_replicas);
     config.muvera = g.weaviate_muvera;
+    config.writers = usize::from(g.weaviate_writers);
+    if g.weaviate_json {
+        config.insert = InsertPath::Json;
+    }
     Ok(Some(config))
 }
 
