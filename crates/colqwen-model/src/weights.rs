@@ -36,6 +36,31 @@ pub(crate) fn module_key(disk_key: &str) -> String {
     disk_key.to_string()
 }
 
+/// A stored tensor's little-endian bytes as f32, converted on all cores (bf16 and f16 widen exactly).
+fn host_f32(bytes: &[u8], stored: DType) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 1 << 16;
+    let elem = stored.size_in_bytes();
+    let n = bytes.len() / elem;
+    let mut out = vec![0f32; n];
+    let mut widen = |f: fn(&[u8]) -> f32| {
+        out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * elem)).for_each(|(o, b)| {
+            o.iter_mut().zip(b.chunks_exact(elem)).for_each(|(o, b)| *o = f(b));
+        });
+    };
+    match stored {
+        DType::BF16 => widen(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+        DType::F16 => widen(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        DType::F32 => widen(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        other => {
+            // Anything else (never in a ColQwen checkpoint) through candle's own conversion.
+            let t = Tensor::from_raw_buffer(bytes, other, &[n], &Device::Cpu)?.to_dtype(DType::F32)?;
+            return Ok(t.to_vec1()?);
+        }
+    }
+    Ok(out)
+}
+
 /// Where a tensor lives: file index and its on-disk name.
 #[derive(Clone)]
 struct Entry {
@@ -174,6 +199,10 @@ impl Weights {
         dtype: DType,
     ) -> Result<Tensor> {
         let (view, stored) = Self::checked_view(files, entry, shape)?;
+        if self.device.is_cpu() && dtype == DType::F32 {
+            // The CPU's f32 model: one parallel pass from the mapped file into the tensor's own buffer.
+            return Ok(Tensor::from_vec(host_f32(view.data(), stored)?, shape, &self.device)?);
+        }
         // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
         let t = Tensor::from_raw_buffer(view.data(), stored, shape, &self.device)?;
         Ok(t.to_dtype(dtype)?)
@@ -206,6 +235,9 @@ impl Weights {
         let a = self.load_entry(&adapter.files, &pair.a, &[rank, in_dim], DType::F32)?;
         let b = self.load_entry(&adapter.files, &pair.b, &[out_dim, rank], DType::F32)?;
         let scale = adapter.config.scaling(module);
+        if self.device.is_cpu() && self.dtype == DType::F32 {
+            return self.merge_on_host(entry, shape, &a, &b, scale as f32);
+        }
         // The result is allocated first and filled in row blocks whose f32 temporaries stay ≤ 16 MiB: merging a
         // whole [11008, 2048] module at once leaves 90 MB f32 blocks behind in the GPU's stream-ordered pool, and
         // the weights allocated into them afterwards pin those blocks for the life of the process.
@@ -218,6 +250,32 @@ impl Weights {
             merged.slice_set(&(w + delta)?.to_dtype(self.dtype)?, 0, r0)?;
         }
         Ok(merged)
+    }
+
+    /// The LoRA merge for the CPU's f32 model, in place: `W` converted once into the result's buffer (all cores),
+    /// then `s·(B·A)` added block by block — the same f32 operations in the same order as the device path
+    /// (`W + (B·A)·s`, nothing to round at f32), with two passes over the weights instead of six single-threaded
+    /// ones (it was most of the 31–36 s start-up of the 3B model on 2 cores).
+    fn merge_on_host(&self, entry: &Entry, shape: &[usize], a: &Tensor, b: &Tensor, scale: f32) -> Result<Tensor> {
+        let (view, stored) = Self::checked_view(&self.store.files, entry, shape)?;
+        let (out_dim, in_dim) = (shape[0], shape[1]);
+        let mut out = host_f32(view.data(), stored)?;
+        let rows = ((4 << 20) / in_dim.max(1)).clamp(1, out_dim.max(1));
+        for r0 in (0..out_dim).step_by(rows) {
+            let n = rows.min(out_dim - r0);
+            let delta = b.narrow(0, r0, n)?.matmul(a)?.contiguous()?;
+            let (storage, layout) = delta.storage_and_layout();
+            let candle_core::Storage::Cpu(cpu) = &*storage else {
+                unreachable!("a CPU tensor's storage is on the CPU")
+            };
+            let d = &cpu.as_slice::<f32>()?[layout.start_offset()..layout.start_offset() + n * in_dim];
+            use rayon::prelude::*;
+            out[r0 * in_dim..(r0 + n) * in_dim]
+                .par_chunks_mut(1 << 14)
+                .zip(d.par_chunks(1 << 14))
+                .for_each(|(o, d)| o.iter_mut().zip(d).for_each(|(o, d)| *o += d * scale));
+        }
+        Ok(Tensor::from_vec(out, (out_dim, in_dim), &self.device)?)
     }
 
     /// Rows `r0..r0+n` of the 2-D tensor of `entry` (expected `shape`), on the device in its stored dtype.
@@ -322,6 +380,16 @@ mod tests {
     /// once, as the whole-matrix formula gives it.
     #[test]
     fn lora_merge_in_row_blocks_equals_the_whole_formula() {
+        lora_merge_matches(DType::BF16);
+    }
+
+    /// The same for the CPU's f32 model, whose merge runs in place on the host (`merge_on_host`).
+    #[test]
+    fn lora_merge_on_the_host_equals_the_whole_formula() {
+        lora_merge_matches(DType::F32);
+    }
+
+    fn lora_merge_matches(dtype: DType) {
         let dir = tempfile::tempdir().unwrap();
         let dev = Device::Cpu;
         let (out_dim, in_dim, r) = (5000, 1024, 4);
@@ -342,12 +410,13 @@ mod tests {
         candle_core::safetensors::save(&lora, &adapter).unwrap();
         let config: AdapterConfig = serde_json::from_str(r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8}"#).unwrap();
         let weights =
-            Weights::open(&[base], Some((&adapter, config)), DType::BF16, &dev, &Ops::Generic, &Profiling::new(&dev))
+            Weights::open(&[base], Some((&adapter, config)), dtype, &dev, &Ops::Generic, &Profiling::new(&dev))
                 .unwrap();
         let merged = weights.pp("language_model.layers.0.mlp.up_proj").get(&[out_dim, in_dim], "weight").unwrap();
+        assert_eq!(merged.dtype(), dtype);
         let expected = (w.to_dtype(DType::F32).unwrap() + (b.matmul(&a).unwrap() * 2.0).unwrap())
             .unwrap()
-            .to_dtype(DType::BF16)
+            .to_dtype(dtype)
             .unwrap();
         let diff = (merged.to_dtype(DType::F32).unwrap() - expected.to_dtype(DType::F32).unwrap())
             .unwrap()
