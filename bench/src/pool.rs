@@ -18,7 +18,8 @@ use rayon::prelude::*;
 
 use crate::scale::{Row, Workload, maxsim_many, maxsim_one};
 
-const FACTORS: [usize; 2] = [2, 3];
+/// (pooling factor, int8 rows): the pooled rows as f16, or quantized to int8 with one f32 scale per row.
+const VARIANTS: [(usize, bool); 4] = [(2, false), (3, false), (2, true), (3, true)];
 /// Single queries timed for latency (the recall pass is batched).
 const LATENCY_QUERIES: usize = 20;
 
@@ -30,8 +31,8 @@ pub(crate) fn pool_page(page: &[f32], dim: usize, factor: usize) -> Vec<f32> {
         return page.to_vec();
     }
     let e = ArrayView2::from_shape((n, dim), page).expect("rows × dim");
-    let g = e.t().dot(&e);
-    let b = e.dot(&g).dot(&e.t());
+    // Gram matrix of the rows: ‖e_i − e_j‖² = G_ii + G_jj − 2·G_ij.
+    let b = e.dot(&e.t());
     let mut d2 = vec![0.0f32; n * n];
     for i in 0..n {
         for j in 0..n {
@@ -71,6 +72,21 @@ pub(crate) fn pool_page(page: &[f32], dim: usize, factor: usize) -> Vec<f32> {
         sums[s * dim..(s + 1) * dim].iter_mut().for_each(|a| *a /= c);
     }
     sums
+}
+
+/// Rows quantized to int8 with one scale per row (`max |x| / 127`) and back: what a store of int8 rows would
+/// score with.
+fn int8_round_trip(rows: &[f32], dim: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows.chunks_exact(dim) {
+        let scale = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+        if scale == 0.0 {
+            out.extend_from_slice(row);
+            continue;
+        }
+        out.extend(row.iter().map(|x| (x / scale).round().clamp(-127.0, 127.0) * scale));
+    }
+    out
 }
 
 /// Ward linkage on an `n × n` matrix of squared distances (overwritten); returns the `n − 1` merges as
@@ -124,9 +140,15 @@ fn ward_nn_chain(d2: &mut [f32], n: usize) -> Vec<(usize, usize, f32)> {
 pub(crate) fn rows(w: &Workload) -> Result<Vec<Row>> {
     let dim = w.ds.dim;
     let mut out = Vec::new();
-    for factor in FACTORS {
+    for (factor, int8) in VARIANTS {
         let t = Instant::now();
-        let pooled: Vec<Vec<f32>> = (0..w.n).into_par_iter().map(|i| pool_page(&w.ds.page(i), dim, factor)).collect();
+        let pooled: Vec<Vec<f32>> = (0..w.n)
+            .into_par_iter()
+            .map(|i| {
+                let p = pool_page(&w.ds.page(i), dim, factor);
+                if int8 { int8_round_trip(&p, dim) } else { p }
+            })
+            .collect();
         let build_s = t.elapsed().as_secs_f64();
         let rows: usize = pooled.iter().map(|p| p.len() / dim).sum();
         // Recall: all queries against all pooled pages in one batched pass.
@@ -151,16 +173,19 @@ pub(crate) fn rows(w: &Workload) -> Result<Vec<Row>> {
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
         out.push(Row {
-            candidate: format!("token pooling factor {factor} (exact over pooled)"),
+            candidate: format!(
+                "token pooling factor {factor}{} (exact over pooled)",
+                if int8 { " + int8 rows" } else { "" }
+            ),
             build_s: Some(build_s),
             write_pages_per_s: Some(w.n as f64 / build_s),
-            disk_bytes_per_page: Some((rows * dim * 2) as f64 / w.n as f64),
+            disk_bytes_per_page: Some((rows * if int8 { dim + 4 } else { dim * 2 }) as f64 / w.n as f64),
             warm: Some(crate::scale::pct(lat)),
             recall_a: Some(hits_a as f64 / (10 * w.text.len()) as f64),
             recall_b: Some(hits_b as f64 / w.known.len() as f64),
             rss_mib: crate::scale::rss_mib(),
             note: format!(
-                "{:.0} rows/page after pooling; disk = f16 pooled rows; latency = 2-thread exact scan in RAM over {LATENCY_QUERIES} queries; build = pooling time (2 threads);",
+                "{:.0} rows/page after pooling; disk = pooled rows (f16, or int8 + an f32 scale per row); latency = 2-thread exact scan in RAM over {LATENCY_QUERIES} queries; build = pooling time (2 threads);",
                 rows as f64 / w.n as f64
             ),
             ..Default::default()
