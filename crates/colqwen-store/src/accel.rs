@@ -6,7 +6,8 @@
 //! store's type in the block layout of [`crate::kernel`]: blocks of 16 rows stored dimension-major (element
 //! `(row r, dim k)` of block `b` at `b·16·dim + k·16 + r`), a trailing partial block padded with copies of the
 //! page's last row, so a padded row never changes a maximum. A scorer keeps its own copy and brings it up to date
-//! from [`PagesView::lineage`]: within one lineage, a snapshot is the previous one with pages appended.
+//! from [`PagesView::lineage`]: within one lineage, a snapshot is the previous one with pages appended; across
+//! lineages, pages keep their point ids ([`PagesView::id`]).
 
 use colqwen_core::VectorStorage;
 
@@ -63,11 +64,7 @@ impl PagesView<'_> {
 
     /// Rows in the block layout of page `i`: its vector count rounded up to a multiple of [`PagesView::BLOCK`].
     pub fn padded_rows(&self, i: usize) -> usize {
-        let elem = match self.storage {
-            VectorStorage::F32 => 4,
-            VectorStorage::F16 => 2,
-        };
-        self.snap.pages[i].data.1 as usize / (elem * self.dim)
+        self.snap.pages[i].data.1 as usize / (self.storage_bytes() * self.dim)
     }
 
     /// The bytes of page `i`'s vectors in the block layout (little-endian f32 or f16).
@@ -75,6 +72,19 @@ impl PagesView<'_> {
         let Some(map) = self.snap.map.as_deref() else { return &[] };
         let (at, len) = self.snap.pages[i].data;
         &map[at as usize..(at + len) as usize]
+    }
+
+    /// The point id of page `i` (a page's vectors depend only on its id: file content, page, model, preprocessing).
+    pub fn id(&self, i: usize) -> u64 {
+        self.snap.pages[i].meta.id
+    }
+
+    /// Bytes per element of [`PagesView::stored`].
+    pub fn storage_bytes(&self) -> usize {
+        match self.storage {
+            VectorStorage::F32 => 4,
+            VectorStorage::F16 => 2,
+        }
     }
 
     /// Rows per block of the layout.

@@ -63,11 +63,28 @@ fn run(storage: VectorStorage) {
     let hits = same_answers(&store, &scorer, &q, None);
     assert_eq!((hits[0].doc_id.as_str(), hits[0].page_index), ("cccccccccccccccc", 8));
 
-    // A deleted document (a new lineage): gone from the device's answers too.
+    // A deleted document (a new lineage): gone from the device's answers, and the pages already on the device
+    // are found again by id (nothing copied again).
+    let elem = if storage == VectorStorage::F16 { 2 } else { 4 };
+    let bytes = |pages: usize, padded_rows: usize| pages * padded_rows * synth::DIM * elem;
+    let all = bytes(30, 48) + bytes(25, 32) + bytes(9, 48);
+    assert_eq!(scorer.copied_bytes(), all);
+    store.delete_document("cccccccccccccccc").unwrap();
+    let q = synth::planted_query(&mut rng, &c[8].vectors, 24, 0.3);
+    let hits = same_answers(&store, &scorer, &q, None);
+    assert!(hits.iter().all(|h| h.doc_id != "cccccccccccccccc"));
+    assert_eq!(scorer.copied_bytes(), all, "a delete reuses the device copy");
+    // Deleting more than what is left: the copy is made afresh with only the live pages.
     store.delete_document("aaaaaaaaaaaaaaaa").unwrap();
     let q = synth::planted_query(&mut rng, &a[3].vectors, 24, 0.3);
     let hits = same_answers(&store, &scorer, &q, None);
     assert!(hits.iter().all(|h| h.doc_id != "aaaaaaaaaaaaaaaa"));
+    assert_eq!(scorer.copied_bytes(), bytes(25, 32), "dead pages outweighed live ones: copied afresh");
+    // A page written again (same id) after a delete of its document comes back through the id map.
+    store.upsert(c.clone()).unwrap();
+    let q = synth::planted_query(&mut rng, &c[2].vectors, 24, 0.3);
+    let hits = same_answers(&store, &scorer, &q, None);
+    assert_eq!((hits[0].doc_id.as_str(), hits[0].page_index), ("cccccccccccccccc", 2));
 
     // A budget smaller than the index: declined, the CPU answers.
     let small = Arc::new(DeviceScorer::new(Device::Cpu, 1024));

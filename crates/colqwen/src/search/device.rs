@@ -11,9 +11,11 @@
 //! reports the top-10 overlap.
 //!
 //! Copies follow the store's snapshots: within one lineage new pages are appended to the open chunk of their
-//! row count; a new lineage (a page replaced or deleted, a compaction, a reopened index) uploads everything again.
+//! row count; in a new lineage (a page replaced or deleted, a compaction) the pages already copied are found again
+//! by point id and only new ones are copied, so a delete does not stall the next search with a full upload.
 //! An index larger than the memory budget is declined and the CPU scans it.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor};
@@ -40,7 +42,7 @@ pub struct DeviceScorer {
 #[derive(Default)]
 struct State {
     lineage: u64,
-    /// Pages of the lineage copied (a prefix of every later view of it).
+    /// Positions of the view below this are on the device (every later view of the lineage keeps them).
     copied: usize,
     chunks: Vec<Chunk>,
     bytes: usize,
@@ -53,9 +55,14 @@ struct Chunk {
     rows: usize,
     /// `[pages·rows, dim]`, row-major.
     vectors: Tensor,
-    /// The pages' positions in the view.
+    /// The pages' positions in the current view ([`GONE`]: no longer in the index).
     positions: Vec<u32>,
+    /// The pages' point ids (to find them again in a new lineage).
+    ids: Vec<u64>,
 }
+
+/// A chunk slot whose page left the index.
+const GONE: u32 = u32::MAX;
 
 impl DeviceScorer {
     /// A scorer on `device` holding at most `budget_bytes` of vectors.
@@ -83,16 +90,60 @@ impl DeviceScorer {
 
     /// Brings the copy up to `view`; false when declined.
     fn sync(&self, state: &mut State, view: &PagesView<'_>) -> bool {
-        if state.lineage != view.lineage() || state.copied > view.len() {
-            *state = State { lineage: view.lineage(), ..State::default() };
-        }
         if state.declined == Some(view.lineage()) {
             return false;
+        }
+        if state.lineage != view.lineage() || state.copied > view.len() {
+            self.remap(state, view);
         }
         if state.copied == view.len() {
             return true;
         }
-        let new_bytes: usize = (state.copied..view.len()).map(|i| view.stored(i).len()).sum();
+        let missing: Vec<usize> = (state.copied..view.len()).collect();
+        self.copy(state, view, &missing)
+    }
+
+    /// A new lineage (pages replaced or deleted, a compaction): pages already on the device are found again by
+    /// their point id (a page's vectors depend only on its id), only the others are copied; slots of pages gone
+    /// stay as dead weight until they outweigh the live ones, then everything is copied afresh.
+    fn remap(&self, state: &mut State, view: &PagesView<'_>) {
+        let at: HashMap<u64, u32> = (0..view.len()).map(|i| (view.id(i), i as u32)).collect();
+        let mut covered = vec![false; view.len()];
+        let (mut live, mut dead) = (0usize, 0usize);
+        for chunk in &mut state.chunks {
+            let page_bytes = chunk.rows * view.dim() * view.storage_bytes();
+            for (slot, id) in chunk.positions.iter_mut().zip(&chunk.ids) {
+                match at.get(id) {
+                    Some(&p) if !covered[p as usize] => {
+                        *slot = p;
+                        covered[p as usize] = true;
+                        live += page_bytes;
+                    }
+                    _ => {
+                        *slot = GONE;
+                        dead += page_bytes;
+                    }
+                }
+            }
+        }
+        state.lineage = view.lineage();
+        if dead > live {
+            *state = State { lineage: view.lineage(), ..State::default() };
+            return;
+        }
+        // Pages not on the device are copied now (they come after the last covered position in file order only
+        // by accident, so the copy takes an explicit list).
+        let missing: Vec<usize> = covered.iter().enumerate().filter(|(_, c)| !**c).map(|(i, _)| i).collect();
+        state.copied = view.len();
+        if !missing.is_empty() {
+            self.copy(state, view, &missing);
+        }
+    }
+
+    /// Copies the pages at `positions` of `view` (ascending), within the budget; false (and declined for this
+    /// lineage) when they do not fit or the device fails.
+    fn copy(&self, state: &mut State, view: &PagesView<'_>, positions: &[usize]) -> bool {
+        let new_bytes: usize = positions.iter().map(|&i| view.stored(i).len()).sum();
         if state.bytes + new_bytes > self.budget_bytes {
             tracing::warn!(
                 bytes = state.bytes + new_bytes,
@@ -103,8 +154,11 @@ impl DeviceScorer {
             *state = State { lineage: view.lineage(), declined: Some(view.lineage()), ..State::default() };
             return false;
         }
-        match self.append(state, view) {
-            Ok(()) => true,
+        match self.append(state, view, positions) {
+            Ok(()) => {
+                state.copied = state.copied.max(positions.last().map_or(0, |&p| p + 1));
+                true
+            }
             Err(e) => {
                 tracing::warn!(error = %e, device = %self.name(), "copying pages to the device failed; exact search runs on the CPU");
                 *state = State { lineage: view.lineage(), declined: Some(view.lineage()), ..State::default() };
@@ -113,44 +167,46 @@ impl DeviceScorer {
         }
     }
 
-    /// Appends the pages `state.copied..view.len()` to the chunks of their row counts.
-    fn append(&self, state: &mut State, view: &PagesView<'_>) -> candle_core::Result<()> {
+    /// Appends the pages at `positions` to the chunks of their row counts.
+    fn append(&self, state: &mut State, view: &PagesView<'_>, positions: &[usize]) -> candle_core::Result<()> {
         let dim = view.dim();
         let dtype = match view.storage() {
             VectorStorage::F16 => DType::F16,
             VectorStorage::F32 => DType::F32,
         };
-        let mut start = state.copied;
-        while start < view.len() {
-            // A run of consecutive pages of one row count that fits the open chunk of that count (or a new one).
-            let rows = view.padded_rows(start);
+        let mut start = 0;
+        while start < positions.len() {
+            // A run of pages of one row count that fits the open chunk of that count (or a new one).
+            let rows = view.padded_rows(positions[start]);
             let open = state.chunks.iter().rposition(|c| c.rows == rows && c.positions.len() * rows < self.chunk_rows);
             let room = (self.chunk_rows / rows).saturating_sub(open.map_or(0, |c| state.chunks[c].positions.len()));
             let mut end = start;
-            while end < view.len() && end - start < room.max(1) && view.padded_rows(end) == rows {
+            while end < positions.len() && end - start < room.max(1) && view.padded_rows(positions[end]) == rows {
                 end += 1;
             }
-            let mut bytes = Vec::with_capacity((start..end).map(|i| view.stored(i).len()).sum());
-            for i in start..end {
+            let run = &positions[start..end];
+            let mut bytes = Vec::with_capacity(run.iter().map(|&i| view.stored(i).len()).sum());
+            for &i in run {
                 bytes.extend_from_slice(view.stored(i));
             }
-            let blocks = (end - start) * rows / PagesView::BLOCK;
+            let blocks = run.len() * rows / PagesView::BLOCK;
             // Block layout (blocks of 16 rows, dimension-major) → row-major rows, on the device.
             let vectors = Tensor::from_raw_buffer(&bytes, dtype, &[blocks, dim, PagesView::BLOCK], &self.device)?
                 .transpose(1, 2)?
                 .contiguous()?
-                .reshape(((end - start) * rows, dim))?;
-            let positions = (start..end).map(|i| i as u32);
+                .reshape((run.len() * rows, dim))?;
+            let ids = run.iter().map(|&i| view.id(i));
+            let at = run.iter().map(|&i| i as u32);
             match open {
                 Some(c) => {
                     let chunk = &mut state.chunks[c];
                     chunk.vectors = Tensor::cat(&[&chunk.vectors, &vectors], 0)?;
-                    chunk.positions.extend(positions);
+                    chunk.positions.extend(at);
+                    chunk.ids.extend(ids);
                 }
-                None => state.chunks.push(Chunk { rows, vectors, positions: positions.collect() }),
+                None => state.chunks.push(Chunk { rows, vectors, positions: at.collect(), ids: ids.collect() }),
             }
             state.bytes += bytes.len();
-            state.copied = end;
             start = end;
         }
         Ok(())
@@ -168,7 +224,9 @@ impl DeviceScorer {
         let mut scores = vec![f32::NEG_INFINITY; pages];
         let positions = state.chunks.iter().flat_map(|c| &c.positions);
         for (&p, s) in positions.zip(all) {
-            scores[p as usize] = s;
+            if p != GONE {
+                scores[p as usize] = s;
+            }
         }
         Ok(scores)
     }
