@@ -2,7 +2,10 @@
 //! the device scorer's copy time and memory, search latency p50/p95 with the scorer against the store's CPU scan
 //! on all cores, and the top-10 overlap between the two (f16 dot products on the device).
 //!
-//!   colqwen-bench device-search WORK_DIR SIZES [QUERIES=200] [CPU_QUERIES=20]
+//!   colqwen-bench device-search WORK_DIR SIZES [QUERIES=200] [CPU_QUERIES=20] [TWO_STAGE=0|1]
+//!
+//! QUERIES = 0 skips the device (the CPU scan only); TWO_STAGE = 1 also builds the coarse stage on all cores and
+//! times the CPU's two-stage search (prefetch 1,000) against the CPU's exact answers.
 //!
 //! SIZES: comma list, ascending (e.g. 10000,100000); the store grows from one size to the next and each size gets
 //! a fresh scorer (a full copy, timed). Prints one JSON line per size. Measures on a GPU with a CUDA build; a CPU
@@ -83,6 +86,9 @@ fn query(target: usize, seed: u64) -> Vec<f32> {
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN; // printed as null
+    }
     let mut s = v.to_vec();
     s.sort_by(|a, b| a.total_cmp(b));
     s[((s.len() - 1) as f64 * p).round() as usize]
@@ -122,7 +128,7 @@ fn breakdown(device: &Device) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) -> Result<()> {
+pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize, two_stage: bool) -> Result<()> {
     let sizes: Vec<usize> = sizes.split(',').map(|s| s.parse().context("SIZES: numbers")).collect::<Result<_>>()?;
     // Without CUDA (a CPU build) candle's CPU device runs the same code: a smoke test, not a measurement.
     let device = Device::new_cuda_with_stream(0).unwrap_or(Device::Cpu);
@@ -147,7 +153,10 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
         let free_before = colqwen::model::free_device_memory(&device).unwrap_or(0);
         let scorer = Arc::new(DeviceScorer::new(device.clone(), usize::MAX));
         let t = Instant::now();
-        store.set_exact_scorer(Some(scorer.clone()));
+        // QUERIES = 0: the CPU scan only (no copy: on a CPU build the "device" copy would be in RAM).
+        if queries > 0 {
+            store.set_exact_scorer(Some(scorer.clone()));
+        }
         let copy_s = t.elapsed().as_secs_f64();
         let free_after = colqwen::model::free_device_memory(&device).unwrap_or(0);
         let qs: Vec<(usize, Vec<f32>)> = (0..queries.max(cpu_queries))
@@ -157,7 +166,7 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
             })
             .collect();
         // Warm-up (kernels loaded, cuBLAS handle).
-        for (_, q) in qs.iter().take(3) {
+        for (_, q) in qs.iter().take(queries.min(3)) {
             store.search(q, 10, None, SearchMode::Exact)?;
         }
         let mut gpu_ms = Vec::new();
@@ -175,12 +184,14 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
         }
         store.set_exact_scorer(None);
         let mut cpu_ms = Vec::new();
+        let mut cpu_hits = Vec::new();
         let mut overlap = 0.0;
         let mut same_order = 0;
         for (j, (_, q)) in qs.iter().take(cpu_queries).enumerate() {
             let t = Instant::now();
             let cpu = store.search(q, 10, None, SearchMode::Exact)?;
             cpu_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            cpu_hits.push(cpu.clone());
             if let Some(gpu) = gpu_hits.get(j) {
                 let ids: Vec<u64> = gpu.iter().map(|h| h.point_id).collect();
                 overlap += cpu.iter().filter(|h| ids.contains(&h.point_id)).count() as f64 / cpu.len().max(1) as f64;
@@ -188,6 +199,34 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
             }
         }
         let compared = cpu_queries.min(gpu_hits.len()).max(1);
+        // The CPU's two-stage search (coarse codebook built on all cores first), against the CPU's exact answers.
+        let mut two = serde_json::Value::Null;
+        if two_stage && !cpu_hits.is_empty() {
+            let t = Instant::now();
+            let covered = store.optimize()?;
+            let optimize_s = t.elapsed().as_secs_f64();
+            let mut ms = Vec::new();
+            let (mut overlap, mut top1) = (0.0, 0);
+            for ((target, q), exact) in qs.iter().zip(&cpu_hits) {
+                let t = Instant::now();
+                let hits =
+                    store.search(q, 10, None, SearchMode::TwoStage { prefetch: colqwen::store::AUTO_PREFETCH })?;
+                ms.push(t.elapsed().as_secs_f64() * 1e3);
+                let ids: Vec<u64> = hits.iter().map(|h| h.point_id).collect();
+                overlap +=
+                    exact.iter().filter(|h| ids.contains(&h.point_id)).count() as f64 / exact.len().max(1) as f64;
+                top1 += usize::from(
+                    hits.first()
+                        .is_some_and(|h| h.doc_id == format!("{:016x}", target / 100) && h.page_index == target % 100),
+                );
+            }
+            two = serde_json::json!({
+                "optimize_s": optimize_s, "coded_pages": covered, "prefetch": colqwen::store::AUTO_PREFETCH,
+                "p50_ms": pct(&ms, 0.5), "p95_ms": pct(&ms, 0.95),
+                "top10_overlap_vs_cpu_exact": overlap / ms.len() as f64,
+                "top1_planted": top1 as f64 / ms.len() as f64,
+            });
+        }
         println!(
             "{}",
             serde_json::json!({
@@ -209,6 +248,7 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize) 
                 "cpu_p95_ms": pct(&cpu_ms, 0.95),
                 "top10_overlap_gpu_vs_cpu": overlap / compared as f64,
                 "same_order_fraction": same_order as f64 / compared as f64,
+                "cpu_two_stage": two,
             })
         );
         drop(scorer);

@@ -48,6 +48,7 @@ fn main() -> Result<()> {
             &args[2],
             args.get(3).map_or(Ok(200), |s| s.parse()).context("QUERIES: a number")?,
             args.get(4).map_or(Ok(20), |s| s.parse()).context("CPU_QUERIES: a number")?,
+            args.get(5).is_some_and(|s| s == "1"),
         ),
         Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
@@ -67,7 +68,7 @@ fn main() -> Result<()> {
              | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
              | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
              | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|- \
-             | device-search WORK_DIR SIZES [QUERIES] [CPU_QUERIES]"
+             | device-search WORK_DIR SIZES [QUERIES] [CPU_QUERIES] [TWO_STAGE]"
         ),
     }
 }
