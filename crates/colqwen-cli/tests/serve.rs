@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use colqwen_testkit::{fixtures_dir, tiny_adapter};
@@ -32,46 +32,13 @@ impl Server {
     }
 
     fn start_with_key(index: &Path, extra: &[&str], key: Option<&str>) -> Server {
-        let _ = std::fs::remove_file(index.join("server.json"));
-        let mut c = Command::new(env!("CARGO_BIN_EXE_colqwen"));
-        c.arg("--index")
-            .arg(index)
-            .arg("--model")
-            .arg(tiny_adapter())
-            .args(["--device", "cpu", "serve", "--port", "0"]);
-        c.args(extra)
-            .env("COLQWEN_NO_PROGRESS", "1")
-            .env_remove("COLQWEN_API_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(k) = key {
-            c.env("COLQWEN_API_KEY", k);
-        }
-        let child = c.spawn().expect("colqwen serve starts");
+        let (child, url) = colqwen_testkit::server::start(Path::new(env!("CARGO_BIN_EXE_colqwen")), index, extra, key);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
             .build()
             .into();
-        let mut server = Server { child, url: String::new(), key: key.map(str::to_owned), agent };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                let mut err = String::new();
-                server.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-                panic!("the server exited ({status}): {err}");
-            }
-            if let Ok(bytes) = std::fs::read(index.join("server.json"))
-                && let Ok(info) = serde_json::from_slice::<Value>(&bytes)
-            {
-                server.url = info["url"].as_str().unwrap().to_string();
-                if server.get("/health").0 == 200 {
-                    return server;
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the server did not come up");
+        Server { child, url, key: key.map(str::to_owned), agent }
     }
 
     fn with_auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {

@@ -8,13 +8,12 @@
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the test fails and
 //! says so; a developer without a browser may set `COLQWEN_SKIP_BROWSER=1` to skip it (CI never sets it).
 
-use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use colqwen_testkit::{fixtures_dir, tiny_adapter};
+use colqwen_testkit::fixtures_dir;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -62,36 +61,8 @@ fn free_port() -> u16 {
 
 /// `colqwen serve` on an ephemeral loopback port; returns it and its URL once `/health` answers.
 fn serve(index: &Path, key: Option<&str>) -> (Proc, String) {
-    let _ = std::fs::remove_file(index.join("server.json"));
-    let mut c = Command::new(env!("CARGO_BIN_EXE_colqwen"));
-    c.arg("--index").arg(index).arg("--model").arg(tiny_adapter());
-    c.args(["--device", "cpu", "serve", "--port", "0"])
-        .env("COLQWEN_NO_PROGRESS", "1")
-        .env_remove("COLQWEN_API_KEY")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(k) = key {
-        c.env("COLQWEN_API_KEY", k);
-    }
-    let mut child = Proc(c.spawn().expect("colqwen serve starts"));
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            let mut err = String::new();
-            child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("the server exited ({status}): {err}");
-        }
-        if let Ok(bytes) = std::fs::read(index.join("server.json"))
-            && let Ok(info) = serde_json::from_slice::<Value>(&bytes)
-        {
-            let url = info["url"].as_str().unwrap().trim_end_matches('/').to_string();
-            if ureq::get(&format!("{url}/health")).call().is_ok() {
-                return (child, url);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the server did not come up");
+    let (child, url) = colqwen_testkit::server::start(Path::new(env!("CARGO_BIN_EXE_colqwen")), index, &[], key);
+    (Proc(child), url)
 }
 
 /// chromedriver on a free port, and a headless chromium session through it.

@@ -3,6 +3,7 @@
 //! the parity contract, defined once.
 
 pub mod index_suite;
+pub mod server;
 pub mod synth;
 pub mod weaviate;
 

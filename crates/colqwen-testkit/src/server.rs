@@ -1,0 +1,50 @@
+//! `colqwen serve` for the binary's tests (the HTTP API tests and the browser test start it the same way).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::tiny_adapter;
+
+/// Starts `bin serve` (the tests' `env!("CARGO_BIN_EXE_colqwen")`) over `index` with the tiny fixture model on
+/// the CPU, on an ephemeral loopback port, with the `extra` flags and `key` as `COLQWEN_API_KEY`. Returns the
+/// child and the server's URL once `/health` answers; panics with the server's stderr if it exits first, or
+/// after two minutes.
+pub fn start(bin: &Path, index: &Path, extra: &[&str], key: Option<&str>) -> (Child, String) {
+    let _ = std::fs::remove_file(index.join("server.json"));
+    let mut c = Command::new(bin);
+    c.arg("--index").arg(index).arg("--model").arg(tiny_adapter());
+    c.args(["--device", "cpu", "serve", "--port", "0"])
+        .args(extra)
+        .env("COLQWEN_NO_PROGRESS", "1")
+        .env_remove("COLQWEN_API_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(k) = key {
+        c.env("COLQWEN_API_KEY", k);
+    }
+    let mut child = c.spawn().expect("colqwen serve starts");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("the server's status") {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("the server exited ({status}): {err}");
+        }
+        if let Ok(bytes) = std::fs::read(index.join("server.json"))
+            && let Ok(info) = serde_json::from_slice::<serde_json::Value>(&bytes)
+            && let Some(url) = info["url"].as_str()
+        {
+            let url = url.trim_end_matches('/').to_string();
+            if ureq::get(&format!("{url}/health")).call().is_ok() {
+                return (child, url);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the server did not come up");
+}
