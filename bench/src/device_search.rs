@@ -22,6 +22,8 @@ use colqwen::model::Device;
 use colqwen::store::Store;
 use rayon::prelude::*;
 
+use crate::scale::pct;
+
 const ROWS: usize = 768;
 const DIM: usize = 128;
 const QUERY_ROWS: usize = 24;
@@ -83,15 +85,6 @@ fn query(target: usize, seed: u64) -> Vec<f32> {
         out.extend_from_slice(&row);
     }
     out
-}
-
-fn pct(v: &[f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN; // printed as null
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    s[((s.len() - 1) as f64 * p).round() as usize]
 }
 
 /// Where one chunk's time goes (2 Mi rows of f16, 24 query rows): the GEMM alone, with candle's reductions, with
@@ -220,13 +213,15 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize, 
                         .is_some_and(|h| h.doc_id == format!("{:016x}", target / 100) && h.page_index == target % 100),
                 );
             }
+            let (p50, p95) = pct(ms.clone());
             two = serde_json::json!({
                 "optimize_s": optimize_s, "coded_pages": covered, "prefetch": colqwen::store::AUTO_PREFETCH,
-                "p50_ms": pct(&ms, 0.5), "p95_ms": pct(&ms, 0.95),
+                "p50_ms": p50, "p95_ms": p95,
                 "top10_overlap_vs_cpu_exact": overlap / ms.len() as f64,
                 "top1_planted": top1 as f64 / ms.len() as f64,
             });
         }
+        let (gpu_p, cpu_p) = (pct(gpu_ms.clone()), pct(cpu_ms.clone()));
         println!(
             "{}",
             serde_json::json!({
@@ -239,13 +234,13 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize, 
                 "device_bytes": scorer.copied_bytes(),
                 "device_mem_used_bytes": free_before.saturating_sub(free_after),
                 "gpu_queries": gpu_ms.len(),
-                "gpu_p50_ms": pct(&gpu_ms, 0.5),
-                "gpu_p95_ms": pct(&gpu_ms, 0.95),
+                "gpu_p50_ms": gpu_p.0,
+                "gpu_p95_ms": gpu_p.1,
                 "gpu_top1_planted": top1 as f64 / gpu_ms.len().max(1) as f64,
                 "cpu_queries": cpu_ms.len(),
                 "cpu_threads": store.search_threads(),
-                "cpu_p50_ms": pct(&cpu_ms, 0.5),
-                "cpu_p95_ms": pct(&cpu_ms, 0.95),
+                "cpu_p50_ms": cpu_p.0,
+                "cpu_p95_ms": cpu_p.1,
                 "top10_overlap_gpu_vs_cpu": overlap / compared as f64,
                 "same_order_fraction": same_order as f64 / compared as f64,
                 "cpu_two_stage": two,

@@ -6,7 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
 use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
-use candle_core::cuda_backend::cudarc::driver::{LaunchConfig, PushKernelArg};
+use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::{
     CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
     Tensor, bail,
@@ -579,32 +579,35 @@ impl CustomOp1 for MaxSimReduce {
             block_dim: (threads, 1, 1),
             shared_mem_bytes: 0,
         };
-        let (nq, n64, rows) = (nq as i32, n as i64, self.rows as i32);
+        let args = (nq as i32, n as i64, self.rows as i32);
         match s.dtype() {
-            DType::F16 => {
-                let xs = s.as_cuda_slice::<half::f16>()?.slice(o0..o1);
-                let func = dev.get_or_load_custom_func("maxsim_reduce_f16", MODULE, ptx::COLQWEN)?;
-                let mut b = func.builder();
-                b.arg(&xs);
-                b.arg(&out);
-                candle_core::builder_arg!(b, nq, n64, rows);
-                // SAFETY: argument types and order match `maxsim_reduce_f16`.
-                unsafe { b.launch(cfg) }.w()?;
-            }
-            DType::F32 => {
-                let xs = s.as_cuda_slice::<f32>()?.slice(o0..o1);
-                let func = dev.get_or_load_custom_func("maxsim_reduce_f32", MODULE, ptx::COLQWEN)?;
-                let mut b = func.builder();
-                b.arg(&xs);
-                b.arg(&out);
-                candle_core::builder_arg!(b, nq, n64, rows);
-                // SAFETY: argument types and order match `maxsim_reduce_f32`.
-                unsafe { b.launch(cfg) }.w()?;
-            }
+            DType::F16 => launch_maxsim_reduce::<half::f16>(s, (o0, o1), "maxsim_reduce_f16", &out, cfg, args)?,
+            DType::F32 => launch_maxsim_reduce::<f32>(s, (o0, o1), "maxsim_reduce_f32", &out, cfg, args)?,
             other => bail!("maxsim_reduce: {other:?} scores (f16 or f32 only)"),
         }
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from(n)))
     }
+}
+
+/// Launches the `maxsim_reduce_*` kernel `kernel` over the elements `o0..o1` of `s` (of type `T`), with
+/// `(nq, n, rows)`.
+fn launch_maxsim_reduce<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
+    s: &CudaStorage,
+    (o0, o1): (usize, usize),
+    kernel: &str,
+    out: &CudaSlice<f32>,
+    cfg: LaunchConfig,
+    (nq, n, rows): (i32, i64, i32),
+) -> Result<()> {
+    let xs = s.as_cuda_slice::<T>()?.slice(o0..o1);
+    let func = s.device().get_or_load_custom_func(kernel, MODULE, ptx::COLQWEN)?;
+    let mut b = func.builder();
+    b.arg(&xs);
+    b.arg(out);
+    candle_core::builder_arg!(b, nq, n, rows);
+    // SAFETY: `maxsim_reduce_f16` / `_f32` take (const T* scores, float* out, int nq, long long n, int rows).
+    unsafe { b.launch(cfg) }.w()?;
+    Ok(())
 }
 
 /// See [`MaxSimReduce`].

@@ -81,10 +81,7 @@ impl PagesView<'_> {
 
     /// Bytes per element of [`PagesView::stored`].
     pub fn storage_bytes(&self) -> usize {
-        match self.storage {
-            VectorStorage::F32 => 4,
-            VectorStorage::F16 => 2,
-        }
+        crate::store::elem_bytes(self.storage) as usize
     }
 
     /// Rows per block of the layout.

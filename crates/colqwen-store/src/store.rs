@@ -736,7 +736,7 @@ fn padding_after(data_len: u64) -> u64 {
     data_len.div_ceil(log::ALIGN) * log::ALIGN - data_len
 }
 
-fn elem_bytes(storage: VectorStorage) -> u32 {
+pub(crate) fn elem_bytes(storage: VectorStorage) -> u32 {
     match storage {
         VectorStorage::F32 => 4,
         VectorStorage::F16 => 2,

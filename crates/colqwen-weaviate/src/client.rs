@@ -87,9 +87,7 @@ impl Client {
         };
         let mut resp = result.map_err(|e| self.transport_error(op, e))?;
         let status = resp.status().as_u16();
-        if status == 401 || status == 403 {
-            return Err(IndexError::AccessRefused { location: self.location.clone(), op, status });
-        }
+        self.check_access(op, status)?;
         let text = resp
             .body_mut()
             .with_config()
@@ -115,9 +113,7 @@ impl Client {
             .header("Connect-Timeout-Ms", self.timeout.as_millis().to_string());
         let mut resp = req.send(body).map_err(|e| self.transport_error(op, e))?;
         let status = resp.status().as_u16();
-        if status == 401 || status == 403 {
-            return Err(IndexError::AccessRefused { location: self.location.clone(), op, status });
-        }
+        self.check_access(op, status)?;
         let bytes = resp
             .body_mut()
             .with_config()
@@ -125,6 +121,14 @@ impl Client {
             .read_to_vec()
             .map_err(|e| self.transport_error(op, e))?;
         Ok((status, bytes))
+    }
+
+    /// 401 and 403 are [`IndexError::AccessRefused`] (a missing or wrong key), whatever the call.
+    fn check_access(&self, op: &'static str, status: u16) -> Result<(), IndexError> {
+        if status == 401 || status == 403 {
+            return Err(IndexError::AccessRefused { location: self.location.clone(), op, status });
+        }
+        Ok(())
     }
 
     /// An [`IndexError::Remote`] with `message` as it is.

@@ -34,7 +34,7 @@ pub struct DeviceScorer {
     budget_bytes: usize,
     /// Rows per chunk ([`CHUNK_ROWS`]).
     chunk_rows: usize,
-    /// Smaller indexes are left to the CPU scan (the copy is kept up to date all the same).
+    /// Smaller indexes are left to the CPU scan, and not copied until they grow past it.
     min_pages: usize,
     state: Mutex<State>,
 }
@@ -70,8 +70,8 @@ impl DeviceScorer {
         Self { device, budget_bytes, chunk_rows: CHUNK_ROWS, min_pages: 0, state: Mutex::new(State::default()) }
     }
 
-    /// Declines searches of indexes under `pages` pages: there the CPU scan is as fast, and it does not queue
-    /// behind page batches on a busy GPU.
+    /// Declines searches of indexes under `pages` pages (and copies nothing for them): there the CPU scan is as
+    /// fast, and it does not queue behind page batches on a busy GPU.
     pub fn with_min_pages(mut self, pages: usize) -> Self {
         self.min_pages = pages;
         self
@@ -235,7 +235,7 @@ impl DeviceScorer {
 impl ExactScorer for DeviceScorer {
     fn score_all(&self, pages: &PagesView<'_>, query: &[f32]) -> Option<Vec<f32>> {
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !self.sync(&mut state, pages) || pages.len() < self.min_pages {
+        if pages.len() < self.min_pages || !self.sync(&mut state, pages) {
             return None;
         }
         match self.score(&state, query, pages.dim(), pages.len()) {
@@ -248,6 +248,9 @@ impl ExactScorer for DeviceScorer {
     }
 
     fn prepare(&self, pages: &PagesView<'_>) {
+        if pages.len() < self.min_pages {
+            return; // copied by the first search once the index is large enough
+        }
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.sync(&mut state, pages);
     }
