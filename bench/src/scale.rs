@@ -8,14 +8,14 @@
 //!   regenerated from a seed ([`Dataset::page`]).
 //! - `WORK_DIR`: where indexes are built (each is deleted after it was measured).
 //! - `SIZES`: comma list of page counts, e.g. `1000,10000,100000`.
-//! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 100 and
-//!   500), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token pooling
+//! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 50 to
+//!   1000, auto), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token pooling
 //!   at ingest, factors 2 and 3, `pool.rs`), `plaid` (next-plaid at nbits 2 and 4). Default: all.
 //!
 //! Queries: (a) the model's embeddings of the committed text queries (`bench/scale/queries.txt`), truth = exact
 //! MaxSim top-10 over the same stored (f16-rounded) vectors, computed by a multi-threaded scan; (b) 200
-//! known-item queries, 20–30 rows sampled from one page with noise (σ = 0.3/√dim per component, rows
-//! renormalised), truth = that page. Random tiny-model weights give near-ties, so a returned page counts as a
+//! known-item queries, 20–30 rows sampled from one page with noise (σ = 0.3 × the dataset's spread per
+//! component, as the augmentation: `scale_data.rs`; rows renormalised), truth = that page. Random tiny-model weights give near-ties, so a returned page counts as a
 //! correct (a) hit when it is in the exact top-10 **or** its exact score is within the f16 tolerance
 //! (`TIE_REL` × |10th score|) of the 10th score; the run prints how often ranks 10 and 11 are that close.
 //!
@@ -161,7 +161,8 @@ fn known_items(ds: &Dataset, n: usize) -> Vec<(Vec<f32>, usize)> {
                 let r = k + (rng.next() % (rows - k) as u64) as usize;
                 order.swap(k, r);
             }
-            let sigma = 0.3 / (dim as f32).sqrt();
+            // Relative to the data's spread, as the augmentation ([`Dataset::spread`]).
+            let sigma = 0.3 * ds.spread;
             let mut v = Vec::with_capacity(take * dim);
             for &r in &order[..take.min(rows)] {
                 let row: Vec<f32> = page[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();
@@ -326,7 +327,8 @@ pub(crate) fn run(data: &Path, work: &Path, sizes: &str, args: &[String]) -> Res
         let gaps: Vec<f32> = truth.top.iter().map(|t| t[K - 1].1 - t[K].1).collect();
         let close = truth.top.iter().zip(&gaps).filter(|(t, g)| **g < TIE_REL * t[K - 1].1.abs()).count();
         eprintln!(
-            "{{\"pages\": {n}, \"truth_seconds\": {:.1}, \"text_queries\": {}, \"rank10_11_gap_median\": {:.5}, \"gap_below_f16_tolerance\": {close}}}",
+            "{{\"pages\": {n}, \"spread\": {:.5}, \"truth_seconds\": {:.1}, \"text_queries\": {}, \"rank10_11_gap_median\": {:.5}, \"gap_below_f16_tolerance\": {close}}}",
+            ds.spread,
             t.elapsed().as_secs_f64(),
             text.len(),
             pct(gaps.iter().map(|&g| f64::from(g)).collect()).0
@@ -421,8 +423,9 @@ fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row
     let mut rows = vec![build];
     let modes = [
         ("store exact", SearchMode::Exact, exact_queries),
+        ("store two-stage 50", SearchMode::TwoStage { prefetch: 50 }, usize::MAX),
         ("store two-stage 100", SearchMode::TwoStage { prefetch: 100 }, usize::MAX),
-        ("store two-stage 256", SearchMode::TwoStage { prefetch: 256 }, usize::MAX),
+        ("store two-stage 200", SearchMode::TwoStage { prefetch: 200 }, usize::MAX),
         ("store two-stage 500", SearchMode::TwoStage { prefetch: 500 }, usize::MAX),
         ("store two-stage 1000", SearchMode::TwoStage { prefetch: 1000 }, usize::MAX),
         ("store auto", SearchMode::Auto, usize::MAX),

@@ -15,8 +15,15 @@
 //! - `meta.json`: dim, counts, model, token budget, the source of every image (pdf, page, augmentation).
 //!
 //! Pages beyond the embedded ones are made by [`Dataset::page`]: page `i ≥ E` is embedded page `i mod E` with
-//! Gaussian noise on every component (σ = 0.3/√dim, the row then renormalised), 0–10 % of its rows dropped
-//! and the rest shuffled, seeded by `i` — so 100k pages need no 40 GB on disk.
+//! Gaussian noise on every component (σ = 0.3 × the dataset's spread, the row then renormalised), 0–10 % of its
+//! rows dropped and the rest shuffled, seeded by `i` — so 100k pages need no 40 GB on disk.
+//!
+//! The spread is the RMS deviation of a component from the mean row over all embedded rows. Until 2026-12-03
+//! the noise was σ = 0.3/√dim, the spread of isotropic unit rows; but the tiny model's rows are nearly
+//! collinear (mean cosine of two random rows 0.955, the mean row's norm 0.974), so that noise (norm 0.3) was as
+//! large as the distance between two unrelated rows (0.30) and every augmented page was, in effect, random
+//! vectors around the mean — the content of the real page it came from was gone, and ranks among them were
+//! decided by the noise. Noise relative to the spread keeps an augmented page a perturbed copy of its page.
 
 use std::io::{BufWriter, Write as _};
 use std::path::{Path, PathBuf};
@@ -34,10 +41,10 @@ use crate::recall::Rng;
 
 /// Visual tokens a page gets from the real model at its default cap (ColQwen2.5: 768).
 pub(crate) const VISUAL_TOKENS: usize = 768;
-/// Vector-level augmentation noise per component, relative to a unit row's typical component (1/√dim).
+/// Vector-level augmentation noise per component, relative to the dataset's spread ([`Dataset::spread`]).
 const AUG_NOISE: f32 = 0.3;
 /// Images embedded per model call.
-const EMBED_BATCH: usize = 8;
+const EMBED_BATCH: usize = 32;
 
 /// Makes the dataset folder (see the module documentation).
 pub(crate) fn generate(model: &str, out: &Path, images: usize, queries: &Path, pdfs: &[String]) -> Result<()> {
@@ -175,6 +182,8 @@ pub(crate) struct Dataset {
     offsets: Vec<usize>,
     /// Text queries, f32 rows each.
     pub queries: Vec<Vec<f32>>,
+    /// RMS deviation of one component from the mean row, over the embedded rows (module documentation).
+    pub spread: f32,
 }
 
 impl Dataset {
@@ -206,7 +215,28 @@ impl Dataset {
             queries.push(qf[at..at + n].to_vec());
             at += n;
         }
-        Ok(Dataset { dim, vecs, offsets, queries })
+        let mut ds = Dataset { dim, vecs, offsets, queries, spread: 0.0 };
+        ds.spread = ds.measure_spread();
+        Ok(ds)
+    }
+
+    fn measure_spread(&self) -> f32 {
+        let dim = self.dim;
+        let mut sum = vec![0f64; dim];
+        let mut sq = 0f64;
+        let mut n = 0usize;
+        for i in 0..self.embedded() {
+            for row in self.embedded_page(i).chunks_exact(dim) {
+                for (s, &x) in sum.iter_mut().zip(row) {
+                    *s += x as f64;
+                    sq += (x as f64) * (x as f64);
+                }
+                n += 1;
+            }
+        }
+        let n = n.max(1) as f64;
+        let mean_sq: f64 = sum.iter().map(|s| (s / n) * (s / n)).sum();
+        ((sq / n - mean_sq).max(0.0) / dim as f64).sqrt() as f32
     }
 
     /// Pages embedded by the model.
@@ -235,7 +265,7 @@ impl Dataset {
             order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
         }
         let keep = rows - (rng.unit() * 0.1 * rows as f64) as usize;
-        let sigma = AUG_NOISE / (dim as f32).sqrt();
+        let sigma = AUG_NOISE * self.spread;
         let mut v = Vec::with_capacity(keep * dim);
         for &r in &order[..keep.max(1)] {
             let row: Vec<f32> = base[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();

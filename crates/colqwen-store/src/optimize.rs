@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use half::f16;
 
-use crate::coarse::{Coarse, Codebook};
+use crate::coarse::{Coarse, Codebook, PageCodes};
 use crate::error::Result;
 use crate::kernel::layout;
 use crate::search;
@@ -96,14 +96,10 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Resul
     let mut changed = false;
     if snap.codebook.is_none() || total_rows >= RETRAIN_GROWTH * trained_rows.max(1) {
         let started = Instant::now();
-        let book = Arc::new(Codebook::train(
-            &sample(inner, &snap),
-            inner.manifest().embedding_dim,
-            Codebook::size_for(total_rows),
-        ));
+        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim));
         let all: Vec<&Arc<Slot>> = snap.pages.iter().collect();
         let Some(codes) = code_pages(inner, &snap, &book, &all, threads, stop) else { return Ok(None) };
-        let by_id: HashMap<u64, Arc<[u16]>> = all.iter().map(|s| s.meta.id).zip(codes).collect();
+        let by_id: HashMap<u64, Arc<PageCodes>> = all.iter().map(|s| s.meta.id).zip(codes).collect();
         let writer = inner.writer();
         {
             let mut table = inner.table_mut();
@@ -193,7 +189,7 @@ fn code_pages(
     pages: &[&Arc<Slot>],
     threads: usize,
     stop: &AtomicBool,
-) -> Option<Vec<Arc<[u16]>>> {
+) -> Option<Vec<Arc<PageCodes>>> {
     let next = AtomicUsize::new(0);
     let work = || {
         let mut scratch = Vec::new();
@@ -207,11 +203,11 @@ fn code_pages(
                 return Some(out);
             }
             let rows = page_rows(inner, snap, pages[i]);
-            out.push((i, Arc::<[u16]>::from(book.codes(&rows, &mut scratch))));
+            out.push((i, book.codes(&rows, &mut scratch)));
         }
     };
     let threads = threads.clamp(1, pages.len().max(1));
-    let parts: Vec<Option<Vec<(usize, Arc<[u16]>)>>> = if threads == 1 {
+    let parts: Vec<Option<Vec<(usize, Arc<PageCodes>)>>> = if threads == 1 {
         vec![work()]
     } else {
         std::thread::scope(|s| {
@@ -219,7 +215,7 @@ fn code_pages(
             handles.into_iter().map(|h| h.join().unwrap_or(None)).collect()
         })
     };
-    let mut all: Vec<Option<Arc<[u16]>>> = vec![None; pages.len()];
+    let mut all: Vec<Option<Arc<PageCodes>>> = vec![None; pages.len()];
     for part in parts {
         for (i, c) in part? {
             all[i] = Some(c);

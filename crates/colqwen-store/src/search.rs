@@ -10,7 +10,7 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::accel::{ExactScorer, PagesView};
-use crate::coarse::Codebook;
+use crate::coarse::{self, Codebook, PageCodes};
 use crate::kernel::{Isa, Stored};
 use crate::store::{Slot, Snapshot};
 
@@ -196,19 +196,29 @@ fn two_stage(
     let work = || {
         let mut top = TopK::new(rerank);
         let mut uncoded = Vec::new();
+        let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
         loop {
             let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
             if start >= n {
                 break;
             }
+            // First find every page's codes: the loads of different pages do not depend on each other, so their
+            // cache misses overlap (interleaved with the scoring they would be paid one after another).
+            batch.clear();
             for (index, slot) in pages.iter().enumerate().take((start + COARSE_CHUNK).min(n)).skip(start) {
                 if !pick(slot) {
                     continue;
                 }
                 match slot.codes.get() {
-                    Some(codes) => top.push(Candidate { index, score: table.score(codes), id: slot.meta.id }),
+                    Some(codes) => batch.push((index, slot.meta.id, codes)),
                     None => uncoded.push(index),
                 }
+            }
+            for (j, &(index, id, codes)) in batch.iter().enumerate() {
+                if let Some(&(_, _, next_codes)) = batch.get(j + 1) {
+                    coarse::prefetch(next_codes);
+                }
+                top.push(Candidate { index, score: table.score(codes), id });
             }
         }
         (top, uncoded)

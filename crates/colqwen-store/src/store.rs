@@ -15,7 +15,7 @@ use half::f16;
 use memmap2::Mmap;
 
 use crate::accel::{ExactScorer, PagesView};
-use crate::coarse::Codebook;
+use crate::coarse::{Codebook, PageCodes};
 use crate::error::{Error, Result};
 use crate::kernel::{Isa, layout};
 use crate::log::{self, Entry, FileHeader, PageMeta};
@@ -40,7 +40,7 @@ pub(crate) struct Slot {
     pub(crate) data: (u64, u64),
     /// The page's codes under the codebook of the snapshots that hold this slot (set once by the optimizer; a
     /// retrained codebook comes with new slots).
-    pub(crate) codes: OnceLock<Arc<[u16]>>,
+    pub(crate) codes: OnceLock<Arc<PageCodes>>,
 }
 
 impl Slot {
