@@ -181,7 +181,7 @@ impl Codebook {
         // Full-size tables (entries past a smaller codebook stay 0): any code the loop can read is in bounds.
         let mut t1 = AlignedTable::zeroed(FIRST_CENTROIDS * lanes);
         let mut t2 = AlignedTable::zeroed(CENTROIDS * lanes);
-        let (mut scale, mut offset) = (vec![1.0f32; nq], vec![0.0f32; nq]);
+        let (mut scale, mut offset, mut first_max) = (vec![1.0f32; nq], vec![0.0f32; nq], vec![0.0f32; nq]);
         for q in 0..nq {
             let (row1, row2) = (&first[q * k1..(q + 1) * k1], &second[q * k2..(q + 1) * k2]);
             let ((lo1, hi1), (lo2, hi2)) = (range(row1), range(row2));
@@ -199,8 +199,9 @@ impl Codebook {
             // value = stored / s + offset
             scale[q] = s;
             offset[q] = hi1 - 127.0 / s + hi2;
+            first_max[q] = hi1;
         }
-        ScoreTable { nq, lanes, scale, offset, first: t1, second: t2 }
+        ScoreTable { nq, lanes, scale, offset, first_max, first: t1, second: t2 }
     }
 }
 
@@ -315,6 +316,8 @@ pub(crate) struct ScoreTable {
     lanes: usize,
     scale: Vec<f32>,
     offset: Vec<f32>,
+    /// Per query row, its best first-level dot product.
+    first_max: Vec<f32>,
     first: AlignedTable,
     second: AlignedTable,
 }
@@ -343,28 +346,51 @@ impl AlignedTable {
 }
 
 impl ScoreTable {
-    /// The coarse score of a page with these codes ([`Codebook::codes`]).
-    pub(crate) fn score(&self, codes: &PageCodes) -> f32 {
+    /// The coarse scores of a page with these codes ([`Codebook::codes`]): MaxSim over the rows rebuilt from
+    /// both levels, and over the first level alone (see [`Scores`]).
+    pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
         let (first, second) = split(codes);
-        let mut best = [0i8; LANES];
-        let mut total = 0.0f32;
+        let mut best = [[0i8; LANES]; 2];
+        let mut total = Scores { both: 0.0, first: 0.0 };
         for group in 0..self.lanes / LANES {
             lut_max(self.first.as_ref(), self.second.as_ref(), self.lanes, group * LANES, first, second, &mut best);
             let q0 = group * LANES;
-            for (l, &b) in best.iter().enumerate().take((self.nq - q0).min(LANES)) {
-                total += b as f32 / self.scale[q0 + l] + self.offset[q0 + l];
+            for l in 0..(self.nq - q0).min(LANES) {
+                let (s, q) = (self.scale[q0 + l], q0 + l);
+                total.both += best[0][l] as f32 / s + self.offset[q];
+                // The first level alone: its entries are stored as (value − its max) · s + 127.
+                total.first += (best[1][l] as f32 - 127.0) / s + self.first_max[q];
             }
         }
         total
     }
 }
 
-/// `best[l] = max over rows r of first[c1[r]·stride + offset + l] + second[c2[r]·stride + offset + l]` for the 32
+/// A page's two coarse scores. `both` (rows rebuilt from both levels) ranks text queries far better; `first`
+/// (each row replaced by its first-level centroid: PLAID's centroid interaction) gives near-identical pages the
+/// same score, so a query made of one page's rows finds that page's whole group together, where `both` spreads
+/// the group by residual noise. Two-stage search reranks the best of each.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Scores {
+    pub(crate) both: f32,
+    pub(crate) first: f32,
+}
+
+/// `best[0][l] = max over rows r of first[c1[r]·stride + offset + l] + second[c2[r]·stride + offset + l]` and
+/// `best[1][l] = max over rows r of first[c1[r]·stride + offset + l]` (the first level alone) for the 32
 /// lanes at `offset` (wrapping `i8` adds; the table's ranges keep every sum in range). An empty page gives
 /// `i8::MIN`. First-level codes are taken modulo [`FIRST_CENTROIDS`] (a mask, so that no code can read out of
 /// bounds without a pass over the codes to check them). Dispatches to AVX2 when the CPU has it (detection is
 /// cached by the standard library).
-fn lut_max(first: &[i8], second: &[i8], stride: usize, offset: usize, c1: &[u8], c2: &[u8], best: &mut [i8; LANES]) {
+fn lut_max(
+    first: &[i8],
+    second: &[i8],
+    stride: usize,
+    offset: usize,
+    c1: &[u8],
+    c2: &[u8],
+    best: &mut [[i8; LANES]; 2],
+) {
     assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
     // Bounds for the unchecked loads below: every masked code addresses a whole 32-lane group inside its table.
     assert!(
@@ -390,14 +416,15 @@ fn lut_max_portable(
     offset: usize,
     c1: &[u8],
     c2: &[u8],
-    best: &mut [i8; LANES],
+    best: &mut [[i8; LANES]; 2],
 ) {
-    *best = [i8::MIN; LANES];
+    *best = [[i8::MIN; LANES]; 2];
     for (a, &b) in c1.chunks_exact(2).map(|a| u16::from_le_bytes([a[0], a[1]])).zip(c2) {
         let x = &first[(a as usize & FIRST_MASK) * stride + offset..][..LANES];
         let y = &second[b as usize * stride + offset..][..LANES];
         for l in 0..LANES {
-            best[l] = best[l].max(x[l].wrapping_add(y[l]));
+            best[0][l] = best[0][l].max(x[l].wrapping_add(y[l]));
+            best[1][l] = best[1][l].max(x[l]);
         }
     }
 }
@@ -411,31 +438,33 @@ unsafe fn lut_max_avx2(
     offset: usize,
     c1: &[u8],
     c2: &[u8],
-    best: &mut [i8; LANES],
+    best: &mut [[i8; LANES]; 2],
 ) {
     use std::arch::x86_64::*;
     // SAFETY: the caller checked the CPU feature and that every code addresses a whole group in bounds.
     unsafe {
         let (f, s) = (first.as_ptr().add(offset), second.as_ptr().add(offset));
-        // Two accumulators: the max of one row does not wait for the previous one.
-        let (mut acc0, mut acc1) = (_mm256_set1_epi8(i8::MIN), _mm256_set1_epi8(i8::MIN));
-        let row = |a: u16, b: u8| {
-            _mm256_add_epi8(
-                _mm256_loadu_si256(f.add((a as usize & FIRST_MASK) * stride).cast()),
-                _mm256_loadu_si256(s.add(b as usize * stride).cast()),
-            )
-        };
+        // Two accumulators per score: the max of one row does not wait for the previous one.
+        let min = _mm256_set1_epi8(i8::MIN);
+        let (mut both, mut alone) = ([min; 2], [min; 2]);
         // The first-level code of row i: bytes 2i and 2i + 1, little-endian (one unaligned 16-bit load).
         let first_code = |i: usize| c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le();
+        let mut row = |i: usize, acc: usize| {
+            let x = _mm256_loadu_si256(f.add((first_code(i) as usize & FIRST_MASK) * stride).cast());
+            let y = _mm256_loadu_si256(s.add(*c2.get_unchecked(i) as usize * stride).cast());
+            both[acc] = _mm256_max_epi8(both[acc], _mm256_add_epi8(x, y));
+            alone[acc] = _mm256_max_epi8(alone[acc], x);
+        };
         let rows = c2.len();
         for i in 0..rows / 2 {
-            acc0 = _mm256_max_epi8(acc0, row(first_code(2 * i), *c2.get_unchecked(2 * i)));
-            acc1 = _mm256_max_epi8(acc1, row(first_code(2 * i + 1), *c2.get_unchecked(2 * i + 1)));
+            row(2 * i, 0);
+            row(2 * i + 1, 1);
         }
         if rows % 2 == 1 {
-            acc0 = _mm256_max_epi8(acc0, row(first_code(rows - 1), c2[rows - 1]));
+            row(rows - 1, 0);
         }
-        _mm256_storeu_si256(best.as_mut_ptr().cast(), _mm256_max_epi8(acc0, acc1));
+        _mm256_storeu_si256(best[0].as_mut_ptr().cast(), _mm256_max_epi8(both[0], both[1]));
+        _mm256_storeu_si256(best[1].as_mut_ptr().cast(), _mm256_max_epi8(alone[0], alone[1]));
     }
 }
 
@@ -638,16 +667,19 @@ mod tests {
         // level range, ≤ 2/254 here) per table entry, two entries per query row.
         let tolerance = 5.0 * 2.0 * 2.0 / 254.0;
         let got = book.table_in_window(&query, 1.0).score(&codes);
-        assert!((got - want).abs() < tolerance, "{got} vs {want}");
+        assert!((got.both - want).abs() < tolerance, "{} vs {want}", got.both);
+        let want_first = colqwen_core::maxsim(&query, &first_only, dim);
+        assert!((got.first - want_first).abs() < tolerance / 2.0, "{} vs {want_first}", got.first);
         // Clipped to the top of the range, a query row whose best is below it counts as its floor: never less.
-        let clipped = book.table(&query).score(&codes);
+        let clipped = book.table(&query).score(&codes).both;
         assert!(clipped > want - tolerance * WINDOW, "{clipped} vs {want}");
         // And it ranks: the page itself scores above an unrelated page for rows taken from it.
         let from_page = &page[..5 * dim];
         let other = rows(40, dim, 8);
         let other_codes = book.codes(&other, &mut scratch);
         let table = book.table(from_page);
-        assert!(table.score(&codes) > table.score(&other_codes));
+        assert!(table.score(&codes).both > table.score(&other_codes).both);
+        assert!(table.score(&codes).first >= table.score(&other_codes).first);
     }
 
     #[test]
@@ -660,9 +692,9 @@ mod tests {
             let c1: Vec<u8> = (0..rows).flat_map(|_| (rng.below(k1) as u16).to_le_bytes()).collect();
             let c2: Vec<u8> = (0..rows).map(|_| rng.below(k2) as u8).collect();
             for offset in [0, 32] {
-                let mut want = [0i8; LANES];
+                let mut want = [[0i8; LANES]; 2];
                 lut_max_portable(&first, &second, stride, offset, &c1, &c2, &mut want);
-                let mut got = [0i8; LANES];
+                let mut got = [[0i8; LANES]; 2];
                 lut_max(&first, &second, stride, offset, &c1, &c2, &mut got);
                 assert_eq!(got, want, "{rows} rows");
             }
@@ -673,7 +705,7 @@ mod tests {
     #[should_panic(expected = "tables smaller than the codes can address")]
     fn a_table_smaller_than_the_codes_can_address_is_refused() {
         let (first, second) = (vec![0i8; 2 * LANES], vec![0i8; CENTROIDS * LANES]);
-        lut_max(&first, &second, LANES, 0, &[1, 0], &[0], &mut [0; LANES]);
+        lut_max(&first, &second, LANES, 0, &[1, 0], &[0], &mut [[0; LANES]; 2]);
     }
 
     #[test]

@@ -14,14 +14,14 @@ use crate::coarse::{self, Codebook, PageCodes};
 use crate::kernel::{Isa, Stored};
 use crate::store::{Slot, Snapshot};
 
-/// `SearchMode::Auto` scans every candidate page exactly up to this many pages, and runs two-stage above. Set
-/// high on purpose: on model embeddings of real pages (`colqwen-bench scale`, 10k pages) the coarse stage kept
-/// 0.54 of the exact top-10 of text queries with 256 candidates and 0.73 with 1000, while the exact scan costs
-/// ~0.35–0.8 s at 10k pages on 2 loaded cores; correct answers first, speed where the index is too large.
-pub const AUTO_EXACT_MAX_PAGES: usize = 20_000;
+/// `SearchMode::Auto` scans every candidate page exactly up to this many pages (≈ 45 ms on 2 cores at 22 µs a
+/// page), and runs two-stage above. On 10,000 distinct model embeddings of real pages (tiny model, `colqwen-bench
+/// scale`, 2026-12-03) two-stage kept 0.963 (text queries) / 0.975 (known-item) of the exact top-10 with 200
+/// candidates and 0.988 / 1.000 with 500, at p50 / p95 11 / 18 ms and 19 / 29 ms on the 2-core dev box.
+pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
 /// Pages the coarse stage hands to the exact rerank in `SearchMode::Auto` above [`AUTO_EXACT_MAX_PAGES`] (and the
-/// CLI/API's `two_stage`).
-pub const AUTO_PREFETCH: usize = 1_000;
+/// CLI/API's `two_stage`): 500, the measured point where both query kinds keep ≥ 0.98 of the exact top-10.
+pub const AUTO_PREFETCH: usize = 500;
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
 const CHUNK: usize = 16;
@@ -194,7 +194,8 @@ fn two_stage(
     let n = pages.len();
     let next = AtomicUsize::new(0);
     let work = || {
-        let mut top = TopK::new(rerank);
+        // The best pages by each coarse score ([`coarse::Scores`]).
+        let (mut both, mut first) = (TopK::new(rerank), TopK::new(rerank));
         let mut uncoded = Vec::new();
         let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
         loop {
@@ -218,31 +219,46 @@ fn two_stage(
                 if let Some(&(_, _, next_codes)) = batch.get(j + 1) {
                     coarse::prefetch(next_codes);
                 }
-                top.push(Candidate { index, score: table.score(codes), id });
+                let scores = table.score(codes);
+                both.push(Candidate { index, score: scores.both, id });
+                first.push(Candidate { index, score: scores.first, id });
             }
         }
-        (top, uncoded)
+        (both, first, uncoded)
     };
     let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
-    let (top, mut subset) = if threads == 1 {
+    let (both, first, mut subset) = if threads == 1 {
         work()
     } else {
         std::thread::scope(|s| {
             let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let (mut top, mut uncoded) = work();
+            let (mut both, mut first, mut uncoded) = work();
             for h in handles {
                 match h.join() {
-                    Ok((t, u)) => {
-                        top.merge(t);
+                    Ok((b, f, u)) => {
+                        both.merge(b);
+                        first.merge(f);
                         uncoded.extend(u);
                     }
                     Err(panic) => std::panic::resume_unwind(panic),
                 }
             }
-            (top, uncoded)
+            (both, first, uncoded)
         })
     };
-    subset.extend(top.into_sorted().into_iter().map(|c| c.index));
+    // `rerank` pages in all: the best by each score in turn (three by `both` for each by `first`: `both` is the
+    // better ranking for text queries; `first` keeps groups of near-identical pages together), each page once.
+    let (both, first) = (both.into_sorted(), first.into_sorted());
+    let mut taken = std::collections::HashSet::with_capacity(rerank);
+    let (mut b, mut f) = (both.iter(), first.iter());
+    while taken.len() < rerank.min(both.len()) {
+        let from_first = taken.len() % 4 == 3;
+        let next = if from_first { f.next().or_else(|| b.next()) } else { b.next().or_else(|| f.next()) };
+        let Some(c) = next else { break };
+        if taken.insert(c.index) {
+            subset.push(c.index);
+        }
+    }
     // File order: the rerank reads the map front to back.
     subset.sort_unstable();
     exact(plan, map, pages, Some(&subset), query, k, pick)
