@@ -301,13 +301,13 @@ const LANES: usize = 32;
 const WINDOW: f32 = 0.15;
 
 /// A query's dot products with both levels of centroids, laid out centroid-major with one lane per query row
-/// (`k × lanes` bytes a level of k centroids, lanes = query rows rounded up to 32, padding lanes 0), as `i8` with a scale and
-/// an offset per query row.
+/// (`1,024 × lanes` and `256 × lanes` bytes, lanes = query rows rounded up to 32; padding lanes and entries past a
+/// smaller codebook 0), as `i8` with a scale and an offset per query row.
 ///
 /// A page's coarse score is then, per query row (lane), the maximum over the page's rows of
 /// `first[c1] + second[c2]` — the dot product with the row's reconstruction `c1 + c2` — summed over the query
-/// rows: two loads, one add and one max per row for 32 query rows. 8-bit entries: a query row's 256 dot
-/// products span a narrow range (the rows are far from isotropic), 127 steps over its top part ([`WINDOW`])
+/// rows: two loads, one add and one max per row for 32 query rows. 8-bit entries: a query row's dot products
+/// with the centroids of a level span a narrow range (the rows are far from isotropic), 127 steps over its top part ([`WINDOW`])
 /// rank as well as `i16` entries did (1k pages: recall@10 0.905 / 0.95 with 50 / 100 candidates vs 0.88 / 0.94
 /// with `i16`), and they halve the bytes loaded per row, which bounds the loop (1.1 µs a page of 750 rows on
 /// one core vs 1.8).
