@@ -28,4 +28,4 @@ pub use colqwen_core::{
     point_id, pooled,
 };
 pub use error::{Error, Result};
-pub use store::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, Store};
+pub use store::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, Store, auto_prefetch};

@@ -17,11 +17,24 @@ use crate::store::{Slot, Snapshot};
 /// `SearchMode::Auto` scans every candidate page exactly up to this many pages (≈ 45 ms on 2 cores at 22 µs a
 /// page), and runs two-stage above. On 10,000 distinct model embeddings of real pages (tiny model, `colqwen-bench
 /// scale`, 2026-12-03) two-stage kept 0.963 (text queries) / 0.975 (known-item) of the exact top-10 with 200
-/// candidates and 0.988 / 1.000 with 500, at p50 / p95 11 / 18 ms and 19 / 29 ms on the 2-core dev box.
+/// candidates and 0.988 / 1.000 with 500, at p50 / p95 11 / 18 ms and 19 / 29 ms on the 2-core dev box
+/// ([`auto_prefetch`] picks the rerank size).
 pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
-/// Pages the coarse stage hands to the exact rerank in `SearchMode::Auto` above [`AUTO_EXACT_MAX_PAGES`] (and the
-/// CLI/API's `two_stage`): 500, the measured point where both query kinds keep ≥ 0.98 of the exact top-10.
-pub const AUTO_PREFETCH: usize = 500;
+/// Pages the coarse stage hands to the exact rerank by default (the CLI/API's `two_stage`, and `SearchMode::Auto`
+/// up to 10,000 candidate pages): 200, the measured point at 10k pages where both query kinds keep ≥ 0.95 of the
+/// exact top-10 within 20 ms p95 on 2 cores.
+pub const AUTO_PREFETCH: usize = 200;
+/// `SearchMode::Auto` reranks one page in [`AUTO_PREFETCH_PER_PAGES`] of the candidate pages, within
+/// [`AUTO_PREFETCH`]..=1,000: larger indexes hold more near-ties for the coarse stage to confuse (at 100k pages,
+/// 200 candidates kept 0.52 / 0.83 of the top-10 on the bench's noisy copies, 1,000 kept 0.91 / 0.94, at p95 67
+/// vs 85 ms on 2 cores).
+const AUTO_PREFETCH_PER_PAGES: usize = 50;
+const AUTO_PREFETCH_MAX: usize = 1_000;
+
+/// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]).
+pub fn auto_prefetch(candidates: usize) -> usize {
+    (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX)
+}
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
 const CHUNK: usize = 16;
@@ -167,7 +180,7 @@ pub(crate) fn run(
                 Some(_) => snap.pages.iter().filter(|s| pick(s)).count(),
                 None => snap.pages.len(),
             };
-            (candidates > AUTO_EXACT_MAX_PAGES).then_some(AUTO_PREFETCH.max(k))
+            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates).max(k))
         }
     };
     match (rerank, snap.codebook.as_deref()) {
@@ -322,6 +335,15 @@ mod tests {
 
     fn c(index: usize, score: f32, id: u64) -> Candidate {
         Candidate { index, score, id }
+    }
+
+    #[test]
+    fn auto_reranks_more_pages_in_larger_indexes() {
+        assert_eq!(auto_prefetch(2_001), AUTO_PREFETCH);
+        assert_eq!(auto_prefetch(10_000), 200);
+        assert_eq!(auto_prefetch(30_000), 600);
+        assert_eq!(auto_prefetch(100_000), 1_000);
+        assert_eq!(auto_prefetch(10_000_000), 1_000);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
 use crate::search::{self, Candidate, SearchPlan};
 
-pub use crate::search::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH};
+pub use crate::search::{AUTO_EXACT_MAX_PAGES, AUTO_PREFETCH, auto_prefetch};
 
 const LOCK_FILE: &str = "LOCK";
 /// Folder of the index format 1 (qdrant-edge): its presence names the old format in the error.
