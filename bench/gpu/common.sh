@@ -4,20 +4,29 @@
 # Output folder and log: everything the script prints also goes to $OUT/$1. Then the common preparation:
 # the wheels and the carried binaries.
 prepare() {
+  open_log "$1"
+  install_wheels
+  unpack_binaries
+}
+# Everything the script prints from now on also goes to $OUT/$1 (OUT defaults to /tmp/bench-out).
+open_log() {
   OUT=${OUT:-/tmp/bench-out}
   mkdir -p "$OUT"
   exec > >(tee -a "$OUT/$1") 2>&1
-  install_wheels
-  unpack_binaries
 }
 # colpali-engine and peft (carried in .whl/): the checkpoint generator builds the model with them.
 install_wheels() {
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 }
+# Every carried .carry/NAME.xz (scripts/pack-carry.sh: colqwen, colqwen-bench, kernel-tests; by hand e.g.
+# colqwen-old, cpu-bench-*) to an executable /tmp/NAME, with Python's lzma (the machine has no xz).
 unpack_binaries() {
-  for b in colqwen colqwen-bench kernel-tests; do
-    [ -f ".carry/$b.xz" ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-      ".carry/$b.xz" "/tmp/$b" && chmod +x "/tmp/$b"
+  local f b
+  for f in .carry/*.xz; do
+    [ -f "$f" ] || continue
+    b=/tmp/$(basename "$f" .xz)
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$b" \
+      && chmod +x "$b"
   done
 }
 cuda_env() {

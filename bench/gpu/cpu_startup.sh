@@ -3,14 +3,12 @@
 # the f32 weights): `colqwen serve --device cpu` start-up time (load: bf16 → f32, LoRA merge) and then what a
 # query costs through the server (one encode + an empty-index search). Expects the same carry as serve.sh.
 # BINS: the binaries to compare in this call, one after the other (default /tmp/colqwen; a carried
-# .carry/colqwen-old.xz is unpacked to /tmp/colqwen-old for before/after runs).
+# .carry/colqwen-old.xz is unpacked to /tmp/colqwen-old by `prepare`, for before/after runs).
 set -uo pipefail
 source bench/gpu/common.sh
 prepare cpu_startup.log
 make_checkpoint || exit 1
 lscpu | grep -E 'Model name' | head -1
-[ -f .carry/colqwen-old.xz ] && python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' \
-  .carry/colqwen-old.xz /tmp/colqwen-old && chmod +x /tmp/colqwen-old
 for bin in ${BINS:-/tmp/colqwen}; do
 echo "# $bin"
 idx=/tmp/cpu-idx

@@ -7,9 +7,7 @@
 # scripts/pack-carry.sh). Writes $OUT/device_search.log.
 set -uo pipefail
 source bench/gpu/common.sh
-OUT=${OUT:-/tmp/bench-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/device_search.log") 2>&1
+open_log device_search.log
 unpack_binaries
 cuda_env
 lscpu | grep -E "Model name|^CPU\(s\)" | tee "$OUT/cpu.txt"

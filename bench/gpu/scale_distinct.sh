@@ -11,18 +11,10 @@
 # scripts/pack-carry.sh). Writes $OUT/scale_distinct.log and one table per binary.
 set -uo pipefail
 source bench/gpu/common.sh
-OUT=${OUT:-/tmp/bench-out}
-mkdir -p "$OUT"
-exec > >(tee -a "$OUT/scale_distinct.log") 2>&1
+open_log scale_distinct.log
 unpack_binaries
 cuda_env
 lscpu | grep -E "Model name|^CPU\(s\)"
-for f in .carry/cpu-bench-*.xz; do
-  [ -f "$f" ] || continue
-  b=/tmp/$(basename "$f" .xz)
-  python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$b"
-  chmod +x "$b"
-done
 IMAGES=${IMAGES:-10000}
 D=/tmp/scale-d$IMAGES
 if [ ! -f "$D/meta.json" ]; then

@@ -9,14 +9,14 @@
 //! - `WORK_DIR`: where indexes are built (each is deleted after it was measured).
 //! - `SIZES`: comma list of page counts, e.g. `1000,10000,100000`.
 //! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 50 to
-//!   1000, auto), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token pooling
-//!   at ingest, factors 2 and 3, `pool.rs`), `plaid` (next-plaid at nbits 2 and 4). Default: all.
+//!   1000, auto), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token
+//!   pooling at ingest, factors 2 and 3, `pool.rs`), `plaid` (next-plaid at nbits 2 and 4). Default: all.
 //!
 //! Queries: (a) the model's embeddings of the committed text queries (`bench/scale/queries.txt`), truth = exact
 //! MaxSim top-10 over the same stored (f16-rounded) vectors, computed by a multi-threaded scan; (b) 200
-//! known-item queries, 20–30 rows sampled from one page with noise (σ = 0.3 × the dataset's spread per
-//! component, as the augmentation: `scale_data.rs`; rows renormalised), truth = that page. Random tiny-model weights give near-ties, so a returned page counts as a
-//! correct (a) hit when it is in the exact top-10 **or** its exact score is within the f16 tolerance
+//! known-item queries, 20–30 rows sampled from one page with the augmentation's noise
+//! ([`Dataset::noise_sigma`]; rows renormalised), truth = that page. Random tiny-model weights give near-ties,
+//! so a returned page counts as a correct (a) hit when it is in the exact top-10 **or** its exact score is within the f16 tolerance
 //! (`TIE_REL` × |10th score|) of the 10th score; the run prints how often ranks 10 and 11 are that close.
 //!
 //! Latency: one query at a time, after a warm-up pass (warm page cache); cold = `echo 3 >
@@ -161,8 +161,7 @@ fn known_items(ds: &Dataset, n: usize) -> Vec<(Vec<f32>, usize)> {
                 let r = k + (rng.next() % (rows - k) as u64) as usize;
                 order.swap(k, r);
             }
-            // Relative to the data's spread, as the augmentation ([`Dataset::spread`]).
-            let sigma = 0.3 * ds.spread;
+            let sigma = ds.noise_sigma();
             let mut v = Vec::with_capacity(take * dim);
             for &r in &order[..take.min(rows)] {
                 let row: Vec<f32> = page[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();

@@ -220,6 +220,12 @@ impl Dataset {
         Ok(ds)
     }
 
+    /// The per-component noise of an augmented page (and of a known-item query's rows): [`AUG_NOISE`] × the
+    /// spread.
+    pub(crate) fn noise_sigma(&self) -> f32 {
+        AUG_NOISE * self.spread
+    }
+
     fn measure_spread(&self) -> f32 {
         let dim = self.dim;
         let mut sum = vec![0f64; dim];
@@ -265,7 +271,7 @@ impl Dataset {
             order.swap(k, (rng.next() % (k as u64 + 1)) as usize);
         }
         let keep = rows - (rng.unit() * 0.1 * rows as f64) as usize;
-        let sigma = AUG_NOISE * self.spread;
+        let sigma = self.noise_sigma();
         let mut v = Vec::with_capacity(keep * dim);
         for &r in &order[..keep.max(1)] {
             let row: Vec<f32> = base[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();

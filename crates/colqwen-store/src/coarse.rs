@@ -119,16 +119,8 @@ impl Codebook {
     pub(crate) fn train(sample: &[f32], dim: usize) -> Codebook {
         let mut rng = Rng(0x636F_6C71_7765_6E);
         let centroids = kmeans(sample, dim, FIRST_CENTROIDS, true, &mut rng);
-        let n = sample.len() / dim;
-        let mut scores = vec![0.0f32; n.min(ASSIGN_CHUNK) * (centroids.len() / dim)];
-        let first = assign(sample, &centroids, None, dim, &mut scores);
-        let mut residual_rows = sample.to_vec();
-        for (r, &c) in first.iter().enumerate() {
-            for (x, m) in residual_rows[r * dim..(r + 1) * dim].iter_mut().zip(&centroids[c * dim..(c + 1) * dim]) {
-                *x -= m;
-            }
-        }
-        let residuals = kmeans(&residual_rows, dim, CENTROIDS, false, &mut rng);
+        let first = assign(sample, &centroids, None, dim, &mut Vec::new());
+        let residuals = kmeans(&residual_rows(sample, &centroids, &first, dim), dim, CENTROIDS, false, &mut rng);
         let half_norms = half_norms(&residuals, dim);
         Codebook { dim, centroids, residuals, half_norms }
     }
@@ -146,14 +138,8 @@ impl Codebook {
     pub(crate) fn codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> Arc<PageCodes> {
         let rows = page.len() / self.dim;
         let first = assign(page, &self.centroids, None, self.dim, scratch);
-        let mut residual_rows = page.to_vec();
-        for (r, &c) in first.iter().enumerate() {
-            let centroid = &self.centroids[c * self.dim..(c + 1) * self.dim];
-            for (x, m) in residual_rows[r * self.dim..(r + 1) * self.dim].iter_mut().zip(centroid) {
-                *x -= m;
-            }
-        }
-        let second = assign(&residual_rows, &self.residuals, Some(&self.half_norms), self.dim, scratch);
+        let rest = residual_rows(page, &self.centroids, &first, self.dim);
+        let second = assign(&rest, &self.residuals, Some(&self.half_norms), self.dim, scratch);
         debug_assert_eq!(first.len(), rows);
         let mut codes = Vec::with_capacity(3 * rows);
         codes.extend(first.iter().flat_map(|&c| (c as u16).to_le_bytes()));
@@ -220,7 +206,7 @@ fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) ->
         picks.swap(i, j);
     }
     let mut centroids: Vec<f32> = picks[..k].iter().flat_map(|&r| data[r * dim..(r + 1) * dim].to_vec()).collect();
-    let mut scores = vec![0.0f32; n.min(ASSIGN_CHUNK) * k];
+    let mut scores = Vec::new();
     for _ in 0..KMEANS_ITERATIONS {
         let norms = (!spherical).then(|| half_norms(&centroids, dim));
         let assigned = assign(data, &centroids, norms.as_deref(), dim, &mut scores);
@@ -247,6 +233,15 @@ fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) ->
         }
     }
     centroids
+}
+
+/// Every row of `data` minus the centroid it was assigned (`assigned[r]`): what the first level leaves.
+fn residual_rows(data: &[f32], centroids: &[f32], assigned: &[usize], dim: usize) -> Vec<f32> {
+    let mut rest = data.to_vec();
+    for (row, &c) in rest.chunks_exact_mut(dim).zip(assigned) {
+        row.iter_mut().zip(&centroids[c * dim..(c + 1) * dim]).for_each(|(x, m)| *x -= m);
+    }
+    rest
 }
 
 /// `|c|² / 2` of every centroid (Euclidean assignment: argmin |x − c|² = argmax x·c − |c|²/2).
@@ -301,16 +296,16 @@ const LANES: usize = 32;
 const WINDOW: f32 = 0.15;
 
 /// A query's dot products with both levels of centroids, laid out centroid-major with one lane per query row
-/// (`1,024 × lanes` and `256 × lanes` bytes, lanes = query rows rounded up to 32; padding lanes and entries past a
-/// smaller codebook 0), as `i8` with a scale and an offset per query row.
+/// (`1,024 × lanes` and `256 × lanes` bytes, lanes = query rows rounded up to 32; padding lanes and entries past
+/// a smaller codebook 0), as `i8` with a scale and an offset per query row.
 ///
 /// A page's coarse score is then, per query row (lane), the maximum over the page's rows of
 /// `first[c1] + second[c2]` — the dot product with the row's reconstruction `c1 + c2` — summed over the query
 /// rows: two loads, one add and one max per row for 32 query rows. 8-bit entries: a query row's dot products
-/// with the centroids of a level span a narrow range (the rows are far from isotropic), 127 steps over its top part ([`WINDOW`])
-/// rank as well as `i16` entries did (1k pages: recall@10 0.905 / 0.95 with 50 / 100 candidates vs 0.88 / 0.94
-/// with `i16`), and they halve the bytes loaded per row, which bounds the loop (1.1 µs a page of 750 rows on
-/// one core vs 1.8).
+/// with the centroids of a level span a narrow range (the rows are far from isotropic), 127 steps over its top
+/// part ([`WINDOW`]) rank as well as `i16` entries did (1k pages: recall@10 0.905 / 0.95 with 50 / 100
+/// candidates vs 0.88 / 0.94 with `i16`), and they halve the bytes loaded per row, which bounds the loop (1.1 µs
+/// a page of 750 rows on one core vs 1.8).
 pub(crate) struct ScoreTable {
     nq: usize,
     lanes: usize,
@@ -350,16 +345,16 @@ impl ScoreTable {
     /// both levels, and over the first level alone (see [`Scores`]).
     pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
         let (first, second) = split(codes);
+        let lookup = Lookup { first: self.first.as_ref(), second: self.second.as_ref(), stride: self.lanes };
         let mut best = [[0i8; LANES]; 2];
         let mut total = Scores { both: 0.0, first: 0.0 };
-        for group in 0..self.lanes / LANES {
-            lut_max(self.first.as_ref(), self.second.as_ref(), self.lanes, group * LANES, first, second, &mut best);
-            let q0 = group * LANES;
+        for q0 in (0..self.lanes).step_by(LANES) {
+            lut_max(&lookup, q0, first, second, &mut best);
             for l in 0..(self.nq - q0).min(LANES) {
-                let (s, q) = (self.scale[q0 + l], q0 + l);
-                total.both += best[0][l] as f32 / s + self.offset[q];
+                let q = q0 + l;
+                total.both += best[0][l] as f32 / self.scale[q] + self.offset[q];
                 // The first level alone: its entries are stored as (value − its max) · s + 127.
-                total.first += (best[1][l] as f32 - 127.0) / s + self.first_max[q];
+                total.first += (best[1][l] as f32 - 127.0) / self.scale[q] + self.first_max[q];
             }
         }
         total
@@ -376,52 +371,43 @@ pub(crate) struct Scores {
     pub(crate) first: f32,
 }
 
+/// Both levels' tables of a query, `stride` bytes a centroid (the query's lanes).
+struct Lookup<'a> {
+    first: &'a [i8],
+    second: &'a [i8],
+    stride: usize,
+}
+
 /// `best[0][l] = max over rows r of first[c1[r]·stride + offset + l] + second[c2[r]·stride + offset + l]` and
 /// `best[1][l] = max over rows r of first[c1[r]·stride + offset + l]` (the first level alone) for the 32
 /// lanes at `offset` (wrapping `i8` adds; the table's ranges keep every sum in range). An empty page gives
 /// `i8::MIN`. First-level codes are taken modulo [`FIRST_CENTROIDS`] (a mask, so that no code can read out of
 /// bounds without a pass over the codes to check them). Dispatches to AVX2 when the CPU has it (detection is
 /// cached by the standard library).
-fn lut_max(
-    first: &[i8],
-    second: &[i8],
-    stride: usize,
-    offset: usize,
-    c1: &[u8],
-    c2: &[u8],
-    best: &mut [[i8; LANES]; 2],
-) {
+fn lut_max(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
     // Bounds for the unchecked loads below: every masked code addresses a whole 32-lane group inside its table.
     assert!(
         offset.is_multiple_of(LANES)
-            && offset + LANES <= stride
-            && first.len() >= FIRST_CENTROIDS * stride
-            && second.len() >= CENTROIDS * stride,
+            && offset + LANES <= t.stride
+            && t.first.len() >= FIRST_CENTROIDS * t.stride
+            && t.second.len() >= CENTROIDS * t.stride,
         "tables smaller than the codes can address"
     );
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); every load is in bounds (asserted above).
-        unsafe { lut_max_avx2(first, second, stride, offset, c1, c2, best) };
+        unsafe { lut_max_avx2(t, offset, c1, c2, best) };
         return;
     }
-    lut_max_portable(first, second, stride, offset, c1, c2, best);
+    lut_max_portable(t, offset, c1, c2, best);
 }
 
-fn lut_max_portable(
-    first: &[i8],
-    second: &[i8],
-    stride: usize,
-    offset: usize,
-    c1: &[u8],
-    c2: &[u8],
-    best: &mut [[i8; LANES]; 2],
-) {
+fn lut_max_portable(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     *best = [[i8::MIN; LANES]; 2];
     for (a, &b) in c1.chunks_exact(2).map(|a| u16::from_le_bytes([a[0], a[1]])).zip(c2) {
-        let x = &first[(a as usize & FIRST_MASK) * stride + offset..][..LANES];
-        let y = &second[b as usize * stride + offset..][..LANES];
+        let x = &t.first[(a as usize & FIRST_MASK) * t.stride + offset..][..LANES];
+        let y = &t.second[b as usize * t.stride + offset..][..LANES];
         for l in 0..LANES {
             best[0][l] = best[0][l].max(x[l].wrapping_add(y[l]));
             best[1][l] = best[1][l].max(x[l]);
@@ -431,19 +417,11 @@ fn lut_max_portable(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn lut_max_avx2(
-    first: &[i8],
-    second: &[i8],
-    stride: usize,
-    offset: usize,
-    c1: &[u8],
-    c2: &[u8],
-    best: &mut [[i8; LANES]; 2],
-) {
+unsafe fn lut_max_avx2(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     use std::arch::x86_64::*;
     // SAFETY: the caller checked the CPU feature and that every code addresses a whole group in bounds.
     unsafe {
-        let (f, s) = (first.as_ptr().add(offset), second.as_ptr().add(offset));
+        let (f, s, stride) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset), t.stride);
         // Two accumulators per score: the max of one row does not wait for the previous one.
         let min = _mm256_set1_epi8(i8::MIN);
         let (mut both, mut alone) = ([min; 2], [min; 2]);
@@ -693,9 +671,10 @@ mod tests {
             let c2: Vec<u8> = (0..rows).map(|_| rng.below(k2) as u8).collect();
             for offset in [0, 32] {
                 let mut want = [[0i8; LANES]; 2];
-                lut_max_portable(&first, &second, stride, offset, &c1, &c2, &mut want);
+                let t = Lookup { first: &first, second: &second, stride };
+                lut_max_portable(&t, offset, &c1, &c2, &mut want);
                 let mut got = [[0i8; LANES]; 2];
-                lut_max(&first, &second, stride, offset, &c1, &c2, &mut got);
+                lut_max(&t, offset, &c1, &c2, &mut got);
                 assert_eq!(got, want, "{rows} rows");
             }
         }
@@ -705,7 +684,8 @@ mod tests {
     #[should_panic(expected = "tables smaller than the codes can address")]
     fn a_table_smaller_than_the_codes_can_address_is_refused() {
         let (first, second) = (vec![0i8; 2 * LANES], vec![0i8; CENTROIDS * LANES]);
-        lut_max(&first, &second, LANES, 0, &[1, 0], &[0], &mut [[0; LANES]; 2]);
+        let t = Lookup { first: &first, second: &second, stride: LANES };
+        lut_max(&t, 0, &[1, 0], &[0], &mut [[0; LANES]; 2]);
     }
 
     #[test]
