@@ -287,3 +287,50 @@ fn search_maps_writes_one_overlay_per_hit() {
         assert!(coloured * 2 > (img.width() * img.height()) as usize, "{}: not an overlay", path.display());
     }
 }
+
+/// The compact storage end to end: a new index made with `--storage i8 --pool-factor 2` keeps both (a later
+/// ingest without the flags does not change them), stores about a quarter of the f16 bytes per page, and
+/// still draws a similarity map per hit (each cell shows its cluster's score).
+#[test]
+fn compact_storage_keeps_its_settings_and_draws_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (compact, plain) = (tmp.path().join("compact"), tmp.path().join("plain"));
+    let files = [pdf("siscone-refman_p60_diagram.pdf"), pdf("cplusplus-annotations_p125_table.pdf")];
+    let out = ingest(&compact, &files[..1], &["--storage", "i8", "--pool-factor", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ingest(&compact, &files[1..], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ingest(&plain, &files, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (s, p) = (stats(&compact), stats(&plain));
+    assert_eq!((s["storage"].as_str(), s["pool_factor"].as_u64()), (Some("i8"), Some(2)), "{s}");
+    assert_eq!((p["storage"].as_str(), p["pool_factor"].as_u64()), (Some("f16"), Some(1)), "{p}");
+    assert_eq!(s["pages"], p["pages"]);
+    let log_bytes = |dir: &Path| std::fs::metadata(dir.join("pages.log")).unwrap().len() as f64;
+    let ratio = log_bytes(&compact) / log_bytes(&plain);
+    assert!(ratio < 0.35, "compact log is {ratio:.2} of the f16 one");
+
+    let search = |index: &Path, maps: Option<&Path>| {
+        let mut c = colqwen(index);
+        c.args(["--json", "search", "class reference", "-k", "2", "--mode", "exact"]);
+        if let Some(m) = maps {
+            c.arg("--maps").arg(m);
+        }
+        let out = run(c);
+        assert!(out.status.success(), "{}", stderr(&out));
+        json(&out)
+    };
+    let maps = tmp.path().join("maps");
+    let (hits, want) = (search(&compact, Some(&maps)), search(&plain, None));
+    let pages = |v: &Value| {
+        let mut p: Vec<String> =
+            v.as_array().unwrap().iter().map(|h| format!("{}#{}", h["doc_id"], h["page_number"])).collect();
+        p.sort();
+        p
+    };
+    assert_eq!(pages(&hits), pages(&want));
+    for h in hits.as_array().unwrap() {
+        let path = PathBuf::from(h["map"].as_str().unwrap_or_else(|| panic!("no map for {h}")));
+        assert!(image::open(&path).is_ok(), "{}", path.display());
+    }
+}

@@ -19,7 +19,7 @@ pub use embed::{PageEmbedder, PageInput};
 pub use error::{BoxError, Hint, IndexError, Result};
 pub use id::{canonical_json, doc_id, is_doc_id, point_id};
 pub use index::PageIndex;
-pub use manifest::{FORMAT_VERSION, IndexManifest, VectorStorage, sync_dir};
+pub use manifest::{FORMAT_VERSION, IndexManifest, MAX_POOL_FACTOR, VectorStorage, sync_dir};
 pub use multivector::{MultiVector, maxsim, pooled};
 pub use records::{DocumentInfo, Hit, PageRecord, SearchMode, Stats};
 pub use similarity::{MapError, SimilarityMaps, VisualGrid, normalize, similarity_maps};

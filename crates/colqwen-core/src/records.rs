@@ -95,4 +95,6 @@ pub struct Stats {
     pub embedding_dim: usize,
     /// Element type of the stored vectors.
     pub storage: VectorStorage,
+    /// Token pooling factor of the stored pages (1: every row stored).
+    pub pool_factor: u32,
 }

@@ -64,10 +64,11 @@ impl PagesView<'_> {
 
     /// Rows in the block layout of page `i`: its vector count rounded up to a multiple of [`PagesView::BLOCK`].
     pub fn padded_rows(&self, i: usize) -> usize {
-        self.snap.pages[i].data.1 as usize / (self.storage_bytes() * self.dim)
+        crate::kernel::layout::padded_rows(self.snap.pages[i].meta.rows)
     }
 
-    /// The bytes of page `i`'s vectors in the block layout (little-endian f32 or f16).
+    /// The bytes of page `i`'s vectors in the block layout (little-endian f32 or f16; for i8, each block is its
+    /// `16 × dim` values followed by the 16 rows' f32 scales, a row's value being scale × integer).
     pub fn stored(&self, i: usize) -> &[u8] {
         let Some(map) = self.snap.map.as_deref() else { return &[] };
         let (at, len) = self.snap.pages[i].data;

@@ -45,38 +45,11 @@ const _: () = assert!(FIRST_CENTROIDS.is_power_of_two() && CENTROIDS <= 256);
 /// Second-level (residual) centroids.
 const CENTROIDS: usize = 256;
 
-/// `out[i * n + j] = a_i · b_j` for `a` (`m × k`) and `b` (`n × k`), row-major f32 (the `gemm` crate, which
-/// candle uses too: runtime-dispatched AVX-512/AVX2/NEON kernels).
+/// `out[i * n + j] = a_i · b_j` for `a` (`m × k`) and `b` (`n × k`), row-major f32.
 pub(crate) fn matmul_nt(a: &[f32], b: &[f32], k: usize, out: &mut [f32]) {
     let (m, n) = (a.len() / k, b.len() / k);
     assert!(a.len() == m * k && b.len() == n * k && out.len() == m * n, "matmul shapes");
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the pointers cover `m × k`, `n × k` and `m × n` elements with the strides given (checked above).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            a.as_ptr(),
-            1,
-            k as isize,
-            b.as_ptr(),
-            k as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    crate::linalg::matmul(m, n, k, a, (k, 1), b, (1, k), out);
 }
 
 /// Two levels of centroids, each `k × dim` row-major: unit first-level centroids, and centroids of the

@@ -11,7 +11,9 @@
 //! query rows. [`colqwen_core::maxsim`] is the plain-loop oracle the tests compare against.
 //!
 //! The instruction set is chosen once per process ([`Isa::detect`]): AVX-512F (which includes the f16→f32
-//! conversion `vcvtph2ps`), else AVX2 + FMA + F16C, else portable Rust. Stored values are f16 or f32.
+//! conversion `vcvtph2ps`), else AVX2 + FMA + F16C, else portable Rust. Stored values are f32, f16 or i8; an
+//! i8 block ends with the 16 rows' f32 scales ([`layout::encode_i8`]), applied to the 16 dot products before the
+//! max (a row's score is its scale × the dot product of the query row with its integer values).
 
 use half::f16;
 
@@ -64,6 +66,64 @@ pub(crate) mod layout {
                 }
             }
         }
+    }
+
+    /// Bytes of one i8 block: `dim × 16` values, then the 16 rows' f32 scales (little-endian).
+    pub(crate) fn i8_block_bytes(dim: usize) -> usize {
+        BLOCK * dim + BLOCK * 4
+    }
+
+    /// Bytes of one block of 16 rows in `storage`.
+    pub(crate) fn block_bytes(storage: colqwen_core::VectorStorage, dim: usize) -> usize {
+        use colqwen_core::VectorStorage;
+        match storage {
+            VectorStorage::F32 => BLOCK * dim * 4,
+            VectorStorage::F16 => BLOCK * dim * 2,
+            VectorStorage::I8 => i8_block_bytes(dim),
+        }
+    }
+
+    /// One row quantized to i8 with its scale `max |x| / 127` (0 for an all-zero row, whose values are then 0).
+    pub(crate) fn quantize_row(row: &[f32], out: &mut [i8]) -> f32 {
+        let scale = row.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = if scale > 0.0 { (x / scale).round().clamp(-127.0, 127.0) as i8 } else { 0 };
+        }
+        scale
+    }
+
+    /// Row-major `rows × dim` → i8 blocks ([`i8_block_bytes`] each): the block-transposed values, then the 16
+    /// scales; the last block padded with copies of the last row as in [`encode`].
+    pub(crate) fn encode_i8(rows_data: &[f32], dim: usize, out: &mut Vec<u8>) {
+        let rows = rows_data.len() / dim;
+        let padded = padded_rows(rows);
+        let mut q = vec![0i8; rows * dim];
+        let scales: Vec<f32> =
+            rows_data.chunks_exact(dim).zip(q.chunks_exact_mut(dim)).map(|(r, o)| quantize_row(r, o)).collect();
+        out.reserve(padded / BLOCK * i8_block_bytes(dim));
+        for block in 0..padded / BLOCK {
+            let row = |j: usize| (block * BLOCK + j).min(rows - 1);
+            for k in 0..dim {
+                out.extend((0..BLOCK).map(|j| q[row(j) * dim + k] as u8));
+            }
+            out.extend((0..BLOCK).flat_map(|j| scales[row(j)].to_le_bytes()));
+        }
+    }
+
+    /// i8 blocks → row-major `rows × dim` f32 (each value times its row's scale; the padding dropped).
+    pub(crate) fn decode_i8(stored: &[i8], rows: usize, dim: usize) -> Vec<f32> {
+        let block_bytes = i8_block_bytes(dim);
+        let mut out = vec![0.0f32; rows * dim];
+        for r in 0..rows {
+            let (block, j) = (r / BLOCK, r % BLOCK);
+            let base = &stored[block * block_bytes..(block + 1) * block_bytes];
+            let at = BLOCK * dim + 4 * j;
+            let scale = f32::from_le_bytes(std::array::from_fn(|b| base[at + b] as u8));
+            for k in 0..dim {
+                out[r * dim + k] = base[k * BLOCK + j] as f32 * scale;
+            }
+        }
+        out
     }
 
     /// Block-transposed → row-major `rows × dim` (the padding dropped).
@@ -121,48 +181,99 @@ impl Isa {
 }
 
 /// Stored element types the kernels read.
-pub(crate) trait Stored: Elem {
-    /// MaxSim of `query` (`nq × dim` row-major f32) against one stored page (`blocks` blocks).
-    fn maxsim(isa: Isa, query: &[f32], page: &[Self], dim: usize, best: &mut [f32]) -> f32;
+pub(crate) trait Stored: Copy + Send + Sync + 'static {
+    /// Whether a block ends with 16 f32 row scales (i8).
+    const SCALED: bool;
+    /// Elements one block of 16 rows takes (i8: the values, then 64 bytes of scales).
+    fn block_len(dim: usize) -> usize;
+    /// The stored value widened to f32 (before its row's scale).
+    fn widen(self) -> f32;
 }
 
-macro_rules! impl_stored {
-    ($t:ty) => {
-        impl Stored for $t {
-            fn maxsim(isa: Isa, query: &[f32], page: &[Self], dim: usize, best: &mut [f32]) -> f32 {
-                debug_assert_eq!(page.len() % (BLOCK * dim), 0);
-                debug_assert_eq!(query.len() % dim, 0);
-                let nq = query.len() / dim;
-                let best = &mut best[..nq];
-                best.fill(f32::NEG_INFINITY);
-                match isa {
-                    // SAFETY: the variant is only constructed after runtime detection of these features; the
-                    // slices' lengths are checked above and every index stays inside them.
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512 => unsafe { x86::maxsim_avx512(query, page, dim, best) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { x86::maxsim_avx2(query, page, dim, best) },
-                    Isa::Portable => portable(query, page, dim, best),
-                }
-                best.iter().sum()
-            }
-        }
-    };
+impl Stored for f32 {
+    const SCALED: bool = false;
+    fn block_len(dim: usize) -> usize {
+        BLOCK * dim
+    }
+    fn widen(self) -> f32 {
+        self
+    }
 }
 
-impl_stored!(f32);
-impl_stored!(f16);
+impl Stored for f16 {
+    const SCALED: bool = false;
+    fn block_len(dim: usize) -> usize {
+        BLOCK * dim
+    }
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+}
 
-fn portable<T: Elem>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
+impl Stored for i8 {
+    const SCALED: bool = true;
+    fn block_len(dim: usize) -> usize {
+        layout::i8_block_bytes(dim)
+    }
+    fn widen(self) -> f32 {
+        self as f32
+    }
+}
+
+/// A stored type with its vector loads (x86); every [`Stored`] type is one.
+#[cfg(target_arch = "x86_64")]
+pub(crate) trait Kernel: Stored + x86::Load512 + x86::Load256 {}
+#[cfg(target_arch = "x86_64")]
+impl<T: Stored + x86::Load512 + x86::Load256> Kernel for T {}
+/// A stored type with its vector loads (x86); every [`Stored`] type is one.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) trait Kernel: Stored {}
+#[cfg(not(target_arch = "x86_64"))]
+impl<T: Stored> Kernel for T {}
+
+/// MaxSim of `query` (`nq × dim` row-major f32) against one stored page (whole blocks of `T::block_len`);
+/// `best` is scratch of at least `nq` values.
+pub(crate) fn maxsim<T: Kernel>(isa: Isa, query: &[f32], page: &[T], dim: usize, best: &mut [f32]) -> f32 {
+    debug_assert_eq!(page.len() % T::block_len(dim), 0);
+    debug_assert_eq!(query.len() % dim, 0);
+    let nq = query.len() / dim;
+    let best = &mut best[..nq];
+    best.fill(f32::NEG_INFINITY);
+    match isa {
+        // SAFETY: the variant is only constructed after runtime detection of these features; the slices'
+        // lengths are checked above and every index stays inside them.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::maxsim_avx512(query, page, dim, best) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::maxsim_avx2(query, page, dim, best) },
+        Isa::Portable => portable(query, page, dim, best),
+    }
+    best.iter().sum()
+}
+
+/// The 16 f32 row scales at the end of an i8 block (`block_len` elements of one byte).
+fn block_scales<T: Stored>(block: &[T], dim: usize) -> [f32; BLOCK] {
+    debug_assert!(T::SCALED && size_of::<T>() == 1);
+    let tail = &block[BLOCK * dim..BLOCK * dim + BLOCK * 4];
+    // SAFETY: `T` is one byte wide (i8), so the tail is 64 bytes.
+    let bytes: &[u8] = unsafe { std::slice::from_raw_parts(tail.as_ptr().cast::<u8>(), BLOCK * 4) };
+    std::array::from_fn(|j| f32::from_le_bytes(bytes[4 * j..4 * j + 4].try_into().expect("4 bytes")))
+}
+
+fn portable<T: Stored>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
     let mut acc = [0.0f32; BLOCK];
-    for block in page.chunks_exact(BLOCK * dim) {
+    for block in page.chunks_exact(T::block_len(dim)) {
+        let scales = if T::SCALED { block_scales(block, dim) } else { [1.0; BLOCK] };
         for (q, b) in query.chunks_exact(dim).zip(best.iter_mut()) {
             acc.fill(0.0);
             for (k, &qk) in q.iter().enumerate() {
                 let col = &block[k * BLOCK..(k + 1) * BLOCK];
                 for (a, v) in acc.iter_mut().zip(col) {
-                    *a += qk * v.to_f32();
+                    *a += qk * v.widen();
                 }
+            }
+            if T::SCALED {
+                acc.iter_mut().zip(&scales).for_each(|(a, s)| *a *= s);
             }
             *b = acc.iter().fold(*b, |m, &v| m.max(v));
         }
@@ -179,7 +290,7 @@ mod x86 {
     use half::f16;
 
     /// Dimension `k` of a block's 16 rows, widened to f32.
-    trait Load512 {
+    pub(crate) trait Load512: super::Stored {
         unsafe fn load512(p: *const Self) -> __m512;
     }
     impl Load512 for f32 {
@@ -194,8 +305,14 @@ mod x86 {
             unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast::<__m256i>())) }
         }
     }
+    impl Load512 for i8 {
+        #[inline(always)]
+        unsafe fn load512(p: *const i8) -> __m512 {
+            unsafe { _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.cast::<__m128i>()))) }
+        }
+    }
 
-    trait Load256 {
+    pub(crate) trait Load256: super::Stored {
         unsafe fn load256(p: *const Self) -> (__m256, __m256);
     }
     impl Load256 for f32 {
@@ -215,20 +332,39 @@ mod x86 {
             }
         }
     }
+    impl Load256 for i8 {
+        #[inline(always)]
+        unsafe fn load256(p: *const i8) -> (__m256, __m256) {
+            unsafe {
+                (
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.cast::<__m128i>()))),
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8).cast::<__m128i>()))),
+                )
+            }
+        }
+    }
 
     #[target_feature(enable = "avx512f")]
     unsafe fn pass512<T: Load512, const G: usize>(q: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
-        let blocks = page.len() / (BLOCK * dim);
+        let stride = T::block_len(dim);
+        let blocks = page.len() / stride;
         let mut maxes = [_mm512_set1_ps(f32::NEG_INFINITY); G];
         for b in 0..blocks {
-            // SAFETY: block `b` spans `BLOCK * dim` elements inside `page`; `q` holds `G * dim` values.
+            // SAFETY: block `b` spans `stride` elements inside `page` (i8: the values, then 64 bytes of scales);
+            // `q` holds `G * dim` values.
             unsafe {
-                let base = page.as_ptr().add(b * BLOCK * dim);
+                let base = page.as_ptr().add(b * stride);
                 let mut acc = [_mm512_setzero_ps(); G];
                 for k in 0..dim {
                     let v = T::load512(base.add(k * BLOCK));
                     for i in 0..G {
                         acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*q.get_unchecked(i * dim + k)), v, acc[i]);
+                    }
+                }
+                if T::SCALED {
+                    let scales = _mm512_loadu_ps(base.add(BLOCK * dim).cast::<f32>());
+                    for a in acc.iter_mut() {
+                        *a = _mm512_mul_ps(*a, scales);
                     }
                 }
                 for i in 0..G {
@@ -243,13 +379,14 @@ mod x86 {
 
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn pass256<T: Load256, const G: usize>(q: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
-        let blocks = page.len() / (BLOCK * dim);
+        let stride = T::block_len(dim);
+        let blocks = page.len() / stride;
         let mut lo_max = [_mm256_set1_ps(f32::NEG_INFINITY); G];
         let mut hi_max = [_mm256_set1_ps(f32::NEG_INFINITY); G];
         for b in 0..blocks {
             // SAFETY: as in `pass512`.
             unsafe {
-                let base = page.as_ptr().add(b * BLOCK * dim);
+                let base = page.as_ptr().add(b * stride);
                 let mut lo = [_mm256_setzero_ps(); G];
                 let mut hi = [_mm256_setzero_ps(); G];
                 for k in 0..dim {
@@ -258,6 +395,14 @@ mod x86 {
                         let s = _mm256_set1_ps(*q.get_unchecked(i * dim + k));
                         lo[i] = _mm256_fmadd_ps(s, vl, lo[i]);
                         hi[i] = _mm256_fmadd_ps(s, vh, hi[i]);
+                    }
+                }
+                if T::SCALED {
+                    let scales = base.add(BLOCK * dim).cast::<f32>();
+                    let (sl, sh) = (_mm256_loadu_ps(scales), _mm256_loadu_ps(scales.add(8)));
+                    for i in 0..G {
+                        lo[i] = _mm256_mul_ps(lo[i], sl);
+                        hi[i] = _mm256_mul_ps(hi[i], sh);
                     }
                 }
                 for i in 0..G {
@@ -313,7 +458,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use colqwen_core::maxsim;
+    use colqwen_core::maxsim as oracle_maxsim;
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed;
@@ -351,23 +496,52 @@ mod tests {
     }
 
     #[test]
+    fn i8_rows_round_trip_within_half_a_step() {
+        for rows in [1, 15, 16, 17, 40] {
+            let dim = 8;
+            let mut d = data(rows * dim, rows as u64);
+            d[..dim].fill(0.0); // an all-zero row: scale 0, values 0
+            let mut stored = Vec::<u8>::new();
+            layout::encode_i8(&d, dim, &mut stored);
+            let stored: Vec<i8> = stored.iter().map(|&b| b as i8).collect();
+            let back = layout::decode_i8(&stored, rows, dim);
+            for (row, got) in d.chunks_exact(dim).zip(back.chunks_exact(dim)) {
+                let step = row.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+                for (a, b) in row.iter().zip(got) {
+                    assert!((a - b).abs() <= step * 0.5 + 1e-7, "{a} vs {b}");
+                }
+            }
+            assert!(back[..dim].iter().all(|&v| v == 0.0));
+        }
+    }
+
+    #[test]
     fn kernels_equal_the_oracle() {
         for isa in isas() {
             for (rows, nq, dim) in [(1, 1, 128), (17, 3, 128), (100, 20, 128), (33, 9, 64), (16, 13, 128), (5, 8, 16)] {
                 let page = data(rows * dim, 7 + rows as u64);
                 let query = data(nq * dim, 99 + nq as u64);
-                let oracle = maxsim(&query, &page, dim);
+                let oracle = oracle_maxsim(&query, &page, dim);
                 let mut best = vec![0.0; nq];
                 let mut s32 = Vec::<f32>::new();
                 layout::encode(&page, dim, &mut s32);
-                let got = f32::maxsim(isa, &query, &s32, dim, &mut best);
+                let got = maxsim(isa, &query, &s32, dim, &mut best);
                 assert!((got - oracle).abs() <= 1e-4 * (1.0 + oracle.abs()), "{isa:?} f32 {got} vs {oracle}");
                 let mut s16 = Vec::<f16>::new();
                 layout::encode(&page, dim, &mut s16);
                 let rounded: Vec<f32> = page.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
-                let oracle16 = maxsim(&query, &rounded, dim);
-                let got = f16::maxsim(isa, &query, &s16, dim, &mut best);
+                let oracle16 = oracle_maxsim(&query, &rounded, dim);
+                let got = maxsim(isa, &query, &s16, dim, &mut best);
                 assert!((got - oracle16).abs() <= 1e-4 * (1.0 + oracle16.abs()), "{isa:?} f16 {got} vs {oracle16}");
+                // i8: the oracle over the decoded rows (value × its row's scale).
+                let mut s8 = Vec::<u8>::new();
+                layout::encode_i8(&page, dim, &mut s8);
+                assert_eq!(s8.len(), layout::padded_rows(rows) / BLOCK * layout::i8_block_bytes(dim));
+                let s8: Vec<i8> = s8.iter().map(|&b| b as i8).collect();
+                let decoded = layout::decode_i8(&s8, rows, dim);
+                let oracle8 = oracle_maxsim(&query, &decoded, dim);
+                let got = maxsim(isa, &query, &s8, dim, &mut best);
+                assert!((got - oracle8).abs() <= 1e-4 * (1.0 + oracle8.abs()), "{isa:?} i8 {got} vs {oracle8}");
             }
         }
     }

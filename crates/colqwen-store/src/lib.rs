@@ -1,8 +1,9 @@
 #![allow(missing_docs)] // fields of the error and record types are named for what they hold
 //! Embedded multi-vector page store of colqwen: one index is one folder.
 //!
-//! - `pages.log` holds every page: its metadata and its vectors (f16 or f32) in the layout the search kernels
-//!   read straight from a memory map ([`log`] has the format and the crash rules).
+//! - `pages.log` holds every page: its metadata and its vectors (f32, f16 or i8 with a scale per row) in the
+//!   layout the search kernels read straight from a memory map ([`log`] has the format and the crash rules);
+//!   optionally pooled at ingest ([`pool`]: hierarchical token pooling, factor 2 halves the rows).
 //! - Exact search is MaxSim over every page with register-blocked AVX-512 / AVX2 kernels ([`kernel`]) on all
 //!   cores; two-stage search scores pages first by their nearest centroids ([`coarse`]) and then the best ones
 //!   exactly. Searches read a snapshot, so they run while a writer writes.
@@ -16,8 +17,10 @@ mod accel;
 mod coarse;
 mod error;
 mod kernel;
+mod linalg;
 mod log;
 mod optimize;
+pub mod pool;
 mod search;
 mod space;
 mod store;

@@ -8,8 +8,10 @@
 //! ```
 //!
 //! - A *put* carries one page: its metadata as JSON and its vectors in the kernel's block-transposed layout
-//!   ([`crate::kernel::layout`]), f16 or f32 little-endian, starting at a 64-aligned offset so the memory map
-//!   can be read as a slice of elements. A *delete* carries `{"ids": [...]}` and no vectors.
+//!   ([`crate::kernel::layout`]), f32, f16 or i8 (each block then ends with its 16 rows' f32 scales)
+//!   little-endian, starting at a 64-aligned offset so the memory map can be read as a slice of elements; in a
+//!   pooled index the vectors are followed by one `u32` label per original row (`pooled_from` in the
+//!   metadata). A *delete* carries `{"ids": [...]}` and no vectors.
 //! - `committed` in the header is the log length that the last flush made durable (data `fsync`ed first, then the
 //!   header). On open, records below it are trusted (only headers and metadata are read, so opening 100k pages
 //!   reads a few MB, not 20 GB); records beyond it are checked against their CRC-32 and the log is cut at the
@@ -57,6 +59,10 @@ pub(crate) struct PageMeta {
     pub(crate) preview: Option<String>,
     /// Real rows (the stored block layout pads to a multiple of 16).
     pub(crate) rows: usize,
+    /// Rows of the page before token pooling, when the index pools: the record's vectors are then followed by
+    /// that many little-endian `u32` labels (the stored row that stands for each original row).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) pooled_from: Option<usize>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -292,6 +298,7 @@ mod tests {
             page_height_pt: 2.0,
             preview: None,
             rows: 3,
+            pooled_from: None,
         }
     }
 

@@ -17,14 +17,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use half::f16;
-
 use crate::coarse::{Coarse, Codebook, PageCodes};
 use crate::error::Result;
-use crate::kernel::layout;
-use crate::search;
 use crate::store::{Inner, Slot, Snapshot};
-use colqwen_core::VectorStorage;
 
 /// Below this many pages the exact scan is fast enough and no coarse stage is built.
 pub(crate) const MIN_PAGES: usize = 256;
@@ -174,11 +169,7 @@ fn sample(inner: &Inner, snap: &Snapshot) -> Vec<f32> {
 /// A page's rows, row-major f32.
 fn page_rows(inner: &Inner, snap: &Snapshot, slot: &Slot) -> Vec<f32> {
     let map = snap.map.as_ref().expect("a published snapshot has a map");
-    let dim = inner.manifest().embedding_dim;
-    match inner.manifest().storage {
-        VectorStorage::F32 => layout::decode(search::elements::<f32>(map, slot), slot.meta.rows, dim),
-        VectorStorage::F16 => layout::decode(search::elements::<f16>(map, slot), slot.meta.rows, dim),
-    }
+    crate::store::stored_rows(inner.manifest().storage, map, slot, inner.manifest().embedding_dim)
 }
 
 /// Codes of `pages` on `threads` threads, in order; `None` if stopped.

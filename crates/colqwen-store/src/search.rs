@@ -11,7 +11,7 @@ use memmap2::Mmap;
 
 use crate::accel::{ExactScorer, PagesView};
 use crate::coarse::{self, Codebook, PageCodes};
-use crate::kernel::{Isa, Stored};
+use crate::kernel::{self, Isa, Stored};
 use crate::store::{Slot, Snapshot};
 
 /// `SearchMode::Auto` scans every candidate page exactly up to this many pages (≈ 45 ms on 2 cores at 22 µs a
@@ -126,15 +126,16 @@ pub(crate) fn elements<'a, T: Stored>(map: &'a Mmap, slot: &Slot) -> &'a [T] {
     let bytes = &map[at..at + len];
     assert!(bytes.as_ptr().align_offset(align_of::<T>()) == 0 && len % size_of::<T>() == 0, "misaligned page");
     // SAFETY: in bounds (sliced above), aligned (checked; records put vectors at 64-aligned offsets of a
-    // page-aligned map), and every bit pattern is a valid f32/f16.
+    // page-aligned map), and every bit pattern is a valid f32/f16/i8.
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len / size_of::<T>()) }
 }
 
 /// MaxSim of `query` against the page in `slot`; `best` is scratch of one value per query row.
 pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &[f32], best: &mut [f32]) -> f32 {
     match plan.storage {
-        VectorStorage::F32 => f32::maxsim(plan.isa, query, elements::<f32>(map, slot), plan.dim, best),
-        VectorStorage::F16 => f16::maxsim(plan.isa, query, elements::<f16>(map, slot), plan.dim, best),
+        VectorStorage::F32 => kernel::maxsim(plan.isa, query, elements::<f32>(map, slot), plan.dim, best),
+        VectorStorage::F16 => kernel::maxsim(plan.isa, query, elements::<f16>(map, slot), plan.dim, best),
+        VectorStorage::I8 => kernel::maxsim(plan.isa, query, elements::<i8>(map, slot), plan.dim, best),
     }
 }
 

@@ -17,7 +17,7 @@ use memmap2::Mmap;
 use crate::accel::{ExactScorer, PagesView};
 use crate::coarse::{Codebook, PageCodes};
 use crate::error::{Error, Result};
-use crate::kernel::{Isa, layout};
+use crate::kernel::{BLOCK, Isa, layout};
 use crate::log::{self, Entry, FileHeader, PageMeta};
 use crate::point_id;
 use crate::search::{self, Candidate, SearchPlan};
@@ -38,19 +38,44 @@ pub(crate) struct Slot {
     record: (u64, u64),
     /// Byte offset and length of the vectors (stored layout) in the log.
     pub(crate) data: (u64, u64),
+    /// Byte offset and length of the pooling labels after them (length 0 when the page is not pooled).
+    labels: (u64, u64),
     /// The page's codes under the codebook of the snapshots that hold this slot (set once by the optimizer; a
     /// retrained codebook comes with new slots).
     pub(crate) codes: OnceLock<Arc<PageCodes>>,
 }
 
 impl Slot {
-    pub(crate) fn new(meta: PageMeta, record: (u64, u64), data: (u64, u64)) -> Slot {
-        Slot { meta, record, data, codes: OnceLock::new() }
+    /// `payload`: where the record's vectors start and how many bytes follow them (vectors, then labels).
+    pub(crate) fn new(meta: PageMeta, record: (u64, u64), payload: (u64, u64)) -> Slot {
+        let labels_len = meta.pooled_from.map_or(0, |n| 4 * n as u64).min(payload.1);
+        let vectors = payload.1 - labels_len;
+        Slot {
+            meta,
+            record,
+            data: (payload.0, vectors),
+            labels: (payload.0 + vectors, labels_len),
+            codes: OnceLock::new(),
+        }
+    }
+
+    /// Where the vectors start and how many bytes the record holds after that (vectors and labels).
+    fn payload(&self) -> (u64, u64) {
+        (self.data.0, self.data.1 + self.labels.1)
     }
 
     /// The same page without codes (for a new codebook).
     pub(crate) fn uncoded(&self) -> Slot {
-        Slot::new(self.meta.clone(), self.record, self.data)
+        Slot::new(self.meta.clone(), self.record, self.payload())
+    }
+
+    /// Whether the record holds as many bytes as its rows need (vectors of `block_bytes` per 16 rows, then
+    /// the labels): a record written by this store always does.
+    fn sized_right(&self, block_bytes: u64) -> bool {
+        let blocks = layout::padded_rows(self.meta.rows) as u64 / BLOCK as u64;
+        self.meta.rows > 0
+            && self.data.1 == blocks * block_bytes
+            && self.labels.1 == self.meta.pooled_from.map_or(0, |n| 4 * n as u64)
     }
 }
 
@@ -207,6 +232,13 @@ impl Store {
             return Err(Error::Damaged {
                 dir: dir.to_path_buf(),
                 reason: "pages.log was written with another dimension or element type than manifest.json says",
+            });
+        }
+        let block_bytes = layout::block_bytes(manifest.storage, manifest.embedding_dim) as u64;
+        if !pages.values().all(|slot| slot.sized_right(block_bytes)) {
+            return Err(Error::Damaged {
+                dir: dir.to_path_buf(),
+                reason: "a page record holds another number of bytes than its rows need",
             });
         }
         let len = file.metadata().map_err(Error::io("reading page log", &path))?.len();
@@ -388,18 +420,17 @@ impl Inner {
         if pages.is_empty() {
             return Ok(());
         }
+        // Pooling and encoding need no lock (pooling is the costly part: ~4 ms a 750-row page), so they run on
+        // this store's threads before the writer lock is taken.
+        let encoded = self.encode_pages(&pages);
         let mut writer = self.writer();
-        let elem = elem_bytes(self.manifest.storage) as usize;
-        let need: usize = pages.iter().map(|p| layout::padded_rows(p.vectors.len() / dim) * dim * elem + 4096).sum();
+        let need: usize = encoded.iter().map(|e| e.bytes.len() + 4096).sum();
         crate::space::ensure(&self.dir, need as u64, "writing pages")?;
         let mut buf = Vec::with_capacity(need);
         let mut written = Vec::with_capacity(pages.len());
-        let mut vectors = Vec::new();
-        for page in pages {
+        for (page, enc) in pages.into_iter().zip(encoded) {
             let id =
                 point_id(&page.file_sha256, page.page_index, &self.manifest.model_id, &self.manifest.preprocessing);
-            vectors.clear();
-            encode(&page.vectors, dim, self.manifest.storage, &mut vectors);
             let meta = PageMeta {
                 id,
                 doc_id: page.doc_id,
@@ -410,14 +441,15 @@ impl Inner {
                 page_width_pt: page.page_width_pt,
                 page_height_pt: page.page_height_pt,
                 preview: page.preview,
-                rows: page.vectors.len() / dim,
+                rows: enc.rows,
+                pooled_from: enc.pooled_from,
             };
             let at = writer.len + buf.len() as u64;
             let start = buf.len();
-            log::put_record(&meta, &vectors, at, &mut buf);
-            let data_len = vectors.len() as u64;
+            log::put_record(&meta, &enc.bytes, at, &mut buf);
+            let data_len = enc.bytes.len() as u64;
             let record_len = (buf.len() - start) as u64;
-            // The vectors end the record's body; the record is padded after them.
+            // The vectors (and labels) end the record's body; the record is padded after them.
             let data_end = at + record_len - padding_after(data_len);
             written.push(Slot::new(meta, (at, record_len), (data_end - data_len, data_len)));
         }
@@ -441,6 +473,34 @@ impl Inner {
             }
         }
         if replaced { self.publish(&writer) } else { self.publish_appended(&writer, appended) }
+    }
+
+    /// The record payloads of `pages` (pooled if the index pools, in the stored layout), on up to
+    /// [`Inner::threads`] threads.
+    fn encode_pages(&self, pages: &[PageRecord]) -> Vec<EncodedPage> {
+        let (dim, storage, factor) =
+            (self.manifest.embedding_dim, self.manifest.storage, self.manifest.pool_factor as usize);
+        let one = |page: &PageRecord| {
+            let mut bytes = Vec::new();
+            if factor <= 1 {
+                encode(&page.vectors, dim, storage, &mut bytes);
+                return EncodedPage { rows: page.vectors.len() / dim, pooled_from: None, bytes };
+            }
+            let pooled = crate::pool::pool(&page.vectors, dim, factor);
+            encode(&pooled.rows, dim, storage, &mut bytes);
+            bytes.extend(pooled.labels.iter().flat_map(|l| l.to_le_bytes()));
+            EncodedPage { rows: pooled.rows.len() / dim, pooled_from: Some(pooled.labels.len()), bytes }
+        };
+        let threads = if factor > 1 { self.threads.load(AtomicOrdering::Relaxed).min(pages.len()) } else { 1 };
+        if threads <= 1 {
+            return pages.iter().map(one).collect();
+        }
+        let per = pages.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> =
+                pages.chunks(per).map(|chunk| scope.spawn(move || chunk.iter().map(one).collect::<Vec<_>>())).collect();
+            handles.into_iter().flat_map(|h| h.join().expect("encoding a page does not panic")).collect()
+        })
     }
 
     /// Makes every upsert and delete so far durable, and compacts the log when dead records outweigh live ones.
@@ -486,14 +546,15 @@ impl Inner {
         let mut buf = Vec::new();
         for slot in &live {
             // Records are position-dependent (the vectors start 64-aligned), so re-encode rather than copy.
-            let mut data = vec![0u8; slot.data.1 as usize];
-            writer.file.read_exact_at(&mut data, slot.data.0).map_err(Error::io("reading page log", &path))?;
+            let (from, len) = slot.payload();
+            let mut data = vec![0u8; len as usize];
+            writer.file.read_exact_at(&mut data, from).map_err(Error::io("reading page log", &path))?;
             buf.clear();
             log::put_record(&slot.meta, &data, at, &mut buf);
             file.write_all_at(&buf, at).map_err(Error::io("writing compacted log", &tmp))?;
             let record_len = buf.len() as u64;
-            let data_end = at + record_len - padding_after(slot.data.1);
-            let moved_slot = Slot::new(slot.meta.clone(), (at, record_len), (data_end - slot.data.1, slot.data.1));
+            let data_end = at + record_len - padding_after(len);
+            let moved_slot = Slot::new(slot.meta.clone(), (at, record_len), (data_end - len, len));
             if let Some(codes) = slot.codes.get() {
                 let _ = moved_slot.codes.set(codes.clone());
             }
@@ -660,6 +721,7 @@ impl Inner {
             model_id: self.manifest.model_id.clone(),
             embedding_dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
+            pool_factor: self.manifest.pool_factor,
         })
     }
 
@@ -671,10 +733,21 @@ impl Inner {
         };
         let map = snap.map.as_ref().expect("a published snapshot has a map");
         let dim = self.manifest.embedding_dim;
-        let rows = slot.meta.rows;
-        let data = match self.manifest.storage {
-            VectorStorage::F32 => layout::decode(search::elements::<f32>(map, slot), rows, dim),
-            VectorStorage::F16 => layout::decode(search::elements::<f16>(map, slot), rows, dim),
+        let rows = stored_rows(self.manifest.storage, map, slot, dim);
+        let data = match slot.meta.pooled_from {
+            // A pooled page comes back in its original shape, each row replaced by the pooled row that stands
+            // for it (so a similarity map still has a value per cell).
+            Some(n) => {
+                let labels = labels(map, slot);
+                if labels.len() != n || labels.iter().any(|&l| l as usize >= slot.meta.rows) {
+                    return Err(Error::Damaged {
+                        dir: self.dir.clone(),
+                        reason: "a pooled page's labels are out of range",
+                    });
+                }
+                crate::pool::expand(&rows, &labels, dim)
+            }
+            None => rows,
         };
         Ok(MultiVector::new(data, dim))
     }
@@ -731,6 +804,16 @@ impl Inner {
     }
 }
 
+/// One page as its record will hold it.
+struct EncodedPage {
+    /// Stored rows (after pooling).
+    rows: usize,
+    /// Rows before pooling, when pooled.
+    pooled_from: Option<usize>,
+    /// Vectors in the stored layout, then the labels of a pooled page.
+    bytes: Vec<u8>,
+}
+
 /// Zero padding after `data_len` bytes of vectors: they start 64-aligned and the record ends 64-aligned.
 fn padding_after(data_len: u64) -> u64 {
     data_len.div_ceil(log::ALIGN) * log::ALIGN - data_len
@@ -740,7 +823,24 @@ pub(crate) fn elem_bytes(storage: VectorStorage) -> u32 {
     match storage {
         VectorStorage::F32 => 4,
         VectorStorage::F16 => 2,
+        VectorStorage::I8 => 1,
     }
+}
+
+/// A page's stored rows (after pooling, if the index pools), row-major f32.
+pub(crate) fn stored_rows(storage: VectorStorage, map: &Mmap, slot: &Slot, dim: usize) -> Vec<f32> {
+    let rows = slot.meta.rows;
+    match storage {
+        VectorStorage::F32 => layout::decode(search::elements::<f32>(map, slot), rows, dim),
+        VectorStorage::F16 => layout::decode(search::elements::<f16>(map, slot), rows, dim),
+        VectorStorage::I8 => layout::decode_i8(search::elements::<i8>(map, slot), rows, dim),
+    }
+}
+
+/// A pooled page's labels (empty for a page stored whole).
+fn labels(map: &Mmap, slot: &Slot) -> Vec<u32> {
+    let (at, len) = (slot.labels.0 as usize, slot.labels.1 as usize);
+    map[at..at + len].chunks_exact(4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
 }
 
 /// Row-major f32 → the stored layout, little-endian bytes.
@@ -756,6 +856,7 @@ fn encode(rows: &[f32], dim: usize, storage: VectorStorage, out: &mut Vec<u8>) {
             layout::encode(rows, dim, &mut v);
             out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
         }
+        VectorStorage::I8 => layout::encode_i8(rows, dim, out),
     }
 }
 

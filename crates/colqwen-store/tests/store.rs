@@ -375,15 +375,7 @@ fn two_stage_with_the_coarse_stage() {
     store.flush().unwrap();
     let mut targets: Vec<&PageRecord> = [3usize, 57, 101, 250, 399].iter().map(|&t| &pages[t]).collect();
     targets.push(&late[1]);
-    for target in targets {
-        let query = planted_query(&mut rng, &target.vectors, 16, DIM, 0.5);
-        let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
-        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
-        let want = (target.doc_id.as_str(), target.page_index);
-        assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
-        assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
-        assert_eq!(two[0].score, exact[0].score);
-    }
+    assert_two_stage_finds(&store, &mut rng, &targets, 0.5);
     drop(store);
     assert!(dir.path().join("coarse.bin").exists());
     let store = Store::open(dir.path()).unwrap();

@@ -60,6 +60,9 @@ pub enum Error {
         /// 1-based.
         page_number: usize,
     },
+    /// Token pooling asked of a Weaviate collection.
+    #[error("token pooling (--pool-factor) is a setting of the embedded index; a Weaviate collection stores every row")]
+    PoolingUnsupported,
     /// A name that cannot be a document id (ids are hex digits).
     #[error("{0:?} is not a document id (1 to 64 lowercase hex digits)")]
     InvalidId(String),

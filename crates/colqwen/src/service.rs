@@ -43,6 +43,9 @@ pub struct ServiceOptions {
     pub reserve_query_replica: bool,
     /// Element type of the vectors of a new index (an existing index keeps its own).
     pub storage: VectorStorage,
+    /// Token pooling of a new embedded index (1 = none; an existing index keeps its own). A Weaviate
+    /// collection stores every row: more than 1 is refused there.
+    pub pool_factor: u32,
     /// Where exact search scores the pages of the embedded store.
     pub search_device: SearchDevice,
 }
@@ -168,11 +171,15 @@ impl Service {
         let engine = Engine::load(&model, &engine_opts, first)?;
         tracing::info!(model = engine.model_id(), device = %engine.device_name(), seconds = started.elapsed().as_secs_f64(), "model ready");
         let index: Arc<dyn PageIndex> = match &opts.remote {
-            // A Weaviate collection stores f32 vectors whatever `storage` asks.
+            // A Weaviate collection stores f32 vectors whatever `storage` asks, and every row.
+            Some(_) if opts.pool_factor > 1 => return Err(Error::PoolingUnsupported),
             Some(config) => Arc::new(Weaviate::open_or_create(config, &engine.manifest(VectorStorage::F32))?),
             None => {
-                let storage = existing.as_ref().map_or(opts.storage, |m| m.storage);
-                let store = Store::open_or_create(dir, &engine.manifest(storage))?;
+                let manifest = match &existing {
+                    Some(m) => engine.manifest(m.storage).with_pool_factor(m.pool_factor),
+                    None => engine.manifest(opts.storage).with_pool_factor(opts.pool_factor),
+                };
+                let store = Store::open_or_create(dir, &manifest)?;
                 if let Some(scorer) = device_scorer(opts.search_device, &first.device) {
                     store.set_exact_scorer(Some(scorer));
                 }

@@ -32,6 +32,7 @@ fn options(index: &Path, model: &Path) -> ServiceOptions {
         runtimes: vec![Runtime::resolve(DeviceChoice::Cpu, DTypeChoice::Auto).unwrap()],
         reserve_query_replica: false,
         storage: VectorStorage::F16,
+        pool_factor: 1,
         search_device: Default::default(),
     }
 }

@@ -156,6 +156,7 @@ pub fn stats(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "model:     {}", s.model_id)?;
     writeln!(out, "documents: {}", s.documents)?;
     writeln!(out, "pages:     {}", s.pages)?;
-    writeln!(out, "disk:      {:.1} MiB ({} vectors)", s.bytes_on_disk as f64 / (1 << 20) as f64, s.storage)?;
+    let pooled = if s.pool_factor > 1 { format!(", pooled by {}", s.pool_factor) } else { String::new() };
+    writeln!(out, "disk:      {:.1} MiB ({} vectors{pooled})", s.bytes_on_disk as f64 / (1 << 20) as f64, s.storage)?;
     Ok(ExitCode::SUCCESS)
 }

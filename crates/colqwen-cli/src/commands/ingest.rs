@@ -35,7 +35,7 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
         return Err(UsageError(format!("no PDF files found in {}", a.paths.join(", "))).into());
     }
     let load = LoadOptions { max_visual_tokens: a.max_visual_tokens, ..Default::default() };
-    let mut opts = service_options(g, load, a.storage, bars)?;
+    let mut opts = service_options(g, load, &a.storage, bars)?;
     // An ingest never searches: no GPU copy of the index. (A second CUDA stream would also switch the context
     // to cudarc's multi-stream event tracking for every kernel of the model.)
     opts.search_device = colqwen::SearchDevice::Cpu;

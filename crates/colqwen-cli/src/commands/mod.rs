@@ -16,7 +16,7 @@ use colqwen::model::{HubOptions, LoadOptions};
 use colqwen::weaviate::{InsertPath, Location, WeaviateConfig};
 use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, ServiceOptions};
 
-use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg, StorageArg};
+use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg, StorageArg, StorageOpts};
 
 /// A usage problem found after parsing (exit code 1).
 #[derive(Debug)]
@@ -95,7 +95,7 @@ fn runtimes(g: &GlobalArgs) -> anyhow::Result<Vec<Runtime>> {
 pub fn service_options(
     g: &GlobalArgs,
     load: LoadOptions,
-    storage: StorageArg,
+    storage: &StorageOpts,
     bars: bool,
 ) -> anyhow::Result<ServiceOptions> {
     let hub = HubOptions {
@@ -111,10 +111,12 @@ pub fn service_options(
         engine: EngineOptions { model: g.model.clone(), base: g.base_model.clone(), hub, load },
         runtimes: runtimes(g)?,
         reserve_query_replica: false,
-        storage: match storage {
+        storage: match storage.storage {
             StorageArg::F16 => VectorStorage::F16,
             StorageArg::F32 => VectorStorage::F32,
+            StorageArg::I8 => VectorStorage::I8,
         },
+        pool_factor: storage.pool_factor,
         search_device: match g.search_device {
             SearchDeviceArg::Auto => SearchDevice::Auto,
             SearchDeviceArg::Cpu => SearchDevice::Cpu,

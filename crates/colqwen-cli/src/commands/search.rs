@@ -12,7 +12,7 @@ use colqwen::{SearchHit, SearchOptions, Service};
 
 use super::remote::{Server, in_use};
 use super::{UsageError, print_json, service_options};
-use crate::args::{GlobalArgs, ModeArg, SearchArgs, StorageArg};
+use crate::args::{GlobalArgs, ModeArg, SearchArgs, StorageOpts};
 
 pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
     let mode = match a.mode {
@@ -22,7 +22,7 @@ pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
     };
     let opts = SearchOptions { k: a.k, doc: a.doc.clone(), mode };
     let bars = crate::progress::enabled(g.quiet, g.verbose, g.json);
-    let service_opts = service_options(g, LoadOptions::default(), StorageArg::F16, bars)?;
+    let service_opts = service_options(g, LoadOptions::default(), &StorageOpts::default(), bars)?;
     let spinner = crate::progress::spinner(bars, "loading model");
     if let Some(dir) = &a.maps {
         std::fs::create_dir_all(dir).map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;

@@ -10,7 +10,7 @@ use super::service_options;
 use crate::args::{GlobalArgs, ServeArgs};
 
 pub fn run(g: &GlobalArgs, a: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut opts = service_options(g, LoadOptions::default(), a.storage, false)?;
+    let mut opts = service_options(g, LoadOptions::default(), &a.storage, false)?;
     // A server answers searches while it ingests: with two or more replicas one stays free for queries.
     opts.reserve_query_replica = true;
     let config = ServeConfig {

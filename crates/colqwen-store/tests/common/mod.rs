@@ -1,7 +1,7 @@
 //! Seeded synthetic pages for the store tests.
 #![allow(dead_code)]
 
-use colqwen_store::{IndexManifest, PageRecord, VectorStorage};
+use colqwen_store::{IndexManifest, PageRecord, SearchMode, Store, VectorStorage};
 use serde_json::json;
 
 pub(crate) const DIM: usize = 128;
@@ -151,4 +151,18 @@ pub(crate) fn page(
 /// All pages of one file.
 pub(crate) fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, rows: usize) -> Vec<PageRecord> {
     (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
+}
+
+/// For each target, a query planted in it (`noise`) finds it first both exactly and two-stage (20 candidates),
+/// with the same score.
+pub(crate) fn assert_two_stage_finds(store: &Store, rng: &mut Rng, targets: &[&PageRecord], noise: f32) {
+    for target in targets {
+        let query = planted_query(rng, &target.vectors, 16, DIM, noise);
+        let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let want = (target.doc_id.as_str(), target.page_index);
+        assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
+        assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
+        assert_eq!(two[0].score, exact[0].score);
+    }
 }

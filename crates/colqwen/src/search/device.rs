@@ -173,6 +173,7 @@ impl DeviceScorer {
         let dtype = match view.storage() {
             VectorStorage::F16 => DType::F16,
             VectorStorage::F32 => DType::F32,
+            VectorStorage::I8 => candle_core::bail!("i8 pages are scored on the CPU"),
         };
         let mut start = 0;
         while start < positions.len() {
@@ -234,6 +235,11 @@ impl DeviceScorer {
 
 impl ExactScorer for DeviceScorer {
     fn score_all(&self, pages: &PagesView<'_>, query: &[f32]) -> Option<Vec<f32>> {
+        // i8 pages (the compact storage for disk- and RAM-bound hosts) are scored by the CPU kernels: a device
+        // copy would widen them back to f16.
+        if pages.storage() == VectorStorage::I8 {
+            return None;
+        }
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if pages.len() < self.min_pages || !self.sync(&mut state, pages) {
             return None;
@@ -248,7 +254,7 @@ impl ExactScorer for DeviceScorer {
     }
 
     fn prepare(&self, pages: &PagesView<'_>) {
-        if pages.len() < self.min_pages {
+        if pages.len() < self.min_pages || pages.storage() == VectorStorage::I8 {
             return; // copied by the first search once the index is large enough
         }
         let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
