@@ -6,6 +6,7 @@
 # scale` measures the store's exact, two-stage and auto modes at SIZES (default 10000; larger sizes stretch the
 # distinct images by vector noise) with every binary given: the CUDA build's colqwen-bench, and each
 # .carry/cpu-bench-*.xz (CPU builds of other commits, e.g. the previous coarse stage), on the same data.
+# CANDIDATES (default store; e.g. store,compact), EXACT (exact-mode queries, default 10), TRUTH, SIZES.
 # Recall does not depend on the machine; latencies here are the host's 16 cores (the 2-core figures come from
 # the dev box). Expects .carry/colqwen-bench.xz (scripts/cuda-build.sh -p colqwen-cli -p colqwen-bench, then
 # scripts/pack-carry.sh). Writes $OUT/scale_distinct.log and one table per binary.
@@ -27,8 +28,8 @@ for b in /tmp/colqwen-bench /tmp/cpu-bench-*; do
   [ -x "$b" ] || continue
   name=$(basename "$b")
   echo "== $name"
-  "$b" scale "$D" /tmp/scale-work "${SIZES:-10000}" --candidates store --truth-queries "${TRUTH:-120}" \
-    --exact-queries 10 --cold-queries 0 > "$OUT/$name.md" || rc=1
+  "$b" scale "$D" /tmp/scale-work "${SIZES:-10000}" --candidates "${CANDIDATES:-store}" --truth-queries "${TRUTH:-120}" \
+    --exact-queries "${EXACT:-10}" --cold-queries 0 > "$OUT/$name.md" || rc=1
   cat "$OUT/$name.md"
   rm -rf /tmp/scale-work
 done

@@ -9,7 +9,8 @@
 //! - `WORK_DIR`: where indexes are built (each is deleted after it was measured).
 //! - `SIZES`: comma list of page counts, e.g. `1000,10000,100000`.
 //! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 50 to
-//!   1000, auto), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token
+//!   1000, auto), `compact` (the same store with `--storage i8 --pool-factor 2`: pages pooled at ingest, rows
+//!   as i8; recall still against exact MaxSim over the unpooled pages), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token
 //!   pooling at ingest, factors 2 and 3, `pool.rs`), `plaid` (next-plaid at nbits 2 and 4). Default: all.
 //!
 //! Queries: (a) the model's embeddings of the committed text queries (`bench/scale/queries.txt`), truth = exact
@@ -344,11 +345,12 @@ pub(crate) fn run(data: &Path, work: &Path, sizes: &str, args: &[String]) -> Res
         };
         for c in &o.candidates {
             let rows = match c.as_str() {
-                "store" => store_rows(&w, work, o.exact_queries)?,
+                "store" => store_rows(&w, work, o.exact_queries, VectorStorage::F16, 1)?,
+                "compact" => store_rows(&w, work, o.exact_queries, VectorStorage::I8, 2)?,
                 "muvera" => fde::rows(&w)?,
                 "pool" => pool::rows(&w)?,
                 "plaid" => crate::plaid::rows(&w, work)?,
-                other => bail!("unknown candidate {other}: store, muvera, pool, plaid"),
+                other => bail!("unknown candidate {other}: store, compact, muvera, pool, plaid"),
             };
             for r in &rows {
                 print_row(n, r);
@@ -358,9 +360,17 @@ pub(crate) fn run(data: &Path, work: &Path, sizes: &str, args: &[String]) -> Res
     Ok(())
 }
 
-/// The embedded store through `Store::open_or_create` and the `PageIndex` trait, f16 storage as shipped.
-fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row>> {
-    let dir = work.join(format!("store-{}", w.n));
+/// The embedded store through `Store::open_or_create` and the `PageIndex` trait: f16 as shipped by default
+/// (`pool_factor` 1), or the compact storage.
+fn store_rows(
+    w: &Workload,
+    work: &Path,
+    exact_queries: usize,
+    storage: VectorStorage,
+    pool_factor: u32,
+) -> Result<Vec<Row>> {
+    let name = if pool_factor > 1 { format!("compact ({storage}, pool {pool_factor})") } else { "store".into() };
+    let dir = work.join(format!("store-{storage}-{pool_factor}-{}", w.n));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
@@ -368,9 +378,10 @@ fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row
         "colqwen-bench/scale",
         w.ds.dim,
         serde_json::json!({"max_visual_tokens": crate::scale_data::VISUAL_TOKENS}),
-        VectorStorage::F16,
-    );
-    let mut build = Row { candidate: "store build".into(), ..Default::default() };
+        storage,
+    )
+    .with_pool_factor(pool_factor);
+    let mut build = Row { candidate: format!("{name} build"), ..Default::default() };
     {
         let store = Store::open_or_create(&dir, &manifest)?;
         let index: &dyn PageIndex = &store;
@@ -421,17 +432,20 @@ fn store_rows(w: &Workload, work: &Path, exact_queries: usize) -> Result<Vec<Row
     }
     let mut rows = vec![build];
     let modes = [
-        ("store exact", SearchMode::Exact, exact_queries),
-        ("store two-stage 50", SearchMode::TwoStage { prefetch: 50 }, usize::MAX),
-        ("store two-stage 100", SearchMode::TwoStage { prefetch: 100 }, usize::MAX),
-        ("store two-stage 200", SearchMode::TwoStage { prefetch: 200 }, usize::MAX),
-        ("store two-stage 500", SearchMode::TwoStage { prefetch: 500 }, usize::MAX),
-        ("store two-stage 1000", SearchMode::TwoStage { prefetch: 1000 }, usize::MAX),
-        ("store auto", SearchMode::Auto, usize::MAX),
+        ("exact", SearchMode::Exact, exact_queries),
+        ("two-stage 50", SearchMode::TwoStage { prefetch: 50 }, usize::MAX),
+        ("two-stage 100", SearchMode::TwoStage { prefetch: 100 }, usize::MAX),
+        ("two-stage 200", SearchMode::TwoStage { prefetch: 200 }, usize::MAX),
+        ("two-stage 500", SearchMode::TwoStage { prefetch: 500 }, usize::MAX),
+        ("two-stage 1000", SearchMode::TwoStage { prefetch: 1000 }, usize::MAX),
+        ("auto", SearchMode::Auto, usize::MAX),
     ];
-    for (name, mode, limit) in modes {
-        let mut r =
-            Row { candidate: name.into(), disk_bytes_per_page: rows[0].disk_bytes_per_page, ..Default::default() };
+    for (mode_name, mode, limit) in modes {
+        let mut r = Row {
+            candidate: format!("{name} {mode_name}"),
+            disk_bytes_per_page: rows[0].disk_bytes_per_page,
+            ..Default::default()
+        };
         let search = |q: &[f32]| -> Result<Vec<usize>> {
             let mv = MultiVector::new(q.to_vec(), w.ds.dim).context("query rows")?;
             Ok(index.search(&mv, K, None, mode)?.iter().map(page_of).collect())
