@@ -31,9 +31,13 @@ pub const AUTO_PREFETCH: usize = 200;
 const AUTO_PREFETCH_PER_PAGES: usize = 50;
 const AUTO_PREFETCH_MAX: usize = 1_000;
 
-/// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]).
-pub fn auto_prefetch(candidates: usize) -> usize {
-    (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX)
+/// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
+/// index pooled by `pool_factor`. A pooled (compact) index reranks 5/2 as many: its pages cost 2–2.3× less to
+/// score exactly (half the rows, i8 or f16), and its coarse stage needs more of them for the same share of the
+/// uncompressed top-10 (10k distinct pages: 0.962 with 500 candidates, 0.902 with 200; `bench/results.md`).
+pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
+    let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
+    if pool_factor > 1 { base * 5 / 2 } else { base }
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
@@ -50,6 +54,7 @@ pub(crate) struct SearchPlan {
     pub(crate) threads: usize,
     pub(crate) dim: usize,
     pub(crate) storage: VectorStorage,
+    pub(crate) pool_factor: u32,
 }
 
 /// A ranked page: its position in the snapshot and its score.
@@ -181,7 +186,7 @@ pub(crate) fn run(
                 Some(_) => snap.pages.iter().filter(|s| pick(s)).count(),
                 None => snap.pages.len(),
             };
-            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates).max(k))
+            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates, plan.pool_factor).max(k))
         }
     };
     match (rerank, snap.codebook.as_deref()) {
@@ -340,11 +345,14 @@ mod tests {
 
     #[test]
     fn auto_reranks_more_pages_in_larger_indexes() {
-        assert_eq!(auto_prefetch(2_001), AUTO_PREFETCH);
-        assert_eq!(auto_prefetch(10_000), 200);
-        assert_eq!(auto_prefetch(30_000), 600);
-        assert_eq!(auto_prefetch(100_000), 1_000);
-        assert_eq!(auto_prefetch(10_000_000), 1_000);
+        assert_eq!(auto_prefetch(2_001, 1), AUTO_PREFETCH);
+        assert_eq!(auto_prefetch(10_000, 1), 200);
+        assert_eq!(auto_prefetch(30_000, 1), 600);
+        assert_eq!(auto_prefetch(100_000, 1), 1_000);
+        assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
+        // A pooled index reranks 5/2 as many (cheaper pages).
+        assert_eq!(auto_prefetch(10_000, 2), 500);
+        assert_eq!(auto_prefetch(100_000, 2), 2_500);
     }
 
     #[test]
