@@ -32,18 +32,21 @@ const AUTO_PREFETCH_PER_PAGES: usize = 50;
 const AUTO_PREFETCH_MAX: usize = 1_000;
 
 /// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
-/// index pooled by `pool_factor`. A pooled (compact) index reranks 5/2 as many: its pages cost 2–2.3× less to
-/// score exactly (half the rows, i8 or f16), and its coarse stage needs more of them for the same share of the
-/// uncompressed top-10 (10k distinct pages: 0.962 with 500 candidates, 0.902 with 200; `bench/results.md`).
+/// index pooled by `pool_factor`. A pooled (compact) index reranks 5/2 as many, up to the same 1,000: its pages
+/// cost 2–2.3× less to score exactly (half the rows, i8), and its coarse stage needs more of them for the same
+/// share of the uncompressed top-10 (10k distinct pages: 0.962 with 500 candidates, 0.902 with 200;
+/// `bench/results.md`). The cap keeps 100k pages within ~35 ms p95 on 2 cores (2,500 candidates: 64 ms).
 pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
-    if pool_factor > 1 { base * 5 / 2 } else { base }
+    if pool_factor > 1 { (base * 5 / 2).min(AUTO_PREFETCH_MAX) } else { base }
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
 const CHUNK: usize = 16;
 /// Pages a coarse-stage thread takes at a time.
 const COARSE_CHUNK: usize = 256;
+/// How many pages ahead of the one it scores the coarse scan prefetches codes.
+const PREFETCH_AHEAD: usize = 8;
 /// Below this many pages per thread, fewer threads are started (a thread costs ~20 µs to start).
 const MIN_PAGES_PER_THREAD: usize = 64;
 
@@ -234,9 +237,12 @@ fn two_stage(
                     None => uncoded.push(index),
                 }
             }
+            for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
+                coarse::prefetch(codes);
+            }
             for (j, &(index, id, codes)) in batch.iter().enumerate() {
-                if let Some(&(_, _, next_codes)) = batch.get(j + 1) {
-                    coarse::prefetch(next_codes);
+                if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
+                    coarse::prefetch(ahead);
                 }
                 let scores = table.score(codes);
                 both.push(Candidate { index, score: scores.both, id });
@@ -350,9 +356,10 @@ mod tests {
         assert_eq!(auto_prefetch(30_000, 1), 600);
         assert_eq!(auto_prefetch(100_000, 1), 1_000);
         assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
-        // A pooled index reranks 5/2 as many (cheaper pages).
+        // A pooled index reranks 5/2 as many (cheaper pages), up to the same cap.
         assert_eq!(auto_prefetch(10_000, 2), 500);
-        assert_eq!(auto_prefetch(100_000, 2), 2_500);
+        assert_eq!(auto_prefetch(20_000, 2), 1_000);
+        assert_eq!(auto_prefetch(100_000, 2), 1_000);
     }
 
     #[test]
