@@ -1,6 +1,6 @@
 //! Two-stage latency on a large synthetic index (built once in DIR, then reused): the coarse scan's cost.
 //!
-//! cargo run --release -p colqwen-store --example coarse_scan -- DIR [pages=100000] [rows=375] [queries=200]
+//! cargo run --release -p colqwen-store --example coarse_scan -- DIR [pages=100000] [rows=375] [queries=200] [query_rows=24]
 //!
 //! Synthetic clustered pages of `rows` rows stored as i8 (375: a 750-row page pooled by 2); the index is kept in
 //! DIR, so binaries of two trees can be compared on the same pages back to back.
@@ -20,6 +20,7 @@ fn main() {
     let n: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let rows: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(375);
     let nq: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(200);
+    let query_rows: usize = args.get(5).and_then(|s| s.parse().ok()).unwrap_or(24);
     let store = Store::open_or_create(dir, &manifest(VectorStorage::I8)).unwrap();
     if store.page_count().unwrap() < n {
         let t = Instant::now();
@@ -41,7 +42,7 @@ fn main() {
     store.optimize().unwrap();
     println!("optimize {:.1} s", t.elapsed().as_secs_f64());
     let mut rng = Rng::new(7);
-    let queries: Vec<Vec<f32>> = (0..nq).map(|_| random_query(&mut rng, 24, DIM)).collect();
+    let queries: Vec<Vec<f32>> = (0..nq).map(|_| random_query(&mut rng, query_rows, DIM)).collect();
     for prefetch in [50, 200, 1000, 2500] {
         for q in queries.iter().take(10) {
             store.search(q, 10, None, SearchMode::TwoStage { prefetch }).unwrap();

@@ -290,26 +290,30 @@ pub(crate) struct ScoreTable {
     second: AlignedTable,
 }
 
-/// `i8` values in 32-byte aligned groups: every 32-lane load of the scoring loop then stays inside one cache
-/// line (a `Vec<i8>` may start anywhere, and half the loads would straddle two lines).
-struct AlignedTable(Vec<Group>);
+/// `i8` values starting at a 64-byte boundary: every 32-lane load of the scoring loop then stays inside one cache
+/// line, and so does every 64-lane load of a 64-lane query (a `Vec<i8>` may start anywhere, and half the loads
+/// would straddle two lines).
+struct AlignedTable(Vec<Line>);
+
+/// Bytes of one aligned unit of a table.
+const LINE: usize = 64;
 
 #[derive(Clone, Copy)]
-#[repr(C, align(32))]
-struct Group([i8; LANES]);
+#[repr(C, align(64))]
+struct Line([i8; LINE]);
 
 impl AlignedTable {
     fn zeroed(len: usize) -> Self {
-        AlignedTable(vec![Group([0; LANES]); len.div_ceil(LANES)])
+        AlignedTable(vec![Line([0; LINE]); len.div_ceil(LINE)])
     }
     fn as_ref(&self) -> &[i8] {
-        // SAFETY: `Group` is `repr(C)` around `[i8; 32]` with size 32 (no padding), so the groups are
-        // `32 × len` contiguous, initialised `i8`s.
-        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<i8>(), self.0.len() * LANES) }
+        // SAFETY: `Line` is `repr(C)` around `[i8; 64]` with size 64 (no padding), so the lines are
+        // `64 × len` contiguous, initialised `i8`s.
+        unsafe { std::slice::from_raw_parts(self.0.as_ptr().cast::<i8>(), self.0.len() * LINE) }
     }
     fn as_mut(&mut self) -> &mut [i8] {
         // SAFETY: as in `as_ref`, uniquely borrowed.
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<i8>(), self.0.len() * LANES) }
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr().cast::<i8>(), self.0.len() * LINE) }
     }
 }
 
@@ -319,16 +323,27 @@ impl ScoreTable {
     pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
         let (first, second) = split(codes);
         let lookup = Lookup { first: self.first.as_ref(), second: self.second.as_ref(), stride: self.lanes };
-        let mut best = [[0i8; LANES]; 2];
+        let mut best = [[[0i8; LANES]; 2]; 2];
         let mut total = Scores { both: 0.0, first: 0.0 };
-        for q0 in (0..self.lanes).step_by(LANES) {
-            lut_max(&lookup, q0, first, second, &mut best);
-            for l in 0..(self.nq - q0).min(LANES) {
-                let q = q0 + l;
-                total.both += best[0][l] as f32 / self.scale[q] + self.offset[q];
-                // The first level alone: its entries are stored as (value − its max) · s + 127.
-                total.first += (best[1][l] as f32 - 127.0) / self.scale[q] + self.first_max[q];
+        let mut q0 = 0;
+        while q0 < self.lanes {
+            // Two groups in one pass where the CPU has 64-byte lanes (most text queries have 33–64 rows).
+            let groups = if self.lanes - q0 >= 2 * LANES && wide() { 2 } else { 1 };
+            if groups == 2 {
+                lut_max_pair(&lookup, q0, first, second, &mut best);
+            } else {
+                lut_max(&lookup, q0, first, second, &mut best[0]);
             }
+            for (g, best) in best.iter().enumerate().take(groups) {
+                let start = q0 + g * LANES;
+                for l in 0..self.nq.saturating_sub(start).min(LANES) {
+                    let q = start + l;
+                    total.both += best[0][l] as f32 / self.scale[q] + self.offset[q];
+                    // The first level alone: its entries are stored as (value − its max) · s + 127.
+                    total.first += (best[1][l] as f32 - 127.0) / self.scale[q] + self.first_max[q];
+                }
+            }
+            q0 += groups * LANES;
         }
         total
     }
@@ -374,6 +389,71 @@ fn lut_max(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LAN
         return;
     }
     lut_max_portable(t, offset, c1, c2, best);
+}
+
+/// Whether [`lut_max_pair`] runs as one 64-lane pass (AVX-512BW; detection is cached by the standard library).
+fn wide() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::arch::is_x86_feature_detected!("avx512bw");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`lut_max`] for the two 32-lane groups at `offset` and `offset + 32` (`best[g]`), in one pass of 64-byte
+/// loads where the CPU has them ([`wide`]), else as two passes.
+fn lut_max_pair(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i8; LANES]; 2]; 2]) {
+    assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
+    assert!(
+        offset.is_multiple_of(LANES)
+            && offset + 2 * LANES <= t.stride
+            && t.first.len() >= FIRST_CENTROIDS * t.stride
+            && t.second.len() >= CENTROIDS * t.stride,
+        "tables smaller than the codes can address"
+    );
+    #[cfg(target_arch = "x86_64")]
+    if wide() {
+        // SAFETY: the CPU has AVX-512BW (checked); every 64-byte load is in bounds (asserted above).
+        unsafe { lut_max_pair_avx512(t, offset, c1, c2, best) };
+        return;
+    }
+    let [a, b] = best;
+    lut_max(t, offset, c1, c2, a);
+    lut_max(t, offset + LANES, c1, c2, b);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512bw")]
+unsafe fn lut_max_pair_avx512(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i8; LANES]; 2]; 2]) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller checked the CPU feature and that every code addresses 64 lanes in bounds.
+    unsafe {
+        let (f, s, stride) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset), t.stride);
+        let min = _mm512_set1_epi8(i8::MIN);
+        let (mut both, mut alone) = ([min; 2], [min; 2]);
+        let first_code = |i: usize| c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le();
+        let mut row = |i: usize, acc: usize| {
+            let x = _mm512_loadu_si512(f.add((first_code(i) as usize & FIRST_MASK) * stride).cast());
+            let y = _mm512_loadu_si512(s.add(*c2.get_unchecked(i) as usize * stride).cast());
+            both[acc] = _mm512_max_epi8(both[acc], _mm512_add_epi8(x, y));
+            alone[acc] = _mm512_max_epi8(alone[acc], x);
+        };
+        let rows = c2.len();
+        for i in 0..rows / 2 {
+            row(2 * i, 0);
+            row(2 * i + 1, 1);
+        }
+        if rows % 2 == 1 {
+            row(rows - 1, 0);
+        }
+        let mut out = [[0i8; 2 * LANES]; 2];
+        _mm512_storeu_si512(out[0].as_mut_ptr().cast(), _mm512_max_epi8(both[0], both[1]));
+        _mm512_storeu_si512(out[1].as_mut_ptr().cast(), _mm512_max_epi8(alone[0], alone[1]));
+        for g in 0..2 {
+            for kind in 0..2 {
+                best[g][kind].copy_from_slice(&out[kind][g * LANES..(g + 1) * LANES]);
+            }
+        }
+    }
 }
 
 fn lut_max_portable(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
@@ -649,7 +729,39 @@ mod tests {
                 lut_max(&t, offset, &c1, &c2, &mut got);
                 assert_eq!(got, want, "{rows} rows");
             }
+            // Both groups in one pass (64-byte lanes where the CPU has them) = the two groups one by one.
+            let t = Lookup { first: &first, second: &second, stride };
+            let mut want = [[[0i8; LANES]; 2]; 2];
+            lut_max_portable(&t, 0, &c1, &c2, &mut want[0]);
+            lut_max_portable(&t, LANES, &c1, &c2, &mut want[1]);
+            let mut got = [[[0i8; LANES]; 2]; 2];
+            lut_max_pair(&t, 0, &c1, &c2, &mut got);
+            assert_eq!(got, want, "{rows} rows, pair (wide: {})", wide());
         }
+    }
+
+    /// A 33–64-row query scores the same whether its two groups run in one pass or two.
+    #[test]
+    fn a_two_group_query_scores_alike_in_one_pass_or_two() {
+        let dim = 16;
+        let book = Codebook::train(&rows(600, dim, 2), dim);
+        let mut scratch = Vec::new();
+        let page = book.codes(&rows(40, dim, 3), &mut scratch);
+        let query = rows(50, dim, 4);
+        let table = book.table(&query);
+        let got = table.score(&page);
+        // Two single-group passes, summed the way `score` sums.
+        let (first, second) = split(&page);
+        let lookup = Lookup { first: table.first.as_ref(), second: table.second.as_ref(), stride: table.lanes };
+        let mut both = 0.0;
+        for q0 in [0, LANES] {
+            let mut best = [[0i8; LANES]; 2];
+            lut_max_portable(&lookup, q0, first, second, &mut best);
+            for l in 0..(table.nq - q0).min(LANES) {
+                both += best[0][l] as f32 / table.scale[q0 + l] + table.offset[q0 + l];
+            }
+        }
+        assert!((got.both - both).abs() <= 1e-4 * both.abs().max(1.0), "{} vs {both}", got.both);
     }
 
     #[test]
