@@ -430,21 +430,12 @@ unsafe fn lut_max_pair_avx512(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], b
         let (f, s, stride) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset), t.stride);
         let min = _mm512_set1_epi8(i8::MIN);
         let (mut both, mut alone) = ([min; 2], [min; 2]);
-        let first_code = |i: usize| c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le();
-        let mut row = |i: usize, acc: usize| {
-            let x = _mm512_loadu_si512(f.add((first_code(i) as usize & FIRST_MASK) * stride).cast());
-            let y = _mm512_loadu_si512(s.add(*c2.get_unchecked(i) as usize * stride).cast());
+        each_row(c1, c2, stride, |x_at, y_at, acc| {
+            let x = _mm512_loadu_si512(f.add(x_at).cast());
+            let y = _mm512_loadu_si512(s.add(y_at).cast());
             both[acc] = _mm512_max_epi8(both[acc], _mm512_add_epi8(x, y));
             alone[acc] = _mm512_max_epi8(alone[acc], x);
-        };
-        let rows = c2.len();
-        for i in 0..rows / 2 {
-            row(2 * i, 0);
-            row(2 * i + 1, 1);
-        }
-        if rows % 2 == 1 {
-            row(rows - 1, 0);
-        }
+        });
         let mut out = [[0i8; 2 * LANES]; 2];
         _mm512_storeu_si512(out[0].as_mut_ptr().cast(), _mm512_max_epi8(both[0], both[1]));
         _mm512_storeu_si512(out[1].as_mut_ptr().cast(), _mm512_max_epi8(alone[0], alone[1]));
@@ -453,6 +444,31 @@ unsafe fn lut_max_pair_avx512(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], b
                 best[g][kind].copy_from_slice(&out[kind][g * LANES..(g + 1) * LANES]);
             }
         }
+    }
+}
+
+/// Calls `row(first_at, second_at, acc)` for every row of a page: the byte offsets of its first- and
+/// second-level table entries (codes times `stride`; first-level codes masked into range) and which of two
+/// accumulators to use, alternating so that the max of one row does not wait for the previous one. The SIMD
+/// kernels' shared loop (inlined into each).
+#[inline(always)]
+fn each_row(c1: &[u8], c2: &[u8], stride: usize, mut row: impl FnMut(usize, usize, usize)) {
+    assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
+    let at = |i: usize| {
+        // SAFETY: `i < c2.len()` and `c1` holds 2 bytes a row (asserted): the first-level code of row i is
+        // bytes 2i and 2i + 1, little-endian (one unaligned 16-bit load).
+        let (a, b) = unsafe { (c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le(), *c2.get_unchecked(i)) };
+        ((a as usize & FIRST_MASK) * stride, b as usize * stride)
+    };
+    let rows = c2.len();
+    for i in 0..rows / 2 {
+        let ((x0, y0), (x1, y1)) = (at(2 * i), at(2 * i + 1));
+        row(x0, y0, 0);
+        row(x1, y1, 1);
+    }
+    if rows % 2 == 1 {
+        let (x, y) = at(rows - 1);
+        row(x, y, 0);
     }
 }
 
@@ -478,22 +494,12 @@ unsafe fn lut_max_avx2(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &m
         // Two accumulators per score: the max of one row does not wait for the previous one.
         let min = _mm256_set1_epi8(i8::MIN);
         let (mut both, mut alone) = ([min; 2], [min; 2]);
-        // The first-level code of row i: bytes 2i and 2i + 1, little-endian (one unaligned 16-bit load).
-        let first_code = |i: usize| c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le();
-        let mut row = |i: usize, acc: usize| {
-            let x = _mm256_loadu_si256(f.add((first_code(i) as usize & FIRST_MASK) * stride).cast());
-            let y = _mm256_loadu_si256(s.add(*c2.get_unchecked(i) as usize * stride).cast());
+        each_row(c1, c2, stride, |x_at, y_at, acc| {
+            let x = _mm256_loadu_si256(f.add(x_at).cast());
+            let y = _mm256_loadu_si256(s.add(y_at).cast());
             both[acc] = _mm256_max_epi8(both[acc], _mm256_add_epi8(x, y));
             alone[acc] = _mm256_max_epi8(alone[acc], x);
-        };
-        let rows = c2.len();
-        for i in 0..rows / 2 {
-            row(2 * i, 0);
-            row(2 * i + 1, 1);
-        }
-        if rows % 2 == 1 {
-            row(rows - 1, 0);
-        }
+        });
         _mm256_storeu_si256(best[0].as_mut_ptr().cast(), _mm256_max_epi8(both[0], both[1]));
         _mm256_storeu_si256(best[1].as_mut_ptr().cast(), _mm256_max_epi8(alone[0], alone[1]));
     }
