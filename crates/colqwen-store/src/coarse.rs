@@ -160,7 +160,7 @@ impl Codebook {
             offset[q] = hi1 - 127.0 / s + hi2;
             first_max[q] = hi1;
         }
-        ScoreTable { nq, lanes, scale, offset, first_max, first: t1, second: t2 }
+        ScoreTable { nq, lanes, scale, offset, first_max, wide: wide(), first: t1, second: t2 }
     }
 }
 
@@ -286,6 +286,8 @@ pub(crate) struct ScoreTable {
     offset: Vec<f32>,
     /// Per query row, its best first-level dot product.
     first_max: Vec<f32>,
+    /// Whether two 32-lane groups are scored in one 64-lane pass ([`wide`]), decided once per query.
+    wide: bool,
     first: AlignedTable,
     second: AlignedTable,
 }
@@ -328,7 +330,7 @@ impl ScoreTable {
         let mut q0 = 0;
         while q0 < self.lanes {
             // Two groups in one pass where the CPU has 64-byte lanes (most text queries have 33–64 rows).
-            let groups = if self.lanes - q0 >= 2 * LANES && wide() { 2 } else { 1 };
+            let groups = if self.wide && self.lanes - q0 >= 2 * LANES { 2 } else { 1 };
             if groups == 2 {
                 lut_max_pair(&lookup, q0, first, second, &mut best);
             } else {
@@ -366,6 +368,21 @@ struct Lookup<'a> {
     stride: usize,
 }
 
+impl Lookup<'_> {
+    /// The bounds the kernels' unchecked loads rely on: one second-level code per row, and every masked code
+    /// addresses `width` whole lanes at `offset` inside its table.
+    fn check(&self, offset: usize, width: usize, c1: &[u8], c2: &[u8]) {
+        assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
+        assert!(
+            offset.is_multiple_of(LANES)
+                && offset + width <= self.stride
+                && self.first.len() >= FIRST_CENTROIDS * self.stride
+                && self.second.len() >= CENTROIDS * self.stride,
+            "tables smaller than the codes can address"
+        );
+    }
+}
+
 /// `best[0][l] = max over rows r of first[c1[r]·stride + offset + l] + second[c2[r]·stride + offset + l]` and
 /// `best[1][l] = max over rows r of first[c1[r]·stride + offset + l]` (the first level alone) for the 32
 /// lanes at `offset` (wrapping `i8` adds; the table's ranges keep every sum in range). An empty page gives
@@ -373,15 +390,7 @@ struct Lookup<'a> {
 /// bounds without a pass over the codes to check them). Dispatches to AVX2 when the CPU has it (detection is
 /// cached by the standard library).
 fn lut_max(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
-    assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
-    // Bounds for the unchecked loads below: every masked code addresses a whole 32-lane group inside its table.
-    assert!(
-        offset.is_multiple_of(LANES)
-            && offset + LANES <= t.stride
-            && t.first.len() >= FIRST_CENTROIDS * t.stride
-            && t.second.len() >= CENTROIDS * t.stride,
-        "tables smaller than the codes can address"
-    );
+    t.check(offset, LANES, c1, c2);
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2 (checked); every load is in bounds (asserted above).
@@ -402,14 +411,7 @@ fn wide() -> bool {
 /// [`lut_max`] for the two 32-lane groups at `offset` and `offset + 32` (`best[g]`), in one pass of 64-byte
 /// loads where the CPU has them ([`wide`]), else as two passes.
 fn lut_max_pair(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i8; LANES]; 2]; 2]) {
-    assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
-    assert!(
-        offset.is_multiple_of(LANES)
-            && offset + 2 * LANES <= t.stride
-            && t.first.len() >= FIRST_CENTROIDS * t.stride
-            && t.second.len() >= CENTROIDS * t.stride,
-        "tables smaller than the codes can address"
-    );
+    t.check(offset, 2 * LANES, c1, c2);
     #[cfg(target_arch = "x86_64")]
     if wide() {
         // SAFETY: the CPU has AVX-512BW (checked); every 64-byte load is in bounds (asserted above).

@@ -73,13 +73,16 @@ pub(crate) mod layout {
         BLOCK * dim + BLOCK * 4
     }
 
-    /// Bytes of one block of 16 rows in `storage`.
+    /// Bytes of one block of 16 rows in `storage` ([`super::Stored::block_len`] elements).
     pub(crate) fn block_bytes(storage: colqwen_core::VectorStorage, dim: usize) -> usize {
         use colqwen_core::VectorStorage;
+        fn of<T: super::Stored>(dim: usize) -> usize {
+            T::block_len(dim) * size_of::<T>()
+        }
         match storage {
-            VectorStorage::F32 => BLOCK * dim * 4,
-            VectorStorage::F16 => BLOCK * dim * 2,
-            VectorStorage::I8 => i8_block_bytes(dim),
+            VectorStorage::F32 => of::<f32>(dim),
+            VectorStorage::F16 => of::<half::f16>(dim),
+            VectorStorage::I8 => of::<i8>(dim),
         }
     }
 
@@ -112,15 +115,14 @@ pub(crate) mod layout {
 
     /// i8 blocks → row-major `rows × dim` f32 (each value times its row's scale; the padding dropped).
     pub(crate) fn decode_i8(stored: &[i8], rows: usize, dim: usize) -> Vec<f32> {
-        let block_bytes = i8_block_bytes(dim);
         let mut out = vec![0.0f32; rows * dim];
-        for r in 0..rows {
-            let (block, j) = (r / BLOCK, r % BLOCK);
-            let base = &stored[block * block_bytes..(block + 1) * block_bytes];
-            let at = BLOCK * dim + 4 * j;
-            let scale = f32::from_le_bytes(std::array::from_fn(|b| base[at + b] as u8));
-            for k in 0..dim {
-                out[r * dim + k] = base[k * BLOCK + j] as f32 * scale;
+        for (b, block) in stored.chunks_exact(i8_block_bytes(dim)).enumerate() {
+            let scales = super::block_scales(block, dim);
+            for (j, scale) in scales.iter().enumerate().take(rows.saturating_sub(b * BLOCK)) {
+                let r = b * BLOCK + j;
+                for k in 0..dim {
+                    out[r * dim + k] = block[k * BLOCK + j] as f32 * scale;
+                }
             }
         }
         out

@@ -70,8 +70,7 @@ fn pool_window(e: &[f32], dim: usize, factor: usize) -> (Vec<f32>, Vec<u32>) {
     if n <= 1 || t >= n {
         return (normalized_rows(e, dim), (0..n as u32).collect());
     }
-    let condensed = row_distances(e, dim);
-    let mut condensed = condensed;
+    let mut condensed = row_distances(e, dim);
     let dendrogram = kodama::linkage(&mut condensed, n, kodama::Method::Ward);
     // Steps come sorted by merge height, step `s` creating cluster `n + s` (scipy's labelling).
     let mut parent: Vec<usize> = (0..2 * n - 1).collect();

@@ -738,9 +738,10 @@ impl Inner {
         let data = match slot.meta.pooled_from {
             // A pooled page comes back in its original shape, each row replaced by the pooled row that stands
             // for it (so a similarity map still has a value per cell).
-            Some(n) => {
+            // (Their count was checked against `pooled_from` when the index was opened.)
+            Some(_) => {
                 let labels = labels(map, slot);
-                if labels.len() != n || labels.iter().any(|&l| l as usize >= slot.meta.rows) {
+                if labels.iter().any(|&l| l as usize >= slot.meta.rows) {
                     return Err(Error::Damaged {
                         dir: self.dir.clone(),
                         reason: "a pooled page's labels are out of range",

@@ -720,7 +720,7 @@ impl PageIndex for Weaviate {
             model_id: self.manifest.model_id.clone(),
             embedding_dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
-            pool_factor: 1,
+            pool_factor: self.manifest.pool_factor,
         })
     }
 }
