@@ -6,7 +6,8 @@
 # scale` measures the store's exact, two-stage and auto modes at SIZES (default 10000; larger sizes stretch the
 # distinct images by vector noise) with every binary given: the CUDA build's colqwen-bench, and each
 # .carry/cpu-bench-*.xz (CPU builds of other commits, e.g. the previous coarse stage), on the same data.
-# CANDIDATES (default store; e.g. store,compact), EXACT (exact-mode queries, default 10), TRUTH, SIZES.
+# CANDIDATES (default store; e.g. store,compact), EXACT (exact-mode queries, default 10), TRUTH, SIZES, AUGMENT
+# (how sizes beyond IMAGES are made: copies, the default, or stitch — thirds of three images joined).
 # Recall does not depend on the machine; latencies here are the host's 16 cores (the 2-core figures come from
 # the dev box). Expects .carry/colqwen-bench.xz (scripts/cuda-build.sh -p colqwen-cli -p colqwen-bench, then
 # scripts/pack-carry.sh). Writes $OUT/scale_distinct.log and one table per binary.
@@ -29,7 +30,7 @@ for b in /tmp/colqwen-bench /tmp/cpu-bench-*; do
   name=$(basename "$b")
   echo "== $name"
   "$b" scale "$D" /tmp/scale-work "${SIZES:-10000}" --candidates "${CANDIDATES:-store}" --truth-queries "${TRUTH:-120}" \
-    --exact-queries "${EXACT:-10}" --cold-queries 0 > "$OUT/$name.md" || rc=1
+    --exact-queries "${EXACT:-10}" --cold-queries 0 --augment "${AUGMENT:-copies}" > "$OUT/$name.md" || rc=1
   cat "$OUT/$name.md"
   rm -rf /tmp/scale-work
 done

@@ -202,8 +202,12 @@ pub(crate) fn run(work: &Path, sizes: &str, queries: usize, cpu_queries: usize, 
             let (mut overlap, mut top1) = (0.0, 0);
             for ((target, q), exact) in qs.iter().zip(&cpu_hits) {
                 let t = Instant::now();
-                let hits =
-                    store.search(q, 10, None, SearchMode::TwoStage { prefetch: colqwen::store::AUTO_PREFETCH })?;
+                let hits = store.search(
+                    q,
+                    10,
+                    None,
+                    SearchMode::TwoStage { prefetch: Some(colqwen::store::AUTO_PREFETCH) },
+                )?;
                 ms.push(t.elapsed().as_secs_f64() * 1e3);
                 let ids: Vec<u64> = hits.iter().map(|h| h.point_id).collect();
                 overlap +=

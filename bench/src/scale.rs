@@ -2,10 +2,12 @@
 //! one table row per candidate × size.
 //!
 //! `colqwen-bench scale DATA_DIR WORK_DIR SIZES [--candidates LIST] [--latency-queries N] [--exact-queries N]
-//! [--cold-queries N] [--truth-queries N]`
+//! [--cold-queries N] [--truth-queries N] [--augment copies|stitch]`
 //!
 //! - `DATA_DIR`: a folder written by `scale-data` (`scale_data.rs`); pages beyond the embedded ones are
 //!   regenerated from a seed ([`Dataset::page`]).
+//! - `--augment`: how pages beyond the embedded ones are made: noisy copies (default) or stitched thirds of
+//!   three pages (`scale_data.rs`).
 //! - `WORK_DIR`: where indexes are built (each is deleted after it was measured).
 //! - `SIZES`: comma list of page counts, e.g. `1000,10000,100000`.
 //! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 50 to
@@ -36,7 +38,7 @@ use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
 
 use crate::recall::Rng;
-use crate::scale_data::Dataset;
+use crate::scale_data::{Augment, Dataset};
 use crate::{fde, pool};
 
 const K: usize = 10;
@@ -55,6 +57,7 @@ struct Opts {
     exact_queries: usize,
     cold_queries: usize,
     truth_queries: usize,
+    augment: Augment,
 }
 
 fn parse_opts(args: &[String]) -> Result<Opts> {
@@ -64,6 +67,7 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
         exact_queries: 20,
         cold_queries: 200,
         truth_queries: usize::MAX,
+        augment: Augment::Copies,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -74,8 +78,9 @@ fn parse_opts(args: &[String]) -> Result<Opts> {
             "--exact-queries" => o.exact_queries = v.parse()?,
             "--cold-queries" => o.cold_queries = v.parse()?,
             "--truth-queries" => o.truth_queries = v.parse()?,
+            "--augment" => o.augment = v.parse()?,
             _ => bail!(
-                "unknown option {a}: --candidates, --latency-queries, --exact-queries, --cold-queries, --truth-queries"
+                "unknown option {a}: --candidates, --latency-queries, --exact-queries, --cold-queries, --truth-queries, --augment"
             ),
         }
     }
@@ -313,7 +318,8 @@ fn print_row(n: usize, r: &Row) {
 
 pub(crate) fn run(data: &Path, work: &Path, sizes: &str, args: &[String]) -> Result<()> {
     let o = parse_opts(args)?;
-    let ds = Dataset::open(data)?;
+    let mut ds = Dataset::open(data)?;
+    ds.augment = o.augment;
     std::fs::create_dir_all(work)?;
     println!(
         "| pages | candidate | build s | write pages/s | disk KiB/page | warm p50 / p95 ms | cold p50 / p95 ms | recall@10 (a) text | recall@10 (b) known-item | RSS MiB | notes |"
@@ -327,7 +333,8 @@ pub(crate) fn run(data: &Path, work: &Path, sizes: &str, args: &[String]) -> Res
         let gaps: Vec<f32> = truth.top.iter().map(|t| t[K - 1].1 - t[K].1).collect();
         let close = truth.top.iter().zip(&gaps).filter(|(t, g)| **g < TIE_REL * t[K - 1].1.abs()).count();
         eprintln!(
-            "{{\"pages\": {n}, \"spread\": {:.5}, \"truth_seconds\": {:.1}, \"text_queries\": {}, \"rank10_11_gap_median\": {:.5}, \"gap_below_f16_tolerance\": {close}}}",
+            "{{\"pages\": {n}, \"augment\": \"{:?}\", \"spread\": {:.5}, \"truth_seconds\": {:.1}, \"text_queries\": {}, \"rank10_11_gap_median\": {:.5}, \"gap_below_f16_tolerance\": {close}}}",
+            ds.augment,
             ds.spread,
             t.elapsed().as_secs_f64(),
             text.len(),
@@ -433,11 +440,11 @@ fn store_rows(
     let mut rows = vec![build];
     let modes = [
         ("exact", SearchMode::Exact, exact_queries),
-        ("two-stage 50", SearchMode::TwoStage { prefetch: 50 }, usize::MAX),
-        ("two-stage 100", SearchMode::TwoStage { prefetch: 100 }, usize::MAX),
-        ("two-stage 200", SearchMode::TwoStage { prefetch: 200 }, usize::MAX),
-        ("two-stage 500", SearchMode::TwoStage { prefetch: 500 }, usize::MAX),
-        ("two-stage 1000", SearchMode::TwoStage { prefetch: 1000 }, usize::MAX),
+        ("two-stage 50", SearchMode::TwoStage { prefetch: Some(50) }, usize::MAX),
+        ("two-stage 100", SearchMode::TwoStage { prefetch: Some(100) }, usize::MAX),
+        ("two-stage 200", SearchMode::TwoStage { prefetch: Some(200) }, usize::MAX),
+        ("two-stage 500", SearchMode::TwoStage { prefetch: Some(500) }, usize::MAX),
+        ("two-stage 1000", SearchMode::TwoStage { prefetch: Some(1000) }, usize::MAX),
         ("auto", SearchMode::Auto, usize::MAX),
     ];
     for (mode_name, mode, limit) in modes {

@@ -18,6 +18,17 @@
 //! Gaussian noise on every component (σ = 0.3 × the dataset's spread, the row then renormalised), 0–10 % of its
 //! rows dropped and the rest shuffled, seeded by `i` — so 100k pages need no 40 GB on disk.
 //!
+//! That is the `copies` augmentation (the default). `scale --augment stitch` makes page `i ≥ E` instead from
+//! three different embedded pages, seeded by `i`: the rows of the first from its start to a cut at 20–45 % of its
+//! rows, the second's rows between the same fractions (its cut 55–80 %), the third's from there to its end — in
+//! the model's row order, which is the patch grid's raster order between the prompt's prefix and suffix tokens,
+//! so roughly the top of one page, the middle of another and the bottom of a third, no noise. Copies are a worst
+//! case for ranking: a page's 10–33 copies differ only by noise, so which of them is "rank 10" is decided by
+//! noise, and known-item truth is one copy among near-identical ones. Stitched pages have distinct content (any
+//! two share at most a third of a page), which is closer to a real collection of 100k pages; neither is a
+//! model's embedding of a real page (attention makes every row depend on the whole image), which is why both
+//! are reported.
+//!
 //! The spread is the RMS deviation of a component from the mean row over all embedded rows. Until 2026-12-03
 //! the noise was σ = 0.3/√dim, the spread of isotropic unit rows; but the tiny model's rows are nearly
 //! collinear (mean cosine of two random rows 0.955, the mean row's norm 0.974), so that noise (norm 0.3) was as
@@ -173,6 +184,26 @@ fn augment(img: &RgbImage, j: usize, real: usize) -> (Option<RgbImage>, serde_js
     (Some(out), serde_json::json!({"zoom": zoom, "crop": [x0, y0, cw, ch], "margins_lrtb": [ml, mr, mt, mb]}))
 }
 
+/// How pages beyond the embedded ones are made (module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Augment {
+    /// A noisy, row-shuffled copy of embedded page `i mod E`.
+    Copies,
+    /// Thirds of three different embedded pages, joined.
+    Stitch,
+}
+
+impl std::str::FromStr for Augment {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Augment> {
+        match s {
+            "copies" => Ok(Augment::Copies),
+            "stitch" => Ok(Augment::Stitch),
+            other => bail!("--augment {other}: copies or stitch"),
+        }
+    }
+}
+
 /// The dataset folder, memory-mapped.
 pub(crate) struct Dataset {
     /// Width of a row.
@@ -184,6 +215,8 @@ pub(crate) struct Dataset {
     pub queries: Vec<Vec<f32>>,
     /// RMS deviation of one component from the mean row, over the embedded rows (module documentation).
     pub spread: f32,
+    /// How pages beyond the embedded ones are made.
+    pub augment: Augment,
 }
 
 impl Dataset {
@@ -215,7 +248,7 @@ impl Dataset {
             queries.push(qf[at..at + n].to_vec());
             at += n;
         }
-        let mut ds = Dataset { dim, vecs, offsets, queries, spread: 0.0 };
+        let mut ds = Dataset { dim, vecs, offsets, queries, spread: 0.0, augment: Augment::Copies };
         ds.spread = ds.measure_spread();
         Ok(ds)
     }
@@ -263,6 +296,9 @@ impl Dataset {
         if i < e {
             return base;
         }
+        if self.augment == Augment::Stitch && e >= 3 {
+            return self.stitched(i);
+        }
         let dim = self.dim;
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) | 1);
         let rows = base.len() / dim;
@@ -277,6 +313,31 @@ impl Dataset {
             let row: Vec<f32> = base[r * dim..(r + 1) * dim].iter().map(|x| x + sigma * rng.normal()).collect();
             let n = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
             v.extend(row.iter().map(|x| f16::from_f32(x / n).to_f32()));
+        }
+        v
+    }
+
+    /// Page `i ≥ E` of a stitched collection: thirds of three different embedded pages (module documentation).
+    fn stitched(&self, i: usize) -> Vec<f32> {
+        let e = self.embedded() as u64;
+        let mut rng = Rng(0xA076_1D64_78BD_642F ^ (i as u64).wrapping_mul(0xE703_7ED1_A0B4_28DB) | 1);
+        let a = (rng.next() % e) as usize;
+        let mut b = a;
+        while b == a {
+            b = (rng.next() % e) as usize;
+        }
+        let mut c = a;
+        while c == a || c == b {
+            c = (rng.next() % e) as usize;
+        }
+        let cut1 = 0.20 + 0.25 * rng.unit();
+        let cut2 = 0.55 + 0.25 * rng.unit();
+        let mut v = Vec::new();
+        for (p, from, to) in [(a, 0.0, cut1), (b, cut1, cut2), (c, cut2, 1.0)] {
+            let rows = self.offsets[p + 1] - self.offsets[p];
+            let (lo, hi) = ((from * rows as f64).round() as usize, (to * rows as f64).round() as usize);
+            let page = self.embedded_page(p);
+            v.extend_from_slice(&page[lo * self.dim..hi * self.dim]);
         }
         v
     }

@@ -247,9 +247,14 @@ pub struct SearchArgs {
     /// Only search this document (id, id prefix, path or file name)
     #[arg(long)]
     pub doc: Option<String>,
-    /// Ranking: exact MaxSim over all pages, two-stage (pooled prefetch + MaxSim rerank), or auto
+    /// Ranking: exact MaxSim over all pages, two-stage (coarse codes pick candidates, exact MaxSim ranks them),
+    /// or auto (exact up to 2,000 pages, two-stage above)
     #[arg(long, value_enum, default_value_t = ModeArg::Auto)]
     pub mode: ModeArg,
+    /// Pages the two-stage search reranks exactly (1 to 100000; implies --mode two-stage). Default: the index
+    /// decides by its size and storage, as auto does (200 to 1,000)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub prefetch: Option<u32>,
     /// Write each hit's similarity map (the query's aggregate map over the page preview) as a PNG into DIR
     #[arg(long, value_name = "DIR")]
     pub maps: Option<PathBuf>,

@@ -181,6 +181,34 @@ fn upload_progress_search_preview_embeddings_delete() {
     let one = docs.iter().find(|d| d["page_count"] == 1).unwrap()["doc_id"].as_str().unwrap().to_string();
     let (_, res) = server.post("/v1/search", &json!({ "query": "diagram", "k": 5, "doc": one, "mode": "exact" }));
     assert_eq!(res["results"].as_array().unwrap().len(), 1, "{res}");
+    // Two-stage with the index's own rerank size, or a given one (the answer is the exact one on 11 pages).
+    let (_, exact) = server.post("/v1/search", &json!({ "query": "diagram", "k": 5, "mode": "exact" }));
+    for body in [
+        json!({ "query": "diagram", "k": 5, "mode": "two_stage" }),
+        json!({ "query": "diagram", "k": 5, "mode": "two_stage", "prefetch": 50 }),
+        json!({ "query": "diagram", "k": 5, "prefetch": 50 }),
+    ] {
+        let (status, res) = server.post("/v1/search", &body);
+        assert_eq!(status, 200, "{body}: {res}");
+        let ids = |r: &serde_json::Value| {
+            r["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| (h["doc_id"].clone(), h["page_number"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&res), ids(&exact), "{body}");
+    }
+    for body in [
+        json!({ "query": "diagram", "mode": "exact", "prefetch": 50 }),
+        json!({ "query": "diagram", "mode": "two_stage", "prefetch": 0 }),
+        json!({ "query": "diagram", "prefetch": 100001 }),
+    ] {
+        let (status, err) = server.post("/v1/search", &body);
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("prefetch"), "{err}");
+    }
 
     // Embeddings: a query and a page image, each one multi-vector of 128-wide rows.
     let png = {

@@ -33,10 +33,12 @@ pub struct PageRecord {
 pub enum SearchMode {
     /// MaxSim against every (filtered) page.
     Exact,
-    /// Top `prefetch` pages by a first-stage vector, then exact MaxSim on those.
+    /// Top `prefetch` pages by a cheap first stage, then exact MaxSim on those.
     TwoStage {
-        /// Candidates of the first stage.
-        prefetch: usize,
+        /// Candidates the first stage hands to the exact rerank; `None` (or absent in JSON): the backend's
+        /// default for the index's size and storage — the rerank size `Auto` uses above its exact threshold.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefetch: Option<usize>,
     },
     /// The backend's choice by index size (exact while affordable).
     #[default]
@@ -97,4 +99,18 @@ pub struct Stats {
     pub storage: VectorStorage,
     /// Token pooling factor of the stored pages (1: every row stored).
     pub pool_factor: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SearchMode;
+
+    #[test]
+    fn two_stage_without_prefetch_leaves_the_rerank_to_the_index() {
+        let parse = |s: &str| serde_json::from_str::<SearchMode>(s).unwrap();
+        assert_eq!(parse(r#"{"kind": "two_stage"}"#), SearchMode::TwoStage { prefetch: None });
+        assert_eq!(parse(r#"{"kind": "two_stage", "prefetch": 300}"#), SearchMode::TwoStage { prefetch: Some(300) });
+        assert_eq!(serde_json::to_string(&SearchMode::TwoStage { prefetch: None }).unwrap(), r#"{"kind":"two_stage"}"#);
+        assert!(serde_json::from_str::<SearchMode>(r#"{"kind": "two_stage", "prefetch": -1}"#).is_err());
+    }
 }

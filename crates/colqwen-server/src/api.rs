@@ -442,6 +442,9 @@ struct SearchRequest {
     doc: Option<String>,
     #[serde(default)]
     mode: Option<ModeRequest>,
+    /// Pages the two-stage search reranks exactly (implies two-stage); absent: the index decides.
+    #[serde(default)]
+    prefetch: Option<usize>,
     /// Add each page's preview as base64 JPEG (for VLM RAG).
     #[serde(default)]
     include_images: bool,
@@ -471,18 +474,27 @@ async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Js
     if req.k == 0 || req.k > colqwen::MAX_K {
         return Err(ApiError::bad_request(format!("`k` must be 1 to {}", colqwen::MAX_K)));
     }
-    let mode = match req.mode {
-        None => SearchMode::Auto,
-        Some(ModeRequest::Full(m)) => m,
-        Some(ModeRequest::Name(n)) => match n.as_str() {
-            "auto" => SearchMode::Auto,
-            "exact" => SearchMode::Exact,
-            "two_stage" | "two-stage" => SearchMode::TwoStage { prefetch: colqwen::store::AUTO_PREFETCH },
+    let mode = match (req.mode, req.prefetch) {
+        (None, None) => SearchMode::Auto,
+        (None, Some(p)) => SearchMode::TwoStage { prefetch: Some(p) },
+        (Some(ModeRequest::Full(m)), None) => m,
+        (Some(ModeRequest::Full(_)), Some(_)) => {
+            return Err(ApiError::bad_request("give `prefetch` either at the top level or inside `mode`, not both"));
+        }
+        (Some(ModeRequest::Name(n)), prefetch) => match (n.as_str(), prefetch) {
+            ("auto", None) => SearchMode::Auto,
+            ("exact", None) => SearchMode::Exact,
+            ("two_stage" | "two-stage", prefetch) => SearchMode::TwoStage { prefetch },
+            ("auto" | "exact", Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "`prefetch` sets the two-stage rerank: it goes with `mode` two_stage (or no `mode`)",
+                ));
+            }
             _ => return Err(ApiError::bad_request("`mode` must be auto, exact or two_stage")),
         },
     };
-    if let SearchMode::TwoStage { prefetch } = mode
-        && (prefetch == 0 || prefetch > 100_000)
+    if let SearchMode::TwoStage { prefetch: Some(p) } = mode
+        && (p == 0 || p > 100_000)
     {
         return Err(ApiError::bad_request("`prefetch` must be 1 to 100000"));
     }

@@ -165,7 +165,7 @@ fn run_queries(store: &Store, queries: &[(Vec<f32>, Option<usize>)], truth: &[Ve
     let _ = store.search(&queries[0].0, K, None, SearchMode::Exact).unwrap();
     let mut modes = vec![("exact".to_string(), SearchMode::Exact)];
     for p in PREFETCHES {
-        modes.push((format!("two-stage {p}"), SearchMode::TwoStage { prefetch: p }));
+        modes.push((format!("two-stage {p}"), SearchMode::TwoStage { prefetch: Some(p) }));
     }
     modes.push(("auto".to_string(), SearchMode::Auto));
     println!(

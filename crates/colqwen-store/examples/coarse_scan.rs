@@ -45,13 +45,13 @@ fn main() {
     let queries: Vec<Vec<f32>> = (0..nq).map(|_| random_query(&mut rng, query_rows, DIM)).collect();
     for prefetch in [50, 200, 1000, 2500] {
         for q in queries.iter().take(10) {
-            store.search(q, 10, None, SearchMode::TwoStage { prefetch }).unwrap();
+            store.search(q, 10, None, SearchMode::TwoStage { prefetch: Some(prefetch) }).unwrap();
         }
         let mut ms: Vec<f64> = queries
             .iter()
             .map(|q| {
                 let t = Instant::now();
-                store.search(q, 10, None, SearchMode::TwoStage { prefetch }).unwrap();
+                store.search(q, 10, None, SearchMode::TwoStage { prefetch: Some(prefetch) }).unwrap();
                 t.elapsed().as_secs_f64() * 1e3
             })
             .collect();

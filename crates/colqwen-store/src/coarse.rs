@@ -32,9 +32,11 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 
 pub(crate) const COARSE_FILE: &str = "coarse.bin";
-/// Version 3: two levels, per-row codes of 2 + 1 bytes (version 1, each page's distinct first-level codes, is
-/// rebuilt).
-const MAGIC: &[u8; 8] = b"CQCOARS3";
+/// Version 4: two levels, per-row codes of 2 + 1 bytes. Older files are rebuilt: version 1 held each page's
+/// distinct first-level codes; version 3 has version 4's layout, but its codebook may have been trained on a
+/// collapsed sample (every page's row 0, the prompt's token, in indexes of more than 65,536 pages; see
+/// `optimize::sampled_rows`).
+const MAGIC: &[u8; 8] = b"CQCOARS4";
 const KMEANS_ITERATIONS: usize = 8;
 /// First-level centroids. 1,024 (a 32 KiB table per query, in L1/L2) rather than 256 (one-byte codes): with 256
 /// the coarse stage lost known items (rows sampled from one page: recall@10 0.25 with 50 candidates at 1k pages,

@@ -20,8 +20,8 @@ use crate::store::{Slot, Snapshot};
 /// candidates and 0.988 / 1.000 with 500, at p50 / p95 11 / 18 ms and 19 / 29 ms on the 2-core dev box
 /// ([`auto_prefetch`] picks the rerank size).
 pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
-/// Pages the coarse stage hands to the exact rerank by default (the CLI/API's `two_stage`, and `SearchMode::Auto`
-/// up to 10,000 candidate pages): 200, the measured point at 10k pages where both query kinds keep ≥ 0.95 of the
+/// Pages the coarse stage hands to the exact rerank at least when the index decides (`SearchMode::Auto`, and
+/// `TwoStage` without a prefetch, up to 10,000 candidate pages of an unpooled index): 200, the measured point at 10k pages where both query kinds keep ≥ 0.95 of the
 /// exact top-10 within 20 ms p95 on 2 cores.
 pub const AUTO_PREFETCH: usize = 200;
 /// `SearchMode::Auto` reranks one page in [`AUTO_PREFETCH_PER_PAGES`] of the candidate pages, within
@@ -147,6 +147,14 @@ pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &[f32], b
     }
 }
 
+/// Pages a search over `doc_id` (or all) ranks: what sizes `Auto`'s choice and the default rerank.
+fn candidate_pages(snap: &Snapshot, doc_id: Option<&str>, pick: &impl Fn(&Slot) -> bool) -> usize {
+    match doc_id {
+        Some(_) => snap.pages.iter().filter(|s| pick(s)).count(),
+        None => snap.pages.len(),
+    }
+}
+
 /// Top `k` pages for `query` (`nq × dim`, row-major), optionally of one document; `scorer` (a device) scores
 /// every page for `Exact` and `Auto` when it accepts.
 pub(crate) fn run(
@@ -183,12 +191,12 @@ pub(crate) fn run(
     }
     let rerank = match mode {
         SearchMode::Exact => None,
-        SearchMode::TwoStage { prefetch } => Some(prefetch.max(k)),
+        SearchMode::TwoStage { prefetch: Some(prefetch) } => Some(prefetch.max(k)),
+        SearchMode::TwoStage { prefetch: None } => {
+            Some(auto_prefetch(candidate_pages(snap, doc_id, &pick), plan.pool_factor).max(k))
+        }
         SearchMode::Auto => {
-            let candidates = match doc_id {
-                Some(_) => snap.pages.iter().filter(|s| pick(s)).count(),
-                None => snap.pages.len(),
-            };
+            let candidates = candidate_pages(snap, doc_id, &pick);
             (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates, plan.pool_factor).max(k))
         }
     };

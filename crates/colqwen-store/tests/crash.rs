@@ -115,7 +115,7 @@ fn sigkill_during_ingest() {
         let q = planted_query(&mut qrng, &p0.vectors, 8, DIM, 0.3);
         let hits = store.search(&q, 5, None, SearchMode::Exact).unwrap();
         assert_eq!(hits.len(), 5);
-        let hits2 = store.search(&q, 5, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let hits2 = store.search(&q, 5, None, SearchMode::TwoStage { prefetch: Some(20) }).unwrap();
         assert_eq!(hits2.len(), 5);
     }
 }

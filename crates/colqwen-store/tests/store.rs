@@ -231,7 +231,7 @@ fn filter_by_doc_id() {
     store.upsert(pages.clone()).unwrap();
     // A query planted in d1 page 2, searched only within d4.
     let query = planted_query(&mut rng, &pages[4 + 2].vectors, 8, DIM, 0.2);
-    for mode in [SearchMode::Exact, SearchMode::TwoStage { prefetch: 3 }, SearchMode::Auto] {
+    for mode in [SearchMode::Exact, SearchMode::TwoStage { prefetch: Some(3) }, SearchMode::Auto] {
         let hits = store.search(&query, 10, Some("d4"), mode).unwrap();
         assert!(!hits.is_empty(), "{mode:?}");
         assert!(hits.iter().all(|h| h.doc_id == "d4"), "{mode:?}");
@@ -255,7 +255,7 @@ fn two_stage_finds_planted_top1() {
     for target in [3usize, 57, 101, 150, 199] {
         let query = planted_query(&mut rng, &pages[target].vectors, 16, DIM, 0.5);
         let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
-        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: Some(20) }).unwrap();
         let want = (pages[target].doc_id.as_str(), pages[target].page_index);
         assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
         assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);

@@ -34,6 +34,9 @@ const VECTOR: &str = "colqwen";
 const MANIFEST_PREFIX: &str = "colqwen-manifest ";
 /// Most objects one GraphQL `Get` or batch delete returns or touches (Weaviate's `QUERY_MAXIMUM_RESULTS` default).
 const QUERY_LIMIT: usize = 10_000;
+/// The candidate limit of a `TwoStage` search that names no prefetch: the embedded store's smallest default
+/// rerank (`colqwen_store::AUTO_PREFETCH`, 200); a larger limit widens Weaviate's HNSW search list.
+const DEFAULT_TWO_STAGE_LIMIT: usize = 200;
 /// Pages per page of a cursor listing.
 const LIST_PAGE: usize = 2_000;
 /// Serialised bytes per batch-insert request (a 768×128 page is ~1.2 MB of JSON).
@@ -597,7 +600,7 @@ impl PageIndex for Weaviate {
 
     /// Weaviate's HNSW over multi-vectors is approximate whatever the mode; the mode sets how many candidates
     /// it is asked for (a larger limit widens its search list `ef`): `Exact` max(4k, 100), `TwoStage` the
-    /// prefetch, `Auto` k. Scores are Weaviate's MaxSim (minus the `dot` distance).
+    /// prefetch (default [`DEFAULT_TWO_STAGE_LIMIT`]), `Auto` k. Scores are Weaviate's MaxSim (minus the `dot` distance).
     fn search(&self, query: &MultiVector, k: usize, doc_id: Option<&str>, mode: SearchMode) -> Result<Vec<Hit>> {
         let dim = self.manifest.embedding_dim;
         if query.dim != dim || query.data.is_empty() || query.data.len() % dim != 0 {
@@ -611,7 +614,7 @@ impl PageIndex for Weaviate {
         }
         let limit = match mode {
             SearchMode::Exact => (4 * k).max(100),
-            SearchMode::TwoStage { prefetch } => prefetch.max(k),
+            SearchMode::TwoStage { prefetch } => prefetch.unwrap_or(DEFAULT_TWO_STAGE_LIMIT).max(k),
             SearchMode::Auto => k,
         }
         .min(QUERY_LIMIT);

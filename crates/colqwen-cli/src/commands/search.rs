@@ -15,10 +15,16 @@ use super::{UsageError, print_json, service_options};
 use crate::args::{GlobalArgs, ModeArg, SearchArgs, StorageOpts};
 
 pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
-    let mode = match a.mode {
-        ModeArg::Auto => SearchMode::Auto,
-        ModeArg::Exact => SearchMode::Exact,
-        ModeArg::TwoStage => SearchMode::TwoStage { prefetch: colqwen::store::AUTO_PREFETCH },
+    let prefetch = a.prefetch.map(|p| p as usize);
+    let mode = match (a.mode, prefetch) {
+        (ModeArg::Exact, Some(_)) => {
+            return Err(
+                UsageError("--prefetch sets the two-stage rerank; it does not go with --mode exact".into()).into()
+            );
+        }
+        (ModeArg::Exact, None) => SearchMode::Exact,
+        (ModeArg::Auto, None) => SearchMode::Auto,
+        (ModeArg::TwoStage | ModeArg::Auto, prefetch) => SearchMode::TwoStage { prefetch },
     };
     let opts = SearchOptions { k: a.k, doc: a.doc.clone(), mode };
     let bars = crate::progress::enabled(g.quiet, g.verbose, g.json);

@@ -153,16 +153,18 @@ pub(crate) fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, r
     (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
 }
 
-/// For each target, a query planted in it (`noise`) finds it first both exactly and two-stage (20 candidates),
-/// with the same score.
+/// For each target, a query planted in it (`noise`) finds it first exactly, two-stage with 20 candidates and
+/// two-stage with the index's default rerank size, with the same score.
 pub(crate) fn assert_two_stage_finds(store: &Store, rng: &mut Rng, targets: &[&PageRecord], noise: f32) {
     for target in targets {
         let query = planted_query(rng, &target.vectors, 16, DIM, noise);
         let exact = store.search(&query, 10, None, SearchMode::Exact).unwrap();
-        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: 20 }).unwrap();
+        let two = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: Some(20) }).unwrap();
         let want = (target.doc_id.as_str(), target.page_index);
         assert_eq!((exact[0].doc_id.as_str(), exact[0].page_index), want);
         assert_eq!((two[0].doc_id.as_str(), two[0].page_index), want);
         assert_eq!(two[0].score, exact[0].score);
+        let default = store.search(&query, 10, None, SearchMode::TwoStage { prefetch: None }).unwrap();
+        assert_eq!(default[0].point_id, exact[0].point_id);
     }
 }
