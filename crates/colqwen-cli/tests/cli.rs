@@ -90,6 +90,20 @@ fn ingest_is_idempotent_and_search_list_delete_work() {
     let hits = json(&run(c));
     assert_eq!(hits.as_array().unwrap().len(), 1, "--doc filters to the one-page document");
 
+    // --prefetch runs two-stage with that rerank size (on 11 pages: the exact answer); not with --mode exact.
+    let ranked = |extra: &[&str]| {
+        let mut c = colqwen(&index);
+        c.args(["--json", "search", "printer driver", "-k", "4"]).args(extra);
+        let hits = json(&run(c));
+        hits.as_array().unwrap().iter().map(|h| (h["doc_id"].clone(), h["page_number"].clone())).collect::<Vec<_>>()
+    };
+    assert_eq!(ranked(&["--prefetch", "5"]), ranked(&["--mode", "exact"]));
+    let mut c = colqwen(&index);
+    c.args(["search", "printer driver", "--mode", "exact", "--prefetch", "5"]);
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--prefetch"), "{}", stderr(&out));
+
     let mut c = colqwen(&index);
     c.args(["--json", "list"]);
     let docs = json(&run(c));
