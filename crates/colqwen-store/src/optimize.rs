@@ -3,7 +3,11 @@
 //!
 //! - Once the index holds [`MIN_PAGES`] pages it trains a codebook on a sample of rows, computes every page's
 //!   codes and publishes both at once (under the writer lock, so no page is missed); it retrains when the index
-//!   has grown [`RETRAIN_GROWTH`]× since (a codebook of the first manuals fits later ones less well).
+//!   has grown [`RETRAIN_GROWTH`]× since (a codebook of the first manuals fits later ones less well), so the
+//!   codebook has seen at least half of the rows.
+//! - [`crate::Store::optimize`] (bulk loads, benchmarks) also retrains whenever the codebook was trained on
+//!   other rows than the index holds now: its codebook then depends on the pages only, not on when the
+//!   background thread happened to run.
 //! - After every write it codes the new pages, a batch at a time, checking for shutdown between batches.
 //! - It saves `coarse.bin` when it has caught up (at most once a minute while pages keep arriving), so that a
 //!   restart does not redo the work; a store dropped mid-way loses only the unsaved codes.
@@ -23,8 +27,10 @@ use crate::store::{Inner, Slot, Snapshot};
 
 /// Below this many pages the exact scan is fast enough and no coarse stage is built.
 pub(crate) const MIN_PAGES: usize = 256;
-/// Retrain once the index has this many times the rows the codebook was trained on.
-const RETRAIN_GROWTH: usize = 8;
+/// Retrain once the index has this many times the rows the codebook was trained on. Each retrain codes every
+/// page again, so the background work over a growing index is at most twice that of coding the final index
+/// once; 8 (the first choice) left codebooks trained on an eighth of the pages.
+const RETRAIN_GROWTH: usize = 2;
 /// Rows sampled for training.
 const SAMPLE_ROWS: usize = 65_536;
 /// Pages coded between checks for shutdown.
@@ -57,7 +63,7 @@ pub(crate) fn spawn(inner: Arc<Inner>) -> Option<std::thread::JoinHandle<()>> {
                 return;
             }
             let save = last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY);
-            match update(&inner, 1, &inner.stop, save) {
+            match update(&inner, 1, &inner.stop, save, false) {
                 Ok(Some(_)) if save => last_save = Some(Instant::now()),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(dir = %inner.dir().display(), error = %e, "updating the coarse stage failed"),
@@ -75,13 +81,14 @@ pub(crate) fn spawn(inner: Arc<Inner>) -> Option<std::thread::JoinHandle<()>> {
 }
 
 /// Brings the coarse stage up to date with `threads` threads and saves it; returns the pages it covers.
+/// Retrains first unless the codebook was trained on exactly the rows the index holds.
 pub(crate) fn run_once(inner: &Inner, threads: usize, stop: &AtomicBool) -> Result<usize> {
-    Ok(update(inner, threads, stop, true)?.unwrap_or(0))
+    Ok(update(inner, threads, stop, true, true)?.unwrap_or(0))
 }
 
-/// One round: train or retrain if due, code the pages without codes, save if asked and caught up.
-/// `Ok(None)`: nothing to do (too few pages) or stopped.
-fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Result<Option<usize>> {
+/// One round: train or retrain if due (`full`: unless trained on exactly the index's rows), code the pages
+/// without codes, save if asked and caught up. `Ok(None)`: nothing to do (too few pages) or stopped.
+fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool, full: bool) -> Result<Option<usize>> {
     let snap = inner.snapshot();
     if snap.pages.len() < MIN_PAGES {
         return Ok(None);
@@ -89,9 +96,10 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool) -> Resul
     let total_rows: usize = snap.pages.iter().map(|s| s.meta.rows).sum();
     let trained_rows = inner.table().trained_rows;
     let mut changed = false;
-    if snap.codebook.is_none() || total_rows >= RETRAIN_GROWTH * trained_rows.max(1) {
+    let due = total_rows >= RETRAIN_GROWTH * trained_rows.max(1) || (full && total_rows != trained_rows);
+    if snap.codebook.is_none() || due {
         let started = Instant::now();
-        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim));
+        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim, threads));
         let all: Vec<&Arc<Slot>> = snap.pages.iter().collect();
         let Some(codes) = code_pages(inner, &snap, &book, &all, threads, stop) else { return Ok(None) };
         let by_id: HashMap<u64, Arc<PageCodes>> = all.iter().map(|s| s.meta.id).zip(codes).collect();

@@ -388,7 +388,9 @@ impl Store {
     }
 
     /// Brings the coarse stage up to date now, on all search threads, and saves it (the background thread does
-    /// the same slowly on one core); returns the pages it covers. For benchmarks and bulk loads.
+    /// the same slowly on one core); returns the pages it covers. For benchmarks and bulk loads. Retrains the
+    /// codebook unless it was trained on exactly the rows the index holds, so that afterwards it depends on the
+    /// pages alone (the background thread trains on what the index held when it ran).
     pub fn optimize(&self) -> Result<usize> {
         crate::optimize::run_once(&self.inner, self.search_threads(), &AtomicBool::new(false))
     }

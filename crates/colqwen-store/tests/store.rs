@@ -420,3 +420,27 @@ fn page_vectors_come_back_as_stored() {
         assert_eq!(store.page_vectors("b", 0).unwrap(), None);
     }
 }
+
+/// `optimize` leaves a codebook that depends on the pages only: an index optimized at 300 pages and again after
+/// 100 more ends with the same `coarse.bin` as one that received all 400 at once.
+#[test]
+fn optimize_trains_on_the_whole_index_whenever_it_ran_before() {
+    let mut rng = Rng::new(21);
+    let mut pages = Vec::new();
+    for d in 0..40 {
+        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 48));
+    }
+    let (early, all_at_once) = (temp(), temp());
+    let store = Store::open_or_create(early.path(), &manifest(VectorStorage::F16)).unwrap();
+    store.upsert(pages[..300].to_vec()).unwrap();
+    assert_eq!(store.optimize().unwrap(), 300);
+    store.upsert(pages[300..].to_vec()).unwrap();
+    assert_eq!(store.optimize().unwrap(), 400);
+    drop(store);
+    let store = Store::open_or_create(all_at_once.path(), &manifest(VectorStorage::F16)).unwrap();
+    store.upsert(pages.clone()).unwrap();
+    assert_eq!(store.optimize().unwrap(), 400);
+    drop(store);
+    let read = |dir: &tempfile::TempDir| std::fs::read(dir.path().join("coarse.bin")).unwrap();
+    assert!(read(&early) == read(&all_at_once), "the codebook depends on when optimize ran");
+}
