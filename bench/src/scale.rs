@@ -11,7 +11,7 @@
 //! - `WORK_DIR`: where indexes are built (each is deleted after it was measured).
 //! - `SIZES`: comma list of page counts, e.g. `1000,10000,100000`.
 //! - `--candidates`: comma list of `store` (the embedded store through `PageIndex`: exact, two-stage 50 to
-//!   1000, auto), `compact` (the same store with `--storage i8 --pool-factor 2`: pages pooled at ingest, rows
+//!   2000, auto), `compact` (the same store with `--storage i8 --pool-factor 2`: pages pooled at ingest, rows
 //!   as i8; recall still against exact MaxSim over the unpooled pages), `muvera` (fixed-dimensional encodings + exact rerank, `fde.rs`), `pool` (hierarchical token
 //!   pooling at ingest, factors 2 and 3, `pool.rs`), `plaid` (next-plaid at nbits 2 and 4). Default: all.
 //!
@@ -445,6 +445,7 @@ fn store_rows(
         ("two-stage 200", SearchMode::TwoStage { prefetch: Some(200) }, usize::MAX),
         ("two-stage 500", SearchMode::TwoStage { prefetch: Some(500) }, usize::MAX),
         ("two-stage 1000", SearchMode::TwoStage { prefetch: Some(1000) }, usize::MAX),
+        ("two-stage 2000", SearchMode::TwoStage { prefetch: Some(2000) }, usize::MAX),
         ("auto", SearchMode::Auto, usize::MAX),
     ];
     for (mode_name, mode, limit) in modes {

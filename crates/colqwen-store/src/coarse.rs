@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -38,11 +37,7 @@ pub(crate) const COARSE_FILE: &str = "coarse.bin";
 /// collapsed sample (every page's row 0, the prompt's token, in indexes of more than 65,536 pages; see
 /// `optimize::sampled_rows`).
 const MAGIC: &[u8; 8] = b"CQCOARS4";
-const KMEANS_ITERATIONS: usize = 10;
-/// k-means runs per level, the best kept (see [`Codebook::train`]).
-const RESTARTS: usize = 3;
-/// The k-means seeds (splitmix64 state), one per run: the same sample always gives the same codebook.
-const SEED: u64 = 0x636F_6C71_7765_6E;
+const KMEANS_ITERATIONS: usize = 8;
 /// First-level centroids. 1,024 (a 32 KiB table per query, in L1/L2) rather than 256 (one-byte codes): with 256
 /// the coarse stage lost known items (rows sampled from one page: recall@10 0.25 with 50 candidates at 1k pages,
 /// against 0.96), as rows of different pages then share codes.
@@ -93,18 +88,16 @@ impl Rng {
 }
 
 impl Codebook {
-    /// Trains both levels on `sample` (`n × dim`): [`FIRST_CENTROIDS`] unit centroids by spherical k-means, then as
-    /// many centroids of what the first level leaves (`row − its centroid`) by Euclidean k-means (fewer of either
-    /// if the sample has fewer rows). Each level keeps the best of [`RESTARTS`] runs from different random starts
-    /// (run on up to `threads` threads): the one whose centroids fit the sample best (highest summed similarity of
-    /// every row to its centroid; for the residual level, lowest squared error). One start lands in one local
-    /// optimum of several: two builds of the same 100k pages, whose codebooks were trained on different samples of
-    /// the same rows, kept 0.936 and 0.976 of the exact top-10.
-    pub(crate) fn train(sample: &[f32], dim: usize, threads: usize) -> Codebook {
-        let centroids = best_of_restarts(sample, dim, FIRST_CENTROIDS, true, threads, 0);
-        let first = assign(sample, &centroids, None, dim, &mut Vec::new()).0;
-        let rest = residual_rows(sample, &centroids, &first, dim);
-        let residuals = best_of_restarts(&rest, dim, CENTROIDS, false, threads, RESTARTS as u64);
+    /// Trains both levels on `sample` (`n × dim`): [`FIRST_CENTROIDS`] unit centroids by spherical k-means, then
+    /// as many centroids of what the first level leaves (`row − its centroid`) by Euclidean k-means (fewer of
+    /// either if the sample has fewer rows). One run from a fixed seed: the same sample gives the same codebook.
+    /// The best of 3 runs by k-means' own objective (10 iterations each) was tried and ranked no better (10k
+    /// stitched pages, 1,000 candidates: 0.913 of the exact top-10 against 0.958 for one run; `NOTES.md`).
+    pub(crate) fn train(sample: &[f32], dim: usize) -> Codebook {
+        let mut rng = Rng(0x636F_6C71_7765_6E);
+        let centroids = kmeans(sample, dim, FIRST_CENTROIDS, true, &mut rng);
+        let first = assign(sample, &centroids, None, dim, &mut Vec::new());
+        let residuals = kmeans(&residual_rows(sample, &centroids, &first, dim), dim, CENTROIDS, false, &mut rng);
         let half_norms = half_norms(&residuals, dim);
         Codebook { dim, centroids, residuals, half_norms }
     }
@@ -121,9 +114,9 @@ impl Codebook {
     /// A page's codes (`rows × dim` in): the first-level and the residual centroid of every row.
     pub(crate) fn codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> Arc<PageCodes> {
         let rows = page.len() / self.dim;
-        let (first, _) = assign(page, &self.centroids, None, self.dim, scratch);
+        let first = assign(page, &self.centroids, None, self.dim, scratch);
         let rest = residual_rows(page, &self.centroids, &first, self.dim);
-        let (second, _) = assign(&rest, &self.residuals, Some(&self.half_norms), self.dim, scratch);
+        let second = assign(&rest, &self.residuals, Some(&self.half_norms), self.dim, scratch);
         debug_assert_eq!(first.len(), rows);
         let mut codes = Vec::with_capacity(3 * rows);
         codes.extend(first.iter().flat_map(|&c| (c as u16).to_le_bytes()));
@@ -178,47 +171,10 @@ impl Codebook {
 /// Rows of the input scored against the centroids at a time (bounds the scratch to `ASSIGN_CHUNK × k`).
 const ASSIGN_CHUNK: usize = 8192;
 
-/// [`RESTARTS`] runs of [`kmeans`] (seeds `SEED + first_seed + run`), on up to `threads` threads; the centroids
-/// of the run whose assignment scores highest.
-fn best_of_restarts(data: &[f32], dim: usize, k: usize, spherical: bool, threads: usize, first_seed: u64) -> Vec<f32> {
-    let run = |r: usize| kmeans(data, dim, k, spherical, &mut Rng(SEED.wrapping_add(first_seed + r as u64)));
-    let runs: Vec<(Vec<f32>, f64)> = if threads <= 1 {
-        (0..RESTARTS).map(run).collect()
-    } else {
-        let next = AtomicUsize::new(0);
-        let work = || {
-            let mut out = Vec::new();
-            loop {
-                let r = next.fetch_add(1, Ordering::Relaxed);
-                if r >= RESTARTS {
-                    return out;
-                }
-                out.push((r, run(r)));
-            }
-        };
-        let mut all: Vec<(usize, (Vec<f32>, f64))> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..threads.min(RESTARTS)).map(|_| s.spawn(work)).collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-        });
-        all.sort_by_key(|(r, _)| *r);
-        all.into_iter().map(|(_, run)| run).collect()
-    };
-    // Ties keep the earliest run, so the choice does not depend on the thread count.
-    let mut best: Option<(Vec<f32>, f64)> = None;
-    for (centroids, fit) in runs {
-        if best.as_ref().is_none_or(|(_, b)| fit > *b) {
-            best = Some((centroids, fit));
-        }
-    }
-    best.map(|(c, _)| c).unwrap_or_default()
-}
-
 /// k-means over the rows of `data` (`n × dim`): `k` centroids, unit ones if `spherical` (similarity = dot
 /// product), otherwise Euclidean (squared distance, through `x·c − |c|²/2`). Starts from distinct random rows;
-/// an empty cluster takes a random row, so every centroid stays useful. Returns the centroids and how well they
-/// fit: the sum over rows of the best `x·c` (spherical) or `x·c − |c|²/2` (Euclidean: larger is a smaller
-/// squared error, as `|x − c|² = |x|² − 2(x·c − |c|²/2)`).
-fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) -> (Vec<f32>, f64) {
+/// an empty cluster takes a random row, so every centroid stays useful.
+fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) -> Vec<f32> {
     let n = data.len() / dim;
     let k = k.min(n).max(1);
     let mut picks: Vec<usize> = (0..n).collect();
@@ -230,7 +186,7 @@ fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) ->
     let mut scores = Vec::new();
     for _ in 0..KMEANS_ITERATIONS {
         let norms = (!spherical).then(|| half_norms(&centroids, dim));
-        let (assigned, _) = assign(data, &centroids, norms.as_deref(), dim, &mut scores);
+        let assigned = assign(data, &centroids, norms.as_deref(), dim, &mut scores);
         let mut sums = vec![0.0f32; k * dim];
         let mut counts = vec![0usize; k];
         for (r, &c) in assigned.iter().enumerate() {
@@ -253,9 +209,7 @@ fn kmeans(data: &[f32], dim: usize, k: usize, spherical: bool, rng: &mut Rng) ->
             }
         }
     }
-    let norms = (!spherical).then(|| half_norms(&centroids, dim));
-    let (_, fit) = assign(data, &centroids, norms.as_deref(), dim, &mut scores);
-    (centroids, fit)
+    centroids
 }
 
 /// Every row of `data` minus the centroid it was assigned (`assigned[r]`): what the first level leaves.
@@ -272,18 +226,16 @@ fn half_norms(centroids: &[f32], dim: usize) -> Vec<f32> {
     centroids.chunks_exact(dim).map(|c| c.iter().map(|x| x * x).sum::<f32>() / 2.0).collect()
 }
 
-/// The best centroid of every row of `data`: the largest dot product, minus `half_norms` when given; and the
-/// sum of those best scores.
+/// The best centroid of every row of `data`: the largest dot product, minus `half_norms` when given.
 fn assign(
     data: &[f32],
     centroids: &[f32],
     half_norms: Option<&[f32]>,
     dim: usize,
     scratch: &mut Vec<f32>,
-) -> (Vec<usize>, f64) {
+) -> Vec<usize> {
     let k = centroids.len() / dim;
     let mut out = Vec::with_capacity(data.len() / dim);
-    let mut fit = 0.0f64;
     for chunk in data.chunks(ASSIGN_CHUNK * dim) {
         let rows = chunk.len() / dim;
         scratch.resize(rows * k, 0.0);
@@ -294,12 +246,10 @@ fn assign(
             if let Some(norms) = half_norms {
                 row.iter_mut().zip(norms).for_each(|(x, n)| *x -= n);
             }
-            let best = argmax(row);
-            fit += f64::from(row[best]);
-            out.push(best);
+            out.push(argmax(row));
         }
     }
-    (out, fit)
+    out
 }
 
 fn argmax(v: &[f32]) -> usize {
@@ -732,7 +682,7 @@ mod tests {
     fn coarse_score_is_maxsim_over_centroids() {
         let dim = 16;
         let sample = rows(4000, dim, 3);
-        let book = Codebook::train(&sample, dim, 2);
+        let book = Codebook::train(&sample, dim);
         assert_eq!(book.len(), FIRST_CENTROIDS);
         let page = rows(40, dim, 4);
         let query = rows(5, dim, 5);
@@ -806,7 +756,7 @@ mod tests {
     #[test]
     fn a_two_group_query_scores_alike_in_one_pass_or_two() {
         let dim = 16;
-        let book = Codebook::train(&rows(600, dim, 2), dim, 1);
+        let book = Codebook::train(&rows(600, dim, 2), dim);
         let mut scratch = Vec::new();
         let page = book.codes(&rows(40, dim, 3), &mut scratch);
         let query = rows(50, dim, 4);
@@ -838,7 +788,7 @@ mod tests {
     fn saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let dim = 8;
-        let book = Codebook::train(&rows(300, dim, 6), dim, 2);
+        let book = Codebook::train(&rows(300, dim, 6), dim);
         let mut scratch = Vec::new();
         let codes = HashMap::from([(7u64, book.codes(&rows(9, dim, 7), &mut scratch))]);
         let coarse = Coarse { codebook: book, trained_rows: 100, codes };

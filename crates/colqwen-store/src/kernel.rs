@@ -144,6 +144,11 @@ pub(crate) mod layout {
 /// The vector instructions this process uses, detected once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Isa {
+    /// [`Isa::Avx512`] plus 8-bit dot products (VNNI `vpdpbusd`) and byte permutes (VBMI `vpermb`): i8 pages
+    /// are scored against the query quantized to 8 bits ([`QueryU8`], [`maxsim_u8`]), 64 multiply-adds an
+    /// instruction instead of 16.
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
     /// 16 lanes; f16 converted with `vcvtph2ps`.
     #[cfg(target_arch = "x86_64")]
     Avx512,
@@ -159,6 +164,12 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
+                if std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("avx512vbmi")
+                    && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    return Isa::Avx512Vnni;
+                }
                 return Isa::Avx512;
             }
             if std::arch::is_x86_feature_detected!("avx2")
@@ -173,6 +184,8 @@ impl Isa {
 
     pub(crate) fn name(self) -> &'static str {
         match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => "avx512+vnni",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => "avx512",
             #[cfg(target_arch = "x86_64")]
@@ -245,12 +258,82 @@ pub(crate) fn maxsim<T: Kernel>(isa: Isa, query: &[f32], page: &[T], dim: usize,
         // SAFETY: the variant is only constructed after runtime detection of these features; the slices'
         // lengths are checked above and every index stays inside them.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => unsafe { x86::maxsim_avx512(query, page, dim, best) },
+        Isa::Avx512 | Isa::Avx512Vnni => unsafe { x86::maxsim_avx512(query, page, dim, best) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => unsafe { x86::maxsim_avx2(query, page, dim, best) },
         Isa::Portable => portable(query, page, dim, best),
     }
     best.iter().sum()
+}
+
+/// A query prepared for i8 pages on [`Isa::Avx512Vnni`]: every row quantized like a stored row (integers
+/// -127..=127 times one scale, `max |x| / 127`, [`layout::quantize_row`]) and kept as unsigned bytes `v + 128`,
+/// the operand type of `vpdpbusd`. The offset is taken back per page row: `Σ (v + 128)·p = Σ v·p + 128·Σ p`.
+/// Against the f32 query this moves a query row's dot product with a page row by at most half a query step
+/// times the page row's absolute sum (`scale / 2 · Σ |p|`, about 1e-3 of a unit row's score at 128 dims).
+pub(crate) struct QueryU8 {
+    bytes: Vec<u8>,
+    scales: Vec<f32>,
+}
+
+impl QueryU8 {
+    /// `None` if `dim` is not a multiple of 4 (the kernel takes 4 dimensions at a time); such stores keep the
+    /// f32 query.
+    pub(crate) fn new(query: &[f32], dim: usize) -> Option<QueryU8> {
+        if dim == 0 || !dim.is_multiple_of(4) {
+            return None;
+        }
+        let mut row = vec![0i8; dim];
+        let mut bytes = Vec::with_capacity(query.len());
+        let mut scales = Vec::with_capacity(query.len() / dim);
+        for q in query.chunks_exact(dim) {
+            scales.push(layout::quantize_row(q, &mut row));
+            bytes.extend(row.iter().map(|&v| (i16::from(v) + 128) as u8));
+        }
+        Some(QueryU8 { bytes, scales })
+    }
+
+    fn rows(&self) -> usize {
+        self.scales.len()
+    }
+}
+
+/// MaxSim of a quantized query ([`QueryU8`]) against one i8 page: each dot product in integers, then times the
+/// page row's scale, maximised, times the query row's scale (both scales ≥ 0, so the maximum is unchanged by the
+/// order). `best` is scratch of at least one value per query row.
+pub(crate) fn maxsim_u8(isa: Isa, query: &QueryU8, page: &[i8], dim: usize, best: &mut [f32]) -> f32 {
+    debug_assert_eq!(page.len() % layout::i8_block_bytes(dim), 0);
+    debug_assert_eq!(query.bytes.len(), query.rows() * dim);
+    let best = &mut best[..query.rows()];
+    match isa {
+        // SAFETY: `Avx512Vnni` is only constructed after runtime detection of AVX-512 F/BW/VBMI/VNNI; the slices'
+        // lengths are checked above (`QueryU8::new` guarantees `dim % 4 == 0`).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::maxsim_vnni(&query.bytes, page, dim, best) },
+        _ => portable_u8(&query.bytes, page, dim, best),
+    }
+    best.iter().zip(&query.scales).map(|(b, s)| b * s).sum()
+}
+
+/// [`maxsim_u8`]'s arithmetic in plain Rust (the same integers and the same float operations, so the same
+/// result to the bit); `best` gets each query row's maximum before its scale.
+fn portable_u8(query: &[u8], page: &[i8], dim: usize, best: &mut [f32]) {
+    best.fill(f32::NEG_INFINITY);
+    for block in page.chunks_exact(layout::i8_block_bytes(dim)) {
+        let scales = block_scales(block, dim);
+        let mut sums = [0i32; BLOCK];
+        for k in 0..dim {
+            for (j, s) in sums.iter_mut().enumerate() {
+                *s += i32::from(block[k * BLOCK + j]);
+            }
+        }
+        for (q, b) in query.chunks_exact(dim).zip(best.iter_mut()) {
+            for (j, (&sum, &scale)) in sums.iter().zip(&scales).enumerate() {
+                let dot: i32 = (0..dim).map(|k| i32::from(q[k]) * i32::from(block[k * BLOCK + j])).sum();
+                *b = b.max((dot - 128 * sum) as f32 * scale);
+            }
+        }
+    }
 }
 
 /// The 16 f32 row scales at the end of an i8 block (`block_len` elements of one byte).
@@ -421,6 +504,57 @@ mod x86 {
         }
     }
 
+    /// `vpermb` indices: byte `4j + t` of the result is byte `16t + j` of four stored dimensions (dimension `t`
+    /// of row `j`), so that each 32-bit lane holds four consecutive dimensions of one page row, as `vpdpbusd`
+    /// multiplies them.
+    const ROWS_OF_FOUR: [u8; 64] = {
+        let mut idx = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            idx[i] = ((i % 4) * 16 + i / 4) as u8;
+            i += 1;
+        }
+        idx
+    };
+
+    /// [`super::maxsim_u8`] for `G` query rows (unsigned bytes, `G × dim`) against one i8 page: per four
+    /// dimensions of a block, one 64-byte load, one permute, one `vpdpbusd` for the rows' sums and one per query
+    /// row; the accumulators stay in registers for the whole block.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512vnni")]
+    unsafe fn pass_vnni<const G: usize>(q: &[u8], page: &[i8], dim: usize, best: &mut [f32]) {
+        let stride = super::layout::i8_block_bytes(dim);
+        let blocks = page.len() / stride;
+        // SAFETY (whole body): block `b` spans `stride` bytes inside `page` (the values, then 64 bytes of
+        // scales); `q` holds `G * dim` bytes and `dim % 4 == 0`, so every 4-byte query read is inside it.
+        unsafe {
+            let perm = _mm512_loadu_si512(ROWS_OF_FOUR.as_ptr().cast());
+            let ones = _mm512_set1_epi8(1);
+            let mut maxes = [_mm512_set1_ps(f32::NEG_INFINITY); G];
+            for b in 0..blocks {
+                let base = page.as_ptr().add(b * stride);
+                let mut acc = [_mm512_setzero_si512(); G];
+                let mut sums = _mm512_setzero_si512();
+                for k in (0..dim).step_by(4) {
+                    let v = _mm512_permutexvar_epi8(perm, _mm512_loadu_si512(base.add(k * BLOCK).cast()));
+                    sums = _mm512_dpbusd_epi32(sums, ones, v);
+                    for i in 0..G {
+                        let word = q.as_ptr().add(i * dim + k).cast::<i32>().read_unaligned();
+                        acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(word), v);
+                    }
+                }
+                let offset = _mm512_slli_epi32::<7>(sums);
+                let scales = _mm512_loadu_ps(base.add(BLOCK * dim).cast::<f32>());
+                for i in 0..G {
+                    let dots = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], offset));
+                    maxes[i] = _mm512_max_ps(maxes[i], _mm512_mul_ps(dots, scales));
+                }
+            }
+            for i in 0..G {
+                best[i] = _mm512_reduce_max_ps(maxes[i]);
+            }
+        }
+    }
+
     /// Runs the passes over query rows in groups of `$g`, the remainder with its own constant.
     macro_rules! groups {
         ($pass:ident, $g:literal, $query:ident, $page:ident, $dim:ident, $best:ident, [$($n:literal),*]) => {{
@@ -450,6 +584,41 @@ mod x86 {
     }
 
     /// # Safety
+    /// The CPU supports AVX-512 F, BW, VBMI and VNNI; `dim % 4 == 0`.
+    pub(super) unsafe fn maxsim_vnni(query: &[u8], page: &[i8], dim: usize, best: &mut [f32]) {
+        let nq = best.len();
+        let mut q0 = 0;
+        while q0 < nq {
+            let g = (nq - q0).min(16);
+            let q = &query[q0 * dim..(q0 + g) * dim];
+            let out = &mut best[q0..q0 + g];
+            // SAFETY: the caller detected the instruction set; `q` and `out` hold `g` rows.
+            unsafe {
+                match g {
+                    1 => pass_vnni::<1>(q, page, dim, out),
+                    2 => pass_vnni::<2>(q, page, dim, out),
+                    3 => pass_vnni::<3>(q, page, dim, out),
+                    4 => pass_vnni::<4>(q, page, dim, out),
+                    5 => pass_vnni::<5>(q, page, dim, out),
+                    6 => pass_vnni::<6>(q, page, dim, out),
+                    7 => pass_vnni::<7>(q, page, dim, out),
+                    8 => pass_vnni::<8>(q, page, dim, out),
+                    9 => pass_vnni::<9>(q, page, dim, out),
+                    10 => pass_vnni::<10>(q, page, dim, out),
+                    11 => pass_vnni::<11>(q, page, dim, out),
+                    12 => pass_vnni::<12>(q, page, dim, out),
+                    13 => pass_vnni::<13>(q, page, dim, out),
+                    14 => pass_vnni::<14>(q, page, dim, out),
+                    15 => pass_vnni::<15>(q, page, dim, out),
+                    16 => pass_vnni::<16>(q, page, dim, out),
+                    _ => unreachable!("group sizes cover 1..=16"),
+                }
+            }
+            q0 += g;
+        }
+    }
+
+    /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     #[allow(private_bounds)]
     pub(super) unsafe fn maxsim_avx2<T: Load256>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
@@ -475,6 +644,10 @@ mod tests {
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         let best = Isa::detect();
+        #[cfg(target_arch = "x86_64")]
+        if best == Isa::Avx512Vnni {
+            v.extend([Isa::Avx2, Isa::Avx512]);
+        }
         #[cfg(target_arch = "x86_64")]
         if best == Isa::Avx512 {
             v.push(Isa::Avx2);
@@ -546,5 +719,32 @@ mod tests {
                 assert!((got - oracle8).abs() <= 1e-4 * (1.0 + oracle8.abs()), "{isa:?} i8 {got} vs {oracle8}");
             }
         }
+    }
+
+    #[test]
+    fn the_8_bit_query_kernel_stays_within_its_bound_of_the_oracle() {
+        for (rows, nq, dim) in [(1, 1, 128), (17, 3, 128), (100, 20, 128), (33, 9, 64), (16, 17, 128), (5, 33, 16)] {
+            let mut page = data(rows * dim, 3 + rows as u64);
+            page[..dim].fill(0.0); // an all-zero row (scale 0)
+            let mut query = data(nq * dim, 41 + nq as u64);
+            query[..dim].iter_mut().for_each(|v| *v *= 1e-3); // a row of small values
+            let mut s8 = Vec::<u8>::new();
+            layout::encode_i8(&page, dim, &mut s8);
+            let s8: Vec<i8> = s8.iter().map(|&b| b as i8).collect();
+            let decoded = layout::decode_i8(&s8, rows, dim);
+            let oracle = oracle_maxsim(&query, &decoded, dim);
+            let q8 = QueryU8::new(&query, dim).expect("dim is a multiple of 4");
+            // Half a query step times the largest absolute row sum, per query row (see `QueryU8`).
+            let widest = decoded.chunks_exact(dim).map(|r| r.iter().map(|v| v.abs()).sum::<f32>()).fold(0.0, f32::max);
+            let bound: f32 = q8.scales.iter().map(|s| s / 2.0 * widest).sum();
+            let mut best = vec![0.0; nq];
+            let want = maxsim_u8(Isa::Portable, &q8, &s8, dim, &mut best);
+            assert!((want - oracle).abs() <= bound + 1e-4 * (1.0 + oracle.abs()), "{want} vs {oracle} (bound {bound})");
+            for isa in isas() {
+                let got = maxsim_u8(isa, &q8, &s8, dim, &mut best);
+                assert_eq!(got.to_bits(), want.to_bits(), "{isa:?}: {got} vs {want}");
+            }
+        }
+        assert!(QueryU8::new(&[0.5; 6], 6).is_none(), "dimensions not a multiple of 4 keep the f32 query");
     }
 }

@@ -99,7 +99,7 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool, full: bo
     let due = total_rows >= RETRAIN_GROWTH * trained_rows.max(1) || (full && total_rows != trained_rows);
     if snap.codebook.is_none() || due {
         let started = Instant::now();
-        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim, threads));
+        let book = Arc::new(Codebook::train(&sample(inner, &snap), inner.manifest().embedding_dim));
         let all: Vec<&Arc<Slot>> = snap.pages.iter().collect();
         let Some(codes) = code_pages(inner, &snap, &book, &all, threads, stop) else { return Ok(None) };
         let by_id: HashMap<u64, Arc<PageCodes>> = all.iter().map(|s| s.meta.id).zip(codes).collect();

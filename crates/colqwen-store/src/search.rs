@@ -30,15 +30,17 @@ pub const AUTO_PREFETCH: usize = 200;
 /// vs 85 ms on 2 cores).
 const AUTO_PREFETCH_PER_PAGES: usize = 50;
 const AUTO_PREFETCH_MAX: usize = 1_000;
+/// The cap of a pooled index's rerank size ([`auto_prefetch`]).
+const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
 
 /// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
-/// index pooled by `pool_factor`. A pooled (compact) index reranks 5/2 as many, up to the same 1,000: its pages
-/// cost 2–2.3× less to score exactly (half the rows, i8), and its coarse stage needs more of them for the same
-/// share of the uncompressed top-10 (10k distinct pages: 0.962 with 500 candidates, 0.902 with 200;
-/// `bench/results.md`). The cap keeps 100k pages within ~35 ms p95 on 2 cores (2,500 candidates: 64 ms).
+/// index pooled by `pool_factor`. A pooled (compact) index reranks 4× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
+/// its pages cost far less to score exactly (half the rows, i8: 16.6 ms p50 for 1,000 of them on a 2-core box
+/// with 8-bit dot products, 67 ms for all 10,000), and its coarse stage needs more of them for the same share of
+/// the uncompressed top-10 (10k stitched pages: 0.938 with 500 candidates, 0.958 with 1,000; `bench/results.md`).
 pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
-    if pool_factor > 1 { (base * 5 / 2).min(AUTO_PREFETCH_MAX) } else { base }
+    if pool_factor > 1 { (base * 4).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
@@ -138,12 +140,34 @@ pub(crate) fn elements<'a, T: Stored>(map: &'a Mmap, slot: &Slot) -> &'a [T] {
     unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<T>(), len / size_of::<T>()) }
 }
 
+/// A query as the kernels take it, prepared once per search: its f32 rows and, for i8 pages on a CPU with
+/// 8-bit dot products ([`Isa::Avx512Vnni`]), the same rows quantized ([`kernel::QueryU8`]). Those pages are then
+/// scored in integers, 3–4× fewer instructions than widening every stored byte to f32; the scores move by at
+/// most half a query quantization step times a page row's absolute sum (the kernel's tests check the bound), on
+/// a compact index already quantized to i8 on the page side.
+pub(crate) struct Query<'a> {
+    rows: &'a [f32],
+    bytes: Option<kernel::QueryU8>,
+}
+
+impl<'a> Query<'a> {
+    pub(crate) fn new(plan: &SearchPlan, rows: &'a [f32]) -> Query<'a> {
+        #[cfg(target_arch = "x86_64")]
+        let int8 = plan.storage == VectorStorage::I8 && plan.isa == Isa::Avx512Vnni;
+        #[cfg(not(target_arch = "x86_64"))]
+        let int8 = false;
+        Query { rows, bytes: if int8 { kernel::QueryU8::new(rows, plan.dim) } else { None } }
+    }
+}
+
 /// MaxSim of `query` against the page in `slot`; `best` is scratch of one value per query row.
-pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &[f32], best: &mut [f32]) -> f32 {
-    match plan.storage {
-        VectorStorage::F32 => kernel::maxsim(plan.isa, query, elements::<f32>(map, slot), plan.dim, best),
-        VectorStorage::F16 => kernel::maxsim(plan.isa, query, elements::<f16>(map, slot), plan.dim, best),
-        VectorStorage::I8 => kernel::maxsim(plan.isa, query, elements::<i8>(map, slot), plan.dim, best),
+pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &Query, best: &mut [f32]) -> f32 {
+    let rows = query.rows;
+    match (plan.storage, &query.bytes) {
+        (VectorStorage::F32, _) => kernel::maxsim(plan.isa, rows, elements::<f32>(map, slot), plan.dim, best),
+        (VectorStorage::F16, _) => kernel::maxsim(plan.isa, rows, elements::<f16>(map, slot), plan.dim, best),
+        (VectorStorage::I8, Some(bytes)) => kernel::maxsim_u8(plan.isa, bytes, elements::<i8>(map, slot), plan.dim, best),
+        (VectorStorage::I8, None) => kernel::maxsim(plan.isa, rows, elements::<i8>(map, slot), plan.dim, best),
     }
 }
 
@@ -310,6 +334,7 @@ pub(crate) fn exact(
 ) -> Vec<Candidate> {
     let n = subset.map_or(pages.len(), <[usize]>::len);
     let nq = query.len() / plan.dim;
+    let query = &Query::new(plan, query);
     let next = AtomicUsize::new(0);
     let work = || {
         let mut top = TopK::new(k);
@@ -364,10 +389,10 @@ mod tests {
         assert_eq!(auto_prefetch(30_000, 1), 600);
         assert_eq!(auto_prefetch(100_000, 1), 1_000);
         assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
-        // A pooled index reranks 5/2 as many (cheaper pages), up to the same cap.
-        assert_eq!(auto_prefetch(10_000, 2), 500);
-        assert_eq!(auto_prefetch(20_000, 2), 1_000);
-        assert_eq!(auto_prefetch(100_000, 2), 1_000);
+        // A pooled index reranks 4× as many (cheaper pages), up to its own cap.
+        assert_eq!(auto_prefetch(10_000, 2), 800);
+        assert_eq!(auto_prefetch(20_000, 2), 1_600);
+        assert_eq!(auto_prefetch(100_000, 2), 2_000);
     }
 
     #[test]
