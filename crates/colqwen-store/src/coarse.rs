@@ -121,7 +121,7 @@ impl Codebook {
         let mut codes = Vec::with_capacity(3 * rows);
         codes.extend(first.iter().flat_map(|&c| (c as u16).to_le_bytes()));
         codes.extend(second.iter().map(|&c| c as u8));
-        page_codes(&codes)
+        codes.into()
     }
 
     /// The query's tables: every query row's dot product with every centroid of both levels, in fixed point
@@ -324,28 +324,6 @@ impl AlignedTable {
 }
 
 impl ScoreTable {
-    /// The first-level score alone ([`Scores::first`]), from the page's distinct first-level centroids: the same
-    /// value as `score(codes).first` (a maximum over rows is one over their distinct centroids), at one table load
-    /// and one max per distinct centroid instead of two loads, an add and two maxes per row. Two-stage search
-    /// ranks every page by it first and scores only the best of them with both levels.
-    pub(crate) fn first_score(&self, codes: &PageCodes) -> f32 {
-        let set = first_set(codes);
-        let table = self.first.as_ref();
-        let mut total = 0.0f32;
-        let mut q0 = 0;
-        while q0 < self.lanes {
-            let width = if self.wide && self.lanes - q0 >= 2 * LANES { 2 * LANES } else { LANES };
-            let mut best = [i8::MIN; 2 * LANES];
-            set_max(table, self.lanes, q0, width, set, &mut best);
-            for (l, &b) in best.iter().enumerate().take(self.nq.saturating_sub(q0).min(width)) {
-                let q = q0 + l;
-                total += (b as f32 - 127.0) / self.scale[q] + self.first_max[q];
-            }
-            q0 += width;
-        }
-        total
-    }
-
     /// The coarse scores of a page with these codes ([`Codebook::codes`]): MaxSim over the rows rebuilt from
     /// both levels, and over the first level alone (see [`Scores`]).
     pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
@@ -424,62 +402,6 @@ fn lut_max(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LAN
         return;
     }
     lut_max_portable(t, offset, c1, c2, best);
-}
-
-/// `best[l] = max over the codes c of set (little-endian u16s, masked into range) of table[c·stride + offset + l]`
-/// for the `width` (32 or 64) lanes at `offset`; the rest of `best` is left as it is.
-fn set_max(table: &[i8], stride: usize, offset: usize, width: usize, set: &[u8], best: &mut [i8; 2 * LANES]) {
-    assert!(
-        (width == LANES || width == 2 * LANES)
-            && offset.is_multiple_of(LANES)
-            && offset + width <= stride
-            && table.len() >= FIRST_CENTROIDS * stride,
-        "tables smaller than the codes can address"
-    );
-    let codes = || set.chunks_exact(2).map(|b| (u16::from_le_bytes([b[0], b[1]]) as usize & FIRST_MASK) * stride);
-    #[cfg(target_arch = "x86_64")]
-    if width == 2 * LANES && wide() {
-        use std::arch::x86_64::*;
-        // SAFETY: the CPU has AVX-512BW (checked); every masked code addresses 64 lanes in bounds (asserted).
-        #[target_feature(enable = "avx512bw")]
-        unsafe fn run(t: *const i8, codes: impl Iterator<Item = usize>, best: &mut [i8; 2 * LANES]) {
-            unsafe {
-                let mut acc = [_mm512_set1_epi8(i8::MIN); 2];
-                for (i, at) in codes.enumerate() {
-                    acc[i & 1] = _mm512_max_epi8(acc[i & 1], _mm512_loadu_si512(t.add(at).cast()));
-                }
-                _mm512_storeu_si512(best.as_mut_ptr().cast(), _mm512_max_epi8(acc[0], acc[1]));
-            }
-        }
-        // SAFETY: as above.
-        unsafe { run(table.as_ptr().add(offset), codes(), best) };
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        use std::arch::x86_64::*;
-        // SAFETY: the CPU has AVX2 (checked); every masked code addresses 32 lanes in bounds (asserted).
-        #[target_feature(enable = "avx2")]
-        unsafe fn run(t: *const i8, codes: impl Iterator<Item = usize>, best: &mut [i8]) {
-            unsafe {
-                let mut acc = [_mm256_set1_epi8(i8::MIN); 2];
-                for (i, at) in codes.enumerate() {
-                    acc[i & 1] = _mm256_max_epi8(acc[i & 1], _mm256_loadu_si256(t.add(at).cast()));
-                }
-                _mm256_storeu_si256(best.as_mut_ptr().cast(), _mm256_max_epi8(acc[0], acc[1]));
-            }
-        }
-        for h in 0..width / LANES {
-            // SAFETY: as above; `best[h·32..]` holds 32 lanes.
-            unsafe { run(table.as_ptr().add(offset + h * LANES), codes(), &mut best[h * LANES..(h + 1) * LANES]) };
-        }
-        return;
-    }
-    for at in codes() {
-        for (b, &v) in best[..width].iter_mut().zip(&table[at + offset..at + offset + width]) {
-            *b = (*b).max(v);
-        }
-    }
 }
 
 /// Whether [`lut_max_pair`] runs as one 64-lane pass (AVX-512BW; detection is cached by the standard library).
@@ -589,59 +511,17 @@ unsafe fn lut_max_avx2(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &m
     }
 }
 
-/// A page's codes: its row count `n` (`u32`, little-endian); 3 bytes a row — every row's first-level centroid
-/// (< 1,024) as a little-endian `u16`, then every row's residual centroid (< 256) as one byte (what
-/// `coarse.bin` stores); then the page's *distinct* first-level centroids, sorted, as little-endian `u16`s (derived,
-/// for the first pass of [`ScoreTable::first_score`]). One allocation (held as `Arc<PageCodes>`, the bytes right
+/// A page's codes, 3 bytes a row: every row's first-level centroid (< 1,024) as a little-endian `u16`, then
+/// every row's residual centroid (< 256) as one byte. One allocation (held as `Arc<PageCodes>`, the bytes right
 /// after the reference counts): the scan over 100k pages is bound by memory traffic, and each further pointer
 /// between a page and its codes would cost a cache miss per page.
 pub(crate) type PageCodes = [u8];
-
-/// [`PageCodes`] from the 3-bytes-a-row codes of one page.
-fn page_codes(coded: &[u8]) -> Arc<PageCodes> {
-    let n = coded.len() / 3;
-    debug_assert_eq!(coded.len(), 3 * n);
-    let (first, _) = split_coded(coded);
-    let mut set: Vec<u16> =
-        first.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) & FIRST_MASK as u16).collect();
-    set.sort_unstable();
-    set.dedup();
-    let mut out = Vec::with_capacity(4 + coded.len() + 2 * set.len());
-    out.extend_from_slice(&(n as u32).to_le_bytes());
-    out.extend_from_slice(coded);
-    out.extend(set.iter().flat_map(|c| c.to_le_bytes()));
-    out.into()
-}
-
-/// The row count of a page's codes.
-fn code_rows(codes: &PageCodes) -> usize {
-    u32::from_le_bytes(codes[..4].try_into().expect("a row count")) as usize
-}
-
-/// The 3-bytes-a-row codes (what `coarse.bin` keeps).
-fn coded(codes: &PageCodes) -> &[u8] {
-    &codes[4..4 + 3 * code_rows(codes)]
-}
-
-/// The page's distinct first-level centroids (little-endian `u16`s).
-fn first_set(codes: &PageCodes) -> &[u8] {
-    &codes[4 + 3 * code_rows(codes)..]
-}
-
-/// Asks the CPU to load the cache lines of a page's distinct first-level centroids (see [`prefetch`]).
-pub(crate) fn prefetch_first_set(codes: &PageCodes) {
-    prefetch_bytes(first_set(codes));
-}
 
 /// Asks the CPU to load every cache line of a page's codes. The scan calls it a few pages ahead of the page it
 /// scores: a page's codes are ~1 KB of their own allocation, too short for the hardware prefetcher to lock on,
 /// so without it every page paid several full memory latencies (profiled: the scan at 100k pages waited on the
 /// code loads ~60 % of its time).
 pub(crate) fn prefetch(codes: &PageCodes) {
-    prefetch_bytes(coded(codes));
-}
-
-fn prefetch_bytes(codes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
@@ -656,12 +536,7 @@ fn prefetch_bytes(codes: &[u8]) {
 
 /// The first-level code bytes and the second-level codes of a page.
 fn split(codes: &PageCodes) -> (&[u8], &[u8]) {
-    split_coded(coded(codes))
-}
-
-/// [`split`] of 3-bytes-a-row codes.
-fn split_coded(coded: &[u8]) -> (&[u8], &[u8]) {
-    coded.split_at(coded.len() / 3 * 2)
+    codes.split_at(codes.len() / 3 * 2)
 }
 
 /// A page's first-level codes.
@@ -699,8 +574,8 @@ impl Coarse {
             for id in ids {
                 let codes = &self.codes[id];
                 w.write_all(&id.to_le_bytes())?;
-                w.write_all(&(code_rows(codes) as u32).to_le_bytes())?;
-                w.write_all(coded(codes))?;
+                w.write_all(&((codes.len() / 3) as u32).to_le_bytes())?;
+                w.write_all(codes)?;
             }
             let file = w.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()
@@ -759,12 +634,12 @@ impl Coarse {
                 }
                 let mut bytes = vec![0u8; 3 * n];
                 r.read_exact(&mut bytes)?;
-                let (first, second) = split_coded(&bytes);
+                let (first, second) = split(&bytes);
                 let first_ok = first.chunks_exact(2).all(|b| (u16::from_le_bytes([b[0], b[1]]) as usize) < k);
                 if !first_ok || second.iter().any(|&c| c as usize >= k2) {
                     return Err(bad());
                 }
-                codes.insert(u64::from_le_bytes(b8), page_codes(&bytes));
+                codes.insert(u64::from_le_bytes(b8), bytes.into());
             }
             let half_norms = half_norms(&residuals, dim);
             Ok(Coarse { codebook: Codebook { dim, centroids, residuals, half_norms }, trained_rows, codes })
@@ -899,25 +774,6 @@ mod tests {
             }
         }
         assert!((got.both - both).abs() <= 1e-4 * both.abs().max(1.0), "{} vs {both}", got.both);
-    }
-
-    /// The first pass's score over a page's distinct first-level centroids equals the full pass's first-level
-    /// score to the bit, for queries of one or two lane groups and pages with repeated centroids.
-    #[test]
-    fn the_first_level_score_from_the_distinct_centroids_equals_the_full_pass() {
-        let dim = 16;
-        let book = Codebook::train(&rows(600, dim, 2), dim);
-        let mut scratch = Vec::new();
-        for (n, seed) in [(1, 3), (40, 4), (300, 5)] {
-            let page = book.codes(&rows(n, dim, seed), &mut scratch);
-            let distinct = first_set(&page).len() / 2;
-            assert!(distinct >= 1 && distinct <= n && coded(&page).len() == 3 * n);
-            for nq in [1, 20, 32, 33, 50, 64, 70] {
-                let table = book.table(&rows(nq, dim, 10 + nq as u64));
-                let (want, got) = (table.score(&page).first, table.first_score(&page));
-                assert_eq!(got.to_bits(), want.to_bits(), "{n} rows, {nq} query rows: {got} vs {want}");
-            }
-        }
     }
 
     #[test]

@@ -47,9 +47,6 @@ pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
 const CHUNK: usize = 16;
 /// Pages a coarse-stage thread takes at a time.
 const COARSE_CHUNK: usize = 256;
-/// The coarse stage's first pass (first-level scores over every page) keeps this many times the rerank size for
-/// its second (both levels).
-const SURVIVORS_PER_RERANK: usize = 8;
 /// How many pages ahead of the one it scores the coarse scan prefetches codes.
 const PREFETCH_AHEAD: usize = 8;
 /// Below this many pages per thread, fewer threads are started (a thread costs ~20 µs to start).
@@ -235,9 +232,7 @@ pub(crate) fn run(
 }
 
 /// The coarse stage picks the `rerank` best coded pages; they and every page without codes yet (written since
-/// the optimizer last ran) are scored exactly. The coarse stage runs in two passes: every page by its
-/// first-level score alone ([`coarse::ScoreTable::first_score`], over its distinct centroids: cheap), then the
-/// best [`SURVIVORS_PER_RERANK`]× `rerank` of them by both levels ([`coarse::ScoreTable::score`]).
+/// the optimizer last ran) are scored exactly.
 #[allow(clippy::too_many_arguments)]
 fn two_stage(
     plan: &SearchPlan,
@@ -250,53 +245,67 @@ fn two_stage(
     pick: &(dyn Fn(&Slot) -> bool + Sync),
 ) -> Vec<Candidate> {
     let table = book.table(query);
-    let survivors = rerank.saturating_mul(SURVIVORS_PER_RERANK);
-    // Pass 1: every picked page's first-level score; pages without codes go straight to the rerank.
-    let first_pass = |(scored, uncoded): &mut (Vec<Candidate>, Vec<usize>), batch: std::ops::Range<usize>| {
-        let mut coded: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(batch.len());
-        for index in batch {
-            let slot = &pages[index];
-            if !pick(slot) {
-                continue;
+    let n = pages.len();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        // The best pages by each coarse score ([`coarse::Scores`]).
+        let (mut both, mut first) = (TopK::new(rerank), TopK::new(rerank));
+        let mut uncoded = Vec::new();
+        let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
+        loop {
+            let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
+            if start >= n {
+                break;
             }
-            match slot.codes.get() {
-                Some(codes) => coded.push((index, slot.meta.id, codes)),
-                None => uncoded.push(index),
+            // First find every page's codes: the loads of different pages do not depend on each other, so their
+            // cache misses overlap (interleaved with the scoring they would be paid one after another).
+            batch.clear();
+            for (index, slot) in pages.iter().enumerate().take((start + COARSE_CHUNK).min(n)).skip(start) {
+                if !pick(slot) {
+                    continue;
+                }
+                match slot.codes.get() {
+                    Some(codes) => batch.push((index, slot.meta.id, codes)),
+                    None => uncoded.push(index),
+                }
+            }
+            for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
+                coarse::prefetch(codes);
+            }
+            for (j, &(index, id, codes)) in batch.iter().enumerate() {
+                if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
+                    coarse::prefetch(ahead);
+                }
+                let scores = table.score(codes);
+                both.push(Candidate { index, score: scores.both, id });
+                first.push(Candidate { index, score: scores.first, id });
             }
         }
-        for_each_prefetched(&coded, coarse::prefetch_first_set, |&(index, id, codes)| {
-            scored.push(Candidate { index, score: table.first_score(codes), id });
-        });
+        (both, first, uncoded)
     };
-    let merge = |(a, ua): &mut (Vec<Candidate>, Vec<usize>), (b, ub): (Vec<Candidate>, Vec<usize>)| {
-        a.extend(b);
-        ua.extend(ub);
-    };
-    let init = || (Vec::with_capacity(pages.len() / plan.threads.max(1) + 1), Vec::new());
-    let (mut first, mut subset) = parallel_pages(plan.threads, pages.len(), init, first_pass, merge);
-    // The best `survivors`, best first (a selection, then a sort of those only: cheaper than a heap of that size).
-    if first.len() > survivors {
-        first.select_nth_unstable_by(survivors.max(1) - 1, |a, b| b.cmp(a));
-        first.truncate(survivors);
-    }
-    first.sort_unstable_by(|a, b| b.cmp(a));
-    // Pass 2: the survivors by both levels.
-    let both = if first.len() <= rerank {
-        first.clone()
+    let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
+    let (both, first, mut subset) = if threads == 1 {
+        work()
     } else {
-        let score_both = |top: &mut TopK, batch: std::ops::Range<usize>| {
-            let coded: Vec<(usize, u64, &PageCodes)> = first[batch]
-                .iter()
-                .filter_map(|c| Some((c.index, c.id, pages[c.index].codes.get()?.as_ref())))
-                .collect();
-            for_each_prefetched(&coded, coarse::prefetch, |&(index, id, codes)| {
-                top.push(Candidate { index, score: table.score(codes).both, id });
-            });
-        };
-        parallel_pages(plan.threads, first.len(), || TopK::new(rerank), score_both, TopK::merge).into_sorted()
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let (mut both, mut first, mut uncoded) = work();
+            for h in handles {
+                match h.join() {
+                    Ok((b, f, u)) => {
+                        both.merge(b);
+                        first.merge(f);
+                        uncoded.extend(u);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            (both, first, uncoded)
+        })
     };
     // `rerank` pages in all: the best by each score in turn (three by `both` for each by `first`: `both` is the
     // better ranking for text queries; `first` keeps groups of near-identical pages together), each page once.
+    let (both, first) = (both.into_sorted(), first.into_sorted());
     let mut taken = std::collections::HashSet::with_capacity(rerank);
     let (mut b, mut f) = (both.iter(), first.iter());
     while taken.len() < rerank.min(both.len()) {
@@ -310,62 +319,6 @@ fn two_stage(
     // File order: the rerank reads the map front to back.
     subset.sort_unstable();
     exact(plan, map, pages, Some(&subset), query, k, pick)
-}
-
-/// Runs `work(state, positions)` over `0..n` in batches of [`COARSE_CHUNK`] positions taken from a shared
-/// counter by up to `threads` threads (fewer for small `n`), each with its own `init()` state, then folds the
-/// states with `merge`.
-fn parallel_pages<S: Send>(
-    threads: usize,
-    n: usize,
-    init: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, std::ops::Range<usize>) + Sync,
-    merge: impl Fn(&mut S, S),
-) -> S {
-    let next = AtomicUsize::new(0);
-    let run = || {
-        let mut state = init();
-        loop {
-            let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
-            if start >= n {
-                return state;
-            }
-            work(&mut state, start..(start + COARSE_CHUNK).min(n));
-        }
-    };
-    let threads = threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
-    if threads == 1 {
-        return run();
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (1..threads).map(|_| s.spawn(run)).collect();
-        let mut state = run();
-        for h in handles {
-            match h.join() {
-                Ok(other) => merge(&mut state, other),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        state
-    })
-}
-
-/// Calls `f` on every item, having asked the CPU for the codes of the item [`PREFETCH_AHEAD`] further on
-/// (`prefetch`): the code loads of different pages do not depend on each other, so their cache misses overlap.
-fn for_each_prefetched<'a>(
-    items: &[(usize, u64, &'a PageCodes)],
-    prefetch: fn(&PageCodes),
-    mut f: impl FnMut(&(usize, u64, &'a PageCodes)),
-) {
-    for &(_, _, codes) in items.iter().take(PREFETCH_AHEAD) {
-        prefetch(codes);
-    }
-    for (j, item) in items.iter().enumerate() {
-        if let Some(&(_, _, ahead)) = items.get(j + PREFETCH_AHEAD) {
-            prefetch(ahead);
-        }
-        f(item);
-    }
 }
 
 /// Scores every picked page (or only `subset`, positions into `pages`) with the exact kernel on up to
