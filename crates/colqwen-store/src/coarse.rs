@@ -92,7 +92,7 @@ impl Codebook {
     /// as many centroids of what the first level leaves (`row − its centroid`) by Euclidean k-means (fewer of
     /// either if the sample has fewer rows). One run from a fixed seed: the same sample gives the same codebook.
     /// The best of 3 runs by k-means' own objective (10 iterations each) was tried and ranked no better (10k
-    /// stitched pages, 1,000 candidates: 0.913 of the exact top-10 against 0.958 for one run; `NOTES.md`).
+    /// stitched pages, 1,000 candidates: 0.913 of the exact top-10 against 0.958–0.960 for single runs; `NOTES.md`).
     pub(crate) fn train(sample: &[f32], dim: usize) -> Codebook {
         let mut rng = Rng(0x636F_6C71_7765_6E);
         let centroids = kmeans(sample, dim, FIRST_CENTROIDS, true, &mut rng);
