@@ -166,7 +166,9 @@ pub(crate) fn score(plan: &SearchPlan, map: &Mmap, slot: &Slot, query: &Query, b
     match (plan.storage, &query.bytes) {
         (VectorStorage::F32, _) => kernel::maxsim(plan.isa, rows, elements::<f32>(map, slot), plan.dim, best),
         (VectorStorage::F16, _) => kernel::maxsim(plan.isa, rows, elements::<f16>(map, slot), plan.dim, best),
-        (VectorStorage::I8, Some(bytes)) => kernel::maxsim_u8(plan.isa, bytes, elements::<i8>(map, slot), plan.dim, best),
+        (VectorStorage::I8, Some(bytes)) => {
+            kernel::maxsim_u8(plan.isa, bytes, elements::<i8>(map, slot), plan.dim, best)
+        }
         (VectorStorage::I8, None) => kernel::maxsim(plan.isa, rows, elements::<i8>(map, slot), plan.dim, best),
     }
 }
