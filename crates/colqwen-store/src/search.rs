@@ -35,9 +35,11 @@ const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
 
 /// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
 /// index pooled by `pool_factor`. A pooled (compact) index reranks 4× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
-/// its pages cost far less to score exactly (half the rows, i8: 16.6 ms p50 for 1,000 of them on a 2-core box
-/// with 8-bit dot products, 67 ms for all 10,000), and its coarse stage needs more of them for the same share of
-/// the uncompressed top-10 (10k stitched pages: 0.938 with 500 candidates, 0.958 with 1,000; `bench/results.md`).
+/// its pages cost far less to score exactly (half the rows, i8 with 8-bit dot products: all 10,000 of an index in
+/// 68 ms p50 on a 2-core box of the CI kind), and its coarse stage needs more of them for the same share of the
+/// uncompressed top-10 (`bench/results.md`, stitched pages on that box: at 10k, 500 / 800 / 1,000 candidates
+/// keep 0.923 / 0.948 / 0.960 of the text queries' top-10 at 16.6 / 13.5 / 22.2 ms p95; at 100k, 1,000 / 2,000
+/// keep 0.937 / 0.961 at 75 / 79 ms p95, most of it the coarse scan's).
 pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
     if pool_factor > 1 { (base * 4).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
