@@ -277,9 +277,19 @@ pub(crate) struct QueryU8 {
 }
 
 impl QueryU8 {
-    /// `None` if `dim` is not a multiple of 4 (the kernel takes 4 dimensions at a time); such stores keep the
-    /// f32 query.
-    pub(crate) fn new(query: &[f32], dim: usize) -> Option<QueryU8> {
+    /// The query for [`maxsim_u8`] where `isa` has 8-bit dot products ([`Isa::Avx512Vnni`]); `None` elsewhere,
+    /// and for a `dim` that is not a multiple of 4: those keep scoring i8 pages with the f32 query.
+    pub(crate) fn for_isa(isa: Isa, query: &[f32], dim: usize) -> Option<QueryU8> {
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx512Vnni {
+            return QueryU8::new(query, dim);
+        }
+        let _ = (isa, query);
+        None
+    }
+
+    /// `None` if `dim` is not a multiple of 4 (the kernel takes 4 dimensions at a time).
+    fn new(query: &[f32], dim: usize) -> Option<QueryU8> {
         if dim == 0 || !dim.is_multiple_of(4) {
             return None;
         }
@@ -555,9 +565,13 @@ mod x86 {
         }
     }
 
-    /// Runs the passes over query rows in groups of `$g`, the remainder with its own constant.
+    /// Runs the passes over query rows in groups of `$g`, the remainder with its own constant. `$gen` lists the
+    /// pass's type parameters before the group size (`[T]` or `[]`).
     macro_rules! groups {
-        ($pass:ident, $g:literal, $query:ident, $page:ident, $dim:ident, $best:ident, [$($n:literal),*]) => {{
+        (@call $pass:ident [$($t:ty),*] $n:literal, $q:expr, $page:expr, $dim:expr, $out:expr) => {
+            $pass::<$($t,)* $n>($q, $page, $dim, $out)
+        };
+        ($pass:ident $gen:tt, $g:literal, $query:ident, $page:ident, $dim:ident, $best:ident, [$($n:literal),*]) => {{
             let nq = $best.len();
             let mut q0 = 0;
             while q0 < nq {
@@ -567,7 +581,7 @@ mod x86 {
                 // SAFETY: the caller detected the instruction set; `q` and `out` hold `g` rows.
                 unsafe {
                     match g {
-                        $($n => $pass::<T, $n>(q, $page, $dim, out),)*
+                        $($n => groups!(@call $pass $gen $n, q, $page, $dim, out),)*
                         _ => unreachable!("group sizes cover 1..=G"),
                     }
                 }
@@ -580,49 +594,20 @@ mod x86 {
     /// The CPU supports AVX-512F.
     #[allow(private_bounds)]
     pub(super) unsafe fn maxsim_avx512<T: Load512>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
-        groups!(pass512, 8, query, page, dim, best, [1, 2, 3, 4, 5, 6, 7, 8]);
+        groups!(pass512[T], 8, query, page, dim, best, [1, 2, 3, 4, 5, 6, 7, 8]);
     }
 
     /// # Safety
     /// The CPU supports AVX-512 F, BW, VBMI and VNNI; `dim % 4 == 0`.
     pub(super) unsafe fn maxsim_vnni(query: &[u8], page: &[i8], dim: usize, best: &mut [f32]) {
-        let nq = best.len();
-        let mut q0 = 0;
-        while q0 < nq {
-            let g = (nq - q0).min(16);
-            let q = &query[q0 * dim..(q0 + g) * dim];
-            let out = &mut best[q0..q0 + g];
-            // SAFETY: the caller detected the instruction set; `q` and `out` hold `g` rows.
-            unsafe {
-                match g {
-                    1 => pass_vnni::<1>(q, page, dim, out),
-                    2 => pass_vnni::<2>(q, page, dim, out),
-                    3 => pass_vnni::<3>(q, page, dim, out),
-                    4 => pass_vnni::<4>(q, page, dim, out),
-                    5 => pass_vnni::<5>(q, page, dim, out),
-                    6 => pass_vnni::<6>(q, page, dim, out),
-                    7 => pass_vnni::<7>(q, page, dim, out),
-                    8 => pass_vnni::<8>(q, page, dim, out),
-                    9 => pass_vnni::<9>(q, page, dim, out),
-                    10 => pass_vnni::<10>(q, page, dim, out),
-                    11 => pass_vnni::<11>(q, page, dim, out),
-                    12 => pass_vnni::<12>(q, page, dim, out),
-                    13 => pass_vnni::<13>(q, page, dim, out),
-                    14 => pass_vnni::<14>(q, page, dim, out),
-                    15 => pass_vnni::<15>(q, page, dim, out),
-                    16 => pass_vnni::<16>(q, page, dim, out),
-                    _ => unreachable!("group sizes cover 1..=16"),
-                }
-            }
-            q0 += g;
-        }
+        groups!(pass_vnni [], 16, query, page, dim, best, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16]);
     }
 
     /// # Safety
     /// The CPU supports AVX2, FMA and F16C.
     #[allow(private_bounds)]
     pub(super) unsafe fn maxsim_avx2<T: Load256>(query: &[f32], page: &[T], dim: usize, best: &mut [f32]) {
-        groups!(pass256, 6, query, page, dim, best, [1, 2, 3, 4, 5, 6]);
+        groups!(pass256[T], 6, query, page, dim, best, [1, 2, 3, 4, 5, 6]);
     }
 }
 

@@ -154,11 +154,8 @@ pub(crate) struct Query<'a> {
 
 impl<'a> Query<'a> {
     pub(crate) fn new(plan: &SearchPlan, rows: &'a [f32]) -> Query<'a> {
-        #[cfg(target_arch = "x86_64")]
-        let int8 = plan.storage == VectorStorage::I8 && plan.isa == Isa::Avx512Vnni;
-        #[cfg(not(target_arch = "x86_64"))]
-        let int8 = false;
-        Query { rows, bytes: if int8 { kernel::QueryU8::new(rows, plan.dim) } else { None } }
+        let int8 = plan.storage == VectorStorage::I8;
+        Query { rows, bytes: if int8 { kernel::QueryU8::for_isa(plan.isa, rows, plan.dim) } else { None } }
     }
 }
 

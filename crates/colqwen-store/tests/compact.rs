@@ -69,10 +69,7 @@ fn two_stage_over_a_pooled_i8_index() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng::new(9);
     let store = Store::open_or_create(dir.path(), &compact()).unwrap();
-    let mut pages = Vec::new();
-    for d in 0..30 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 64));
-    }
+    let pages = documents(&mut rng, 30, 10, 64);
     store.upsert(pages.clone()).unwrap();
     assert_eq!(store.optimize().unwrap(), 300);
     let targets: Vec<&PageRecord> = [0usize, 77, 299].iter().map(|&t| &pages[t]).collect();

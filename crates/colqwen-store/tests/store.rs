@@ -192,10 +192,7 @@ fn exact_search_equals_oracle() {
     let dir = temp();
     let mut rng = Rng::new(5);
     let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
-    let mut pages: Vec<PageRecord> = Vec::new();
-    for d in 0..10 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
-    }
+    let pages = documents(&mut rng, 10, 5, 32);
     store.upsert(pages.clone()).unwrap();
     let m = manifest(VectorStorage::F32);
     let by_id: HashMap<u64, &PageRecord> =
@@ -224,10 +221,7 @@ fn filter_by_doc_id() {
     let dir = temp();
     let mut rng = Rng::new(6);
     let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
-    let mut pages = Vec::new();
-    for d in 0..6 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 4, 16));
-    }
+    let pages = documents(&mut rng, 6, 4, 16);
     store.upsert(pages.clone()).unwrap();
     // A query planted in d1 page 2, searched only within d4.
     let query = planted_query(&mut rng, &pages[4 + 2].vectors, 8, DIM, 0.2);
@@ -247,10 +241,7 @@ fn two_stage_finds_planted_top1() {
     let dir = temp();
     let mut rng = Rng::new(7);
     let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F32)).unwrap();
-    let mut pages = Vec::new();
-    for d in 0..20 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 32));
-    }
+    let pages = documents(&mut rng, 20, 10, 32);
     store.upsert(pages.clone()).unwrap();
     for target in [3usize, 57, 101, 150, 199] {
         let query = planted_query(&mut rng, &pages[target].vectors, 16, DIM, 0.5);
@@ -267,10 +258,7 @@ fn two_stage_finds_planted_top1() {
 #[test]
 fn f16_storage_round_trip_scores_close_to_f32() {
     let mut rng = Rng::new(8);
-    let mut pages = Vec::new();
-    for d in 0..6 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 5, 32));
-    }
+    let pages = documents(&mut rng, 6, 5, 32);
     let queries: Vec<Vec<f32>> = (0..4).map(|i| planted_query(&mut rng, &pages[i * 7].vectors, 16, DIM, 0.5)).collect();
     let (d32, d16) = (temp(), temp());
     {
@@ -363,10 +351,7 @@ fn two_stage_with_the_coarse_stage() {
     let dir = temp();
     let mut rng = Rng::new(12);
     let store = Store::open_or_create(dir.path(), &manifest(VectorStorage::F16)).unwrap();
-    let mut pages = Vec::new();
-    for d in 0..40 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 64));
-    }
+    let pages = documents(&mut rng, 40, 10, 64);
     store.upsert(pages.clone()).unwrap();
     assert_eq!(store.optimize().unwrap(), 400);
     assert_eq!(store.coarse_coverage(), 400);
@@ -426,10 +411,7 @@ fn page_vectors_come_back_as_stored() {
 #[test]
 fn optimize_trains_on_the_whole_index_whenever_it_ran_before() {
     let mut rng = Rng::new(21);
-    let mut pages = Vec::new();
-    for d in 0..40 {
-        pages.extend(document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 48));
-    }
+    let pages = documents(&mut rng, 40, 10, 48);
     let (early, all_at_once) = (temp(), temp());
     let store = Store::open_or_create(early.path(), &manifest(VectorStorage::F16)).unwrap();
     store.upsert(pages[..300].to_vec()).unwrap();

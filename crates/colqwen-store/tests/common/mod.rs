@@ -153,6 +153,11 @@ pub(crate) fn document(rng: &mut Rng, doc: &str, sha: &str, page_count: usize, r
     (0..page_count).map(|i| page(rng, doc, sha, i, page_count, rows)).collect()
 }
 
+/// `docs` documents `d0`, `d1`, … (files `sha0`, `sha1`, …) of `page_count` pages each, their pages in order.
+pub(crate) fn documents(rng: &mut Rng, docs: usize, page_count: usize, rows: usize) -> Vec<PageRecord> {
+    (0..docs).flat_map(|d| document(rng, &format!("d{d}"), &format!("sha{d}"), page_count, rows)).collect()
+}
+
 /// For each target, a query planted in it (`noise`) finds it first exactly, two-stage with 20 candidates and
 /// two-stage with the index's default rerank size, with the same score.
 pub(crate) fn assert_two_stage_finds(store: &Store, rng: &mut Rng, targets: &[&PageRecord], noise: f32) {
