@@ -241,6 +241,14 @@ fn upload_progress_search_preview_embeddings_delete() {
     assert_eq!(status, 400);
     let (status, _) = server.post("/v1/search", &json!({ "query": "x", "unknown": 1 }));
     assert!((400..500).contains(&status));
+    // serde would read a struct from an array of its fields (`[["x"]]` as `{"input": ["x"]}`): refused.
+    for path in ["/v1/search", "/v1/embeddings", "/v1/documents/paths"] {
+        for body in [json!([["reset"]]), json!(["reset", 10]), json!("reset"), json!(3)] {
+            let (status, err) = server.post(path, &body);
+            assert_eq!(status, 422, "{path} {body}: {err}");
+            assert_eq!(err["error"]["code"], "bad_request", "{err}");
+        }
+    }
     // Ids that try to leave the index folder are refused.
     for path in ["/v1/pages/..%2F..%2Fmanifest.json/1/preview", "/v1/pages/zz/1/preview", "/v1/jobs/..%2Fx"] {
         let (status, _) = server.get(path);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Multipart, Path as UrlPath, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path as UrlPath, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,6 +19,7 @@ use colqwen::core::{SearchMode, is_doc_id};
 use colqwen::{JobState, SearchOptions};
 use futures_util::stream::Stream;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -132,6 +133,32 @@ async fn json_errors(resp: Response) -> Response {
         _ => "bad_request",
     };
     ApiError::new(status, code, message).into_response()
+}
+
+/// A JSON request body that must be an object. serde reads a struct from a JSON *array* of its fields in
+/// order too (`[["reset"]]` would pass as `{"input": ["reset"]}`), which the OpenAPI document does not allow and
+/// a client never means; every JSON route takes its body through this, so an array, a string or a number is a
+/// 422 naming what was expected.
+struct JsonObject<T>(T);
+
+impl<T: DeserializeOwned, St: Send + Sync> FromRequest<St> for JsonObject<T> {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, Response> {
+        let Json(value) = Json::<Value>::from_request(req, state).await.map_err(IntoResponse::into_response)?;
+        if !value.is_object() {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_request",
+                "the request body must be a JSON object (see /openapi.json)",
+            )
+            .into_response());
+        }
+        serde_json::from_value(value).map(JsonObject).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "bad_request", format!("invalid request body: {e}"))
+                .into_response()
+        })
+    }
 }
 
 fn count(state: &AppState, status: StatusCode) {
@@ -361,7 +388,7 @@ struct PathsRequest {
 }
 
 /// `POST /v1/documents/paths {"paths": [...]}`: server-side files, only below a `--allow-path` folder.
-async fn ingest_paths(State(state): S, Json(req): Json<PathsRequest>) -> ApiResult<Response> {
+async fn ingest_paths(State(state): S, JsonObject(req): JsonObject<PathsRequest>) -> ApiResult<Response> {
     if state.config.allow_paths.is_empty() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -464,7 +491,7 @@ fn default_k() -> usize {
     10
 }
 
-async fn search(State(state): S, Json(req): Json<SearchRequest>) -> ApiResult<Json<Value>> {
+async fn search(State(state): S, JsonObject(req): JsonObject<SearchRequest>) -> ApiResult<Json<Value>> {
     if req.query.trim().is_empty() {
         return Err(ApiError::bad_request("`query` is empty"));
     }
@@ -637,7 +664,7 @@ enum EmbedInput {
 
 /// OpenAI-style embeddings: strings are queries, `data:image/...;base64,` URIs are page images. One
 /// multi-vector (`[[f32; 128]; n]`) per input.
-async fn embeddings(State(state): S, Json(req): Json<EmbeddingsRequest>) -> ApiResult<Json<Value>> {
+async fn embeddings(State(state): S, JsonObject(req): JsonObject<EmbeddingsRequest>) -> ApiResult<Json<Value>> {
     let inputs = match req.input {
         EmbedInput::One(s) => vec![s],
         EmbedInput::Many(v) => v,
