@@ -111,17 +111,29 @@ impl Codebook {
         self.residuals.len() / self.dim
     }
 
-    /// A page's codes (`rows × dim` in): the first-level and the residual centroid of every row.
+    /// A page's codes (`rows × dim` in): the first-level and the residual centroid of every row, sorted by
+    /// (first, residual) with repeated pairs kept once. A page's coarse score is a maximum over its rows, so
+    /// neither their order nor a repeat changes it; sorted, the scan reads the query's first-level table in
+    /// ascending order (rows sharing a centroid hit the same cache line back to back, and the table is larger
+    /// than L1) and skips the repeats.
     pub(crate) fn codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> Arc<PageCodes> {
-        let rows = page.len() / self.dim;
+        let (first, second) = self.row_codes(page, scratch);
+        let mut pairs: Vec<(u16, u8)> = first.iter().zip(&second).map(|(&a, &b)| (a as u16, b as u8)).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut codes = Vec::with_capacity(3 * pairs.len());
+        codes.extend(pairs.iter().flat_map(|&(a, _)| a.to_le_bytes()));
+        codes.extend(pairs.iter().map(|&(_, b)| b));
+        codes.into()
+    }
+
+    /// Every row's first-level and residual centroid, in row order.
+    fn row_codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> (Vec<usize>, Vec<usize>) {
         let first = assign(page, &self.centroids, None, self.dim, scratch);
         let rest = residual_rows(page, &self.centroids, &first, self.dim);
         let second = assign(&rest, &self.residuals, Some(&self.half_norms), self.dim, scratch);
-        debug_assert_eq!(first.len(), rows);
-        let mut codes = Vec::with_capacity(3 * rows);
-        codes.extend(first.iter().flat_map(|&c| (c as u16).to_le_bytes()));
-        codes.extend(second.iter().map(|&c| c as u8));
-        codes.into()
+        debug_assert_eq!(first.len(), page.len() / self.dim);
+        (first, second)
     }
 
     /// The query's tables: every query row's dot product with every centroid of both levels, in fixed point
@@ -134,6 +146,9 @@ impl Codebook {
     fn table_in_window(&self, query: &[f32], window: f32) -> ScoreTable {
         let nq = query.len() / self.dim;
         let lanes = nq.div_ceil(LANES) * LANES;
+        // A power of two, so that the scan turns a code into its entry's offset with a shift (a multiply by a
+        // run-time stride took the one integer multiplier twice a row, and bounded the loop).
+        let stride = lanes.next_power_of_two();
         let (k1, k2) = (self.len(), self.residual_len());
         let mut first = vec![0.0f32; nq * k1];
         let mut second = vec![0.0f32; nq * k2];
@@ -142,9 +157,11 @@ impl Codebook {
         let range =
             |v: &[f32]| v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         // Full-size tables (entries past a smaller codebook stay 0): any code the loop can read is in bounds.
-        let mut t1 = AlignedTable::zeroed(FIRST_CENTROIDS * lanes);
-        let mut t2 = AlignedTable::zeroed(CENTROIDS * lanes);
-        let (mut scale, mut offset, mut first_max) = (vec![1.0f32; nq], vec![0.0f32; nq], vec![0.0f32; nq]);
+        let mut t1 = AlignedTable::zeroed(FIRST_CENTROIDS * stride);
+        let mut t2 = AlignedTable::zeroed(CENTROIDS * stride);
+        // Per lane the value of one table step (0 on padding lanes, so that they add nothing).
+        let mut step = vec![0.0f32; lanes];
+        let (mut both_base, mut first_base) = (0.0f32, 0.0f32);
         for q in 0..nq {
             let (row1, row2) = (&first[q * k1..(q + 1) * k1], &second[q * k2..(q + 1) * k2]);
             let ((lo1, hi1), (lo2, hi2)) = (range(row1), range(row2));
@@ -154,17 +171,18 @@ impl Codebook {
             // so a plain i8 add never overflows.
             let s = 127.0 / ((hi1 - lo1).max(hi2 - lo2) * window).max(1e-6);
             for (c, &v) in row1.iter().enumerate() {
-                t1.as_mut()[c * lanes + q] = ((v - hi1) * s + 127.0).round().clamp(0.0, 127.0) as i8;
+                t1.as_mut()[c * stride + q] = ((v - hi1) * s + 127.0).round().clamp(0.0, 127.0) as i8;
             }
             for (c, &v) in row2.iter().enumerate() {
-                t2.as_mut()[c * lanes + q] = ((v - hi2) * s).round().clamp(-127.0, 0.0) as i8;
+                t2.as_mut()[c * stride + q] = ((v - hi2) * s).round().clamp(-127.0, 0.0) as i8;
             }
-            // value = stored / s + offset
-            scale[q] = s;
-            offset[q] = hi1 - 127.0 / s + hi2;
-            first_max[q] = hi1;
+            // value = stored / s + (hi1 − 127 / s + hi2) for both levels; (stored − 127) / s + hi1 for the first
+            // alone. The constant parts of all query rows are summed once here.
+            step[q] = 1.0 / s;
+            both_base += hi1 - 127.0 / s + hi2;
+            first_base += hi1 - 127.0 / s;
         }
-        ScoreTable { nq, lanes, scale, offset, first_max, wide: wide(), first: t1, second: t2 }
+        ScoreTable { lanes, stride, step, both_base, first_base, wide: wide(), first: t1, second: t2 }
     }
 }
 
@@ -273,8 +291,9 @@ const LANES: usize = 32;
 const WINDOW: f32 = 0.15;
 
 /// A query's dot products with both levels of centroids, laid out centroid-major with one lane per query row
-/// (`1,024 × lanes` and `256 × lanes` bytes, lanes = query rows rounded up to 32; padding lanes and entries past
-/// a smaller codebook 0), as `i8` with a scale and an offset per query row.
+/// (`1,024 × stride` and `256 × stride` bytes: lanes = query rows rounded up to 32, stride = lanes rounded up to
+/// a power of two; padding lanes and entries past a smaller codebook 0), as `i8` with a scale and an offset per
+/// query row.
 ///
 /// A page's coarse score is then, per query row (lane), the maximum over the page's rows of
 /// `first[c1] + second[c2]` — the dot product with the row's reconstruction `c1 + c2` — summed over the query
@@ -284,12 +303,14 @@ const WINDOW: f32 = 0.15;
 /// candidates vs 0.88 / 0.94 with `i16`), and they halve the bytes loaded per row, which bounds the loop (1.1 µs
 /// a page of 750 rows on one core vs 1.8).
 pub(crate) struct ScoreTable {
-    nq: usize,
     lanes: usize,
-    scale: Vec<f32>,
-    offset: Vec<f32>,
-    /// Per query row, its best first-level dot product.
-    first_max: Vec<f32>,
+    /// Bytes a centroid in both tables: `lanes` rounded up to a power of two.
+    stride: usize,
+    /// Per lane, the value of one step of its entries (`lanes` long; 0 on padding lanes).
+    step: Vec<f32>,
+    /// What the query rows' scores add beyond their entries times `step`: both levels, the first alone.
+    both_base: f32,
+    first_base: f32,
     /// Whether two 32-lane groups are scored in one 64-lane pass ([`wide`]), decided once per query.
     wide: bool,
     first: AlignedTable,
@@ -328,9 +349,9 @@ impl ScoreTable {
     /// both levels, and over the first level alone (see [`Scores`]).
     pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
         let (first, second) = split(codes);
-        let lookup = Lookup { first: self.first.as_ref(), second: self.second.as_ref(), stride: self.lanes };
+        let lookup = Lookup::new(self.first.as_ref(), self.second.as_ref(), self.stride);
         let mut best = [[[0i8; LANES]; 2]; 2];
-        let mut total = Scores { both: 0.0, first: 0.0 };
+        let mut total = Scores { both: self.both_base, first: self.first_base };
         let mut q0 = 0;
         while q0 < self.lanes {
             // Two groups in one pass where the CPU has 64-byte lanes (most text queries have 33–64 rows).
@@ -341,18 +362,27 @@ impl ScoreTable {
                 lut_max(&lookup, q0, first, second, &mut best[0]);
             }
             for (g, best) in best.iter().enumerate().take(groups) {
-                let start = q0 + g * LANES;
-                for l in 0..self.nq.saturating_sub(start).min(LANES) {
-                    let q = start + l;
-                    total.both += best[0][l] as f32 / self.scale[q] + self.offset[q];
-                    // The first level alone: its entries are stored as (value − its max) · s + 127.
-                    total.first += (best[1][l] as f32 - 127.0) / self.scale[q] + self.first_max[q];
-                }
+                let step: &[f32; LANES] = self.step[q0 + g * LANES..][..LANES].try_into().expect("32 lanes");
+                total.both += dot_lanes(&best[0], step);
+                total.first += dot_lanes(&best[1], step);
             }
             q0 += groups * LANES;
         }
         total
     }
+}
+
+/// `Σ best[l] · step[l]` over 32 lanes, in 8 partial sums (one vector register: a page's epilogue is a few
+/// vector instructions, where a division per query row had cost about a fifth of the scan).
+#[inline]
+fn dot_lanes(best: &[i8; LANES], step: &[f32; LANES]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    for (b, s) in best.chunks_exact(8).zip(step.chunks_exact(8)) {
+        for i in 0..8 {
+            acc[i] += b[i] as f32 * s[i];
+        }
+    }
+    acc.iter().sum()
 }
 
 /// A page's two coarse scores. `both` (rows rebuilt from both levels) ranks text queries far better; `first`
@@ -365,23 +395,33 @@ pub(crate) struct Scores {
     pub(crate) first: f32,
 }
 
-/// Both levels' tables of a query, `stride` bytes a centroid (the query's lanes).
+/// Both levels' tables of a query, `1 << shift` bytes a centroid (the query's lanes, rounded up to a power of
+/// two).
 struct Lookup<'a> {
     first: &'a [i8],
     second: &'a [i8],
-    stride: usize,
+    shift: u32,
 }
 
-impl Lookup<'_> {
+impl<'a> Lookup<'a> {
+    fn new(first: &'a [i8], second: &'a [i8], stride: usize) -> Self {
+        assert!(stride.is_power_of_two(), "a table's stride is a power of two");
+        Lookup { first, second, shift: stride.trailing_zeros() }
+    }
+
+    fn stride(&self) -> usize {
+        1 << self.shift
+    }
+
     /// The bounds the kernels' unchecked loads rely on: one second-level code per row, and every masked code
     /// addresses `width` whole lanes at `offset` inside its table.
     fn check(&self, offset: usize, width: usize, c1: &[u8], c2: &[u8]) {
         assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
         assert!(
             offset.is_multiple_of(LANES)
-                && offset + width <= self.stride
-                && self.first.len() >= FIRST_CENTROIDS * self.stride
-                && self.second.len() >= CENTROIDS * self.stride,
+                && offset + width <= self.stride()
+                && self.first.len() >= FIRST_CENTROIDS * self.stride()
+                && self.second.len() >= CENTROIDS * self.stride(),
             "tables smaller than the codes can address"
         );
     }
@@ -391,23 +431,24 @@ impl Lookup<'_> {
 /// `best[1][l] = max over rows r of first[c1[r]·stride + offset + l]` (the first level alone) for the 32
 /// lanes at `offset` (wrapping `i8` adds; the table's ranges keep every sum in range). An empty page gives
 /// `i8::MIN`. First-level codes are taken modulo [`FIRST_CENTROIDS`] (a mask, so that no code can read out of
-/// bounds without a pass over the codes to check them). Dispatches to AVX2 when the CPU has it (detection is
-/// cached by the standard library).
+/// bounds without a pass over the codes to check them). Dispatches to AVX2 (with BMI2's shifts, for the codes'
+/// offsets) when the CPU has them (detection is cached by the standard library).
 fn lut_max(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     t.check(offset, LANES, c1, c2);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked); every load is in bounds (asserted above).
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("bmi2") {
+        // SAFETY: the CPU has AVX2 and BMI2 (checked); every load is in bounds (asserted above).
         unsafe { lut_max_avx2(t, offset, c1, c2, best) };
         return;
     }
     lut_max_portable(t, offset, c1, c2, best);
 }
 
-/// Whether [`lut_max_pair`] runs as one 64-lane pass (AVX-512BW; detection is cached by the standard library).
+/// Whether [`lut_max_pair`] runs as one 64-lane pass (AVX-512BW and BMI2; detection is cached by the standard
+/// library).
 fn wide() -> bool {
     #[cfg(target_arch = "x86_64")]
-    return std::arch::is_x86_feature_detected!("avx512bw");
+    return std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("bmi2");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
@@ -418,7 +459,7 @@ fn lut_max_pair(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i
     t.check(offset, 2 * LANES, c1, c2);
     #[cfg(target_arch = "x86_64")]
     if wide() {
-        // SAFETY: the CPU has AVX-512BW (checked); every 64-byte load is in bounds (asserted above).
+        // SAFETY: the CPU has AVX-512BW and BMI2 (checked); every 64-byte load is in bounds (asserted above).
         unsafe { lut_max_pair_avx512(t, offset, c1, c2, best) };
         return;
     }
@@ -428,15 +469,15 @@ fn lut_max_pair(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512bw")]
+#[target_feature(enable = "avx512bw,bmi2")]
 unsafe fn lut_max_pair_avx512(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[[i8; LANES]; 2]; 2]) {
     use std::arch::x86_64::*;
     // SAFETY: the caller checked the CPU feature and that every code addresses 64 lanes in bounds.
     unsafe {
-        let (f, s, stride) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset), t.stride);
+        let (f, s) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset));
         let min = _mm512_set1_epi8(i8::MIN);
         let (mut both, mut alone) = ([min; 2], [min; 2]);
-        each_row(c1, c2, stride, |x_at, y_at, acc| {
+        each_row(c1, c2, t.shift, |x_at, y_at, acc| {
             let x = _mm512_loadu_si512(f.add(x_at).cast());
             let y = _mm512_loadu_si512(s.add(y_at).cast());
             both[acc] = _mm512_max_epi8(both[acc], _mm512_add_epi8(x, y));
@@ -458,13 +499,13 @@ unsafe fn lut_max_pair_avx512(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], b
 /// accumulators to use, alternating so that the max of one row does not wait for the previous one. The SIMD
 /// kernels' shared loop (inlined into each).
 #[inline(always)]
-fn each_row(c1: &[u8], c2: &[u8], stride: usize, mut row: impl FnMut(usize, usize, usize)) {
+fn each_row(c1: &[u8], c2: &[u8], shift: u32, mut row: impl FnMut(usize, usize, usize)) {
     assert_eq!(c1.len(), 2 * c2.len(), "one second-level code per row");
     let at = |i: usize| {
         // SAFETY: `i < c2.len()` and `c1` holds 2 bytes a row (asserted): the first-level code of row i is
         // bytes 2i and 2i + 1, little-endian (one unaligned 16-bit load).
         let (a, b) = unsafe { (c1.as_ptr().add(2 * i).cast::<u16>().read_unaligned().to_le(), *c2.get_unchecked(i)) };
-        ((a as usize & FIRST_MASK) * stride, b as usize * stride)
+        ((a as usize & FIRST_MASK) << shift, (b as usize) << shift)
     };
     let rows = c2.len();
     for i in 0..rows / 2 {
@@ -481,8 +522,8 @@ fn each_row(c1: &[u8], c2: &[u8], stride: usize, mut row: impl FnMut(usize, usiz
 fn lut_max_portable(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     *best = [[i8::MIN; LANES]; 2];
     for (a, &b) in c1.chunks_exact(2).map(|a| u16::from_le_bytes([a[0], a[1]])).zip(c2) {
-        let x = &t.first[(a as usize & FIRST_MASK) * t.stride + offset..][..LANES];
-        let y = &t.second[b as usize * t.stride + offset..][..LANES];
+        let x = &t.first[((a as usize & FIRST_MASK) << t.shift) + offset..][..LANES];
+        let y = &t.second[((b as usize) << t.shift) + offset..][..LANES];
         for l in 0..LANES {
             best[0][l] = best[0][l].max(x[l].wrapping_add(y[l]));
             best[1][l] = best[1][l].max(x[l]);
@@ -491,16 +532,16 @@ fn lut_max_portable(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut 
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,bmi2")]
 unsafe fn lut_max_avx2(t: &Lookup, offset: usize, c1: &[u8], c2: &[u8], best: &mut [[i8; LANES]; 2]) {
     use std::arch::x86_64::*;
     // SAFETY: the caller checked the CPU feature and that every code addresses a whole group in bounds.
     unsafe {
-        let (f, s, stride) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset), t.stride);
+        let (f, s) = (t.first.as_ptr().add(offset), t.second.as_ptr().add(offset));
         // Two accumulators per score: the max of one row does not wait for the previous one.
         let min = _mm256_set1_epi8(i8::MIN);
         let (mut both, mut alone) = ([min; 2], [min; 2]);
-        each_row(c1, c2, stride, |x_at, y_at, acc| {
+        each_row(c1, c2, t.shift, |x_at, y_at, acc| {
             let x = _mm256_loadu_si256(f.add(x_at).cast());
             let y = _mm256_loadu_si256(s.add(y_at).cast());
             both[acc] = _mm256_max_epi8(both[acc], _mm256_add_epi8(x, y));
@@ -688,12 +729,18 @@ mod tests {
         let query = rows(5, dim, 5);
         let mut scratch = Vec::new();
         let codes = book.codes(&page, &mut scratch);
-        let (first, second) = (first_codes(&codes), split(&codes).1);
+        let (first, second) = book.row_codes(&page, &mut scratch);
         assert_eq!((first.len(), second.len()), (40, 40));
+        // The stored codes: the rows' pairs sorted, each pair once (the score is a maximum over rows).
+        let mut pairs: Vec<(u16, u8)> = first.iter().zip(&second).map(|(&a, &b)| (a as u16, b as u8)).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let stored: Vec<(u16, u8)> = first_codes(&codes).into_iter().zip(split(&codes).1.iter().copied()).collect();
+        assert_eq!(stored, pairs);
         assert_eq!(book.residual_len(), CENTROIDS);
         let replaced: Vec<f32> = first
             .iter()
-            .zip(second)
+            .zip(&second)
             .flat_map(|(&a, &b)| {
                 let (c1, c2) = (&book.centroids[a as usize * dim..][..dim], &book.residuals[b as usize * dim..][..dim]);
                 c1.iter().zip(c2).map(|(x, y)| x + y).collect::<Vec<f32>>()
@@ -735,14 +782,14 @@ mod tests {
             let c2: Vec<u8> = (0..rows).map(|_| rng.below(k2) as u8).collect();
             for offset in [0, 32] {
                 let mut want = [[0i8; LANES]; 2];
-                let t = Lookup { first: &first, second: &second, stride };
+                let t = Lookup::new(&first, &second, stride);
                 lut_max_portable(&t, offset, &c1, &c2, &mut want);
                 let mut got = [[0i8; LANES]; 2];
                 lut_max(&t, offset, &c1, &c2, &mut got);
                 assert_eq!(got, want, "{rows} rows");
             }
             // Both groups in one pass (64-byte lanes where the CPU has them) = the two groups one by one.
-            let t = Lookup { first: &first, second: &second, stride };
+            let t = Lookup::new(&first, &second, stride);
             let mut want = [[[0i8; LANES]; 2]; 2];
             lut_max_portable(&t, 0, &c1, &c2, &mut want[0]);
             lut_max_portable(&t, LANES, &c1, &c2, &mut want[1]);
@@ -764,13 +811,13 @@ mod tests {
         let got = table.score(&page);
         // Two single-group passes, summed the way `score` sums.
         let (first, second) = split(&page);
-        let lookup = Lookup { first: table.first.as_ref(), second: table.second.as_ref(), stride: table.lanes };
-        let mut both = 0.0;
+        let lookup = Lookup::new(table.first.as_ref(), table.second.as_ref(), table.stride);
+        let mut both = table.both_base;
         for q0 in [0, LANES] {
             let mut best = [[0i8; LANES]; 2];
             lut_max_portable(&lookup, q0, first, second, &mut best);
-            for l in 0..(table.nq - q0).min(LANES) {
-                both += best[0][l] as f32 / table.scale[q0 + l] + table.offset[q0 + l];
+            for l in 0..LANES {
+                both += best[0][l] as f32 * table.step[q0 + l];
             }
         }
         assert!((got.both - both).abs() <= 1e-4 * both.abs().max(1.0), "{} vs {both}", got.both);
@@ -780,7 +827,7 @@ mod tests {
     #[should_panic(expected = "tables smaller than the codes can address")]
     fn a_table_smaller_than_the_codes_can_address_is_refused() {
         let (first, second) = (vec![0i8; 2 * LANES], vec![0i8; CENTROIDS * LANES]);
-        let t = Lookup { first: &first, second: &second, stride: LANES };
+        let t = Lookup::new(&first, &second, LANES);
         lut_max(&t, 0, &[1, 0], &[0], &mut [[0; LANES]; 2]);
     }
 
