@@ -12,12 +12,16 @@
 //! - It saves `coarse.bin` when it has caught up (at most once a minute while pages keep arriving), so that a
 //!   restart does not redo the work; a store dropped mid-way loses only the unsaved codes.
 //! - It runs at lower CPU priority (nice 10) on one core; [`crate::Store::optimize`] does the same on all cores
-//!   and waits (bulk loads, benchmarks).
+//!   and waits (bulk loads, benchmarks). One round runs at a time, and the background thread gives its round up
+//!   (between pages) when `optimize` asks: before, a store reopened on an index whose codebook was due for a
+//!   retrain trained and coded every page twice — once by `optimize` on all cores, once more by the background
+//!   thread on one core for minutes afterwards, under the searches that followed (at 100k pages, an eighth of
+//!   the search phase's CPU time went to it).
 //!
 //! Two-stage search scores pages without codes exactly, so a page is searchable the moment it is written.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -63,7 +67,15 @@ pub(crate) fn spawn(inner: Arc<Inner>) -> Option<std::thread::JoinHandle<()>> {
                 return;
             }
             let save = last_save.is_none_or(|t| t.elapsed() >= SAVE_EVERY);
-            match update(&inner, 1, &inner.stop, save, false) {
+            // Gives way to `Store::optimize` (which does all of this round's work and more) and to shutdown.
+            let yield_now = || inner.stop.load(Ordering::Relaxed) || inner.foreground.load(Ordering::Relaxed) > 0;
+            if yield_now() {
+                continue;
+            }
+            let round = inner.updating.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = update(&inner, 1, &yield_now, save, false);
+            drop(round);
+            match result {
                 Ok(Some(_)) if save => last_save = Some(Instant::now()),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(dir = %inner.dir().display(), error = %e, "updating the coarse stage failed"),
@@ -82,13 +94,24 @@ pub(crate) fn spawn(inner: Arc<Inner>) -> Option<std::thread::JoinHandle<()>> {
 
 /// Brings the coarse stage up to date with `threads` threads and saves it; returns the pages it covers.
 /// Retrains first unless the codebook was trained on exactly the rows the index holds.
-pub(crate) fn run_once(inner: &Inner, threads: usize, stop: &AtomicBool) -> Result<usize> {
-    Ok(update(inner, threads, stop, true, true)?.unwrap_or(0))
+pub(crate) fn run_once(inner: &Inner, threads: usize) -> Result<usize> {
+    inner.foreground.fetch_add(1, Ordering::Relaxed);
+    let round = inner.updating.lock().unwrap_or_else(PoisonError::into_inner);
+    let result = update(inner, threads, &|| false, true, true);
+    drop(round);
+    inner.foreground.fetch_sub(1, Ordering::Relaxed);
+    Ok(result?.unwrap_or(0))
 }
 
 /// One round: train or retrain if due (`full`: unless trained on exactly the index's rows), code the pages
 /// without codes, save if asked and caught up. `Ok(None)`: nothing to do (too few pages) or stopped.
-fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool, full: bool) -> Result<Option<usize>> {
+fn update(
+    inner: &Inner,
+    threads: usize,
+    stop: &(dyn Fn() -> bool + Sync),
+    save: bool,
+    full: bool,
+) -> Result<Option<usize>> {
     let snap = inner.snapshot();
     if snap.pages.len() < MIN_PAGES {
         return Ok(None);
@@ -141,7 +164,7 @@ fn update(inner: &Inner, threads: usize, stop: &AtomicBool, save: bool, full: bo
             return Ok(Some(snap.pages.len()));
         }
         for batch in missing.chunks(BATCH_PAGES * threads.max(1)) {
-            if stop.load(Ordering::Relaxed) {
+            if stop() {
                 return Ok(None);
             }
             let Some(codes) = code_pages(inner, &snap, &book, batch, threads, stop) else { return Ok(None) };
@@ -202,14 +225,14 @@ fn code_pages(
     book: &Codebook,
     pages: &[&Arc<Slot>],
     threads: usize,
-    stop: &AtomicBool,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Option<Vec<Arc<PageCodes>>> {
     let next = AtomicUsize::new(0);
     let work = || {
         let mut scratch = Vec::new();
         let mut out = Vec::new();
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if stop() {
                 return None;
             }
             let i = next.fetch_add(1, Ordering::Relaxed);

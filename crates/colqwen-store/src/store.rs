@@ -137,6 +137,11 @@ pub(crate) struct Inner {
     /// Set by every write; the optimizer waits on it.
     pub(crate) dirty: (Mutex<bool>, Condvar),
     pub(crate) stop: AtomicBool,
+    /// Held for a whole round of the coarse stage's upkeep ([`crate::optimize`]): the background thread and
+    /// [`Store::optimize`] never train or code at the same time.
+    pub(crate) updating: Mutex<()>,
+    /// [`Store::optimize`] calls running or waiting: the background thread gives up its round for them.
+    pub(crate) foreground: AtomicUsize,
     /// Pages covered by the last saved `coarse.bin`.
     pub(crate) saved_pages: AtomicUsize,
     dir: PathBuf,
@@ -272,6 +277,8 @@ impl Store {
             scorer: RwLock::new(None),
             dirty: (Mutex::new(true), Condvar::new()),
             stop: AtomicBool::new(false),
+            updating: Mutex::new(()),
+            foreground: AtomicUsize::new(0),
             saved_pages: AtomicUsize::new(usize::MAX),
             dir: dir.to_path_buf(),
             _lock: lock,
@@ -392,7 +399,7 @@ impl Store {
     /// codebook unless it was trained on exactly the rows the index holds, so that afterwards it depends on the
     /// pages alone (the background thread trains on what the index held when it ran).
     pub fn optimize(&self) -> Result<usize> {
-        crate::optimize::run_once(&self.inner, self.search_threads(), &AtomicBool::new(false))
+        crate::optimize::run_once(&self.inner, self.search_threads())
     }
 
     /// Pages covered by the coarse stage (two-stage search scores the others exactly).
