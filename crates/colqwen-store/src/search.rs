@@ -39,7 +39,7 @@ const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
 /// 68 ms p50 on a 2-core box of the CI kind), and its coarse stage needs more of them for the same share of the
 /// uncompressed top-10 (`bench/results.md`, stitched pages on that box: at 10k, 500 / 800 / 1,000 candidates
 /// keep 0.923 / 0.948 / 0.960 of the text queries' top-10 at 16.6 / 13.5 / 22.2 ms p95; at 100k, 1,000 / 2,000
-/// keep 0.937 / 0.961 at 75 / 79 ms p95, most of it the coarse scan's).
+/// keep 0.937 / 0.961 at 53 / 65 ms p95, the coarse scan ~26 ms of the p50).
 pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
     if pool_factor > 1 { (base * 4).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
