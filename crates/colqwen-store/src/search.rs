@@ -34,15 +34,15 @@ const AUTO_PREFETCH_MAX: usize = 1_000;
 const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
 
 /// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
-/// index pooled by `pool_factor`. A pooled (compact) index reranks 4× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
+/// index pooled by `pool_factor`. A pooled (compact) index reranks 5× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
 /// its pages cost far less to score exactly (half the rows, i8 with 8-bit dot products: all 10,000 of an index in
 /// 68 ms p50 on a 2-core box of the CI kind), and its coarse stage needs more of them for the same share of the
 /// uncompressed top-10 (`bench/results.md`, stitched pages on that box: at 10k, 500 / 800 / 1,000 candidates
-/// keep 0.923 / 0.948 / 0.960 of the text queries' top-10 at 16.6 / 13.5 / 22.2 ms p95; at 100k, 1,000 / 2,000
-/// keep 0.937 / 0.961 at 53 / 65 ms p95, the coarse scan ~26 ms of the p50).
+/// keep 0.923 / 0.948 / 0.960 of the text queries' top-10, 1,000 at 15.9 ms p95; at 100k, 1,000 / 2,000 keep
+/// 0.937 / 0.961 at 53 / 65 ms p95, the coarse scan ~26 ms of the p50).
 pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
-    if pool_factor > 1 { (base * 4).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
+    if pool_factor > 1 { (base * 5).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
@@ -390,9 +390,9 @@ mod tests {
         assert_eq!(auto_prefetch(30_000, 1), 600);
         assert_eq!(auto_prefetch(100_000, 1), 1_000);
         assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
-        // A pooled index reranks 4× as many (cheaper pages), up to its own cap.
-        assert_eq!(auto_prefetch(10_000, 2), 800);
-        assert_eq!(auto_prefetch(20_000, 2), 1_600);
+        // A pooled index reranks 5× as many (cheaper pages), up to its own cap.
+        assert_eq!(auto_prefetch(10_000, 2), 1_000);
+        assert_eq!(auto_prefetch(20_000, 2), 2_000);
         assert_eq!(auto_prefetch(100_000, 2), 2_000);
     }
 
