@@ -1,5 +1,6 @@
-//! Building blocks shared by both towers, each with the reference's precision recipe (fact sheet §10):
-//! Linear, RMSNorm (§4.4, trap 13), rotary application and variable-length attention over packed sequences.
+//! Building blocks shared by the towers of every family, each with the reference's precision recipe (fact sheet
+//! §10): Linear, RMSNorm (§4.4, trap 13), LayerNorm, the gated (SwiGLU) and plain (GELU) MLPs, the pre-norm
+//! block, rotary application and variable-length attention over packed sequences.
 
 use candle_core::{D, DType, Module, Result, Tensor};
 
@@ -80,14 +81,21 @@ pub(crate) struct RmsNorm {
     ops: Ops,
 }
 
+/// A norm that can take the residual add before it: `(h = xs + delta, norm(h))`, or `(xs, norm(xs))` without a
+/// `delta` (one fused kernel where the device has one).
+pub(crate) trait AddNorm {
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)>;
+}
+
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
         Ok(Self { weight: vb.get(&[dim], "weight")?, eps, ops: vb.ops().clone() })
     }
+}
 
-    /// The residual add that precedes this norm, fused with it: `(h = xs + delta, norm(h))`; without a
-    /// `delta`, `(xs, norm(xs))`. One kernel on CUDA in bf16, exact reference order (trap 13).
-    pub(crate) fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+impl AddNorm for RmsNorm {
+    /// One kernel on CUDA in bf16, exact reference order (trap 13).
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         match &self.ops {
             #[cfg(feature = "cuda")]
             Ops::CudaBf16(_) if crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?) => {
@@ -125,10 +133,125 @@ impl Module for RmsNorm {
     }
 }
 
-/// NeoX ("half") rotary on `[H, N, d]` with per-token `cos`/`sin` of shape `[N, d/2]`.
+/// LayerNorm with bias as torch computes it in every dtype: mean and variance over the last dim in f32
+/// (two passes), `(x − mean)·rsqrt(var + ε)·w + b` in f32, one rounding to the input dtype.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
+        Ok(Self { weight: vb.get(&[dim], "weight")?, bias: vb.get(&[dim], "bias")?, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let x32 = xs.to_dtype(DType::F32)?;
+        let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?;
+        let y = normed
+            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?)?;
+        y.to_dtype(xs.dtype())
+    }
+}
+
+impl AddNorm for LayerNorm {
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        let h = match delta {
+            Some(d) => (xs + d)?,
+            None => xs.clone(),
+        };
+        let y = self.forward(&h)?;
+        Ok((h, y))
+    }
+}
+
+/// The activation of a plain MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    GeluErf,
+}
+
+impl Activation {
+    /// From the config's `hidden_act` name (transformers' `ACT2FN` keys).
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu_pytorch_tanh" | "gelu_new" => Some(Self::GeluTanh),
+            "gelu" => Some(Self::GeluErf),
+            _ => None,
+        }
+    }
+
+    /// Applied in f32, rounded once to the input dtype (torch's half-precision GELU kernels compute in f32).
+    pub(crate) fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        let x32 = xs.to_dtype(DType::F32)?;
+        let y = match self {
+            Self::GeluTanh => x32.gelu()?,
+            Self::GeluErf => x32.gelu_erf()?,
+        };
+        y.to_dtype(xs.dtype())
+    }
+}
+
+/// A plain two-layer MLP, `fc2(act(fc1(x)))`, both layers biased (the Qwen3-VL vision blocks and mergers).
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: Activation,
+    /// The fc1 GEMM, the activation and the fc2 GEMM.
+    stages: [Stage; 3],
+}
+
+impl Mlp {
+    /// Loads `{fc1}` `[inter, d]` and `{fc2}` `[out, inter]` (weights and biases) under `vb`.
+    pub(crate) fn new(
+        (d, inter, out): (usize, usize, usize),
+        names: [&str; 2],
+        act: Activation,
+        vb: &Weights,
+        stages: [Stage; 3],
+    ) -> crate::Result<Self> {
+        Ok(Self {
+            fc1: Linear::new(d, inter, true, vb.pp(names[0]))?,
+            fc2: Linear::new(inter, out, true, vb.pp(names[1]))?,
+            act,
+            stages,
+        })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let [fc1, act, fc2] = &self.stages;
+        let h = fc1.run(|| self.fc1.forward(xs))?;
+        let h = act.run(|| self.act.apply(&h))?;
+        fc2.run(|| self.fc2.forward(&h))
+    }
+}
+
+/// NeoX ("half") rotary on `[H, N, d]` with per-token `cos`/`sin` of shape `[N, r/2]`: the first `r` dims of each
+/// head rotate (all of them when `r = d`), in the tables' dtype, the result in the input's.
 pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let xs = xs.unsqueeze(0)?.contiguous()?;
-    candle_nn::rotary_emb::rope(&xs, cos, sin)?.squeeze(0)
+    let (d, r) = (xs.dim(D::Minus1)?, 2 * cos.dim(D::Minus1)?);
+    let rotate = |x: &Tensor| -> Result<Tensor> {
+        let x = x.to_dtype(cos.dtype())?.unsqueeze(0)?.contiguous()?;
+        candle_nn::rotary_emb::rope(&x, cos, sin)?.squeeze(0)?.to_dtype(xs.dtype())
+    };
+    if r == d {
+        return rotate(xs);
+    }
+    let rotated = rotate(&xs.narrow(D::Minus1, 0, r)?)?;
+    Tensor::cat(&[&rotated, &xs.narrow(D::Minus1, r, d - r)?], D::Minus1)
 }
 
 /// Upper bound on the f32 score matrices materialised at once by [`varlen_attention`].
@@ -239,18 +362,27 @@ impl AttentionPlan {
     }
 }
 
+/// Per-head RMSNorms of the queries and the keys, applied before the rotary (Qwen3's `q_norm`, `k_norm`).
+pub(crate) struct QkNorm<'a> {
+    pub(crate) q: &'a RmsNorm,
+    pub(crate) k: &'a RmsNorm,
+}
+
 /// Self-attention of one layer straight from its fused projection, rotary included.
 ///
 /// `qkv` `[N, (Hq + 2·Hkv)·d]` (query heads, then key heads, then value heads), rotary tables `cos`/`sin`
-/// `[N, d/2]` → `[N, Hq·d]`. The rotation runs in the tables' dtype: f32 tables give the vision tower's
-/// recipe (trap 12), tables in the model dtype the language model's (trap 16). `stages` are the rotary and
-/// the attention stage.
+/// `[N, r/2]` with `r ≤ d` (the first `r` dims of each head rotate) → `[N, Hq·d]`. The rotation runs in the
+/// tables' dtype: f32 tables give the vision tower's recipe (trap 12), tables in the model dtype the language
+/// model's (trap 16). `qk_norm` normalises each query and key head first. `stages` are the rotary and the
+/// attention stage.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     qkv: &Tensor,
     heads: usize,
     kv_heads: usize,
     cos: &Tensor,
     sin: &Tensor,
+    qk_norm: Option<QkNorm>,
     plan: &AttentionPlan,
     stages: [&Stage; 2],
 ) -> Result<Tensor> {
@@ -261,7 +393,14 @@ pub(crate) fn attention(
     match &plan.kind {
         #[cfg(feature = "cuda")]
         PlanKind::Flash { tiles, causal } => {
-            let qk = stages[0].run(|| crate::kernels::rope(&qkv, heads + kv_heads, cos, sin))?;
+            let qk = stages[0].run(|| match &qk_norm {
+                Some(norm) => {
+                    let q = norm.q.forward(&qkv.narrow(1, 0, heads)?.contiguous()?)?;
+                    let k = norm.k.forward(&qkv.narrow(1, heads, kv_heads)?.contiguous()?)?;
+                    crate::kernels::rope(&Tensor::cat(&[&q, &k], 1)?, heads + kv_heads, cos, sin)
+                }
+                None => crate::kernels::rope(&qkv, heads + kv_heads, cos, sin),
+            })?;
             stages[1].run(|| {
                 let (q, k) = (qk.narrow(1, 0, heads)?, qk.narrow(1, heads, kv_heads)?);
                 let v = qkv.narrow(1, heads + kv_heads, kv_heads)?;
@@ -271,9 +410,16 @@ pub(crate) fn attention(
         PlanKind::Generic { .. } => {
             // [H, N, d] per projection.
             let part = |first: usize, count: usize| qkv.narrow(1, first, count)?.transpose(0, 1)?.contiguous();
-            let rot = |t: Tensor| apply_rotary(&t.to_dtype(cos.dtype())?, cos, sin)?.to_dtype(qkv.dtype());
-            let (q, k) =
-                stages[0].run(|| Ok::<_, candle_core::Error>((rot(part(0, heads)?)?, rot(part(heads, kv_heads)?)?)))?;
+            let rot = |t: Tensor, norm: Option<&RmsNorm>| {
+                let t = match norm {
+                    Some(norm) => norm.forward(&t)?,
+                    None => t,
+                };
+                apply_rotary(&t, cos, sin)
+            };
+            let (qn, kn) = (qk_norm.as_ref().map(|n| n.q), qk_norm.as_ref().map(|n| n.k));
+            let (q, k) = stages[0]
+                .run(|| Ok::<_, candle_core::Error>((rot(part(0, heads)?, qn)?, rot(part(heads, kv_heads)?, kn)?)))?;
             let v = part(heads + kv_heads, kv_heads)?;
             stages[1].run(|| varlen_attention(&q, &k, &v, plan, scale))
         }
@@ -348,11 +494,11 @@ impl Module for GatedMlp {
 /// add left pending: returns `(h, d)` whose sum is the block's output, so the add runs fused with the next norm
 /// ([`RmsNorm::add_forward`]); `pending` is the previous block's `d`. `add_norm` times both add + norm steps.
 /// Inputs of each stage are dropped as soon as it has run, keeping them out of the next stage's peak.
-pub(crate) fn pre_norm_block(
+pub(crate) fn pre_norm_block<N: AddNorm>(
     xs: &Tensor,
     pending: Option<&Tensor>,
-    norms: [&RmsNorm; 2],
-    mlp: &GatedMlp,
+    norms: [&N; 2],
+    mlp: &dyn Module,
     add_norm: &Stage,
     attn: impl FnOnce(&Tensor) -> crate::Result<Tensor>,
 ) -> crate::Result<(Tensor, Tensor)> {
