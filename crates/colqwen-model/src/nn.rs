@@ -21,6 +21,8 @@ pub(crate) enum Linear {
         weight: Tensor,
         bias: Tensor,
         lt: std::sync::Arc<candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT>,
+        /// GELU (tanh) after the bias, in the same epilogue.
+        gelu: bool,
     },
 }
 
@@ -47,10 +49,25 @@ impl Linear {
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>, ops: &Ops) -> Result<Self> {
         match (ops, bias) {
             #[cfg(feature = "cuda")]
-            (Ops::CudaBf16(cuda), Some(bias)) => {
-                Ok(Self::Epilogue { weight: weight.contiguous()?, bias: bias.contiguous()?, lt: cuda.lt.clone() })
-            }
+            (Ops::CudaBf16(cuda), Some(bias)) => Ok(Self::Epilogue {
+                weight: weight.contiguous()?,
+                bias: bias.contiguous()?,
+                lt: cuda.lt.clone(),
+                gelu: false,
+            }),
             (_, bias) => Ok(Self::Plain { weight, bias }),
+        }
+    }
+
+    /// The same layer with GELU (tanh) fused into its epilogue where the device can (CUDA in bf16, biased layers);
+    /// `None` where it cannot, and the caller applies the activation itself.
+    pub(crate) fn fuse_gelu(&self) -> Option<Self> {
+        match self {
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, bias, lt, .. } => {
+                Some(Self::Epilogue { weight: weight.clone(), bias: bias.clone(), lt: lt.clone(), gelu: true })
+            }
+            _ => None,
         }
     }
 }
@@ -60,7 +77,9 @@ impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             #[cfg(feature = "cuda")]
-            Self::Epilogue { weight, bias, lt } => crate::kernels::linear_bias(lt, xs, weight, bias),
+            Self::Epilogue { weight, bias, lt, gelu: false } => crate::kernels::linear_bias(lt, xs, weight, bias),
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, bias, lt, gelu: true } => crate::kernels::linear_bias_gelu(lt, xs, weight, bias),
             Self::Plain { weight, bias } => {
                 let ys = xs.matmul(&weight.t()?)?;
                 match bias {
@@ -140,11 +159,13 @@ pub(crate) struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
     eps: f64,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    ops: Ops,
 }
 
 impl LayerNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
-        Ok(Self { weight: vb.get(&[dim], "weight")?, bias: vb.get(&[dim], "bias")?, eps })
+        Ok(Self { weight: vb.get(&[dim], "weight")?, bias: vb.get(&[dim], "bias")?, eps, ops: vb.ops().clone() })
     }
 }
 
@@ -162,7 +183,15 @@ impl Module for LayerNorm {
 }
 
 impl AddNorm for LayerNorm {
+    /// One kernel on CUDA in bf16 for widths up to 2048 (the vision blocks; the DeepStack mergers' 4608-wide
+    /// norm takes the generic path).
     fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        #[cfg(feature = "cuda")]
+        if let Ops::CudaBf16(_) = &self.ops
+            && crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?)
+        {
+            return crate::kernels::add_layer_norm(xs, delta, &self.weight, &self.bias, self.eps);
+        }
         let h = match delta {
             Some(d) => (xs + d)?,
             None => xs.clone(),
@@ -207,7 +236,8 @@ impl Activation {
 pub(crate) struct Mlp {
     fc1: Linear,
     fc2: Linear,
-    act: Activation,
+    /// The activation, or `None` when fc1's epilogue applies it (GELU-tanh on CUDA in bf16).
+    act: Option<Activation>,
     /// The fc1 GEMM, the activation and the fc2 GEMM.
     stages: [Stage; 3],
 }
@@ -221,20 +251,23 @@ impl Mlp {
         vb: &Weights,
         stages: [Stage; 3],
     ) -> crate::Result<Self> {
-        Ok(Self {
-            fc1: Linear::new(d, inter, true, vb.pp(names[0]))?,
-            fc2: Linear::new(inter, out, true, vb.pp(names[1]))?,
-            act,
-            stages,
-        })
+        let fc1 = Linear::new(d, inter, true, vb.pp(names[0]))?;
+        // cuBLASLt's GELU epilogue is the tanh form: fused for GELU-tanh only.
+        let (fc1, act) = match (act, fc1.fuse_gelu()) {
+            (Activation::GeluTanh, Some(fused)) => (fused, None),
+            (act, _) => (fc1, Some(act)),
+        };
+        Ok(Self { fc1, fc2: Linear::new(inter, out, true, vb.pp(names[1]))?, act, stages })
     }
 }
 
 impl Module for Mlp {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let [fc1, act, fc2] = &self.stages;
-        let h = fc1.run(|| self.fc1.forward(xs))?;
-        let h = act.run(|| self.act.apply(&h))?;
+        let [fc1, act_stage, fc2] = &self.stages;
+        let mut h = fc1.run(|| self.fc1.forward(xs))?;
+        if let Some(act) = self.act {
+            h = act_stage.run(|| act.apply(&h))?;
+        }
         fc2.run(|| self.fc2.forward(&h))
     }
 }
@@ -275,6 +308,8 @@ struct Chunk {
 pub(crate) struct AttentionPlan {
     kind: PlanKind,
     n: usize,
+    /// Softmax scale, `1/√head_dim` of the model's heads (also when the kernel runs on zero-padded heads).
+    scale: f64,
 }
 
 enum PlanKind {
@@ -307,13 +342,17 @@ impl AttentionPlan {
             Ops::CudaBf16(_) if crate::kernels::flash_fits(head_dim) => {
                 let tiles = crate::kernels::flash_tiles(cu_seqlens, device)?;
                 let n = cu_seqlens.last().copied().unwrap_or(0);
-                Ok(Self { kind: PlanKind::Flash { tiles, causal }, n })
+                Ok(Self { kind: PlanKind::Flash { tiles, causal }, n, scale: 1.0 / (head_dim as f64).sqrt() })
             }
-            _ => {
-                let _ = head_dim;
-                Self::generic(cu_seqlens, heads, kv_heads, causal, device)
-            }
+            _ => Self::generic(cu_seqlens, heads, kv_heads, head_dim, causal, device),
         }
+    }
+
+    /// The same plan with another softmax scale: `1/√d` of the model's head dim `d` when the heads run
+    /// zero-padded to a wider kernel (see [`pad_head_halves`]).
+    pub(crate) fn with_scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
     }
 
     /// The generic plan (any device and dtype).
@@ -321,6 +360,7 @@ impl AttentionPlan {
         cu_seqlens: &[usize],
         heads: usize,
         kv_heads: usize,
+        head_dim: usize,
         causal: bool,
         device: &candle_core::Device,
     ) -> Result<Self> {
@@ -358,8 +398,28 @@ impl AttentionPlan {
         for (pos, &row) in order.iter().enumerate() {
             inverse[row as usize] = pos as u32;
         }
-        Ok(Self { kind: PlanKind::Generic { chunks, inverse: Tensor::from_vec(inverse, n, device)? }, n })
+        let inverse = Tensor::from_vec(inverse, n, device)?;
+        Ok(Self { kind: PlanKind::Generic { chunks, inverse }, n, scale: 1.0 / (head_dim as f64).sqrt() })
     }
+}
+
+/// Widens heads of `d` dims to `p` along `axis` (length `k·d`, `k` heads) by zero-padding each half of each head,
+/// `[a₀ … a_{d/2−1}, 0…, a_{d/2} … a_{d−1}, 0…]`: a NeoX rotary over `p` then still pairs `aᵢ` with `a_{i+d/2}`,
+/// q·k is unchanged and padded value dims come out zero. This lets heads of a width without a compiled flash
+/// kernel (Qwen3-VL's vision heads of 72) run the next wider one (80), exactly.
+pub(crate) fn pad_head_halves(t: &Tensor, axis: usize, d: usize, p: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let heads = dims[axis] / d;
+    let mut split = dims[..axis].to_vec();
+    split.extend([heads, 2, d / 2]);
+    split.extend_from_slice(&dims[axis + 1..]);
+    let x = t.reshape(split)?;
+    let mut zeros = x.dims().to_vec();
+    zeros[axis + 2] = (p - d) / 2;
+    let y = Tensor::cat(&[&x, &Tensor::zeros(zeros, t.dtype(), t.device())?], axis + 2)?;
+    let mut out = dims;
+    out[axis] = heads * p;
+    y.reshape(out)
 }
 
 /// Per-head RMSNorms of the queries and the keys, applied before the rotary (Qwen3's `q_norm`, `k_norm`).
@@ -388,7 +448,7 @@ pub(crate) fn attention(
 ) -> Result<Tensor> {
     let (n, width) = qkv.dims2()?;
     let d = width / (heads + 2 * kv_heads);
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = plan.scale;
     let qkv = qkv.reshape((n, heads + 2 * kv_heads, d))?;
     match &plan.kind {
         #[cfg(feature = "cuda")]
@@ -576,4 +636,43 @@ fn causal_mask(len: usize, device: &candle_core::Device) -> Result<Tensor> {
     let data: Vec<f32> =
         (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(data, (len, len), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Heads zero-padded by `pad_head_halves` (with padded rotary slots of angle 0) attend exactly as the
+    /// unpadded heads: the CUDA path runs Qwen3-VL's 72-dim vision heads so, on the 80-dim flash kernel.
+    #[test]
+    fn zero_padded_heads_attend_as_the_unpadded_ones() {
+        let dev = Device::Cpu;
+        let (n, h, d, p) = (37, 2, 12, 16);
+        let qkv = Tensor::randn(0f32, 1.0, (n, 3 * h * d), &dev).unwrap();
+        let theta = Tensor::randn(0f32, 3.0, (n, d / 2), &dev).unwrap();
+        let (cos, sin) = (theta.cos().unwrap(), theta.sin().unwrap());
+        let cu = [0, 20, 37];
+        let run = |qkv: &Tensor, cos: &Tensor, sin: &Tensor, width: usize| {
+            let plan =
+                AttentionPlan::generic(&cu, h, h, width, false, &dev).unwrap().with_scale(1.0 / (d as f64).sqrt());
+            let stage = crate::profile::Profiling::new(&dev);
+            let s = crate::profile::stage!(stage, "t");
+            attention(qkv, h, h, cos, sin, None, &plan, [&s, &s]).unwrap()
+        };
+        let plain = run(&qkv, &cos, &sin, d);
+        let ones = Tensor::ones((n, (p - d) / 2), DType::F32, &dev).unwrap();
+        let cos_p = Tensor::cat(&[&cos, &ones], 1).unwrap();
+        let sin_p = Tensor::cat(&[&sin, &ones.zeros_like().unwrap()], 1).unwrap();
+        let padded = run(&pad_head_halves(&qkv, 1, d, p).unwrap(), &cos_p, &sin_p, p).reshape((n, h, p)).unwrap();
+        let back = Tensor::cat(&[&padded.narrow(2, 0, d / 2).unwrap(), &padded.narrow(2, p / 2, d / 2).unwrap()], 2)
+            .unwrap()
+            .reshape((n, h * d))
+            .unwrap();
+        let diff =
+            (back - plain).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "padded vs plain: {diff}");
+        let pads = padded.narrow(2, d / 2, (p - d) / 2).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(pads.to_scalar::<f32>().unwrap(), 0.0, "padded value dims stay zero");
+    }
 }

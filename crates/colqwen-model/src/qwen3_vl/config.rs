@@ -174,6 +174,12 @@ impl Config {
 
     fn validate(&self) -> std::result::Result<(), String> {
         let (t, v) = (&self.text, &self.vision);
+        if v.depth == 0 || t.num_hidden_layers == 0 {
+            return Err(format!(
+                "depth {} / num_hidden_layers {}: both towers need a layer",
+                v.depth, t.num_hidden_layers
+            ));
+        }
         if t.num_attention_heads == 0 || self.kv_heads() == 0 || !t.num_attention_heads.is_multiple_of(self.kv_heads())
         {
             return Err(format!(

@@ -9,7 +9,9 @@ use candle_core::{DType, Device, Module, Tensor};
 use super::Config;
 use crate::error::Result;
 use crate::model::Visual;
-use crate::nn::{Activation, AddNorm, AttentionPlan, LayerNorm, Linear, Mlp, attention, pre_norm_block};
+use crate::nn::{
+    Activation, AddNorm, AttentionPlan, LayerNorm, Linear, Mlp, attention, pad_head_halves, pre_norm_block,
+};
 use crate::ops::Ops;
 use crate::preprocess::ImageGrid;
 use crate::profile::{Profiling, Stage, stage};
@@ -23,12 +25,38 @@ struct VisionAttention {
     qkv: Linear,
     proj: Linear,
     heads: usize,
+    /// The heads' width in the checkpoint (72) and the width attention runs at (80 on CUDA, see
+    /// `Ops::kernel_head_dim`; equal elsewhere).
+    head_dim: usize,
+    kernel_head_dim: usize,
     /// The qkv GEMM, rotary, attention and proj GEMM.
     stages: [Stage; 4],
 }
 
 impl VisionAttention {
-    /// `xs` `[N, D]` → `[N, D]`; `cos`/`sin` `[N, head_dim/2]` f32 (rotary in f32, then cast back).
+    /// `attn.qkv` and `attn.proj` under `vb`, their heads zero-padded to the kernel's width when it differs.
+    fn new(d: usize, heads: usize, vb: &Weights, stages: [Stage; 4]) -> Result<Self> {
+        let head_dim = d / heads;
+        let kernel_head_dim = vb.ops().kernel_head_dim(head_dim);
+        let (qkv, proj) = (vb.pp("attn.qkv"), vb.pp("attn.proj"));
+        let (mut qkv_w, mut qkv_b) = (qkv.get(&[3 * d, d], "weight")?, qkv.get(&[3 * d], "bias")?);
+        let mut proj_w = proj.get(&[d, d], "weight")?;
+        if kernel_head_dim != head_dim {
+            qkv_w = pad_head_halves(&qkv_w, 0, head_dim, kernel_head_dim)?;
+            qkv_b = pad_head_halves(&qkv_b, 0, head_dim, kernel_head_dim)?;
+            proj_w = pad_head_halves(&proj_w, 1, head_dim, kernel_head_dim)?;
+        }
+        Ok(Self {
+            qkv: Linear::from_parts(qkv_w, Some(qkv_b), vb.ops())?,
+            proj: Linear::from_parts(proj_w, Some(proj.get(&[d], "bias")?), vb.ops())?,
+            heads,
+            head_dim,
+            kernel_head_dim,
+            stages,
+        })
+    }
+
+    /// `xs` `[N, D]` → `[N, D]`; `cos`/`sin` `[N, kernel_head_dim/2]` f32 (rotary in f32, then cast back).
     fn forward(&self, xs: &Tensor, cos: &Tensor, sin: &Tensor, plan: &AttentionPlan) -> Result<Tensor> {
         let [qkv, rope, attn, proj] = &self.stages;
         let qkv = qkv.run(|| self.qkv.forward(xs))?;
@@ -110,7 +138,6 @@ pub struct VisionModel {
     /// `(block index, merger)`: the block whose output feeds each DeepStack merger, in feature order.
     deepstack: Vec<(usize, PatchMerger)>,
     rope: VisionRope,
-    heads: usize,
     merge: usize,
     ops: Ops,
     profiling: Profiling,
@@ -136,17 +163,17 @@ impl VisionModel {
                 Ok(VisionBlock {
                     norm1: LayerNorm::new(d, EPS, vb.pp("norm1"))?,
                     norm2: LayerNorm::new(d, EPS, vb.pp("norm2"))?,
-                    attn: VisionAttention {
-                        qkv: Linear::new(d, 3 * d, true, vb.pp("attn.qkv"))?,
-                        proj: Linear::new(d, d, true, vb.pp("attn.proj"))?,
-                        heads: v.num_heads,
-                        stages: [
+                    attn: VisionAttention::new(
+                        d,
+                        v.num_heads,
+                        &vb,
+                        [
                             stage!(p, "vision.qkv"),
                             stage!(p, "vision.rope"),
                             stage!(p, "vision.attention"),
                             stage!(p, "vision.proj"),
                         ],
-                    },
+                    )?,
                     mlp: Mlp::new(
                         (d, v.intermediate_size, d),
                         ["mlp.linear_fc1", "mlp.linear_fc2"],
@@ -181,7 +208,6 @@ impl VisionModel {
             merger,
             deepstack,
             rope: VisionRope::new(cfg.vision_head_dim(), v.rope_theta),
-            heads: v.num_heads,
             merge: v.spatial_merge_size,
             ops: vb.ops().clone(),
             profiling: p.clone(),
@@ -220,7 +246,17 @@ impl VisionModel {
         tap("pos_embed", &pos);
         let mut xs = (xs + pos)?;
         let positions = patch_positions(grids, self.merge);
-        let (cos, sin) = st.rotary_tables.run(|| self.rope.tables(positions.into_iter(), device))?;
+        let attn = &self.blocks[0].attn;
+        let (cos, sin) = st.rotary_tables.run(|| {
+            let (cos, sin) = self.rope.tables(positions.into_iter(), device)?;
+            let pad = (attn.kernel_head_dim - attn.head_dim) / 2;
+            if pad == 0 {
+                return Ok::<_, candle_core::Error>((cos, sin));
+            }
+            // Padded slots rotate zeros with each other: any angle will do (cos 1, sin 0).
+            let ones = Tensor::ones((cos.dim(0)?, pad), DType::F32, device)?;
+            Ok((Tensor::cat(&[&cos, &ones], 1)?, Tensor::cat(&[&sin, &ones.zeros_like()?], 1)?))
+        })?;
         // Each frame of each image is one attention segment (`get_vision_cu_seqlens`).
         let mut cu_seqlens = vec![0usize];
         for g in grids {
@@ -228,10 +264,11 @@ impl VisionModel {
                 cu_seqlens.push(cu_seqlens.last().copied().unwrap_or(0) + g.h * g.w);
             }
         }
-        let head_dim = xs.dim(1)? / self.heads;
-        let plan = st
-            .attention_plan
-            .run(|| AttentionPlan::new(&self.ops, &cu_seqlens, self.heads, self.heads, head_dim, false, device))?;
+        let (heads, width) = (attn.heads, attn.kernel_head_dim);
+        let plan = st.attention_plan.run(|| {
+            let plan = AttentionPlan::new(&self.ops, &cu_seqlens, heads, heads, width, false, device)?;
+            Ok::<_, candle_core::Error>(plan.with_scale(1.0 / (attn.head_dim as f64).sqrt()))
+        })?;
         let mut pending: Option<Tensor> = None;
         let mut features = Vec::with_capacity(self.deepstack.len());
         for (i, block) in self.blocks.iter().enumerate() {
