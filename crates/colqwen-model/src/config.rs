@@ -292,13 +292,15 @@ pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 impl PreprocessorConfig {
     /// Reads `preprocessor_config.json`; `min_pixels`/`max_pixels` override `size` as in the reference's
     /// `__init__` (§2.3), class defaults fill what the file omits. Its patch layout must be the model's.
+    /// A `processor_config.json` is read through its `image_processor` section.
     pub(crate) fn from_file(path: &Path, geometry: &Geometry) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let raw: RawPreprocessor = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-            path: path.into(),
-            what: "preprocessor config",
-            source,
-        })?;
+        let json = |source| Error::Json { path: path.into(), what: "preprocessor config", source };
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(json)?;
+        if let Some(section) = value.get_mut("image_processor").filter(|v| v.is_object()) {
+            value = section.take();
+        }
+        let raw: RawPreprocessor = serde_json::from_value(value).map_err(json)?;
         let invalid = |reason: String| Error::InvalidConfig { path: path.into(), reason };
         let check = |name: &str, found: Option<usize>, want: usize| match found {
             Some(f) if f != want => Err(invalid(format!("{name} {f} differs from the model's {want}"))),

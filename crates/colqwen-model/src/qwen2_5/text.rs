@@ -7,7 +7,7 @@ use super::Config;
 use crate::error::Result;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
-use crate::profile::{Stage, stage};
+use crate::profile::{Profiling, Stage, stage};
 use crate::rope::MRope;
 use crate::weights::Weights;
 
@@ -37,6 +37,7 @@ pub struct TextModel {
     norm: RmsNorm,
     rope: MRope,
     ops: Ops,
+    profiling: Profiling,
     rotary_tables: Stage,
     attention_plan: Stage,
 }
@@ -95,6 +96,7 @@ impl TextModel {
             norm,
             rope: MRope::sectioned(hd, t.rope_theta, &t.mrope_section),
             ops: vb.ops().clone(),
+            profiling: p.clone(),
             rotary_tables: stage!(p, "text.rotary_tables"),
             attention_plan: stage!(p, "text.attention_plan"),
         })
@@ -116,12 +118,15 @@ impl TextModel {
             .attention_plan
             .run(|| AttentionPlan::new(&self.ops, cu_seqlens, heads, kv_heads, head_dim, true, embeds.device()))?;
         let (mut xs, mut pending) = (embeds.clone(), None);
-        for layer in &self.layers {
+        for (l, layer) in self.layers.iter().enumerate() {
             let norms = [&layer.input_layernorm, &layer.post_attention_layernorm];
             let (h, delta) = pre_norm_block(&xs, pending.as_ref(), norms, &layer.mlp, &layer.add_norm, |a| {
                 layer.self_attn.forward(a, &cos, &sin, &plan)
             })?;
             (xs, pending) = (h, Some(delta));
+            if self.profiling.tapping() {
+                self.profiling.tap(|| format!("text.layer.{l}"), &(&xs + pending.as_ref().expect("just set"))?);
+            }
         }
         Ok(self.norm.add_forward(&xs, pending.as_ref())?.1)
     }

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
 use crate::preprocess::ImageGrid;
-use crate::profile::{Stage, stage};
+use crate::profile::{Profiling, Stage, stage};
 use crate::rope::{VisionRope, patch_positions};
 use crate::weights::Weights;
 
@@ -126,6 +126,7 @@ pub struct VisionModel {
     merge: usize,
     window: usize,
     ops: Ops,
+    profiling: Profiling,
     stages: TowerStages,
 }
 
@@ -198,6 +199,7 @@ impl VisionModel {
             merge: v.spatial_merge_size,
             window: v.window_size / v.spatial_merge_size / v.patch_size,
             ops: vb.ops().clone(),
+            profiling: p.clone(),
             stages: TowerStages {
                 patch_embed: stage!(p, "vision.patch_embed"),
                 rotary_tables: stage!(p, "vision.rotary_tables"),
@@ -227,6 +229,8 @@ impl VisionModel {
         Ok(self.rope.tables(permuted.into_iter(), device)?)
     }
 
+    /// Taps: `vision.patch_embed` (patch order), `vision.output`.
+    ///
     /// The whole tower: `pixel_values` `[ΣP, 1176]` of the images with these grids → visual tokens
     /// `[ΣT, out_hidden]` in raster order per image, images concatenated.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
@@ -234,6 +238,7 @@ impl VisionModel {
         let layout = self.layout(grids);
         let st = &self.stages;
         let xs = st.patch_embed.run(|| self.embed_patches(pixel_values))?;
+        self.profiling.tap(|| "vision.patch_embed".into(), &xs);
         let (n, d) = xs.dims2()?;
         let unit = self.merge * self.merge;
         let groups = index_tensor(&layout.window_index, device)?;
@@ -262,7 +267,9 @@ impl VisionModel {
             m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)
         })?;
         let rev = index_tensor(&layout.reverse_index(), device)?;
-        Ok(xs.index_select(&rev, 0)?)
+        let out = xs.index_select(&rev, 0)?;
+        self.profiling.tap(|| "vision.output".into(), &out);
+        Ok(out)
     }
 }
 

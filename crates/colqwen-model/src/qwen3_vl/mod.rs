@@ -19,10 +19,16 @@ use vision::VisionModel;
 /// On-disk key → module key: colpali-engine's `ColQwen3._checkpoint_conversion_mapping`, applied in order
 /// (`base_model.model.custom_text_proj` of a PEFT save → `custom_text_proj`; the Hub layout of
 /// `Qwen3VLForConditionalGeneration`, `model.visual.*` / `model.language_model.*`, → `visual.*` /
-/// `language_model.*`; any other `model.` prefix dropped). `lm_head.*` of a Hub base is never asked for.
+/// `language_model.*`; any other `model.` prefix dropped), and the layout of the TomoroAI checkpoints
+/// (`model_type` "colqwen3", remote code: the Qwen3-VL model under `vlm.`, the head named
+/// `embedding_proj_layer`), renamed as vLLM's `ColQwen3Model` loader renames it. `lm_head.*` / `vlm.lm_head.*`
+/// are never asked for.
 pub(crate) fn module_key(disk_key: &str) -> String {
-    const RULES: [(&str, &str); 4] = [
+    const RULES: [(&str, &str); 7] = [
         ("base_model.model.custom_text_proj", "custom_text_proj"),
+        ("vlm.model.visual", "visual"),
+        ("vlm.model.language_model", "language_model"),
+        ("embedding_proj_layer", "custom_text_proj"),
         ("model.visual", "visual"),
         ("model.language_model", "language_model"),
         ("model.", ""),
