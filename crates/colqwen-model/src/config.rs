@@ -108,6 +108,17 @@ impl ModelConfig {
         }
     }
 
+    /// The processor settings a checkpoint brings beyond its files: the TomoroAI ColQwen3 checkpoints
+    /// (`model_type` "colqwen3") are published with a processor (remote code) that caps pages at 1280 visual
+    /// tokens whatever `preprocessor_config.json` says, and strips whitespace from queries. `None`: the files say
+    /// it all (colpali-engine's processors).
+    pub(crate) fn processor_defaults(&self) -> Option<(usize, bool)> {
+        match self {
+            Self::Qwen3Vl(c) if c.model_type == "colqwen3" => Some((1280, true)),
+            _ => None,
+        }
+    }
+
     /// The patch layout and special ids every family's shell needs.
     pub(crate) fn geometry(&self) -> Geometry {
         match self {

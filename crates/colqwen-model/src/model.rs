@@ -157,8 +157,13 @@ impl ColQwen {
         let geometry = config.geometry();
         let pre_cfg = PreprocessorConfig::from_file(&files.preprocessor, &geometry)?;
         let g = &geometry;
-        let preprocessor = Preprocessor::new(&pre_cfg, g.patch, g.merge, g.temporal, opts.max_visual_tokens);
-        let prompts = Prompts::load(&files.tokenizer, geometry.image_token_id, opts.query.clone())?;
+        let (mut cap, mut query) = (opts.max_visual_tokens, opts.query.clone());
+        if let Some((tokens, strip)) = config.processor_defaults() {
+            cap = cap.or(Some(tokens));
+            query.strip |= strip;
+        }
+        let preprocessor = Preprocessor::new(&pre_cfg, g.patch, g.merge, g.temporal, cap);
+        let prompts = Prompts::load(&files.tokenizer, geometry.image_token_id, query)?;
         let adapter = match (&files.adapter, opts.skip_adapter) {
             (Some((cfg, weights)), false) => Some((weights.as_path(), AdapterConfig::from_file(cfg)?)),
             _ => None,

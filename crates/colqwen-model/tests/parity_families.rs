@@ -29,6 +29,8 @@ struct Case {
     family: Family,
     /// LoRA pairs merged at load.
     lora_pairs: usize,
+    /// A visual-token cap to load with (`None`: the checkpoint's own).
+    max_visual_tokens: Option<usize>,
 }
 
 const COLQWEN3: Case = Case {
@@ -38,6 +40,7 @@ const COLQWEN3: Case = Case {
     golden: "colqwen3-tiny",
     family: Family::ColQwen3,
     lora_pairs: 0,
+    max_visual_tokens: None,
 };
 const COLQWEN3_LORA: Case = Case {
     model: "colqwen3-tiny-lora",
@@ -46,9 +49,11 @@ const COLQWEN3_LORA: Case = Case {
     golden: "colqwen3-tiny-lora",
     family: Family::ColQwen3,
     lora_pairs: 29,
+    max_visual_tokens: None,
 };
 /// The TomoroAI layout (`model_type` "colqwen3", `vlm.`-prefixed keys, `embedding_proj_layer`): the same weights
-/// as `colqwen3-tiny`, so the same golden outputs.
+/// as `colqwen3-tiny`, so the same golden outputs, computed with colpali-engine's processor at the golden set's
+/// cap of 32 visual tokens (Tomoro's own processor would cap at 1280: see `tomoro_processor_defaults`).
 const TOMORO: Case = Case {
     model: "tomoro-colqwen3-tiny",
     golden_dir: "golden-qwen3",
@@ -56,6 +61,7 @@ const TOMORO: Case = Case {
     golden: "colqwen3-tiny",
     family: Family::ColQwen3,
     lora_pairs: 0,
+    max_visual_tokens: Some(32),
 };
 /// The layout of `nomic-ai/colnomic-embed-multimodal-3b/-7b`: a ColQwen2.5-architecture PEFT adapter over a base
 /// of another size (hidden 96 here, as the 7B's 3584 differs from the 3B's 2048), on the ColQwen2.5 inputs.
@@ -66,6 +72,7 @@ const COLNOMIC: Case = Case {
     golden: "colnomic-tiny",
     family: Family::ColQwen2_5,
     lora_pairs: 22,
+    max_visual_tokens: None,
 };
 
 struct Loaded {
@@ -83,8 +90,9 @@ fn load(case: &Case) -> Loaded {
         &HubOptions { offline: true, ..Default::default() },
     )
     .unwrap_or_else(|e| panic!("{}: {e}", case.model));
-    let model = ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions::default())
-        .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    let opts = LoadOptions { max_visual_tokens: case.max_visual_tokens, ..Default::default() };
+    let model =
+        ColQwen::load(&files, &Device::Cpu, DType::F32, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.model));
     assert_eq!(model.family(), case.family, "{}", case.model);
     assert_eq!(model.lora_pairs(), case.lora_pairs, "{}: LoRA pairs", case.model);
     let dir = tiny(case.inputs_dir);
@@ -311,4 +319,23 @@ fn colnomic_layout_of_another_size_matches() {
     assert_eq!(l.model.embedding_dim(), 128);
     check_stages(&COLNOMIC);
     check_scores_and_batches(&COLNOMIC);
+}
+
+/// Loaded as published, a TomoroAI checkpoint takes its processor's settings: 1280 visual tokens at most
+/// (1280 cells of 32×32 px) and queries with their outer whitespace cut.
+#[test]
+fn tomoro_processor_defaults() {
+    let files = ModelFiles::resolve(
+        tiny("tomoro-colqwen3-tiny").to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .unwrap();
+    let m = ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions::default()).unwrap();
+    assert_eq!(m.preprocessor().max_pixels, 1280 * 32 * 32);
+    let ids = |q: &str| m.query_batch(&[q]).unwrap().ids;
+    assert_eq!(ids("  reset the firmware \n"), ids("reset the firmware"));
+    let colpali = &loaded(&COLQWEN3).model;
+    let colpali_ids = |q: &str| colpali.query_batch(&[q]).unwrap().ids;
+    assert_ne!(colpali_ids("  reset the firmware"), colpali_ids("reset the firmware"), "colpali-engine keeps it");
 }
