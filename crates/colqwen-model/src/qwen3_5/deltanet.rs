@@ -338,33 +338,9 @@ pub fn core(
     cu_seqlens: &[usize],
     round: fn(f32) -> f32,
 ) -> Core {
-    let n = cu_seqlens.last().copied().unwrap_or(0);
-    let (cd, kw, nv) = (heads.conv_dim(), params.kernel, heads.nv);
-    let mut conv_out = vec![0f32; n * cd];
-    for w in cu_seqlens.windows(2) {
-        let (s, e) = (w[0], w[1]);
-        conv_out[s * cd..e * cd].par_chunks_mut(cd).enumerate().for_each(|(t, out)| {
-            // out[t] = Σ_j w[j]·x[t − (K−1) + j], zero before the sequence start (F.conv1d, padding K−1, cut to L).
-            for (c, o) in out.iter_mut().enumerate() {
-                let mut acc = 0f32;
-                for j in 0..kw {
-                    if let Some(src) = (t + j).checked_sub(kw - 1) {
-                        acc += params.conv[c * kw + j] * qkv[(s + src) * cd + c];
-                    }
-                }
-                *o = round(silu(round(acc)));
-            }
-        });
-    }
-    let mut g = vec![0f32; n * nv];
-    let mut beta = vec![0f32; n * nv];
-    for t in 0..n {
-        for h in 0..nv {
-            beta[t * nv + h] = round(sigmoid(b[t * nv + h]));
-            g[t * nv + h] = -params.a_log[h].exp() * softplus(a[t * nv + h] + params.dt_bias[h]);
-        }
-    }
-    let kd = heads.nk * heads.dk;
+    let conv_out = conv_silu(qkv, &params.conv, params.kernel, heads.conv_dim(), cu_seqlens, round);
+    let (g, beta) = gates(a, b, params, heads.nv, round);
+    let (cd, kd, n) = (heads.conv_dim(), heads.nk * heads.dk, cu_seqlens.last().copied().unwrap_or(0));
     let (mut q, mut k, mut v) =
         (Vec::with_capacity(n * kd), Vec::with_capacity(n * kd), Vec::with_capacity(n * heads.nv * heads.dv));
     for row in conv_out.chunks(cd) {
@@ -374,6 +350,53 @@ pub fn core(
     }
     let out = chunked(&q, &k, &v, &g, &beta, heads, cu_seqlens);
     Core { conv_out, g, beta, out }
+}
+
+/// The depthwise causal convolution and SiLU (`causal_conv1d_fn(..., activation="silu")`) of `x` `[N, channels]`
+/// with `weight` `[channels, kernel]` over packed sequences: `out[t] = silu(Σ_j w[j]·x[t − (K−1) + j])`, zero
+/// before each sequence's first row (F.conv1d with padding K−1, cut to L); the sum accumulated in f32 and rounded
+/// once by `round`, SiLU computed from the rounded value and rounded.
+pub fn conv_silu(
+    x: &[f32],
+    weight: &[f32],
+    kernel: usize,
+    channels: usize,
+    cu_seqlens: &[usize],
+    round: fn(f32) -> f32,
+) -> Vec<f32> {
+    let n = cu_seqlens.last().copied().unwrap_or(0);
+    let (cd, kw) = (channels, kernel);
+    let mut out = vec![0f32; n * cd];
+    for w in cu_seqlens.windows(2) {
+        let (s, e) = (w[0], w[1]);
+        out[s * cd..e * cd].par_chunks_mut(cd).enumerate().for_each(|(t, row)| {
+            for (c, o) in row.iter_mut().enumerate() {
+                let mut acc = 0f32;
+                for j in 0..kw {
+                    if let Some(src) = (t + j).checked_sub(kw - 1) {
+                        acc += weight[c * kw + j] * x[(s + src) * cd + c];
+                    }
+                }
+                *o = round(silu(round(acc)));
+            }
+        });
+    }
+    out
+}
+
+/// The gates of `[N, nv]` projections `a`, `b`: `(g, β)` with `g = −exp(A_log)·softplus(a + dt_bias)` in f32 and
+/// `β = sigmoid(b)` rounded by `round` (the reference computes it in the model dtype).
+pub fn gates(a: &[f32], b: &[f32], params: &Params, nv: usize, round: fn(f32) -> f32) -> (Vec<f32>, Vec<f32>) {
+    let n = a.len() / nv.max(1);
+    let mut g = vec![0f32; n * nv];
+    let mut beta = vec![0f32; n * nv];
+    for t in 0..n {
+        for h in 0..nv {
+            beta[t * nv + h] = round(sigmoid(b[t * nv + h]));
+            g[t * nv + h] = -params.a_log[h].exp() * softplus(a[t * nv + h] + params.dt_bias[h]);
+        }
+    }
+    (g, beta)
 }
 
 #[cfg(test)]

@@ -194,7 +194,8 @@ impl GatedDeltaNet {
             (Ops::CudaBf16(_), Some(tiles)) => {
                 let core = core_stage.run(|| {
                     let conv = crate::kernels::causal_conv_silu(&qkv, &self.conv, tiles)?;
-                    crate::kernels::gated_delta_rule(&conv, &a, &b, &self.a_log, &self.dt_bias, tiles, self.heads)
+                    let Heads { nk, nv, dk, dv } = self.heads;
+                    crate::kernels::gated_delta_rule(&conv, &a, &b, &self.a_log, &self.dt_bias, tiles, (nk, nv, dk, dv))
                 })?;
                 norm_stage.run(|| crate::kernels::gated_rms_norm(&core, &z, &self.norm, self.eps, dv))?
             }
@@ -271,7 +272,7 @@ impl DeltaPlan {
     fn new(ops: &Ops, cu_seqlens: &[usize], heads: Heads, device: &Device) -> Result<Self> {
         let cuda = match ops {
             #[cfg(feature = "cuda")]
-            Ops::CudaBf16(_) if crate::kernels::deltanet_fits(heads) => {
+            Ops::CudaBf16(_) if crate::kernels::deltanet_fits(heads.dk, heads.dv) => {
                 Some(crate::kernels::delta_tiles(cu_seqlens, device)?)
             }
             _ => {
