@@ -208,3 +208,28 @@ fn colqwen3_on_weaviate() {
     assert_eq!(hits.as_array().unwrap().len(), 2, "{hits}");
     assert_eq!((stats["family"].as_str(), stats["embedding_dim"].as_u64()), (Some("ColQwen3"), Some(320)), "{stats}");
 }
+
+/// A checkpoint of a family colqwen does not run: one `error:` naming the file and the families it runs, a
+/// `hint:`, exit 1, and no index folder made.
+#[test]
+fn an_unsupported_checkpoint_is_refused_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    for entry in std::fs::read_dir(tiny(COLQWEN3.model)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, model.join(p.file_name().unwrap())).unwrap();
+    }
+    let cfg = model.join("config.json");
+    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("\"qwen3_vl\"", "\"llava\"")).unwrap();
+    let index = tmp.path().join("index");
+    let mut c = colqwen(index.to_str().unwrap(), &model);
+    c.arg("ingest").arg(pdf("siscone-refman_p60_diagram.pdf"));
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
+    assert!(err.contains("config.json") && err.contains("ColQwen3") && err.contains("ColQwen2.5"), "{err}");
+    assert!(err.contains("hint:"), "{err}");
+    assert!(!index.exists(), "nothing is written before the model has loaded");
+}
