@@ -230,7 +230,7 @@ fn stage_tolerance(family: Family, tap: &str) -> Tolerance {
 /// and 1.55e-4 (the LoRA adapter) at the decoder layers, ours by up to 1.24e-4 and 1.52e-4 — two independent
 /// roundings of one ill-conditioned function, measured here against a float64 run of colpali-engine 0.3.18; ours
 /// and the golden set differ by at most 1.57e-4. Every other stage, the DeltaNet core's included, and the
-/// embeddings (≤ 7e-6) hold [`F32_PARITY`].
+/// embeddings (≤ 8.5e-6) hold [`F32_PARITY`].
 const QWEN3_5_HIDDEN: Tolerance = Tolerance { min_cos: 0.9999, max_abs: 2.5e-4 };
 
 /// Token ids, grids, M-RoPE positions: exact; pixel values: bit-identical (pre-sized and resampled alike; the
@@ -269,14 +269,16 @@ fn check_stages(case: &'static Case) {
         let (emb, taps) = l.tapped(|m| m.embed_pixel_values(&[l.golden_pixels(i)]).unwrap());
         let compared = l.check_stages(&format!("{} image {i}", case.model), &format!("image.{i:02}"), &taps);
         let (e, _) = l.golden.f32(&key("image", i, "embedding"));
-        assert_rows_close(&format!("{} image {i} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        let d = assert_rows_close(&format!("{} image {i} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        eprintln!("{} image {i} embedding: {d:?}", case.model);
         assert!(compared >= 3, "{}: only {compared} stages had a golden tensor", case.model);
     }
     for (j, q) in l.manifest.queries.iter().enumerate() {
         let (emb, taps) = l.tapped(|m| m.embed_queries(&[q]).unwrap());
         l.check_stages(&format!("{} query {j}", case.model), &format!("query.{j:02}"), &taps);
         let (e, _) = l.golden.f32(&key("query", j, "embedding"));
-        assert_rows_close(&format!("{} query {j} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        let d = assert_rows_close(&format!("{} query {j} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        eprintln!("{} query {j} embedding: {d:?}", case.model);
     }
 }
 
