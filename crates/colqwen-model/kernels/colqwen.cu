@@ -321,23 +321,28 @@ extern "C" __global__ void silu_mul_bf16(const bf16* __restrict__ gu, bf16* __re
     *reinterpret_cast<uint4*>(out + r * inter + j) = o.u;
 }
 
-// Residual add fused with the next RMSNorm, one warp per row (d % 8 == 0, d ≤ 2048), the row kept in registers:
+// Residual add fused with the next RMSNorm, one warp per row (d % 8 == 0, d ≤ 8 · 32 · MAX_CHUNKS), the row kept
+// in registers:
 //   h = x + delta            (bf16, as the reference's residual add; skipped when delta is null: h = x)
-//   y = bf16(bf16(h · rsqrt(mean(h²) + eps)) · w)   — statistics in f32 from the rounded h, normalised values
-//                                                     cast back before the weight multiply (trap 13).
+//   ROUND_FIRST (Qwen2 / Qwen3, bf16 w):
+//     y = bf16(bf16(h · rsqrt(mean(h²) + eps)) · w)   — statistics in f32 from the rounded h, normalised values
+//                                                       cast back before the weight multiply (trap 13);
+//   else (Qwen3.5's zero-centred norm, w = 1 + w' in f32):
+//     y = bf16((h · rsqrt(mean(h²) + eps)) · w)       — the whole product in f32, one rounding
+//                                                       (`Qwen3_5RMSNorm`: `(x * w).to(float16)`, unlike Llama).
 // Writes h to h_out (when delta is given) and y.
 constexpr int NORM_WARPS = 4;
-constexpr int NORM_MAX_CHUNKS = 8;  // 16-byte chunks per lane: d ≤ 8 · 8 · 32
-extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
-    add_rms_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const bf16* __restrict__ w,
-                      bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d, float eps) {
+template <typename W, int MAX_CHUNKS, bool ROUND_FIRST>
+__device__ __forceinline__ void add_rms_norm_rows(const bf16* __restrict__ x, const bf16* __restrict__ delta,
+                                                  const W* __restrict__ w, bf16* __restrict__ h_out,
+                                                  bf16* __restrict__ y, int n, int d, float eps) {
     const int lane = threadIdx.x % 32;
     const long long row = (long long)blockIdx.x * NORM_WARPS + threadIdx.x / 32;
     if (row >= n) return;
-    Pack8 hv[NORM_MAX_CHUNKS];
+    Pack8 hv[MAX_CHUNKS];
     float ss = 0.f;
 #pragma unroll
-    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+    for (int k = 0; k < MAX_CHUNKS; ++k) {
         const int c = (k * 32 + lane) * 8;
         if (c < d) {
             hv[k].u = *reinterpret_cast<const uint4*>(x + row * d + c);
@@ -360,17 +365,34 @@ extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     const float r = rsqrtf(ss / d + eps);
 #pragma unroll
-    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+    for (int k = 0; k < MAX_CHUNKS; ++k) {
         const int c = (k * 32 + lane) * 8;
         if (c < d) {
-            Pack8 wv, o;
-            wv.u = *reinterpret_cast<const uint4*>(w + c);
+            float wv[8];
+            load8(w + c, wv);
+            Pack8 o;
 #pragma unroll
-            for (int e = 0; e < 8; ++e)
-                o.v[e] = __float2bfloat16(rbf(__bfloat162float(hv[k].v[e]) * r) * __bfloat162float(wv.v[e]));
+            for (int e = 0; e < 8; ++e) {
+                const float normed = __bfloat162float(hv[k].v[e]) * r;
+                o.v[e] = __float2bfloat16(ROUND_FIRST ? rbf(normed) * wv[e] : __fmul_rn(normed, wv[e]));
+            }
             *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
         }
     }
+}
+
+constexpr int NORM_MAX_CHUNKS = 8;  // 16-byte chunks per lane: d ≤ 8 · 8 · 32
+extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
+    add_rms_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const bf16* __restrict__ w,
+                      bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d, float eps) {
+    add_rms_norm_rows<bf16, NORM_MAX_CHUNKS, true>(x, delta, w, h_out, y, n, d, eps);
+}
+
+// Qwen3.5's zero-centred RMSNorm, `w1` = 1 + w in f32; d ≤ 4096 (16 chunks per lane).
+extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
+    add_centred_rms_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const float* __restrict__ w1,
+                              bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d, float eps) {
+    add_rms_norm_rows<float, 16, false>(x, delta, w1, h_out, y, n, d, eps);
 }
 
 // Residual add fused with the next LayerNorm (with bias), one warp per row (d % 8 == 0, d ≤ 2048), the row kept
@@ -524,57 +546,6 @@ extern "C" __global__ void rope_partial_f32(const bf16* src, int src_rs, const f
 extern "C" __global__ void rope_partial_bf16(const bf16* src, int src_rs, const bf16* cos, const bf16* sin, bf16* dst,
                                             int n, int heads, int d, int r) {
     rope_partial<bf16, true>(src, src_rs, cos, sin, dst, n, heads, d, r);
-}
-
-// Residual add fused with Qwen3.5's zero-centred RMSNorm, one warp per row (d % 8 == 0, d ≤ 4096), the row kept
-// in registers:
-//   h = x + delta                                   (bf16; skipped when delta is null: h = x)
-//   y = bf16((h · rsqrt(mean(h²) + eps)) · w1)      — w1 = 1 + w in f32, the whole product in f32, one rounding
-//                                                     (`Qwen3_5RMSNorm`: `(x * w).to(float16)`, unlike Llama).
-constexpr int CNORM_MAX_CHUNKS = 16;  // 16-byte chunks per lane: d ≤ 16 · 8 · 32
-extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
-    add_centred_rms_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const float* __restrict__ w1,
-                              bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d, float eps) {
-    const int lane = threadIdx.x % 32;
-    const long long row = (long long)blockIdx.x * NORM_WARPS + threadIdx.x / 32;
-    if (row >= n) return;
-    Pack8 hv[CNORM_MAX_CHUNKS];
-    float ss = 0.f;
-#pragma unroll
-    for (int k = 0; k < CNORM_MAX_CHUNKS; ++k) {
-        const int c = (k * 32 + lane) * 8;
-        if (c < d) {
-            hv[k].u = *reinterpret_cast<const uint4*>(x + row * d + c);
-            if (delta) {
-                Pack8 b;
-                b.u = *reinterpret_cast<const uint4*>(delta + row * d + c);
-#pragma unroll
-                for (int e = 0; e < 8; ++e)
-                    hv[k].v[e] = __float2bfloat16(__bfloat162float(hv[k].v[e]) + __bfloat162float(b.v[e]));
-                *reinterpret_cast<uint4*>(h_out + row * d + c) = hv[k].u;
-            }
-#pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                const float v = __bfloat162float(hv[k].v[e]);
-                ss += v * v;
-            }
-        }
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    const float r = rsqrtf(ss / d + eps);
-#pragma unroll
-    for (int k = 0; k < CNORM_MAX_CHUNKS; ++k) {
-        const int c = (k * 32 + lane) * 8;
-        if (c < d) {
-            float wv[8];
-            load8(w1 + c, wv);
-            Pack8 o;
-#pragma unroll
-            for (int e = 0; e < 8; ++e) o.v[e] = __float2bfloat16(__fmul_rn(__bfloat162float(hv[k].v[e]) * r, wv[e]));
-            *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
-        }
-    }
 }
 
 // Gated DeltaNet, step 1: the depthwise causal convolution (kernel k, no bias) over the [q | k | v] channels of

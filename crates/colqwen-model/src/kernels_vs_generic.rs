@@ -389,15 +389,8 @@ fn gated_delta_rule_matches_host() {
         let fused = host(&gated_delta_rule(&conv, &a, &b, &a_log, &dt_bias, &tiles, (nk, nv, dk, dv)).unwrap());
         let params = Params { conv: Vec::new(), kernel: 4, a_log: host(&a_log), dt_bias: host(&dt_bias) };
         let (g, beta) = deltanet::gates(&host(&a), &host(&b), &params, nv, round_bf16);
-        let c = host(&conv);
-        let kd = nk * dk;
-        let (mut q, mut k, mut v) = (Vec::new(), Vec::new(), Vec::new());
-        for row in c.chunks(cd) {
-            q.extend_from_slice(&row[..kd]);
-            k.extend_from_slice(&row[kd..2 * kd]);
-            v.extend_from_slice(&row[2 * kd..]);
-        }
-        let expected = deltanet::chunked(&q, &k, &v, &g, &beta, heads, &cu);
+        let (q, k, v) = deltanet::split_qkv(&host(&conv), heads);
+        let expected = deltanet::chunked(&deltanet::Inputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }, heads, &cu);
         // The kernel's f32 sums run in other orders; its output is rounded to bf16 once.
         let worst = worst_relative(&fused, &expected, 5e-2);
         let max_abs = fused.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);

@@ -113,37 +113,51 @@ fn per_sequence_head(
     out
 }
 
+/// The delta rule's inputs over packed sequences, f32: `q`, `k` `[N, nk, dk]`, `v` `[N, nv, dv]`, `g`, `beta`
+/// `[N, nv]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    /// Queries (before their L2 norm).
+    pub q: &'a [f32],
+    /// Keys (before their L2 norm).
+    pub k: &'a [f32],
+    /// Values.
+    pub v: &'a [f32],
+    /// Log-decays.
+    pub g: &'a [f32],
+    /// Write strengths.
+    pub beta: &'a [f32],
+}
+
+/// The `[q | k | v]` rows of the convolution's output `[N, conv_dim]` as three arrays `[N, nk·dk]`,
+/// `[N, nk·dk]`, `[N, nv·dv]` (`torch.split` then `reshape`).
+pub fn split_qkv(conv_out: &[f32], heads: Heads) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (cd, kd) = (heads.conv_dim(), heads.nk * heads.dk);
+    let n = conv_out.len() / cd.max(1);
+    let (mut q, mut k, mut v) =
+        (Vec::with_capacity(n * kd), Vec::with_capacity(n * kd), Vec::with_capacity(n * (cd - 2 * kd)));
+    for row in conv_out.chunks(cd) {
+        q.extend_from_slice(&row[..kd]);
+        k.extend_from_slice(&row[kd..2 * kd]);
+        v.extend_from_slice(&row[2 * kd..]);
+    }
+    (q, k, v)
+}
+
 /// `torch_chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)` over packed sequences, with
-/// the key heads repeated (interleaved) to the value heads as `Qwen3_5GatedDeltaNet` does before the call:
-/// `q`, `k` `[N, nk, dk]`, `v` `[N, nv, dv]`, `g`, `beta` `[N, nv]`, all f32 → `[N, nv, dv]` f32.
-pub fn chunked(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    heads: Heads,
-    cu_seqlens: &[usize],
-) -> Vec<f32> {
+/// the key heads repeated (interleaved) to the value heads as `Qwen3_5GatedDeltaNet` does before the call →
+/// `[N, nv, dv]` f32.
+pub fn chunked(x: &Inputs, heads: Heads, cu_seqlens: &[usize]) -> Vec<f32> {
     let n = cu_seqlens.last().copied().unwrap_or(0);
-    per_sequence_head(n, heads, cu_seqlens, |rows, h| chunked_head(q, k, v, g, beta, heads, rows, h))
+    per_sequence_head(n, heads, cu_seqlens, |rows, h| chunked_head(x, heads, rows, h))
 }
 
 /// One value head of one sequence in chunks of [`CHUNK`], in the reference's order of operations: zero
 /// padding to whole chunks, `k·β` and `v·β`, the in-chunk cumulative log-decay `c`, the decay matrix
 /// `D[i][j] = exp(c_i − c_j)` (0 above the diagonal), the unit-lower-triangular system `(I + strict(kβ·kᵀ ⊙ D))`
 /// solved by forward substitution for the new values and the decayed keys, then the scan over chunks.
-#[allow(clippy::too_many_arguments)]
-fn chunked_head(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    heads: Heads,
-    rows: std::ops::Range<usize>,
-    h: usize,
-) -> Vec<f32> {
+fn chunked_head(x: &Inputs, heads: Heads, rows: std::ops::Range<usize>, h: usize) -> Vec<f32> {
+    let Inputs { q, k, v, g, beta } = *x;
     let Heads { nv, dk, dv, .. } = heads;
     let len = rows.len();
     let (qs, ks) = head_qk(q, k, heads, rows.clone(), h, false);
@@ -262,15 +276,8 @@ fn chunked_head(
 
 /// `torch_recurrent_gated_delta_rule` (one token at a time) with the same arguments and result as
 /// [`chunked`]: equal in exact arithmetic, a cross-check of the chunked form.
-pub fn recurrent(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    g: &[f32],
-    beta: &[f32],
-    heads: Heads,
-    cu_seqlens: &[usize],
-) -> Vec<f32> {
+pub fn recurrent(x: &Inputs, heads: Heads, cu_seqlens: &[usize]) -> Vec<f32> {
+    let Inputs { q, k, v, g, beta } = *x;
     let n = cu_seqlens.last().copied().unwrap_or(0);
     let Heads { nv, dk, dv, .. } = heads;
     per_sequence_head(n, heads, cu_seqlens, |rows, h| {
@@ -340,15 +347,8 @@ pub fn core(
 ) -> Core {
     let conv_out = conv_silu(qkv, &params.conv, params.kernel, heads.conv_dim(), cu_seqlens, round);
     let (g, beta) = gates(a, b, params, heads.nv, round);
-    let (cd, kd, n) = (heads.conv_dim(), heads.nk * heads.dk, cu_seqlens.last().copied().unwrap_or(0));
-    let (mut q, mut k, mut v) =
-        (Vec::with_capacity(n * kd), Vec::with_capacity(n * kd), Vec::with_capacity(n * heads.nv * heads.dv));
-    for row in conv_out.chunks(cd) {
-        q.extend_from_slice(&row[..kd]);
-        k.extend_from_slice(&row[kd..2 * kd]);
-        v.extend_from_slice(&row[2 * kd..]);
-    }
-    let out = chunked(&q, &k, &v, &g, &beta, heads, cu_seqlens);
+    let (q, k, v) = split_qkv(&conv_out, heads);
+    let out = chunked(&Inputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }, heads, cu_seqlens);
     Core { conv_out, g, beta, out }
 }
 
@@ -415,9 +415,8 @@ mod tests {
         for len in [1usize, 63, 64, 65, 700] {
             let get = |what: &str| golden.f32(&format!("L{len}.{what}")).0;
             let (q, k, v, g, beta) = (get("q"), get("k"), get("v"), get("g"), get("beta"));
-            let cu = [0, len];
-            let ours_chunked = chunked(&q, &k, &v, &g, &beta, HEADS, &cu);
-            let ours_recurrent = recurrent(&q, &k, &v, &g, &beta, HEADS, &cu);
+            let (x, cu) = (Inputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }, [0, len]);
+            let (ours_chunked, ours_recurrent) = (chunked(&x, HEADS, &cu), recurrent(&x, HEADS, &cu));
             for (what, ours) in [("chunked", &ours_chunked), ("recurrent", &ours_recurrent)] {
                 for reference in ["out_chunk", "out_recurrent"] {
                     let theirs = get(reference);
@@ -437,7 +436,7 @@ mod tests {
         let parts = [65usize, 63];
         let cat = |what: &str| parts.iter().flat_map(|l| golden.f32(&format!("L{l}.{what}")).0).collect::<Vec<_>>();
         let (q, k, v, g, beta) = (cat("q"), cat("k"), cat("v"), cat("g"), cat("beta"));
-        let both = chunked(&q, &k, &v, &g, &beta, HEADS, &[0, 65, 128]);
+        let both = chunked(&Inputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }, HEADS, &[0, 65, 128]);
         let alone = cat("out_chunk");
         let worst = both.iter().zip(&alone).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst <= 3e-6, "packed vs alone: {worst}");
