@@ -335,8 +335,9 @@ impl CustomOp3 for Rope {
         }
         b.arg(&out);
         candle_core::builder_arg!(b, n as i32, self.heads as i32, d as i32);
+        let rotated = r as i32;
         if !whole {
-            candle_core::builder_arg!(b, r as i32);
+            b.arg(&rotated);
         }
         let threads = if whole { el / 16 } else { el };
         // SAFETY: argument types and order match `rope_{f32,bf16}` / `rope_partial_{f32,bf16}` (the latter with the
@@ -898,7 +899,7 @@ impl CustomOp3 for GatedDeltaRule<'_> {
         let (prep_smem, scan_smem) = delta_smem(dk, dv, bv);
         let scale = (1.0 / (dk as f64).sqrt()) as f32;
         let dims = (nk as i32, nv as i32, dk as i32, dv as i32, cd as i32, scale);
-        let opt_in = |func: &candle_core::cuda_backend::CudaFunc, bytes: usize| -> Result<()> {
+        let opt_in = |func: &candle_core::cuda_backend::cudarc::driver::CudaFunction, bytes: usize| -> Result<()> {
             use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum as Attr;
             func.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32).w()
         };
