@@ -720,6 +720,28 @@ extern "C" __global__ void __launch_bounds__(256)
     for (int i = tid; i < m; i += nt) c_out[(row0 + i) * nv + h] = cs[i];
 }
 
+// A thread's register tile of a product in shared memory: acc[a][j] = Σ_{t<k} A[(r0 + a)·lda + t] · B[t·ldb + c0 + j]
+// for a < TI, j < TJ.
+template <int TI, int TJ>
+__device__ __forceinline__ void tile_product(const float* a, int lda, int r0, const float* b, int ldb, int c0, int k,
+                                             float (&acc)[TI][TJ]) {
+#pragma unroll
+    for (int i = 0; i < TI; ++i)
+#pragma unroll
+        for (int j = 0; j < TJ; ++j) acc[i][j] = 0.f;
+    for (int t = 0; t < k; ++t) {
+        float bv[TJ];
+#pragma unroll
+        for (int j = 0; j < TJ; ++j) bv[j] = b[t * ldb + c0 + j];
+#pragma unroll
+        for (int i = 0; i < TI; ++i) {
+            const float av = a[(r0 + i) * lda + t];
+#pragma unroll
+            for (int j = 0; j < TJ; ++j) acc[i][j] = fmaf(av, bv[j], acc[i][j]);
+        }
+    }
+}
+
 // One block of 128 threads per (block of BV value columns, value head, sequence): seqs[2·blockIdx.z] = (first
 // row, length). Carries S [dk, BV] through the sequence's chunks and writes o as bf16 into core [n, nv, dv].
 // Thread tiles: 16 row groups × 8 column groups; for V and o a thread owns rows 4·rg..4·rg+3 and columns
@@ -770,21 +792,7 @@ __device__ __forceinline__ void gdn_chunk_scan(const bf16* __restrict__ conv, co
         // V = U − W·S (each thread rewrites only its own outputs).
         {
             float acc[TI][TJ];
-#pragma unroll
-            for (int a = 0; a < TI; ++a)
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) acc[a][bq] = 0.f;
-            for (int e = 0; e < dk; ++e) {
-                float sv[TJ];
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) sv[bq] = st[e * BV + cg * TJ + bq];
-#pragma unroll
-                for (int a = 0; a < TI; ++a) {
-                    const float wv = xs[(rg * TI + a) * ldx + e];
-#pragma unroll
-                    for (int bq = 0; bq < TJ; ++bq) acc[a][bq] = fmaf(wv, sv[bq], acc[a][bq]);
-                }
-            }
+            tile_product(xs, ldx, rg * TI, st, BV, cg * TJ, dk, acc);
 #pragma unroll
             for (int a = 0; a < TI; ++a)
 #pragma unroll
@@ -801,38 +809,9 @@ __device__ __forceinline__ void gdn_chunk_scan(const bf16* __restrict__ conv, co
 
         // o = (q̂ e^c)·S + P·V.
         {
-            float acc[TI][TJ];
-#pragma unroll
-            for (int a = 0; a < TI; ++a)
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) acc[a][bq] = 0.f;
-            for (int e = 0; e < dk; ++e) {
-                float sv[TJ];
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) sv[bq] = st[e * BV + cg * TJ + bq];
-#pragma unroll
-                for (int a = 0; a < TI; ++a) {
-                    const float qv = xs[(rg * TI + a) * ldx + e];
-#pragma unroll
-                    for (int bq = 0; bq < TJ; ++bq) acc[a][bq] = fmaf(qv, sv[bq], acc[a][bq]);
-                }
-            }
-            float intra[TI][TJ];
-#pragma unroll
-            for (int a = 0; a < TI; ++a)
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) intra[a][bq] = 0.f;
-            for (int t = 0; t < GDN_C; ++t) {
-                float vv[TJ];
-#pragma unroll
-                for (int bq = 0; bq < TJ; ++bq) vv[bq] = vs[t * BV + cg * TJ + bq];
-#pragma unroll
-                for (int a = 0; a < TI; ++a) {
-                    const float pv = ps[(rg * TI + a) * lda + t];
-#pragma unroll
-                    for (int bq = 0; bq < TJ; ++bq) intra[a][bq] = fmaf(pv, vv[bq], intra[a][bq]);
-                }
-            }
+            float acc[TI][TJ], intra[TI][TJ];
+            tile_product(xs, ldx, rg * TI, st, BV, cg * TJ, dk, acc);
+            tile_product(ps, lda, rg * TI, vs, BV, cg * TJ, GDN_C, intra);
 #pragma unroll
             for (int a = 0; a < TI; ++a) {
                 const int i = rg * TI + a;
