@@ -61,7 +61,10 @@ impl Default for IngestOptions {
 
 /// One document in flight.
 struct DocState {
+    /// The file as given (what messages name).
     path: PathBuf,
+    /// The path as the index stores it: absolute, reversible ([`crate::discover::stored_path`]).
+    source: String,
     doc_id: String,
     sha256: String,
     pdf: Arc<Document>,
@@ -292,6 +295,7 @@ fn open_document(run: &Run<'_>, path: &Path) -> Result<DocState> {
     let expected_pages = pdf.expected_pages().max(page_count);
     Ok(DocState {
         path: path.to_path_buf(),
+        source: crate::discover::stored_path(path),
         doc_id: doc_id(&sha256),
         sha256,
         pdf: Arc::new(pdf),
@@ -439,7 +443,7 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
                 Ok(Embedded { page, vectors }) => {
                     records.push(PageRecord {
                         doc_id: doc.doc_id.clone(),
-                        source_path: doc.path.display().to_string(),
+                        source_path: doc.source.clone(),
                         file_sha256: doc.sha256.clone(),
                         page_index,
                         page_count: doc.expected_pages,
@@ -495,8 +499,7 @@ const STORE_BATCH_PAGES: usize = 32;
 
 /// Drops pages of older versions of this path and flushes: what the summary reports as stored is durable.
 fn finish_document(run: &Run<'_>, doc: &DocState) {
-    let source = doc.path.display().to_string();
-    let result = run.index.delete_file_version(&source, &doc.sha256).and_then(|n| {
+    let result = run.index.delete_file_version(&doc.source, &doc.sha256).and_then(|n| {
         run.index.flush()?;
         Ok(n)
     });
