@@ -14,7 +14,7 @@ const MANUAL: &str = "pdfs/reportlab-userguide_broken-xref.pdf";
 const MANUAL_PAGES: usize = 134;
 
 fn manual() -> Vec<u8> {
-    std::fs::read(fixture(MANUAL)).unwrap()
+    std::fs::read(fixture(MANUAL)).expect("the manual is committed")
 }
 
 /// `(start, end)` of every page object (`N 0 obj` … up to its `endobj`, typed `/Page`) of the manual, which
@@ -39,8 +39,8 @@ fn page_objects(pdf: &[u8]) -> Vec<(usize, usize)> {
 
 fn render_small(doc: &Arc<Document>, page_index: usize) -> image::RgbImage {
     let l = RenderLimits::default();
-    let (w, h) = render_size(doc.page_size_pt(page_index).unwrap(), TARGET_PIXELS / 4, &l);
-    render_contained(doc, page_index, w, h, &l).unwrap()
+    let (w, h) = render_size(doc.page_size_pt(page_index).expect("page size"), TARGET_PIXELS / 4, &l);
+    render_contained(doc, page_index, w, h, &l).expect("the page renders")
 }
 
 /// Issue 22 item 8: a vertical tab (or any other whitespace byte PDF allows) between `endobj` and the next
