@@ -102,26 +102,33 @@ impl Document {
         // Keep the bytes shared so a second attempt (empty password) does not copy them,
         // and so they are still at hand to diagnose a failure.
         let data: Arc<Vec<u8>> = Arc::new(bytes);
+        // A truncated file: hayro rebuilds its xref by scanning for objects and finds the pages
+        // whose objects survived; only the pages whose every object came before the cut are
+        // kept (below), and `page_count_check` names the file as incomplete. One that lost its
+        // catalog or page tree gets a new tree of the page objects found.
+        let truncated = looks_truncated(&data);
+        let rebuilt = || {
+            let fixed = crate::repair::rebuild_tree(&data, &raw)?;
+            let pdf = load(&Arc::new(fixed), password).ok()?;
+            tracing::warn!(pages = pdf.pages().len(), "rebuilt the page tree of a truncated file");
+            Some(pdf)
+        };
         let mut pdf = match load(&data, password) {
             Ok(pdf) => pdf,
             Err(LoadError::Wrong) => return Err(Error::WrongPassword { path }),
             Err(LoadError::Hayro(e)) => {
                 // Objects appended after the last %%EOF can hide the file's real xref: retry
                 // on the bytes up to it.
-                match cut_at_last_eof(&data).and_then(|cut| load(&Arc::new(cut), password).ok()) {
+                let retried = cut_at_last_eof(&data).and_then(|cut| load(&Arc::new(cut), password).ok());
+                match retried.or_else(|| if truncated { rebuilt() } else { None }) {
                     Some(pdf) => {
-                        tracing::debug!("opened the file cut at its last %%EOF");
+                        tracing::debug!("opened the file cut at its last %%EOF, or with a rebuilt page tree");
                         pdf
                     }
                     None => return Err(classify_load_error(e, &data, path)),
                 }
             }
         };
-
-        // A truncated file: hayro rebuilds its xref by scanning for objects and finds the pages
-        // whose objects survived; only the pages whose every object came before the cut are
-        // kept (below), and `page_count_check` names the file as incomplete.
-        let truncated = looks_truncated(&data);
 
         // Pages hayro's page tree lost, or boxes it cannot render: repair and reopen.
         let needs_repair = pdf.pages().len() < raw_pages || pdf.pages().iter().any(|p| !page_box_is_sane(p));
@@ -155,15 +162,26 @@ impl Document {
         // The pages: what hayro yields, less the dictionaries that are not pages (hayro makes
         // pages of annotations when the tree cannot be read), and in a truncated file less the
         // pages that lost objects in the cut.
+        let kept = |pdf: &Pdf| -> Vec<usize> {
+            (0..pdf.pages().len())
+                .filter(|&i| {
+                    let p = &pdf.pages()[i];
+                    crate::tree::is_page(p) && (!truncated || crate::tree::is_complete(p, pdf.xref()))
+                })
+                .collect()
+        };
+        let mut pages = kept(&pdf);
+        if pages.is_empty()
+            && truncated
+            && let Some(other) = rebuilt()
+        {
+            let other_pages = kept(&other);
+            if !other_pages.is_empty() {
+                (pdf, pages) = (other, other_pages);
+            }
+        }
         let tree = crate::tree::count(&pdf);
-        let yielded = pdf.pages().len();
         let not_pages = pdf.pages().iter().filter(|p| !crate::tree::is_page(p)).count();
-        let pages: Vec<usize> = (0..yielded)
-            .filter(|&i| {
-                let p = &pdf.pages()[i];
-                crate::tree::is_page(p) && (!truncated || crate::tree::is_complete(p, pdf.xref()))
-            })
-            .collect();
         if not_pages > 0 {
             tracing::warn!(path = %path.display(), not_pages, "dropped dictionaries that are not pages");
         }

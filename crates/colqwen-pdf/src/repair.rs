@@ -140,6 +140,42 @@ pub(crate) fn repair(data: &[u8], scan: &RawScan, unreadable: impl Fn(u32, u16) 
     Some(out)
 }
 
+/// A truncated file that lost its catalog or page tree (writers such as pdfTeX put them last): its complete
+/// objects (up to the last `endobj`), then a new page tree of every page object found, in file order, a
+/// catalog and a trailer. hayro rebuilds the cross-reference table by scanning (there is none) and finds the
+/// pages through the new tree; attributes the pages inherited from the lost tree (a `/MediaBox`, `/Resources`
+/// set on a node) are lost with it. `None` if there is no page object.
+pub(crate) fn rebuild_tree(data: &[u8], scan: &RawScan) -> Option<Vec<u8>> {
+    let mut pages: Vec<(usize, u32, u16)> = scan
+        .objects
+        .iter()
+        .filter(|(_, o)| o.looks_like_page(data) && o.body.end <= scan.last_endobj)
+        .map(|(&num, o)| (o.body.start, num, o.gen_num))
+        .collect();
+    if pages.is_empty() {
+        return None;
+    }
+    pages.sort_unstable();
+    let tree = scan.objects.keys().max().copied().unwrap_or(0).checked_add(1)?;
+    let catalog = tree.checked_add(1)?;
+    let mut out = data[..scan.last_endobj].to_vec();
+    let mut kids = String::new();
+    for (_, num, gen_num) in &pages {
+        let _ = write!(kids, " {num} {gen_num} R");
+    }
+    out.extend_from_slice(
+        format!(
+            "\n{tree} 0 obj\n<< /Type /Pages /Kids [{kids} ] /Count {} >>\nendobj\n\
+             {catalog} 0 obj\n<< /Type /Catalog /Pages {tree} 0 R >>\nendobj\n\
+             trailer\n<< /Root {catalog} 0 R /Size {} >>\n%%EOF\n",
+            pages.len(),
+            catalog + 1
+        )
+        .as_bytes(),
+    );
+    Some(out)
+}
+
 /// The `<< … >>` at the start of an object body (up to its matching `>>`, or to the end
 /// of the body if it is unbalanced).
 fn dict_text(body: &[u8]) -> Option<&[u8]> {

@@ -49,6 +49,8 @@ pub(crate) struct RawScan {
     pub(crate) too_deep_at: Option<usize>,
     /// Vertical tabs (0x0B) outside strings, streams and comments rewritten to spaces.
     pub(crate) vertical_tabs: usize,
+    /// Offset just after the last `endobj` (where the complete objects of a truncated file end).
+    pub(crate) last_endobj: usize,
 }
 
 impl RawScan {
@@ -154,6 +156,7 @@ pub(crate) fn scan(data: &mut [u8]) -> RawScan {
                 }
                 depth = 0;
                 i += 6;
+                out.last_endobj = i;
                 continue;
             }
             b'o' if data[i..].starts_with(b"obj") && is_delim_before(data, i) && !is_regular(data.get(i + 3)) => {
