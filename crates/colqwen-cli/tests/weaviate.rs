@@ -1,7 +1,7 @@
 //! `colqwen` against a real Weaviate server (`--index weaviate://HOST:PORT/Collection`), with the tiny fixture
 //! model and the real PDFs of `fixtures/pdfs`: two ingest processes writing into one collection at once, and
-//! a server killed in the middle of an ingest. The server comes from `COLQWEN_TEST_WEAVIATE` (and
-//! `COLQWEN_TEST_WEAVIATE_SERVER` for a node of the test's own), set by `.ci/run`; see
+//! a server killed in the middle of an ingest, a node that is not ready. The server is the node this test
+//! binary starts (or `COLQWEN_TEST_WEAVIATE`), the nodes of a test's own come from the pinned binary; see
 //! `colqwen_testkit::weaviate`.
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
-//! Against real Weaviate processes that the tests start themselves (`COLQWEN_TEST_WEAVIATE_SERVER`): a
+//! Against real Weaviate processes that the tests start themselves (`colqwen_testkit::weaviate::Node`): a
 //! two-node cluster on loopback with replication factor 2 that loses and regains a node, and the error of
-//! each way a server can fail us (refused key, nothing listening, no answer).
+//! each way a server can fail us (refused key, nothing listening, no answer, up but not ready).
 
 mod common;
 
