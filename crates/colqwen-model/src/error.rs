@@ -140,6 +140,14 @@ pub enum Error {
         /// The cache folder searched.
         cache: PathBuf,
     },
+    /// A load option this device or dtype does not offer (e.g. 8-bit weights on a GPU).
+    #[error("{what} is not supported")]
+    Unsupported {
+        /// What was asked for.
+        what: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
     /// A tensor operation failed (a bug or an out-of-memory, not bad input).
     #[error(transparent)]
     Tensor(#[from] candle_core::Error),
@@ -162,6 +170,7 @@ impl colqwen_core::Hint for Error {
             | Self::Safetensors { .. }
             | Self::ShapeMismatch { .. }
             | Self::MissingTensor { .. } => "the model folder is incomplete or damaged: download it again".into(),
+            Self::Unsupported { hint, .. } => (*hint).into(),
             Self::UnsupportedModelType { .. } => {
                 "pass a ColQwen2.5 checkpoint (e.g. vidore/colqwen2.5-v0.2) or a ColQwen3 one (e.g. TomoroAI/tomoro-colqwen3-embed-4b)".into()
             }

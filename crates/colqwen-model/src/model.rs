@@ -32,6 +32,26 @@ pub struct LoadOptions {
     pub query: QueryTemplate,
     /// Load the base only, ignoring the adapter (for tests and comparisons).
     pub skip_adapter: bool,
+    /// How the language model's projections hold their weights: dense in the model dtype (the default), or 8-bit
+    /// on the CPU.
+    pub text_weights: TextWeights,
+    /// Folder of the 8-bit weight cache (one file per checkpoint, see [`TextWeights::Q8`]); `None`: quantize at
+    /// every load. Unused with dense weights.
+    pub cache_dir: Option<std::path::PathBuf>,
+}
+
+/// How the language model's projections hold their weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TextWeights {
+    /// In the model dtype, like every other weight.
+    #[default]
+    Dense,
+    /// 8-bit on the CPU, for the f32 model: Q8_0 blocks (32 weights with one f16 scale) for the projections whose
+    /// shapes fit candle's x86 8-bit kernels, which also quantize the activations to 8 bits per row block; the
+    /// vision tower, norms, embeddings and head stay f32. About 4× less memory traffic per query encode, at
+    /// a measured cost in accuracy (README, `bench/results.md`). The merged and quantized weights are cached in
+    /// [`LoadOptions::cache_dir`], so only the first load quantizes. An error on any other device or dtype.
+    Q8,
 }
 
 /// Token sequences of a batch, packed: the model input of the text tower.
@@ -175,10 +195,21 @@ impl ColQwen {
             (Some((cfg, weights)), false) => Some((weights.as_path(), AdapterConfig::from_file(cfg)?)),
             _ => None,
         };
-        // The one place where the device fast path is chosen; the layers dispatch on `ops`.
+        // The one place where the device fast path is chosen; the layers dispatch on `ops` (the language model's
+        // on `text_ops`, which differ with 8-bit text weights).
         let ops = Ops::for_device(device, dtype)?;
+        let text_ops = ops.for_text(opts.text_weights, device, dtype)?;
         let profiling = Profiling::new(device);
-        let vb = Weights::open(&files.weights, Backbone::rename(&config), adapter, dtype, device, &ops, &profiling)?;
+        let vb = Weights::open(
+            &files.weights,
+            Backbone::rename(&config),
+            adapter,
+            dtype,
+            device,
+            (&ops, &text_ops),
+            opts.cache_dir.as_deref(),
+            &profiling,
+        )?;
         let backbone = Backbone::load(&config, &vb)?;
         let head_vb = vb.pp("custom_text_proj");
         let dim = match head_vb.shape_of("weight")?.as_deref() {
@@ -200,8 +231,12 @@ impl ColQwen {
         };
         let head = Linear::new(geometry.hidden, dim, true, head_vb)?;
         vb.check_adapter_used()?;
+        vb.finish();
         let family = config.family();
-        tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
+        tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), text_ops = text_ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
+        if let Ops::CpuQ8 = text_ops {
+            tracing::info!(kernels = crate::quant::kernel_level(), cache = ?vb.q8_cache_path(), "8-bit text weights");
+        }
         Ok(Self {
             lora_pairs: vb.lora_pairs(),
             config,

@@ -24,6 +24,9 @@ pub(crate) enum Linear {
         /// GELU (tanh) after the bias, in the same epilogue.
         gelu: bool,
     },
+    /// 8-bit weight on the CPU ([`Ops::CpuQ8`]): candle's quantized matmul over Q8_0 blocks (`crate::quant`),
+    /// f32 in and out, then the f32 bias.
+    Q8 { weight: candle_core::quantized::QMatMul, shape: (usize, usize), bias: Option<Tensor> },
 }
 
 impl std::fmt::Debug for Linear {
@@ -32,6 +35,7 @@ impl std::fmt::Debug for Linear {
             Self::Plain { weight, .. } => (weight, false),
             #[cfg(feature = "cuda")]
             Self::Epilogue { weight, .. } => (weight, true),
+            Self::Q8 { shape, .. } => return write!(f, "Linear({shape:?}, q8)"),
         };
         write!(f, "Linear({:?}, bias epilogue: {fused})", w.dims())
     }
@@ -40,9 +44,40 @@ impl std::fmt::Debug for Linear {
 impl Linear {
     /// Loads `weight` (and `bias` when `bias` is true) under `vb`.
     pub(crate) fn new(in_dim: usize, out_dim: usize, bias: bool, vb: Weights) -> crate::Result<Self> {
-        let weight = vb.get(&[out_dim, in_dim], "weight")?;
-        let bias = if bias { Some(vb.get(&[out_dim], "bias")?) } else { None };
-        Ok(Self::from_parts(weight, bias, vb.ops())?)
+        Self::stacked(&vb, &[("", out_dim)], in_dim, bias)
+    }
+
+    /// One projection made of the modules `parts` under `vb` (`(name, out rows)`; `""` is `vb` itself), their
+    /// weights `[rows, in_dim]` (and biases when `bias`) stacked along the output: the fused q/k/v or gate/up
+    /// GEMM. With [`Ops::CpuQ8`] and a shape that [`crate::quant::fits`], the stacked weight is Q8_0, read from
+    /// the 8-bit cache when it holds it (the dense weights are then never loaded).
+    pub(crate) fn stacked(vb: &Weights, parts: &[(&str, usize)], in_dim: usize, bias: bool) -> crate::Result<Self> {
+        let at = |name: &str| if name.is_empty() { vb.clone() } else { vb.pp(name) };
+        let rows: usize = parts.iter().map(|p| p.1).sum();
+        let stack = |ts: Vec<Tensor>| -> Result<Tensor> {
+            if ts.len() == 1 { Ok(ts.into_iter().next().expect("one part")) } else { Tensor::cat(&ts, 0) }
+        };
+        let weight = || -> crate::Result<Tensor> {
+            Ok(stack(parts.iter().map(|&(n, r)| at(n).get(&[r, in_dim], "weight")).collect::<crate::Result<_>>()?)?)
+        };
+        let bias = || -> crate::Result<Option<Tensor>> {
+            if !bias {
+                return Ok(None);
+            }
+            Ok(Some(stack(parts.iter().map(|&(n, r)| at(n).get(&[r], "bias")).collect::<crate::Result<_>>()?)?))
+        };
+        if let Ops::CpuQ8 = vb.ops()
+            && crate::quant::fits(rows, in_dim)
+        {
+            let names: Vec<&str> = parts.iter().map(|p| p.0).collect();
+            let key = if names == [""] { vb.name().to_string() } else { vb.full(&names.join("+")) };
+            let full: Vec<String> = parts.iter().map(|&(n, _)| at(n).full("weight")).collect();
+            let q = vb.q8(&key, &full, (rows, in_dim), weight)?;
+            let weight = candle_core::quantized::QMatMul::from_arc(q)?;
+            return Ok(Self::Q8 { weight, shape: (rows, in_dim), bias: bias()? });
+        }
+        let w = weight()?;
+        Ok(Self::from_parts(w, bias()?, vb.ops())?)
     }
 
     /// From tensors (`weight` `[out, in]`, `bias` `[out]`), for `ops`.
@@ -82,6 +117,13 @@ impl Module for Linear {
             Self::Epilogue { weight, bias, lt, gelu: true } => crate::kernels::linear_bias_gelu(lt, xs, weight, bias),
             Self::Plain { weight, bias } => {
                 let ys = xs.matmul(&weight.t()?)?;
+                match bias {
+                    Some(b) => ys.broadcast_add(b),
+                    None => Ok(ys),
+                }
+            }
+            Self::Q8 { weight, bias, .. } => {
+                let ys = weight.forward(&xs.contiguous()?)?;
                 match bias {
                     Some(b) => ys.broadcast_add(b),
                     None => Ok(ys),
@@ -179,7 +221,7 @@ impl Module for RmsNorm {
             return self.centred_generic(xs);
         }
         let fused = match &self.ops {
-            Ops::Generic => xs.dtype() == DType::F32,
+            Ops::Generic | Ops::CpuQ8 => xs.dtype() == DType::F32,
             #[cfg(feature = "cuda")]
             Ops::Cuda | Ops::CudaBf16(_) => true,
         };
@@ -545,6 +587,16 @@ impl GatedMlp {
     /// `silu(0)·0 = 0`, so the function is unchanged, and cuBLAS runs its aligned kernels (2.5× faster for
     /// this shape on an H100, bench `colqwen-bench gemm`).
     pub(crate) fn new(d: usize, inter: usize, bias: bool, vb: Weights, stages: [Stage; 3]) -> crate::Result<Self> {
+        let ops = vb.ops().clone();
+        if let Ops::CpuQ8 = ops {
+            // The 8-bit path: gate/up stacked (and cached) as one Q8_0 weight where the shapes fit.
+            return Ok(Self {
+                gate_up: Linear::stacked(&vb, &[("gate_proj", inter), ("up_proj", inter)], d, bias)?,
+                down: Linear::new(inter, d, bias, vb.pp("down_proj"))?,
+                ops,
+                stages,
+            });
+        }
         let get =
             |name: &str, shape: &[usize]| vb.pp(name).get(shape, if shape.len() == 1 { "bias" } else { "weight" });
         let (mut gw, mut uw, mut dw) =
@@ -555,7 +607,6 @@ impl GatedMlp {
             (None, None, None)
         };
         let padded = inter.div_ceil(128) * 128;
-        let ops = vb.ops().clone();
         if ops.pads_gemm_widths() && padded != inter {
             let extra = padded - inter;
             let (dtype, device) = (gw.dtype(), gw.device().clone());

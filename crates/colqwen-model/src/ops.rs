@@ -5,11 +5,18 @@
 
 use candle_core::{DType, Device, Result};
 
+use crate::model::TextWeights;
+
 /// Which implementation of the model's ops a loaded model runs.
 #[derive(Clone)]
 pub(crate) enum Ops {
     /// candle's own ops, as the reference orders them: the CPU, Metal, and every dtype there.
     Generic,
+    /// The CPU's f32 model with 8-bit projections (`--dtype q8`, only ever the language model's ops: see
+    /// [`Ops::for_text`]): [`Ops::Generic`], except that a projection whose shape fits candle's x86 8-bit kernels
+    /// holds its weight in Q8_0 (`crate::quant`), and its GEMM quantizes the activations to 8 bits per row
+    /// block.
+    CpuQ8,
     /// CUDA in f32 or f16: candle's ops, with the two choices that pay on a GPU in any dtype: candle's fused
     /// RMSNorm kernel (instead of nine memory-bound passes; in half precision at most one ulp from the
     /// reference's double rounding) and the gated MLP's width padded to a multiple of 128 (see
@@ -36,10 +43,25 @@ impl Ops {
         }
     }
 
+    /// The language model's ops: these ops, or with [`TextWeights::Q8`] the 8-bit projections of
+    /// [`Ops::CpuQ8`], which exist only for the CPU's f32 model (a GPU runs bf16 GEMMs faster than any 8-bit
+    /// path candle offers there, and the kernels are x86 CPU kernels).
+    pub(crate) fn for_text(&self, weights: TextWeights, device: &Device, dtype: DType) -> crate::Result<Self> {
+        match weights {
+            TextWeights::Dense => Ok(self.clone()),
+            TextWeights::Q8 if device.is_cpu() && dtype == DType::F32 => Ok(Self::CpuQ8),
+            TextWeights::Q8 => Err(crate::Error::Unsupported {
+                what: format!("8-bit weights on {device:?} in {dtype:?}"),
+                hint: "8-bit weights are for the CPU: pass --device cpu with --dtype q8, or leave --dtype out on a GPU",
+            }),
+        }
+    }
+
     /// Short name for logs.
     pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::Generic => "generic",
+            Self::CpuQ8 => "cpu-q8",
             #[cfg(feature = "cuda")]
             Self::Cuda => "cuda",
             #[cfg(feature = "cuda")]
@@ -64,7 +86,7 @@ impl Ops {
     /// CPU the padding would only add work.
     pub(crate) fn pads_gemm_widths(&self) -> bool {
         match self {
-            Self::Generic => false,
+            Self::Generic | Self::CpuQ8 => false,
             #[cfg(feature = "cuda")]
             Self::Cuda | Self::CudaBf16(_) => true,
         }
@@ -121,5 +143,14 @@ mod tests {
             assert!(matches!(ops, Ops::Generic), "{dtype:?}: {ops:?}");
             assert!(!ops.pads_gemm_widths());
         }
+    }
+
+    #[test]
+    fn eight_bit_weights_are_the_cpu_f32_text_tower_only() {
+        let ops = Ops::for_device(&Device::Cpu, DType::F32).unwrap();
+        assert!(matches!(ops.for_text(TextWeights::Dense, &Device::Cpu, DType::F32).unwrap(), Ops::Generic));
+        assert!(matches!(ops.for_text(TextWeights::Q8, &Device::Cpu, DType::F32).unwrap(), Ops::CpuQ8));
+        let err = ops.for_text(TextWeights::Q8, &Device::Cpu, DType::BF16).unwrap_err();
+        assert!(matches!(err, crate::Error::Unsupported { .. }), "{err}");
     }
 }

@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::ops::Ops;
 use crate::profile::Profiling;
 
+/// The module name of the language model in every family's renaming (`language_model.*`).
+const TEXT_TOWER: &str = "language_model";
+
 /// How a family maps on-disk tensor names to its module names (its `_checkpoint_conversion_mapping`).
 pub(crate) type Rename = fn(&str) -> String;
 
@@ -69,6 +72,10 @@ struct LoraPair {
 
 struct Store {
     files: Vec<(PathBuf, MmapedSafetensors)>,
+    /// The ops of the language model (`language_model.*`), which may differ from the rest's: see [`Weights::pp`].
+    text_ops: Ops,
+    /// The 8-bit weight cache of this checkpoint, when the language model runs [`Ops::CpuQ8`].
+    q8: Option<crate::quant::Cache>,
     tensors: HashMap<String, Entry>,
     adapter: Option<Adapter>,
     /// Module names whose weight was loaded, to prove every adapter pair found its module.
@@ -116,22 +123,38 @@ fn index_files(files: &[(PathBuf, MmapedSafetensors)], rename: impl Fn(&str) -> 
 
 impl Weights {
     /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config), their
-    /// tensor names mapped by the family's `rename`, for layers in `dtype` on `device` that run `ops` and report
-    /// to `profiling`.
+    /// tensor names mapped by the family's `rename`, for layers in `dtype` on `device` that run `ops` (the
+    /// language model: `text_ops`) and report to `profiling`. With `text_ops` [`Ops::CpuQ8`], the 8-bit weights
+    /// are cached in `cache_dir` (`None`: quantized at every load).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         files: &[PathBuf],
         rename: Rename,
         adapter: Option<(&Path, AdapterConfig)>,
         dtype: DType,
         device: &Device,
-        ops: &Ops,
+        (ops, text_ops): (&Ops, &Ops),
+        cache_dir: Option<&Path>,
         profiling: &Profiling,
     ) -> Result<Self> {
+        let q8 = matches!(text_ops, Ops::CpuQ8).then(|| {
+            let mut sources: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+            sources.extend(adapter.as_ref().map(|(p, _)| *p));
+            let options = adapter.as_ref().map(|(_, c)| format!("{c:?}")).unwrap_or_default();
+            crate::quant::Cache::open(cache_dir, &sources, &options)
+        });
         let files: Vec<_> = files.iter().map(|p| Ok((p.clone(), open(p)?))).collect::<Result<_>>()?;
         let tensors = index_files(&files, rename);
         let adapter = adapter.map(|(path, config)| Adapter::open(path, config, rename)).transpose()?;
         Ok(Self {
-            store: Arc::new(Store { files, tensors, adapter, used: Default::default() }),
+            store: Arc::new(Store {
+                files,
+                text_ops: text_ops.clone(),
+                q8,
+                tensors,
+                adapter,
+                used: Default::default(),
+            }),
             prefix: String::new(),
             dtype,
             device: device.clone(),
@@ -150,13 +173,55 @@ impl Weights {
         &self.profiling
     }
 
-    /// A view one level down: `pp("layers").pp(3)` → `layers.3.`.
+    /// A view one level down: `pp("layers").pp(3)` → `layers.3.`. The view of the language model
+    /// (`language_model`, the module name every family's renaming gives its text tower) carries the text
+    /// tower's ops, which differ from the rest's with 8-bit text weights (`Ops::CpuQ8`).
     pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Self {
-        let prefix = if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) };
+        let name = name.to_string();
+        if self.prefix.is_empty() && name == TEXT_TOWER {
+            return Self { prefix: name, ops: self.store.text_ops.clone(), ..self.clone() };
+        }
+        let prefix = if self.prefix.is_empty() { name } else { format!("{}.{name}", self.prefix) };
         Self { prefix, ..self.clone() }
     }
 
-    fn full(&self, name: &str) -> String {
+    /// The module name of this view (its prefix).
+    pub(crate) fn name(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The 8-bit (Q8_0) weight `key` of shape `[rows, cols]` stacked from the weights `parts` (full names under
+    /// the root): from the cache when it holds it, else quantized from what `build` loads. Marks `parts` used,
+    /// as loading them would.
+    pub(crate) fn q8(
+        &self,
+        key: &str,
+        parts: &[String],
+        shape: (usize, usize),
+        build: impl FnOnce() -> Result<Tensor>,
+    ) -> Result<Arc<candle_core::quantized::QTensor>> {
+        let Some(cache) = &self.store.q8 else {
+            return Err(candle_core::Error::Msg(format!("{key}: 8-bit weights outside the 8-bit text tower")).into());
+        };
+        if let Ok(mut used) = self.store.used.lock() {
+            used.extend(parts.iter().cloned());
+        }
+        cache.get_or_build(key, shape, build)
+    }
+
+    /// Ends the load: writes the 8-bit weight cache when this load had to build entries of it.
+    pub(crate) fn finish(&self) {
+        if let Some(cache) = &self.store.q8 {
+            cache.finish();
+        }
+    }
+
+    /// The 8-bit weight cache file (`None` without 8-bit weights or a cache folder).
+    pub(crate) fn q8_cache_path(&self) -> Option<&Path> {
+        self.store.q8.as_ref().and_then(|c| c.path())
+    }
+
+    pub(crate) fn full(&self, name: &str) -> String {
         if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
     }
 
@@ -424,7 +489,8 @@ mod tests {
             Some((&adapter, config)),
             dtype,
             &dev,
-            &Ops::Generic,
+            (&Ops::Generic, &Ops::Generic),
+            None,
             &Profiling::new(&dev),
         )
         .unwrap();

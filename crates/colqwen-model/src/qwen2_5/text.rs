@@ -45,13 +45,8 @@ pub struct TextModel {
 impl Attention {
     /// Loads `q_proj`, `k_proj`, `v_proj` (biased) fused into one projection, and `o_proj`.
     fn new(d: usize, heads: usize, kv_heads: usize, head_dim: usize, vb: Weights) -> Result<Self> {
-        let part = |name: &str, h: usize| -> Result<(Tensor, Tensor)> {
-            Ok((vb.pp(name).get(&[h * head_dim, d], "weight")?, vb.pp(name).get(&[h * head_dim], "bias")?))
-        };
-        let ((qw, qb), (kw, kb), (vw, vb_)) =
-            (part("q_proj", heads)?, part("k_proj", kv_heads)?, part("v_proj", kv_heads)?);
-        let bias = Tensor::cat(&[&qb, &kb, &vb_], 0)?;
-        let qkv = Linear::from_parts(Tensor::cat(&[&qw, &kw, &vw], 0)?, Some(bias), vb.ops())?;
+        let parts = [("q_proj", heads * head_dim), ("k_proj", kv_heads * head_dim), ("v_proj", kv_heads * head_dim)];
+        let qkv = Linear::stacked(&vb, &parts, d, true)?;
         let o_proj = Linear::new(heads * head_dim, d, false, vb.pp("o_proj"))?;
         let p = vb.profiling();
         let stages =
