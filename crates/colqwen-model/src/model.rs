@@ -157,6 +157,8 @@ pub struct ColQwen {
     device: Device,
     dtype: DType,
     lora_pairs: usize,
+    /// Query batches are padded to a multiple of this many rows (`Ops::query_rows_multiple`).
+    query_rows_multiple: usize,
     /// The device fast path, chosen once at load and shared with every layer.
     ops: Ops,
     /// Where the stages of every layer report when profiling is on.
@@ -212,8 +214,9 @@ impl ColQwen {
         vb.check_adapter_used()?;
         let family = config.family();
         tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
-        Ok(Self {
+        let model = Self {
             lora_pairs: vb.lora_pairs(),
+            query_rows_multiple: ops.query_rows_multiple(),
             config,
             geometry,
             backbone,
@@ -227,7 +230,9 @@ impl ColQwen {
             upload: stage!(profiling, "upload"),
             download: stage!(profiling, "download"),
             profiling,
-        })
+        };
+        model.warm_up()?;
+        Ok(model)
     }
 
     /// Records the named intermediate tensors of every forward pass into `taps` from now on, or stops with
@@ -413,11 +418,39 @@ impl ColQwen {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.query_batch(queries)?;
+        let mut batch = self.query_batch(queries)?;
+        let real = batch.cu_seqlens.len();
+        let rows = batch.ids.len();
+        let pad = rows.next_multiple_of(self.query_rows_multiple) - rows;
+        if pad > 0 {
+            // A sequence of its own: packed attention keeps it apart from the queries, whose rows are unchanged.
+            let id = batch.ids[0];
+            batch.push(vec![id; pad], query_positions(pad));
+        }
         let embeds = self.backbone.embed(&batch.ids)?;
         let hidden = self.backbone.text(&embeds, &batch, None, &mut Pace::none())?;
         self.profiling.tap(|| "last_hidden_state".into(), &hidden);
-        self.split(&self.head(&hidden)?, &batch.cu_seqlens)
+        self.split(&self.head(&hidden)?, &batch.cu_seqlens[..real])
+    }
+
+    /// Pads query batches to a multiple of `rows` rows from now on (see `Ops::query_rows_multiple`: 16 on CUDA,
+    /// 1 on the CPU after load); for tests and benchmarks.
+    pub fn set_query_rows_multiple(&mut self, rows: usize) {
+        self.query_rows_multiple = rows.max(1);
+    }
+
+    /// Runs a query of every padded length up to 64 rows once, on CUDA, so that the first user queries do not
+    /// pay for first launches and cuBLAS's per-shape choices (a no-op on the CPU, where nothing is compiled or
+    /// chosen per shape).
+    pub fn warm_up(&self) -> Result<()> {
+        if self.query_rows_multiple == 1 {
+            return Ok(());
+        }
+        let words = ["page"; 64];
+        for n in (0..=64).step_by(self.query_rows_multiple) {
+            self.embed_queries(&[&words[..n.max(1)].join(" ")])?;
+        }
+        Ok(())
     }
 
     /// One move back to the host, in f32, then split per sequence.
