@@ -243,7 +243,7 @@ impl ColQwen {
         };
         let head = Linear::new(geometry.hidden, dim, true, head_vb)?;
         vb.check_adapter_used()?;
-        vb.finish();
+        vb.finish()?;
         let family = config.family();
         tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), text_ops = text_ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
         if let Ops::CpuQ8 = text_ops {

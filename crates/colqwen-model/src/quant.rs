@@ -8,9 +8,10 @@
 //! by memory and by multiply-adds. candle 0.11's x86 kernels for Q8_0 (`quantized/repack_x86.rs`: weights
 //! re-tiled into 16-row tiles once, on first use; activations quantized to 8 bits per 256-value row block;
 //! `vpdpbusd` on AVX-512 VNNI or AVX-VNNI) read a quarter of the bytes and do 4× the multiply-adds per
-//! instruction. Those kernels need `in % 256 == 0` and `out % 16 == 0` ([`fits`]); other shapes stay f32. The
-//! vision tower stays f32 (its MLP width 3420 fits neither, and queries never run it), as do norms, embeddings
-//! and the head.
+//! instruction. Those kernels need `in % 256 == 0` and `out % 16 == 0`, which every projection of the published
+//! checkpoints meets; other shapes whose `in` is a multiple of the 32-weight block ([`fits`]: the tiny test
+//! fixtures) run candle's generic Q8_0 dot products, and the rest stays f32. The vision tower stays f32 (queries
+//! never run it), as do norms, embeddings and the head.
 //!
 //! The cache is one GGUF file per checkpoint (the format GGML tools read; candle writes it), named by a hash of
 //! the source files' paths and holding their fingerprint (canonical path, size and modification time of every
@@ -38,11 +39,16 @@ const FINGERPRINT_KEY: &str = "colqwen.fingerprint";
 /// Weights per Q8_0 block (one f16 scale each).
 const BLOCK: usize = 32;
 
-/// Whether a `[rows, cols]` projection runs in 8 bits: the shapes candle's x86 tile kernels take (`cols` a
-/// multiple of 256, the activation block; `rows` a multiple of the 16-row tile). Other shapes would fall back
-/// to candle's generic per-row dot products, slower than the f32 GEMM.
+/// Whether a `[rows, cols]` projection runs in 8 bits: `cols` a multiple of the Q8_0 block. candle runs its x86
+/// tile kernels when also `cols % 256 == 0` and `rows % 16 == 0` ([`tiled`]), else its generic per-row Q8_0 dot
+/// products (slower than the tiles, but only the tiny test fixtures have such shapes).
 pub(crate) fn fits(rows: usize, cols: usize) -> bool {
-    rows > 0 && rows.is_multiple_of(16) && cols > 0 && cols.is_multiple_of(256)
+    rows > 0 && cols > 0 && cols.is_multiple_of(BLOCK)
+}
+
+/// Whether candle's x86 8-bit tile kernels take a `[rows, cols]` weight (with VNNI; see [`kernel_level`]).
+pub(crate) fn tiled(rows: usize, cols: usize) -> bool {
+    fits(rows, cols) && rows.is_multiple_of(16) && cols.is_multiple_of(256)
 }
 
 /// The 8-bit kernel level of this CPU, for the load log: candle picks AVX-512 VNNI, else AVX-VNNI, and without
@@ -79,6 +85,27 @@ pub(crate) fn quantize(w: &Tensor) -> Result<QTensor> {
     Ok(QTensor::new(QStorage::Cpu(Box::new(blocks)), (rows, cols))?)
 }
 
+/// Has candle re-tile every weight of `weights` for its x86 kernels now, on all cores, instead of inside the
+/// first query: a one-row product through each weight (the re-tiling runs on one thread per weight, on first use;
+/// 3 GB of tiles for the 3B model). On a CPU without VNNI candle does not re-tile Q8_0 and this only reads the
+/// weights once.
+pub(crate) fn prepack(weights: &[Arc<QTensor>]) -> Result<()> {
+    use candle_core::Module;
+    use rayon::prelude::*;
+    let t = std::time::Instant::now();
+    weights.par_iter().try_for_each(|q| -> Result<()> {
+        let (rows, cols) = q.shape().dims2()?;
+        if !tiled(rows, cols) {
+            return Ok(());
+        }
+        let x = Tensor::zeros((1, cols), DType::F32, &Device::Cpu)?;
+        candle_core::quantized::QMatMul::from_arc(q.clone())?.forward(&x)?;
+        Ok(())
+    })?;
+    tracing::info!(weights = weights.len(), seconds = t.elapsed().as_secs_f64(), "8-bit weights re-tiled");
+    Ok(())
+}
+
 /// One load's view of the cache: what a valid file holds, and every entry of this load (to rewrite the file when
 /// any had to be built).
 pub(crate) struct Cache {
@@ -99,8 +126,71 @@ struct State {
 }
 
 struct Found {
-    map: memmap2::Mmap,
+    map: Arc<memmap2::Mmap>,
     content: gguf_file::Content,
+}
+
+/// Q8_0 blocks read in place from the mapped cache file: the storage of a cached weight, so a start from the cache
+/// copies nothing (candle copies a `QStorage::from_data` into a fresh vector, 3 GB for the 3B model, and its x86
+/// kernels copy the blocks once more into their own tiles on first use, after which these are never read again).
+struct MappedQ8 {
+    map: Arc<memmap2::Mmap>,
+    /// Byte offset of the first block in `map` (2-byte aligned, checked by [`Found::entry`]).
+    start: usize,
+    blocks: usize,
+}
+
+impl MappedQ8 {
+    fn blocks(&self) -> &[BlockQ8_0] {
+        let bytes = &self.map[self.start..self.start + self.blocks * std::mem::size_of::<BlockQ8_0>()];
+        // SAFETY: `BlockQ8_0` is `repr(C)` (an f16 and 32 i8, 34 bytes, alignment 2) and valid for any bits; the
+        // range lies inside the map and is 2-byte aligned (both checked in `Found::entry`); the map is read-only
+        // and lives as long as `self`. The file is only ever replaced by a rename (a new inode), never rewritten
+        // in place, so its pages do not change under the map.
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast::<BlockQ8_0>(), self.blocks) }
+    }
+}
+
+impl candle_core::quantized::QuantizedType for MappedQ8 {
+    fn dtype(&self) -> GgmlDType {
+        GgmlDType::Q8_0
+    }
+    fn matmul_t(&self, mkn: (usize, usize, usize), lhs: &[f32], dst: &mut [f32]) -> candle_core::Result<()> {
+        candle_core::quantized::k_quants::matmul(mkn, lhs, self.blocks(), dst)
+    }
+    fn matmul_t_f16(
+        &self,
+        mkn: (usize, usize, usize),
+        lhs: &[half::f16],
+        dst: &mut [half::f16],
+    ) -> candle_core::Result<()> {
+        candle_core::quantized::k_quants::matmul_f16(mkn, lhs, self.blocks(), dst)
+    }
+    fn embedding(&self, _: &[u32], _: usize, _: usize) -> candle_core::Result<candle_core::CpuStorage> {
+        candle_core::bail!("8-bit projection weights are not an embedding table")
+    }
+    fn dequantize(&self, elem_count: usize) -> candle_core::Result<candle_core::CpuStorage> {
+        let mut ys = vec![0f32; elem_count];
+        BlockQ8_0::to_float(self.blocks(), &mut ys);
+        Ok(candle_core::CpuStorage::F32(ys))
+    }
+    fn storage_size_in_bytes(&self) -> usize {
+        self.blocks * std::mem::size_of::<BlockQ8_0>()
+    }
+    fn as_ptr(&self) -> *const u8 {
+        self.blocks().as_ptr().cast()
+    }
+    fn block_size(&self) -> usize {
+        BLOCK
+    }
+    /// Never called: candle quantizes only into storage it allocated itself (`QTensor::quantize`), and this
+    /// storage is read-only. Left unchanged.
+    fn from_float(&mut self, _: &[f32]) {}
+    /// As [`Self::from_float`].
+    fn from_float_imatrix(&mut self, _: &[f32], _: &[f32], _: usize) {}
+    fn size(&self) -> usize {
+        self.storage_size_in_bytes()
+    }
 }
 
 impl Cache {
@@ -158,29 +248,34 @@ impl Cache {
         Ok(q)
     }
 
-    /// Ends the load: unmaps the file, and when any entry was built, writes every entry of this load to a new
-    /// file that replaces the old one atomically. A failed write is logged, not returned.
-    pub(crate) fn finish(&self) {
-        let Ok(mut state) = self.state.lock() else { return };
+    /// Ends the load: drops this load's handle on the file (entries read from it keep their pages mapped), and
+    /// when any entry was built, writes every entry of this load to a new file that replaces the old one
+    /// atomically (a failed write is logged, not returned). Returns the weights of this load, for [`prepack`].
+    pub(crate) fn finish(&self) -> Vec<Arc<QTensor>> {
+        let Ok(mut state) = self.state.lock() else { return Vec::new() };
         let hit = state.found.take().is_some();
         let entries = std::mem::take(&mut state.entries);
         let built = std::mem::take(&mut state.built);
-        let Some(path) = &self.path else { return };
-        if entries.is_empty() {
-            return;
+        drop(state);
+        match &self.path {
+            Some(path) if !entries.is_empty() && built == 0 => {
+                tracing::info!(cache = %path.display(), entries = entries.len(), "8-bit weights from the cache");
+            }
+            Some(path) if !entries.is_empty() => {
+                let t = std::time::Instant::now();
+                match write_atomically(path, &self.fingerprint, &entries) {
+                    Ok(bytes) => tracing::info!(
+                        cache = %path.display(), entries = entries.len(), rebuilt = built, stale = hit, bytes,
+                        seconds = t.elapsed().as_secs_f64(), "wrote the 8-bit weight cache"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(cache = %path.display(), error = %e, "cannot write the 8-bit weight cache")
+                    }
+                }
+            }
+            _ => {}
         }
-        if built == 0 {
-            tracing::info!(cache = %path.display(), entries = entries.len(), "8-bit weights from the cache");
-            return;
-        }
-        let t = std::time::Instant::now();
-        match write_atomically(path, &self.fingerprint, &entries) {
-            Ok(bytes) => tracing::info!(
-                cache = %path.display(), entries = entries.len(), rebuilt = built, stale = hit, bytes,
-                seconds = t.elapsed().as_secs_f64(), "wrote the 8-bit weight cache"
-            ),
-            Err(e) => tracing::warn!(cache = %path.display(), error = %e, "cannot write the 8-bit weight cache"),
-        }
+        entries.into_iter().map(|(_, q)| q).collect()
     }
 
     /// The cache file's path (`None` without a cache folder).
@@ -207,8 +302,8 @@ impl Found {
             }
         }
         // SAFETY: mapped read-only; the file is only ever replaced by a rename (a new inode), never rewritten in
-        // place, and every entry is copied out (and bounds-checked) before the map is dropped.
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?;
+        // place, so what the entries read in place ([`MappedQ8`]) does not change while they live.
+        let map = Arc::new(unsafe { memmap2::Mmap::map(&file) }.map_err(|e| e.to_string())?);
         Ok(Some(Self { map, content }))
     }
 
@@ -225,8 +320,8 @@ impl Found {
         if !(data.as_ptr() as usize).is_multiple_of(std::mem::align_of::<BlockQ8_0>()) {
             return None;
         }
-        let storage = QStorage::from_data(std::borrow::Cow::Borrowed(data), &Device::Cpu, GgmlDType::Q8_0).ok()?;
-        QTensor::new(storage, (rows, cols)).ok()
+        let storage = MappedQ8 { map: self.map.clone(), start, blocks: rows * cols / BLOCK };
+        QTensor::new(QStorage::Cpu(Box::new(storage)), (rows, cols)).ok()
     }
 }
 
@@ -273,4 +368,113 @@ pub(crate) fn entries_of(path: &Path) -> std::collections::HashMap<String, Vec<u
     let file = std::fs::File::open(path).expect("cache file");
     let content = gguf_file::Content::read(&mut std::io::BufReader::new(file)).expect("gguf");
     content.tensor_infos.iter().map(|(k, i)| (k.clone(), i.shape.dims().to_vec())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use candle_core::Module;
+    use candle_core::quantized::QMatMul;
+
+    use super::*;
+
+    /// `[rows, cols]` of values in [-1, 1) from a fixed linear congruential sequence, with a few large ones
+    /// (real weights have outliers, which set the block scales).
+    fn values(rows: usize, cols: usize, seed: u64) -> Tensor {
+        let mut s = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+        let v: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let x = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
+                if i % 97 == 0 { 4.0 * x } else { x }
+            })
+            .collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    fn rows_of(t: &Tensor) -> Vec<Vec<f32>> {
+        t.to_vec2().unwrap()
+    }
+
+    fn cos(a: &[f32], b: &[f32]) -> f32 {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    }
+
+    #[test]
+    fn eight_bit_products_stay_close_to_f32() {
+        // A shape of candle's x86 tile kernels (every projection of the published checkpoints) and one of its
+        // generic Q8_0 path (the tiny fixtures'), at one and at several activation rows.
+        for (rows, cols) in [(32, 512), (48, 64)] {
+            for m in [1, 5] {
+                let (w, x) = (values(rows, cols, 1), values(m, cols, 2));
+                let exact = x.matmul(&w.t().unwrap()).unwrap();
+                let q = QMatMul::from_arc(Arc::new(quantize(&w).unwrap())).unwrap().forward(&x).unwrap();
+                let (exact, q) = (rows_of(&exact), rows_of(&q));
+                assert_ne!(exact, q, "{rows}×{cols}, {m} rows: the 8-bit product is not the f32 one");
+                for (e, q) in exact.iter().zip(&q) {
+                    let c = cos(e, q);
+                    assert!(c > 0.999, "{rows}×{cols}, {m} rows: cos {c}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_quantization_is_candles() {
+        let w = values(64, 256, 3);
+        let ours = quantize(&w).unwrap().dequantize(&Device::Cpu).unwrap();
+        let candles = QTensor::quantize(&w, GgmlDType::Q8_0).unwrap().dequantize(&Device::Cpu).unwrap();
+        assert_eq!(rows_of(&ours), rows_of(&candles));
+    }
+
+    #[test]
+    fn the_cache_is_read_in_place_and_rebuilt_when_stale_or_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("model.safetensors");
+        std::fs::write(&source, b"weights v1").unwrap();
+        let cache_dir = dir.path().join("cache");
+        let w = values(32, 512, 4);
+        let expected = rows_of(&w);
+        // One load: `built` counts the entries quantized from the checkpoint; returns the entry as f32.
+        let load = |key: &str| -> (usize, Vec<Vec<f32>>) {
+            let cache = Cache::open(Some(&cache_dir), &[&source], "");
+            let mut built = 0;
+            let q = cache
+                .get_or_build(key, (32, 512), || {
+                    built += 1;
+                    Ok(w.clone())
+                })
+                .unwrap();
+            assert_eq!(cache.finish().len(), 1);
+            (built, rows_of(&q.dequantize(&Device::Cpu).unwrap()))
+        };
+        let (built, first) = load("layers.0.mlp");
+        assert_eq!(built, 1, "no cache yet");
+        let file = std::fs::read_dir(&cache_dir).unwrap().next().unwrap().unwrap().path();
+        assert_eq!(entries_of(&file).get("layers.0.mlp"), Some(&vec![32, 512]));
+        // 8 bits per weight: close to, not equal to, the f32 weight.
+        assert_ne!(first, expected);
+        let (built, again) = load("layers.0.mlp");
+        assert_eq!((built, &again), (0, &first), "read from the cache, the same blocks");
+        // A key the file lacks is built, and the rewritten file holds this load's entries.
+        assert_eq!(load("layers.1.mlp").0, 1);
+        assert_eq!(load("layers.1.mlp").0, 0);
+        // Another checkpoint at the same path (size and modification time change): rebuilt.
+        std::fs::write(&source, b"weights v2, longer").unwrap();
+        assert_eq!(load("layers.1.mlp").0, 1);
+        assert_eq!(load("layers.1.mlp").0, 0);
+        // A damaged file (cut short, then not GGUF at all): rebuilt, never an error, never trusted.
+        let bytes = std::fs::read(&file).unwrap();
+        std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+        let (built, cut) = load("layers.1.mlp");
+        assert_eq!((built, &cut), (1, &first));
+        std::fs::write(&file, b"not a cache").unwrap();
+        assert_eq!(load("layers.1.mlp").0, 1);
+        assert_eq!(load("layers.1.mlp").0, 0);
+        // No stray temporary files beside the cache.
+        assert_eq!(std::fs::read_dir(&cache_dir).unwrap().count(), 1);
+    }
 }

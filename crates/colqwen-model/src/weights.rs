@@ -209,10 +209,12 @@ impl Weights {
         cache.get_or_build(key, shape, build)
     }
 
-    /// Ends the load: writes the 8-bit weight cache when this load had to build entries of it.
-    pub(crate) fn finish(&self) {
-        if let Some(cache) = &self.store.q8 {
-            cache.finish();
+    /// Ends the load: writes the 8-bit weight cache when this load had to build entries of it, and has the 8-bit
+    /// weights re-tiled for candle's kernels now rather than in the first query ([`crate::quant::prepack`]).
+    pub(crate) fn finish(&self) -> Result<()> {
+        match &self.store.q8 {
+            Some(cache) => crate::quant::prepack(&cache.finish()),
+            None => Ok(()),
         }
     }
 

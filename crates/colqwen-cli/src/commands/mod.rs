@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use colqwen::core::VectorStorage;
-use colqwen::model::{HubOptions, LoadOptions};
+use colqwen::model::{HubOptions, LoadOptions, TextWeights};
 use colqwen::weaviate::{InsertPath, Location, WeaviateConfig};
 use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, ServiceOptions};
 
@@ -106,20 +106,27 @@ fn runtimes(g: &GlobalArgs) -> anyhow::Result<Vec<Runtime>> {
     };
     let dtype = match g.dtype {
         DTypeArg::Auto => DTypeChoice::Auto,
-        DTypeArg::F32 => DTypeChoice::F32,
+        // q8: the f32 model, with 8-bit text weights chosen in the load options (`service_options`).
+        DTypeArg::F32 | DTypeArg::Q8 => DTypeChoice::F32,
         DTypeArg::Bf16 => DTypeChoice::Bf16,
         DTypeArg::F16 => DTypeChoice::F16,
     };
     Ok(Runtime::resolve_all(&devices, dtype, usize::from(g.replicas))?)
 }
 
-/// Everything a `Service` needs, from the global flags.
+/// Everything a `Service` needs, from the global flags (`--dtype q8` sets the 8-bit text weights of `load`).
 pub fn service_options(
     g: &GlobalArgs,
-    load: LoadOptions,
+    mut load: LoadOptions,
     storage: &StorageOpts,
     bars: bool,
 ) -> anyhow::Result<ServiceOptions> {
+    if g.dtype == DTypeArg::Q8 {
+        load.text_weights = TextWeights::Q8;
+        // One cache for every index: the 8-bit weights depend on the checkpoint only. No cache dir: quantized at
+        // every start.
+        load.cache_dir = dirs::cache_dir().map(|d| d.join("colqwen").join("q8"));
+    }
     let hub = HubOptions {
         cache_dir: None,
         offline: g.offline || crate::env::hf_offline(),
