@@ -1,4 +1,4 @@
-//! `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR] [MAX_PAGES]`: the model on the CPU with
+//! `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
 //! dense f32 or 8-bit text weights (`TextWeights::Q8`). Prints one JSON line each for the load (seconds), the
 //! query encodes at batch 1 (first call apart: candle re-tiles the 8-bit weights on first use; then p50 / p95
 //! over the rest), and the page embeds (batches of 4, the CPU default: pages/s); writes the embeddings as
@@ -20,7 +20,9 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let [model, dtype, images, queries, out, rest @ ..] = args else {
-        bail!("usage: cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR] [MAX_PAGES]")
+        bail!(
+            "usage: cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]"
+        )
     };
     let text_weights = match dtype.as_str() {
         "f32" => TextWeights::Dense,
@@ -31,7 +33,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let max_pages: usize = rest.get(1).map_or(Ok(usize::MAX), |s| s.parse()).context("MAX_PAGES: a number")?;
     let t = Instant::now();
     let files = ModelFiles::resolve(model, None, &HubOptions { offline: true, ..Default::default() })?;
-    let opts = LoadOptions { text_weights, cache_dir, ..Default::default() };
+    let max_visual_tokens = rest.get(2).map(|s| s.parse()).transpose().context("MAX_VISUAL_TOKENS: a number")?;
+    let opts = LoadOptions { text_weights, cache_dir, max_visual_tokens, ..Default::default() };
     let m = ColQwen::load(&files, &Device::Cpu, DType::F32, &opts)?;
     let threads = rayon::current_num_threads();
     println!(
@@ -43,6 +46,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         |e: &colqwen::core::MultiVector| Tensor::from_slice(&e.data, (e.rows, e.dim), &candle_core::Device::Cpu);
     let qs: Vec<String> =
         std::fs::read_to_string(queries)?.lines().filter(|l| !l.trim().is_empty()).map(String::from).collect();
+    if qs.is_empty() {
+        bail!("{queries}: no queries");
+    }
     let mut times = Vec::new();
     for (i, q) in qs.iter().enumerate() {
         let t = Instant::now();

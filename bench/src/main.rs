@@ -7,7 +7,7 @@
 //!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
 //!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
 //!   batch 1.
-//! - `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR] [MAX_PAGES]`: the model on the CPU with
+//! - `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
 //!   dense or 8-bit text weights: load time, query latency, pages/s, embeddings (`cpu.rs`).
 //! - `scale-data MODEL OUT_DIR IMAGES QUERIES PDF...`: the search-at-scale dataset (`scale_data.rs`).
 //! - `scale DATA_DIR WORK_DIR SIZES [OPTIONS]`: the search-at-scale harness, one row per candidate × size
@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         }
         _ => bail!(
             "usage: colqwen-bench render OUT_DIR MAX_PIXELS PDF... | embed MODEL IMAGE_DIR OUT BATCHES [QUERIES] \
-             | cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT [CACHE_DIR] [MAX_PAGES] \
+             | cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT [CACHE_DIR] [MAX_PAGES] [MAX_VISUAL_TOKENS] \
              | recall MODEL PAGES QUERIES PDF... | http URL CLIENTS SECONDS QUERIES [KEY] \
              | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
              | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|- \
