@@ -11,8 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use candle_core::Tensor;
-use colqwen::model::{ColQwen, DType, Device, HubOptions, LoadOptions, ModelFiles, PixelValues, TextWeights};
-use rayon::prelude::*;
+use colqwen::model::{ColQwen, DType, Device, HubOptions, LoadOptions, ModelFiles, TextWeights};
 
 fn percentile(sorted: &[f64], p: usize) -> f64 {
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
@@ -67,19 +66,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         );
     }
     if images != "-" {
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(images)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "png"))
-            .collect();
-        paths.sort();
-        paths.truncate(max_pages);
-        let pvs: Vec<PixelValues> = paths
-            .par_iter()
-            .map(|p| -> Result<PixelValues> {
-                let img = image::open(p).with_context(|| p.display().to_string())?.to_rgb8();
-                Ok(m.preprocessor().preprocess(&img)?)
-            })
-            .collect::<Result<_>>()?;
+        let (paths, pvs) = crate::page_images(&m, Path::new(images), max_pages)?;
         let tokens: usize = pvs.iter().map(|p| p.grid.tokens(2)).sum();
         let t = Instant::now();
         let mut embs = Vec::with_capacity(pvs.len());

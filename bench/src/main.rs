@@ -106,19 +106,8 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
     let files = ModelFiles::resolve(model, None, &HubOptions { offline: true, ..Default::default() })?;
     let m = ColQwen::load(&files, &rt.device, rt.dtype, &LoadOptions::default())?;
     eprintln!("loaded {model} on {} {:?} in {:.1}s", rt.device_name(), rt.dtype, t.elapsed().as_secs_f64());
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(images)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "png"))
-        .collect();
-    paths.sort();
     let t = Instant::now();
-    let pvs: Vec<PixelValues> = paths
-        .par_iter()
-        .map(|p| -> Result<PixelValues> {
-            let img = image::open(p).with_context(|| p.display().to_string())?.to_rgb8();
-            Ok(m.preprocessor().preprocess(&img)?)
-        })
-        .collect::<Result<_>>()?;
+    let (paths, pvs) = page_images(&m, images, usize::MAX)?;
     let tokens: usize = pvs.iter().map(|p| p.grid.tokens(2)).sum();
     eprintln!("preprocessed {} images ({} visual tokens) in {:.2}s", pvs.len(), tokens, t.elapsed().as_secs_f64());
     // Warm-up: kernel JIT, cuBLAS handles, allocator.
@@ -199,4 +188,22 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
     }
     candle_core::safetensors::save(&tensors, out)?;
     Ok(())
+}
+
+/// The first `max` PNG files of `dir` in name order, and their model inputs (preprocessed on all cores).
+pub(crate) fn page_images(m: &ColQwen, dir: &Path, max: usize) -> Result<(Vec<PathBuf>, Vec<PixelValues>)> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    paths.sort();
+    paths.truncate(max);
+    let pvs = paths
+        .par_iter()
+        .map(|p| -> Result<PixelValues> {
+            let img = image::open(p).with_context(|| p.display().to_string())?.to_rgb8();
+            Ok(m.preprocessor().preprocess(&img)?)
+        })
+        .collect::<Result<_>>()?;
+    Ok((paths, pvs))
 }
