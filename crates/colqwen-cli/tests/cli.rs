@@ -348,3 +348,26 @@ fn compact_storage_keeps_its_settings_and_draws_maps() {
         assert!(image::open(&path).is_ok(), "{}", path.display());
     }
 }
+
+#[test]
+fn eight_bit_text_weights_search_an_f32_index_from_a_cache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let cache = tmp.path().join("cache");
+    let files = [pdf("gutenprint-users-manual_p5-14_text.pdf")];
+    let out = ingest(&index, &files, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let search = |dtype: &str| {
+        let mut c = colqwen(&index);
+        c.env("XDG_CACHE_HOME", &cache).args(["--dtype", dtype, "--json", "search", "printer driver", "-k", "3"]);
+        let out = run(c);
+        assert!(out.status.success(), "--dtype {dtype}: {}", stderr(&out));
+        json(&out).as_array().unwrap().len()
+    };
+    assert_eq!(search("q8"), 3);
+    // The first q8 run wrote the 8-bit weight cache under the user's cache dir; the second reads it.
+    let cached = || std::fs::read_dir(cache.join("colqwen").join("q8")).unwrap().count();
+    assert_eq!(cached(), 1);
+    assert_eq!(search("q8"), 3);
+    assert_eq!(cached(), 1);
+}
