@@ -62,8 +62,14 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// The hints along the chain: the library's errors carry their own (`colqwen::Error::hint`).
 fn hints(e: &anyhow::Error) -> Vec<String> {
-    let mut hints: Vec<String> =
-        e.chain().filter_map(|c| c.downcast_ref::<colqwen::Error>()).filter_map(colqwen::Error::hint).collect();
+    let mut hints: Vec<String> = e
+        .chain()
+        .filter_map(|c| {
+            c.downcast_ref::<colqwen::Error>()
+                .and_then(colqwen::Error::hint)
+                .or_else(|| c.downcast_ref::<commands::RemoteError>().and_then(|r| r.hint.clone()))
+        })
+        .collect();
     hints.dedup();
     hints
 }
@@ -74,5 +80,6 @@ fn user_fixable(e: &anyhow::Error) -> bool {
         c.downcast_ref::<colqwen::Error>().is_some_and(colqwen::Error::user_fixable)
             || c.downcast_ref::<commands::UsageError>().is_some()
             || c.downcast_ref::<colqwen_server::ServeError>().is_some()
+            || c.downcast_ref::<commands::RemoteError>().is_some_and(commands::RemoteError::user_fixable)
     })
 }

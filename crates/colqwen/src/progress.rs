@@ -96,8 +96,12 @@ pub struct Summary {
 
 /// Receives ingest events from the pipeline's threads.
 pub trait Progress: Send + Sync {
+    /// A document was opened and read: its id (from its content) and its page count.
+    fn on_document_opened(&self, _path: &Path, _doc_id: &str, _page_count: usize) {}
     /// A document was opened: `pages` to process, `skipped` already in the index.
     fn on_document_queued(&self, _path: &Path, _pages: usize, _skipped: usize) {}
+    /// `path` has the same bytes as `first`, an earlier file of the run: its pages are `first`'s, stored once.
+    fn on_duplicate(&self, _path: &Path, _first: &Path) {}
     /// One page was rendered and preprocessed.
     fn on_page_rendered(&self) {}
     /// `n` pages went through the model.
