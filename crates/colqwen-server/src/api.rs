@@ -406,26 +406,23 @@ async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response
     let checked = blocking(move || Ok(check_pdfs(saved, pw.as_deref()))).await?;
     let mut good = Vec::new();
     let mut rejected = Vec::new();
+    let mut first_hint = None;
     for c in checked {
         match c.outcome {
             Ok(sha256) => good.push((c.saved, sha256)),
-            Err((message, hint)) => {
+            Err((reason, message, hint)) => {
                 let _ = std::fs::remove_file(&c.saved.path);
-                rejected.push(json!({ "name": c.saved.name, "error": message, "hint": hint }));
+                first_hint = first_hint.or_else(|| hint.clone());
+                rejected.push(json!({ "name": c.saved.name, "reason": reason.code(), "error": message, "hint": hint }));
             }
         }
     }
     if good.is_empty() {
         let first = rejected.first().and_then(|r| r.get("error")).and_then(Value::as_str).unwrap_or("").to_string();
-        let hint = if rejected.iter().any(|r| r["error"].as_str().is_some_and(|e| e.contains("password"))) {
-            "the PDF is password-protected: upload it again with its password"
-        } else {
-            "re-download or re-export the file"
-        };
         let mut body = json!({ "error": {
             "code": "bad_pdf",
             "message": format!("no file of the upload is a readable PDF: {first}"),
-            "hint": hint,
+            "hint": first_hint.unwrap_or_else(|| "re-download or re-export the file".into()),
             "rejected": rejected,
         }});
         state.paths.json(&mut body, &[], &["message", "error"]);
@@ -507,30 +504,62 @@ fn dedupe(state: &AppState, good: Vec<(Saved, String)>, known: &[DocumentInfo]) 
     files
 }
 
-/// A saved file after its check: its SHA-256, or why it cannot be ingested (message, hint).
+/// Why an uploaded file was refused, for clients to act on (the web page asks for a password on the first two).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    PasswordRequired,
+    WrongPassword,
+    Unreadable,
+}
+
+impl Refusal {
+    fn code(self) -> &'static str {
+        match self {
+            Self::PasswordRequired => "password_required",
+            Self::WrongPassword => "wrong_password",
+            Self::Unreadable => "unreadable",
+        }
+    }
+}
+
+/// A saved file after its check: its SHA-256, or why it cannot be ingested (reason, message, hint).
 struct Checked {
     saved: Saved,
-    outcome: Result<String, (String, Option<String>)>,
+    outcome: Result<String, (Refusal, String, Option<String>)>,
 }
 
 /// Opens each saved file as a PDF (with the password) and hashes it, so a bad upload is answered at once
-/// instead of failing later inside the job.
+/// instead of failing later inside the job. Messages name the file by the user's name; a protected PDF is
+/// told in this API's words (its `password` field), not the command line's.
 fn check_pdfs(files: Vec<Saved>, password: Option<&str>) -> Vec<Checked> {
+    use colqwen::pdf::Error as P;
     use sha2::Digest as _;
     files
         .into_iter()
         .map(|saved| {
             let name = saved.name.clone();
             let outcome = match std::fs::read(&saved.path) {
-                Err(e) => Err((format!("{name}: cannot read the upload: {e}"), None)),
+                Err(e) => Err((Refusal::Unreadable, format!("{name}: cannot read the upload: {e}"), None)),
                 Ok(bytes) => {
                     let sha256 = format!("{:x}", sha2::Sha256::digest(&bytes));
                     match colqwen::pdf::Document::from_bytes(bytes, password, &name) {
-                        Ok(doc) if doc.page_count() == 0 => Err((format!("{name}: the PDF has no pages"), None)),
+                        Ok(doc) if doc.page_count() == 0 => {
+                            Err((Refusal::Unreadable, format!("{name}: the PDF has no pages"), None))
+                        }
                         Ok(_) => Ok(sha256),
+                        Err(P::PasswordRequired { .. }) => Err((
+                            Refusal::PasswordRequired,
+                            format!("{name} is password-protected"),
+                            Some("upload it again with its password in the `password` field".into()),
+                        )),
+                        Err(P::WrongPassword { .. }) => Err((
+                            Refusal::WrongPassword,
+                            format!("the password does not open {name}"),
+                            Some("check the password and upload the file again".into()),
+                        )),
                         Err(e) => {
                             let e = colqwen::Error::from(e);
-                            Err((colqwen::error_chain(&e), e.hint()))
+                            Err((Refusal::Unreadable, colqwen::error_chain(&e), e.hint()))
                         }
                     }
                 }

@@ -651,11 +651,16 @@ impl Progress for JobProgress<'_> {
     }
 
     fn on_failure(&self, failure: &Failure) {
-        let json = failure.to_json();
+        let mut json = failure.to_json();
         let page = failure.page_index.is_some();
+        let path = failure.path.display().to_string();
         self.file(&failure.path, false, |f| {
             if page {
                 f.pages_failed += 1;
+            }
+            // The message names the file as its user knows it (an upload's name), not by where the server keeps it.
+            if !path.is_empty() {
+                json.error = json.error.replace(&path, &f.name);
             }
             f.errors.push(json);
         });
