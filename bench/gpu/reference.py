@@ -1,7 +1,11 @@
 """Reference side of the GPU benchmark: colpali-engine 0.3.18 (transformers, torch SDPA, bf16) on the same
 checkpoint and the same PNG pages as colqwen. Prints JSON lines; writes embeddings for the parity check.
 
-usage: python reference.py ADAPTER_DIR IMAGE_DIR OUT.safetensors BATCHES QUERIES_FILE
+usage: python reference.py MODEL_DIR IMAGE_DIR OUT.safetensors BATCHES QUERIES_FILE [--compile]
+
+The model class follows the checkpoint's family (config.json of the model or, for an adapter, of its base:
+ColQwen2.5, ColQwen3, ColQwen3.5). With --compile the model's forward runs under torch.compile (dynamic shapes;
+the compilation happens in the warm-up and is reported apart) and the rows are named reference_compile_*.
 """
 import json
 import sys
@@ -11,14 +15,32 @@ from pathlib import Path
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from colpali_engine.models import ColQwen2_5, ColQwen2_5_Processor
+import colpali_engine.models as cpe
 
 model_dir, image_dir, out, batches, queries_file = sys.argv[1:6]
+compiled = "--compile" in sys.argv[6:]
+tag = "reference_compile" if compiled else "reference"
 dev = "cuda"
+
+
+def family(folder):
+    p = Path(folder)
+    if (p / "adapter_config.json").exists():
+        base = json.loads((p / "adapter_config.json").read_text())["base_model_name_or_path"]
+        p = Path(base) if Path(base).is_absolute() else p.parent / base
+    cfg = json.loads((p / "config.json").read_text())
+    kind = cfg.get("model_type", "")
+    return {"qwen2_5_vl": ("ColQwen2_5", "ColQwen2_5_Processor"), "qwen3_vl": ("ColQwen3", "ColQwen3Processor"),
+            "qwen3_5": ("ColQwen3_5", "ColQwen3_5_Processor")}[kind]
+
+
+model_cls, proc_cls = (getattr(cpe, n) for n in family(model_dir))
 t = time.time()
-model = ColQwen2_5.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="sdpa", device_map=dev).eval()
-proc = ColQwen2_5_Processor.from_pretrained(model_dir)
-print(f"reference loaded in {time.time() - t:.1f}s", file=sys.stderr)
+model = model_cls.from_pretrained(model_dir, dtype=torch.bfloat16, attn_implementation="sdpa", device_map=dev).eval()
+proc = proc_cls.from_pretrained(model_dir)
+print(f"reference {model_cls.__name__} loaded in {time.time() - t:.1f}s", file=sys.stderr)
+if compiled:
+    model.forward = torch.compile(model.forward, dynamic=True)
 paths = sorted(Path(image_dir).glob("*.png"))
 images = [Image.open(p).convert("RGB") for p in paths]
 queries = [q for q in Path(queries_file).read_text().splitlines() if q]
@@ -36,8 +58,12 @@ def embed_docs(bs):
     return outs
 
 
+t = time.time()
 with torch.no_grad():
-    embed_docs(2)  # warm-up
+    embed_docs(2)  # warm-up (and, with --compile, the compilation)
+    if compiled:
+        embed_docs(8)
+print(json.dumps({"what": f"{tag}_warmup", "seconds": round(time.time() - t, 1)}), flush=True)
 last = None
 for bs in [int(b) for b in batches.split(",")]:
     torch.cuda.reset_peak_memory_stats()
@@ -46,11 +72,11 @@ for bs in [int(b) for b in batches.split(",")]:
     try:
         last_try = embed_docs(bs)
     except torch.OutOfMemoryError:
-        print(json.dumps({"what": "reference_embed", "batch_size": bs, "oom": True}))
+        print(json.dumps({"what": f"{tag}_embed", "batch_size": bs, "oom": True}))
         continue
     secs = time.time() - t
     last = last_try
-    print(json.dumps({"what": "reference_embed", "batch_size": bs, "pages": len(images), "seconds": round(secs, 4),
+    print(json.dumps({"what": f"{tag}_embed", "batch_size": bs, "pages": len(images), "seconds": round(secs, 4),
                       "pages_per_second": round(len(images) / secs, 2),
                       "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}), flush=True)
 
@@ -65,7 +91,8 @@ with torch.no_grad():
             torch.cuda.synchronize()
             times.append((time.time() - t) * 1e3)
     times.sort()
-    print(json.dumps({"what": "reference_query", "batch_size": 1, "median_ms": round(times[len(times) // 2], 2)}))
+    print(json.dumps({"what": f"{tag}_query", "batch_size": 1, "median_ms": round(times[len(times) // 2], 2),
+                      "p95_ms": round(times[len(times) * 95 // 100], 2)}))
     tensors = {f"image.{p.stem}": e.contiguous() for p, e in zip(paths, last)}
     for i, q in enumerate(queries):
         batch = proc.process_queries([q]).to(dev)

@@ -43,6 +43,8 @@ impl std::fmt::Debug for PageInput {
 pub trait PageEmbedder: Send + Sync {
     /// The identity recorded in an index: a Hub id (with revision) or a local folder's absolute path.
     fn model_id(&self) -> &str;
+    /// The model family ("ColQwen2.5", "ColQwen3"), recorded in an index's manifest.
+    fn family(&self) -> &str;
     /// Width of one vector.
     fn embedding_dim(&self) -> usize;
     /// Everything besides the weights that changes a page's vectors (resolution limits, prompt, renderer).
@@ -76,5 +78,6 @@ pub trait PageEmbedder: Send + Sync {
     /// The manifest of a new index made with this embedder.
     fn manifest(&self, storage: VectorStorage) -> IndexManifest {
         IndexManifest::new(self.model_id(), self.embedding_dim(), self.preprocessing(), storage)
+            .with_family(self.family())
     }
 }

@@ -49,6 +49,10 @@ pub struct IndexManifest {
     pub format_version: u32,
     /// Model identity, e.g. `"vidore/colqwen2.5-v0.2@<revision>"`.
     pub model_id: String,
+    /// The model family ("ColQwen2.5", "ColQwen3"): manifests written before families existed were all
+    /// ColQwen2.5.
+    #[serde(default = "colqwen2_5")]
+    pub family: String,
     /// Width of one vector (128 for ColQwen2.5).
     pub embedding_dim: usize,
     /// Everything that changes the vectors of a page: max_pixels, max_visual_tokens, dpi policy, ...
@@ -60,6 +64,10 @@ pub struct IndexManifest {
     /// every row.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub pool_factor: u32,
+}
+
+fn colqwen2_5() -> String {
+    "ColQwen2.5".into()
 }
 
 fn one() -> u32 {
@@ -81,11 +89,18 @@ impl IndexManifest {
         Self {
             format_version: FORMAT_VERSION,
             model_id: model_id.into(),
+            family: colqwen2_5(),
             embedding_dim,
             preprocessing,
             storage,
             pool_factor: 1,
         }
+    }
+
+    /// The same manifest for a model of `family`.
+    pub fn with_family(mut self, family: impl Into<String>) -> Self {
+        self.family = family.into();
+        self
     }
 
     /// The same manifest with token pooling by `factor` (1 = none).
@@ -132,6 +147,9 @@ impl IndexManifest {
         }
         if self.model_id != requested.model_id {
             return Err(mismatch("model_id", self.model_id.clone(), requested.model_id.clone()));
+        }
+        if self.family != requested.family {
+            return Err(mismatch("family", self.family.clone(), requested.family.clone()));
         }
         if self.embedding_dim != requested.embedding_dim {
             return Err(mismatch("embedding_dim", self.embedding_dim.to_string(), requested.embedding_dim.to_string()));

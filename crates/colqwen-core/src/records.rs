@@ -93,6 +93,8 @@ pub struct Stats {
     pub wal_bytes: u64,
     /// The model the index was built with.
     pub model_id: String,
+    /// Its family ("ColQwen2.5", "ColQwen3").
+    pub family: String,
     /// Width of one vector.
     pub embedding_dim: usize,
     /// Element type of the stored vectors.

@@ -6,6 +6,9 @@
 //                                    scheme: scores and probabilities never leave registers)
 //   rope_f32 / rope_bf16             NeoX rotary of q and k straight out of the fused qkv GEMM
 //   silu_mul_bf16                    silu(gate) * up over the fused gate/up GEMM output
+//   add_rms_norm_bf16                residual add fused with the next RMSNorm (Qwen2 / Qwen3 decoders, Qwen2.5-VL
+//                                    vision blocks)
+//   add_layer_norm_bf16              residual add fused with the next LayerNorm with bias (Qwen3-VL vision blocks)
 //   maxsim_reduce_f16 / _f32         MaxSim's max-over-rows and sum-over-query-rows after the device search's GEMM
 
 #include <cuda_bf16.h>
@@ -357,6 +360,71 @@ extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
 #pragma unroll
             for (int e = 0; e < 8; ++e)
                 o.v[e] = __float2bfloat16(rbf(__bfloat162float(hv[k].v[e]) * r) * __bfloat162float(wv.v[e]));
+            *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
+        }
+    }
+}
+
+// Residual add fused with the next LayerNorm (with bias), one warp per row (d % 8 == 0, d ≤ 2048), the row kept
+// in registers — torch's LayerNorm for bf16 inputs:
+//   h = x + delta                                  (bf16; skipped when delta is null)
+//   y = bf16((h − mean)·rsqrt(var + eps)·w + b)    — mean, then the variance of the centred values, in f32 from
+//                                                    the rounded h; the affine part in f32; one rounding.
+extern "C" __global__ void __launch_bounds__(NORM_WARPS * 32)
+    add_layer_norm_bf16(const bf16* __restrict__ x, const bf16* __restrict__ delta, const bf16* __restrict__ w,
+                        const bf16* __restrict__ bias, bf16* __restrict__ h_out, bf16* __restrict__ y, int n, int d,
+                        float eps) {
+    const int lane = threadIdx.x % 32;
+    const long long row = (long long)blockIdx.x * NORM_WARPS + threadIdx.x / 32;
+    if (row >= n) return;
+    Pack8 hv[NORM_MAX_CHUNKS];
+    float sum = 0.f;
+#pragma unroll
+    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+        const int c = (k * 32 + lane) * 8;
+        if (c < d) {
+            hv[k].u = *reinterpret_cast<const uint4*>(x + row * d + c);
+            if (delta) {
+                Pack8 b;
+                b.u = *reinterpret_cast<const uint4*>(delta + row * d + c);
+#pragma unroll
+                for (int e = 0; e < 8; ++e)
+                    hv[k].v[e] = __float2bfloat16(__bfloat162float(hv[k].v[e]) + __bfloat162float(b.v[e]));
+                *reinterpret_cast<uint4*>(h_out + row * d + c) = hv[k].u;
+            }
+#pragma unroll
+            for (int e = 0; e < 8; ++e) sum += __bfloat162float(hv[k].v[e]);
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+    const float mean = sum / d;
+    float ss = 0.f;
+#pragma unroll
+    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+        const int c = (k * 32 + lane) * 8;
+        if (c < d) {
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                const float v = __bfloat162float(hv[k].v[e]) - mean;
+                ss += v * v;
+            }
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    const float r = rsqrtf(ss / d + eps);
+#pragma unroll
+    for (int k = 0; k < NORM_MAX_CHUNKS; ++k) {
+        const int c = (k * 32 + lane) * 8;
+        if (c < d) {
+            Pack8 wv, bv, o;
+            wv.u = *reinterpret_cast<const uint4*>(w + c);
+            bv.u = *reinterpret_cast<const uint4*>(bias + c);
+#pragma unroll
+            for (int e = 0; e < 8; ++e)
+                o.v[e] = __float2bfloat16((__bfloat162float(hv[k].v[e]) - mean) * r * __bfloat162float(wv.v[e]) +
+                                          __bfloat162float(bv.v[e]));
             *reinterpret_cast<uint4*>(y + row * d + c) = o.u;
         }
     }

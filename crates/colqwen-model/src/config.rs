@@ -1,247 +1,261 @@
-//! The checkpoint's own JSON files, read one to one: `config.json` (fact sheet §1.3, the flat Hub format of
-//! Qwen2.5-VL / colqwen2.5-base, or the nested `text_config` form that transformers 5.x writes),
-//! `preprocessor_config.json` (§2.3) and the PEFT `adapter_config.json` (§1.4).
+//! The checkpoint's own JSON files, read one to one: `config.json` (which names the model family, chosen here
+//! once per load: [`ModelConfig::from_file`]), `preprocessor_config.json` and the PEFT `adapter_config.json`.
+//! Each family reads its own fields in its module (`qwen2_5::config`, `qwen3_vl::config`); what they share —
+//! the layouts of `text_config`, the rotary parameters, the special-token ids — is read here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::{qwen2_5, qwen3_vl};
 
-/// Language-model settings (fact sheet §1.3, "Text").
-#[derive(Debug, Clone, Deserialize)]
-pub struct TextConfig {
-    /// Width of the residual stream (2048 for the 3B model).
-    pub hidden_size: usize,
-    /// Decoder layers (36).
-    pub num_hidden_layers: usize,
-    /// Query heads (16).
-    pub num_attention_heads: usize,
-    /// Key/value heads (2); query head `n` uses kv head `n / (heads / kv_heads)`.
-    pub num_key_value_heads: usize,
-    /// MLP width (11008).
-    pub intermediate_size: usize,
-    /// Vocabulary rows of `embed_tokens`.
-    pub vocab_size: usize,
-    /// RMSNorm epsilon (1e-6).
-    #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
-    /// Rotary base (1e6).
-    #[serde(default = "default_text_theta")]
-    pub rope_theta: f64,
-    /// M-RoPE section split over the head_dim/2 frequency slots ([16, 24, 24]).
-    #[serde(skip)]
-    pub mrope_section: Vec<usize>,
-    /// Activation of the MLP ("silu").
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
+/// The model families colqwen implements, chosen from the checkpoint's own `config.json`
+/// (`model_type`, then `architectures`) when it loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Family {
+    /// ColQwen2.5 on Qwen2.5-VL (`vidore/colqwen2.5-v0.2`, `nomic-ai/colnomic-embed-multimodal-3b/-7b`).
+    ColQwen2_5,
+    /// ColQwen3 on Qwen3-VL (`TomoroAI/tomoro-colqwen3-embed-4b/-8b`, colpali-engine `ColQwen3`).
+    ColQwen3,
 }
 
-/// Vision-tower settings (fact sheet §1.3, "Vision").
-#[derive(Debug, Clone, Deserialize)]
-pub struct VisionConfig {
-    /// Blocks (32).
-    pub depth: usize,
-    /// Width of the vision residual stream (1280).
-    #[serde(alias = "embed_dim")]
-    pub hidden_size: usize,
-    /// Vision MLP width (3420).
-    pub intermediate_size: usize,
-    /// Attention heads (16, head_dim 80).
-    pub num_heads: usize,
-    /// Output width of the merger = text hidden size (2048).
-    pub out_hidden_size: usize,
-    /// Patch side in pixels (14).
-    #[serde(default = "default_patch")]
-    pub patch_size: usize,
-    /// Patches merged per side (2).
-    #[serde(default = "default_merge")]
-    pub spatial_merge_size: usize,
-    /// Frames per temporal patch (2; a still image is duplicated).
-    #[serde(default = "default_merge")]
-    pub temporal_patch_size: usize,
-    /// Window side in pixels (112 → 4×4 merged tokens).
-    #[serde(default = "default_window")]
-    pub window_size: usize,
-    /// Blocks that attend over the whole image ([7, 15, 23, 31]).
-    #[serde(default)]
-    pub fullatt_block_indexes: Vec<usize>,
-    /// Input channels (3).
-    #[serde(default = "default_chans", alias = "in_channels")]
-    pub in_chans: usize,
-    /// Activation of the gated MLP ("silu").
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
+impl Family {
+    /// Every family, in the order the error for an unknown checkpoint lists them.
+    pub const ALL: [Family; 2] = [Family::ColQwen2_5, Family::ColQwen3];
+
+    /// The family's name as colpali-engine spells the model class ("ColQwen2.5").
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ColQwen2_5 => "ColQwen2.5",
+            Self::ColQwen3 => "ColQwen3",
+        }
+    }
+
+    /// colpali-engine's processor class of the family, as the index manifest names the prompt format.
+    pub fn processor_class(self) -> &'static str {
+        match self {
+            Self::ColQwen2_5 => "ColQwen2_5_Processor",
+            Self::ColQwen3 => "ColQwen3Processor",
+        }
+    }
+
+    /// The `model_type` values of `config.json` this family reads, and its backbone, for messages.
+    fn model_types(self) -> &'static [&'static str] {
+        match self {
+            Self::ColQwen2_5 => &["qwen2_5_vl"],
+            // `colqwen3`: the Tomoro checkpoints' own type (their config wraps a Qwen3-VL config).
+            Self::ColQwen3 => &["qwen3_vl", "colqwen3"],
+        }
+    }
+
+    /// The family of a checkpoint whose `config.json` says `model_type` and `architectures`.
+    fn detect(model_type: &str, architectures: &[String]) -> Option<Self> {
+        if !model_type.is_empty() {
+            return Self::ALL.into_iter().find(|f| f.model_types().contains(&model_type));
+        }
+        // A config without `model_type`: the architecture names the class it was saved from.
+        architectures.iter().find_map(|a| match a.as_str() {
+            "ColQwen2_5" | "Qwen2_5_VLForConditionalGeneration" | "Qwen2_5_VLModel" => Some(Self::ColQwen2_5),
+            "ColQwen3" | "Qwen3VLForConditionalGeneration" | "Qwen3VLModel" => Some(Self::ColQwen3),
+            _ => None,
+        })
+    }
+
+    /// "ColQwen2.5 (model_type qwen2_5_vl), ColQwen3 (model_type qwen3_vl or colqwen3)": what the error for an
+    /// unknown checkpoint offers.
+    pub fn supported() -> String {
+        let each = Self::ALL.iter().map(|f| format!("{} (model_type {})", f.name(), f.model_types().join(" or ")));
+        each.collect::<Vec<_>>().join(", ")
+    }
 }
 
-/// `config.json` of a ColQwen2.5 checkpoint.
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// `config.json` of a checkpoint, read by the family it names.
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// `model_type` as written ("qwen2_5_vl").
-    pub model_type: String,
-    /// Language model.
-    pub text: TextConfig,
-    /// Vision tower.
-    pub vision: VisionConfig,
-    /// Id of `<|image_pad|>` (151655 in Qwen).
-    pub image_token_id: u32,
-    /// Id of `<|vision_start|>` (151652).
-    pub vision_start_token_id: u32,
-    /// Id of `<|vision_end|>` (151653).
-    pub vision_end_token_id: u32,
+pub enum ModelConfig {
+    /// A ColQwen2.5 (Qwen2.5-VL) checkpoint.
+    Qwen2_5(qwen2_5::Config),
+    /// A ColQwen3 (Qwen3-VL) checkpoint.
+    Qwen3Vl(qwen3_vl::Config),
 }
 
-fn default_eps() -> f64 {
-    1e-6
-}
-fn default_text_theta() -> f64 {
-    1_000_000.0
-}
-fn default_act() -> String {
-    "silu".into()
-}
-fn default_patch() -> usize {
-    14
-}
-fn default_merge() -> usize {
-    2
-}
-fn default_window() -> usize {
-    112
-}
-fn default_chans() -> usize {
-    3
-}
-
-#[derive(Deserialize)]
-struct RopeScaling {
-    #[serde(default)]
-    mrope_section: Option<Vec<usize>>,
-    #[serde(default)]
-    rope_theta: Option<f64>,
-}
-
-#[derive(Deserialize)]
-struct RawConfig {
-    model_type: Option<String>,
-    text_config: Option<serde_json::Value>,
-    vision_config: Option<VisionConfig>,
-    image_token_id: Option<u32>,
-    vision_start_token_id: Option<u32>,
-    vision_end_token_id: Option<u32>,
-}
-
-impl Config {
-    /// Reads `config.json`. Accepts the flat 4.x layout (text fields at top level, `vision_config` nested) and
-    /// the 5.x layout (`text_config` + `vision_config`); M-RoPE sections come from `rope_scaling` or
-    /// `rope_parameters` (fact sheet §1.3: 5.x converts `mrope` to rope_type `default`, keeping the sections).
+impl ModelConfig {
+    /// Reads `config.json` and the family it names; a family colqwen does not implement is an error that lists
+    /// the ones it does.
     pub fn from_file(path: &Path) -> Result<Self> {
+        let json = ConfigJson::read(path)?;
+        let family = Family::detect(json.model_type(), &json.architectures())
+            .ok_or_else(|| Error::UnsupportedModelType { path: path.into(), model_type: json.model_type().into() })?;
+        Ok(match family {
+            Family::ColQwen2_5 => Self::Qwen2_5(qwen2_5::Config::from_json(&json)?),
+            Family::ColQwen3 => Self::Qwen3Vl(qwen3_vl::Config::from_json(&json)?),
+        })
+    }
+
+    /// The family this config belongs to.
+    pub fn family(&self) -> Family {
+        match self {
+            Self::Qwen2_5(_) => Family::ColQwen2_5,
+            Self::Qwen3Vl(_) => Family::ColQwen3,
+        }
+    }
+
+    /// The processor settings a checkpoint brings beyond its files: the TomoroAI ColQwen3 checkpoints
+    /// (`model_type` "colqwen3") are published with a processor (remote code) that caps pages at 1280 visual
+    /// tokens whatever `preprocessor_config.json` says, and strips whitespace from queries. `None`: the files say
+    /// it all (colpali-engine's processors).
+    pub(crate) fn processor_defaults(&self) -> Option<(usize, bool)> {
+        match self {
+            Self::Qwen3Vl(c) if c.model_type == "colqwen3" => Some((1280, true)),
+            _ => None,
+        }
+    }
+
+    /// The patch layout and special ids every family's shell needs.
+    pub(crate) fn geometry(&self) -> Geometry {
+        match self {
+            Self::Qwen2_5(c) => c.geometry(),
+            Self::Qwen3Vl(c) => c.geometry(),
+        }
+    }
+}
+
+/// What the shared parts of the model (preprocessing, prompts, packing, the head) need from a family's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Geometry {
+    /// Patch side in pixels (14 for Qwen2.5-VL, 16 for Qwen3-VL).
+    pub(crate) patch: usize,
+    /// Patches merged per side into one visual token (2).
+    pub(crate) merge: usize,
+    /// Frames per temporal patch (2; a still image is duplicated).
+    pub(crate) temporal: usize,
+    /// Input channels (3).
+    pub(crate) channels: usize,
+    /// Id of `<|image_pad|>`.
+    pub(crate) image_token_id: u32,
+    /// Width of the language model's residual stream (the head's input).
+    pub(crate) hidden: usize,
+}
+
+impl Geometry {
+    /// Pixels per merged-token side: `patch · merge` (28 or 32).
+    pub(crate) fn factor(&self) -> usize {
+        self.patch * self.merge
+    }
+
+    /// Values per patch row of `pixel_values`: `channels · temporal · patch²` (1176 or 1536).
+    pub(crate) fn patch_width(&self) -> usize {
+        self.channels * self.temporal * self.patch * self.patch
+    }
+}
+
+/// Rotary parameters as a config writes them, under `rope_scaling` (transformers 4.x) or `rope_parameters`
+/// (5.x), at the text config's level or the top level.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub(crate) struct Rope {
+    /// M-RoPE split of the rotated frequency slots over the (t, h, w) position streams.
+    #[serde(default)]
+    pub(crate) mrope_section: Option<Vec<usize>>,
+    /// Whether the streams alternate slot by slot (Qwen3-VL) instead of taking contiguous sections (Qwen2.5-VL).
+    #[serde(default)]
+    pub(crate) mrope_interleaved: Option<bool>,
+    /// Rotary base.
+    #[serde(default)]
+    pub(crate) rope_theta: Option<f64>,
+    /// Share of each head's dims that rotate (Qwen3.5: 0.25).
+    #[serde(default)]
+    pub(crate) partial_rotary_factor: Option<f64>,
+}
+
+/// A `config.json` parsed as JSON, with the readers the families share; errors name the file.
+pub(crate) struct ConfigJson {
+    path: PathBuf,
+    value: serde_json::Value,
+}
+
+impl ConfigJson {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let json = |source| Error::Json { path: path.into(), what: "model config", source };
-        let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(json)?;
-        let raw: RawConfig = serde_json::from_value(value.clone()).map_err(json)?;
-        let model_type = raw.model_type.unwrap_or_default();
-        if model_type != "qwen2_5_vl" {
-            return Err(Error::UnsupportedModelType { path: path.into(), model_type });
-        }
-        let text_value = raw.text_config.unwrap_or_else(|| value.clone());
-        let mut text: TextConfig = serde_json::from_value(text_value.clone()).map_err(json)?;
-        let rope = text_value
-            .get("rope_scaling")
-            .filter(|v| !v.is_null())
-            .or_else(|| text_value.get("rope_parameters").filter(|v| !v.is_null()))
-            .or_else(|| value.get("rope_scaling").filter(|v| !v.is_null()));
-        let rope: Option<RopeScaling> = rope.map(|v| serde_json::from_value(v.clone())).transpose().map_err(json)?;
-        if let Some(theta) = rope.as_ref().and_then(|r| r.rope_theta) {
-            text.rope_theta = theta;
-        }
-        let invalid = |reason: String| Error::InvalidConfig { path: path.into(), reason };
-        text.mrope_section = rope
-            .and_then(|r| r.mrope_section)
-            .ok_or_else(|| invalid("rope_scaling.mrope_section is missing (Qwen2.5-VL uses M-RoPE)".into()))?;
-        let vision = raw.vision_config.ok_or_else(|| invalid("vision_config is missing".into()))?;
-        let token = |v: Option<u32>, name: &str| {
-            v.or_else(|| text_value.get(name).and_then(|x| x.as_u64()).map(|x| x as u32))
-                .ok_or_else(|| invalid(format!("{name} is missing")))
+        let value = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
+            path: path.into(),
+            what: "model config",
+            source,
+        })?;
+        Ok(Self { path: path.into(), value })
+    }
+
+    /// `model_type` ("" when absent).
+    pub(crate) fn model_type(&self) -> &str {
+        self.value.get("model_type").and_then(|v| v.as_str()).unwrap_or_default()
+    }
+
+    fn architectures(&self) -> Vec<String> {
+        self.value.get("architectures").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+    }
+
+    /// The language model's fields: `text_config` (transformers 5.x, and every Qwen3 config), else the top level
+    /// (the flat Qwen2.5-VL layout of 4.x).
+    pub(crate) fn text(&self) -> &serde_json::Value {
+        self.value.get("text_config").filter(|v| v.is_object()).unwrap_or(&self.value)
+    }
+
+    /// A required top-level field.
+    pub(crate) fn field(&self, name: &str) -> Result<&serde_json::Value> {
+        self.value.get(name).filter(|v| !v.is_null()).ok_or_else(|| self.invalid(format!("{name} is missing")))
+    }
+
+    /// `value` as a `T`; a missing or mistyped field is an error naming the file.
+    pub(crate) fn parse<T: DeserializeOwned>(&self, value: &serde_json::Value) -> Result<T> {
+        serde_json::from_value(value.clone()).map_err(|source| Error::Json {
+            path: self.path.clone(),
+            what: "model config",
+            source,
+        })
+    }
+
+    /// The rotary parameters: `rope_scaling` or `rope_parameters` of the text config, else of the top level;
+    /// `rope_theta` beside them when they do not carry it.
+    pub(crate) fn rope(&self) -> Result<Rope> {
+        let text = self.text();
+        let found = ["rope_scaling", "rope_parameters"]
+            .iter()
+            .find_map(|k| text.get(*k).filter(|v| v.is_object()))
+            .or_else(|| {
+                ["rope_scaling", "rope_parameters"].iter().find_map(|k| self.value.get(*k).filter(|v| v.is_object()))
+            });
+        let mut rope: Rope = match found {
+            Some(v) => self.parse(v)?,
+            None => Rope::default(),
         };
-        let cfg = Config {
-            model_type,
-            image_token_id: token(raw.image_token_id, "image_token_id")?,
-            vision_start_token_id: token(raw.vision_start_token_id, "vision_start_token_id")?,
-            vision_end_token_id: token(raw.vision_end_token_id, "vision_end_token_id")?,
-            text,
-            vision,
-        };
-        cfg.validate().map_err(invalid)?;
-        Ok(cfg)
+        if rope.rope_theta.is_none() {
+            rope.rope_theta = text.get("rope_theta").and_then(|v| v.as_f64());
+        }
+        if rope.partial_rotary_factor.is_none() {
+            rope.partial_rotary_factor = text.get("partial_rotary_factor").and_then(|v| v.as_f64());
+        }
+        Ok(rope)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        let t = &self.text;
-        let v = &self.vision;
-        if t.num_attention_heads == 0 || !t.hidden_size.is_multiple_of(t.num_attention_heads) {
-            return Err(format!(
-                "hidden_size {} is not a multiple of num_attention_heads {}",
-                t.hidden_size, t.num_attention_heads
-            ));
-        }
-        if t.num_key_value_heads == 0 || !t.num_attention_heads.is_multiple_of(t.num_key_value_heads) {
-            return Err(format!(
-                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
-                t.num_attention_heads, t.num_key_value_heads
-            ));
-        }
-        let half = self.text_head_dim() / 2;
-        if t.mrope_section.iter().sum::<usize>() != half {
-            return Err(format!("mrope_section {:?} must sum to head_dim/2 = {half}", t.mrope_section));
-        }
-        if t.mrope_section.len() != 3 {
-            return Err(format!("mrope_section {:?} must have 3 parts (t, h, w)", t.mrope_section));
-        }
-        if v.num_heads == 0
-            || !v.hidden_size.is_multiple_of(v.num_heads)
-            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
-        {
-            return Err(format!(
-                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4",
-                v.hidden_size, v.num_heads
-            ));
-        }
-        if v.out_hidden_size != t.hidden_size {
-            return Err(format!(
-                "vision out_hidden_size {} differs from hidden_size {}",
-                v.out_hidden_size, t.hidden_size
-            ));
-        }
-        let unit = v.patch_size * v.spatial_merge_size;
-        if v.spatial_merge_size != 2 || unit == 0 || !v.window_size.is_multiple_of(unit) {
-            return Err(format!(
-                "window_size {} must be a multiple of patch_size*spatial_merge_size = {unit} (merge 2)",
-                v.window_size
-            ));
-        }
-        if t.hidden_act != "silu" || v.hidden_act != "silu" {
-            return Err(format!("hidden_act {:?}/{:?}: only silu is implemented", t.hidden_act, v.hidden_act));
-        }
-        if let Some(i) = v.fullatt_block_indexes.iter().find(|&&i| i >= v.depth) {
-            return Err(format!("fullatt_block_indexes names block {i} of {}", v.depth));
-        }
-        Ok(())
+    /// A special-token id: top level, else in the text config.
+    pub(crate) fn token(&self, name: &str) -> Result<u32> {
+        [&self.value, self.text()]
+            .iter()
+            .find_map(|v| v.get(name).and_then(|x| x.as_u64()))
+            .map(|x| x as u32)
+            .ok_or_else(|| self.invalid(format!("{name} is missing")))
     }
 
-    /// Per-head width of the language model (128).
-    pub fn text_head_dim(&self) -> usize {
-        self.text.hidden_size / self.text.num_attention_heads
-    }
-
-    /// Per-head width of the vision tower (80).
-    pub fn vision_head_dim(&self) -> usize {
-        self.vision.hidden_size / self.vision.num_heads
-    }
-
-    /// Pixels per merged-token side: `patch_size · spatial_merge_size` (28).
-    pub fn factor(&self) -> usize {
-        self.vision.patch_size * self.vision.spatial_merge_size
+    /// An [`Error::InvalidConfig`] naming this file.
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidConfig { path: self.path.clone(), reason: reason.into() }
     }
 }
 
@@ -288,26 +302,28 @@ pub const CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
 impl PreprocessorConfig {
     /// Reads `preprocessor_config.json`; `min_pixels`/`max_pixels` override `size` as in the reference's
-    /// `__init__` (§2.3), class defaults fill what the file omits.
-    pub fn from_file(path: &Path, cfg: &Config) -> Result<Self> {
+    /// `__init__` (§2.3), class defaults fill what the file omits. Its patch layout must be the model's.
+    /// A `processor_config.json` is read through its `image_processor` section.
+    pub(crate) fn from_file(path: &Path, geometry: &Geometry) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let raw: RawPreprocessor = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
-            path: path.into(),
-            what: "preprocessor config",
-            source,
-        })?;
+        let json = |source| Error::Json { path: path.into(), what: "preprocessor config", source };
+        let mut value: serde_json::Value = serde_json::from_slice(&bytes).map_err(json)?;
+        if let Some(section) = value.get_mut("image_processor").filter(|v| v.is_object()) {
+            value = section.take();
+        }
+        let raw: RawPreprocessor = serde_json::from_value(value).map_err(json)?;
         let invalid = |reason: String| Error::InvalidConfig { path: path.into(), reason };
         let check = |name: &str, found: Option<usize>, want: usize| match found {
             Some(f) if f != want => Err(invalid(format!("{name} {f} differs from the model's {want}"))),
             _ => Ok(()),
         };
-        check("patch_size", raw.patch_size, cfg.vision.patch_size)?;
-        check("merge_size", raw.merge_size, cfg.vision.spatial_merge_size)?;
-        check("temporal_patch_size", raw.temporal_patch_size, cfg.vision.temporal_patch_size)?;
+        check("patch_size", raw.patch_size, geometry.patch)?;
+        check("merge_size", raw.merge_size, geometry.merge)?;
+        check("temporal_patch_size", raw.temporal_patch_size, geometry.temporal)?;
         let size = raw.size.as_ref();
         let min_pixels = raw.min_pixels.or(size.and_then(|s| s.shortest_edge)).unwrap_or(56 * 56);
         let max_pixels = raw.max_pixels.or(size.and_then(|s| s.longest_edge)).unwrap_or(28 * 28 * 1280);
-        if max_pixels < min_pixels || max_pixels < cfg.factor() * cfg.factor() {
+        if max_pixels < min_pixels || max_pixels < geometry.factor() * geometry.factor() {
             return Err(invalid(format!(
                 "max_pixels {max_pixels} is below min_pixels {min_pixels} or one merged token"
             )));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong while loading or running ColQwen2.5.
+/// Everything that can go wrong while loading or running a ColQwen model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -30,7 +30,7 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
-    /// A file that every ColQwen2.5 checkpoint has is missing from the model folder.
+    /// A file that every ColQwen checkpoint has is missing from the model folder.
     #[error("{dir} has no {file}")]
     MissingFile {
         /// The model folder.
@@ -39,7 +39,10 @@ pub enum Error {
         file: String,
     },
     /// `config.json` names a model family this crate does not implement.
-    #[error("{path}: model_type {model_type:?} is not supported (colqwen runs ColQwen2.5, model_type \"qwen2_5_vl\")")]
+    #[error(
+        "{path}: model_type {model_type:?} is not a model family colqwen runs; it runs {}",
+        crate::Family::supported()
+    )]
     UnsupportedModelType {
         /// The config file.
         path: PathBuf,
@@ -160,7 +163,7 @@ impl colqwen_core::Hint for Error {
             | Self::ShapeMismatch { .. }
             | Self::MissingTensor { .. } => "the model folder is incomplete or damaged: download it again".into(),
             Self::UnsupportedModelType { .. } => {
-                "colqwen runs ColQwen2.5 checkpoints (e.g. vidore/colqwen2.5-v0.2)".into()
+                "pass a ColQwen2.5 checkpoint (e.g. vidore/colqwen2.5-v0.2) or a ColQwen3 one (e.g. TomoroAI/tomoro-colqwen3-embed-4b)".into()
             }
             _ => return None,
         })

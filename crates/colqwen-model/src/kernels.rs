@@ -5,7 +5,7 @@
 
 use candle_core::backend::BackendStorage;
 use candle_core::cuda_backend::WrapErr;
-use candle_core::cuda_backend::cudarc::cublaslt::{CudaBlasLT, Matmul, MatmulConfig};
+use candle_core::cuda_backend::cudarc::cublaslt::{Activation, CudaBlasLT, Matmul, MatmulConfig};
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use candle_core::{
     CpuStorage, CudaDevice, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Storage,
@@ -79,6 +79,8 @@ pub(crate) fn blas_lt(dev: &CudaDevice) -> Result<CudaBlasLT> {
 
 struct LinearBias<'a> {
     lt: &'a CudaBlasLT,
+    /// GELU (tanh approximation) in the same epilogue, after the bias (`CUBLASLT_EPILOGUE_GELU_BIAS`).
+    gelu: bool,
 }
 
 impl CustomOp3 for LinearBias<'_> {
@@ -139,7 +141,8 @@ impl CustomOp3 for LinearBias<'_> {
                 batch_size: None,
             };
             // SAFETY: shapes, leading dimensions and the bias length were checked above.
-            unsafe { self.lt.matmul(cfg, &ws, &xs, &mut y, Some(&bs), None) }
+            let act = self.gelu.then_some(&Activation::Gelu);
+            unsafe { self.lt.matmul(cfg, &ws, &xs, &mut y, Some(&bs), act) }
                 .map_err(|e| candle_core::Error::Cuda(format!("cuBLASLt matmul: {e}").into()))?;
         }
         Ok((CudaStorage::wrap_cuda_slice(y, dev), Shape::from((n, out))))
@@ -149,7 +152,13 @@ impl CustomOp3 for LinearBias<'_> {
 /// `x·Wᵀ + b` in one cuBLASLt GEMM with the bias in its epilogue: `x` `[N, in]` (rows may be strided),
 /// `weight` `[out, in]`, `bias` `[out]`, bf16 → `[N, out]`.
 pub(crate) fn linear_bias(lt: &CudaBlasLT, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    x.apply_op3_no_bwd(weight, bias, &LinearBias { lt })
+    x.apply_op3_no_bwd(weight, bias, &LinearBias { lt, gelu: false })
+}
+
+/// `gelu_tanh(x·Wᵀ + b)` in one cuBLASLt GEMM (bias and GELU in the epilogue, on the f32 accumulator: one bf16
+/// rounding where the reference rounds after the bias and again after the GELU).
+pub(crate) fn linear_bias_gelu(lt: &CudaBlasLT, x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    x.apply_op3_no_bwd(weight, bias, &LinearBias { lt, gelu: true })
 }
 
 /// Flash tiles of packed sequences: `[T, 3]` u32 rows `(first row, length, first query row of the tile)`.
@@ -387,12 +396,14 @@ pub(crate) fn add_rms_norm_fits(width: usize) -> bool {
     width.is_multiple_of(8) && width <= MAX_NORM_WIDTH
 }
 
-struct AddRmsNorm<'a> {
+/// The residual add fused with a norm: RMSNorm without `bias`, LayerNorm with it.
+struct AddNorm<'a> {
     weight: &'a Tensor,
+    bias: Option<&'a Tensor>,
     eps: f32,
 }
 
-impl AddRmsNorm<'_> {
+impl AddNorm<'_> {
     /// `[2, N, D]` out: `h = x + delta` then `y = norm(h)`; `delta == None` writes only `y` (into `[1, N, D]`).
     fn run(
         &self,
@@ -414,13 +425,20 @@ impl AddRmsNorm<'_> {
         if wl.dims() != [d] {
             bail!("add_rms_norm: weight {:?} for width {d}", wl.dims())
         }
+        let bias_storage = self.bias.map(|b| b.storage_and_layout());
+        let bias = match &bias_storage {
+            Some((bs, bl)) if bl.dims() == [d] => Some(cuda_view::<bf16>(bs, bl, "norm bias")?),
+            Some((_, bl)) => bail!("add_layer_norm: bias {:?} for width {d}", bl.dims()),
+            None => None,
+        };
         let xs = x.as_cuda_slice::<bf16>()?.slice(x0..x1);
         let outs = if delta.is_some() { 2 } else { 1 };
         // SAFETY: one block per row writes all of its outputs.
         let out = unsafe { dev.alloc::<bf16>(outs * n * d)? };
         let (h, y) =
             if delta.is_some() { (out.slice(..n * d), out.slice(n * d..)) } else { (out.slice(..0), out.slice(..)) };
-        let func = dev.get_or_load_custom_func("add_rms_norm_bf16", MODULE, ptx::COLQWEN)?;
+        let name = if bias.is_some() { "add_layer_norm_bf16" } else { "add_rms_norm_bf16" };
+        let func = dev.get_or_load_custom_func(name, MODULE, ptx::COLQWEN)?;
         let ds;
         let null: u64 = 0;
         let mut b = func.builder();
@@ -439,13 +457,17 @@ impl AddRmsNorm<'_> {
             }
         }
         b.arg(&w);
+        if let Some(bias) = &bias {
+            b.arg(bias);
+        }
         b.arg(&h);
         b.arg(&y);
         candle_core::builder_arg!(b, n as i32, d as i32, self.eps);
         // One warp per row, four rows per block (kernel constant NORM_WARPS).
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         if n > 0 {
-            // SAFETY: argument types and order match `add_rms_norm_bf16`; sizes checked above.
+            // SAFETY: argument types and order match `add_rms_norm_bf16` / `add_layer_norm_bf16` (the bias after the
+            // weight); sizes checked above.
             unsafe { b.launch(cfg) }.w()?;
         }
         drop(b);
@@ -453,7 +475,7 @@ impl AddRmsNorm<'_> {
     }
 }
 
-impl CustomOp1 for AddRmsNorm<'_> {
+impl CustomOp1 for AddNorm<'_> {
     fn name(&self) -> &'static str {
         "colqwen-rms-norm"
     }
@@ -467,7 +489,7 @@ impl CustomOp1 for AddRmsNorm<'_> {
     }
 }
 
-impl CustomOp2 for AddRmsNorm<'_> {
+impl CustomOp2 for AddNorm<'_> {
     fn name(&self) -> &'static str {
         "colqwen-add-rms-norm"
     }
@@ -484,7 +506,22 @@ impl CustomOp2 for AddRmsNorm<'_> {
 /// Residual add fused with the following RMSNorm (reference order, trap 13): `x`, `delta` `[N, D]` bf16 →
 /// `(h = x + delta, norm(h))`; without `delta`, `(x, norm(x))`.
 pub(crate) fn add_rms_norm(x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    let op = AddRmsNorm { weight, eps: eps as f32 };
+    add_norm(x, delta, AddNorm { weight, bias: None, eps: eps as f32 })
+}
+
+/// Residual add fused with the following LayerNorm (torch's order: statistics and the affine part in f32, one
+/// rounding): `x`, `delta` `[N, D]` bf16 → `(h = x + delta, norm(h))`; without `delta`, `(x, norm(x))`.
+pub(crate) fn add_layer_norm(
+    x: &Tensor,
+    delta: Option<&Tensor>,
+    weight: &Tensor,
+    bias: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    add_norm(x, delta, AddNorm { weight, bias: Some(bias), eps: eps as f32 })
+}
+
+fn add_norm(x: &Tensor, delta: Option<&Tensor>, op: AddNorm) -> Result<(Tensor, Tensor)> {
     let x = x.contiguous()?;
     match delta {
         Some(delta) => {

@@ -1,9 +1,14 @@
-//! ColQwen2.5 inference on candle, exact to colpali-engine (the parity contract is
-//! `shared/reference/colqwen2_5.md`, cited as "fact sheet §N").
+//! ColQwen inference on candle, exact to colpali-engine 0.3.18, for the model families of [`Family`]: ColQwen2.5
+//! (Qwen2.5-VL; the parity contract is `shared/reference/colqwen2_5.md`, cited as "fact sheet §N") and ColQwen3
+//! (Qwen3-VL).
 //!
-//! Data path: [`preprocess`] (page image → `pixel_values`) → [`vision`] (→ visual tokens) → [`text`]
-//! (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, 128]`) → [`maxsim`].
-//! [`ColQwen::embed_images`] and [`ColQwen::embed_queries`] run the whole path on packed batches.
+//! Data path: [`preprocess`] (page image → `pixel_values`) → the family's vision tower (→ visual tokens) → its
+//! language model (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, dim]`) →
+//! [`maxsim`]. [`ColQwen::embed_images`] and [`ColQwen::embed_queries`] run the whole path on packed batches.
+//!
+//! Layout: the shared parts (`config` with the family choice, `preprocess`, `tokenize`, `rope`, `nn`, `ops` and
+//! the CUDA `kernels`, `weights`, `source`, the shell in `model`) beside one module per family ([`qwen2_5`],
+//! [`qwen3_vl`]) holding what is that family's own: its config fields, towers and checkpoint key names.
 
 pub mod config;
 mod device;
@@ -18,18 +23,19 @@ mod nn;
 mod ops;
 pub mod preprocess;
 pub mod profile;
+pub mod qwen2_5;
+pub mod qwen3_vl;
+pub mod rope;
 mod source;
-pub mod text;
 pub mod tokenize;
-pub mod vision;
 mod weights;
 
 pub use candle_core::{DType, Device, DeviceLocation};
 pub use colqwen_core::{MultiVector, maxsim};
-pub use config::{AdapterConfig, Config, PreprocessorConfig};
+pub use config::{AdapterConfig, Family, ModelConfig, PreprocessorConfig};
 pub use device::{default_batch_size, free_device_memory};
 pub use error::{Error, Result};
-pub use model::{ColQwen, EMBEDDING_DIM, LoadOptions, PackedBatch};
+pub use model::{Backbone, ColQwen, LoadOptions, PackedBatch};
 pub use preprocess::{ImageGrid, PixelValues, Preprocessor};
 pub use source::{DEFAULT_MODEL_ID, HubOptions, ModelFiles};
 pub use tokenize::QueryTemplate;

@@ -1,6 +1,7 @@
-//! ColQwen2.5 = vision tower + language model + `custom_text_proj` head (fact sheet §6), with the
-//! document and query paths of §2 and §3. Inputs of a batch are packed, never padded, so each embedding is
-//! independent of the rest of its batch.
+//! The ColQwen shell shared by every family: preprocessing, prompts, packing, the `custom_text_proj` head and
+//! the move back to the host, around the towers of the family that `config.json` names ([`Backbone`], chosen
+//! once at load). Inputs of a batch are packed, never padded, so each embedding is independent of the rest of its
+//! batch.
 
 use std::borrow::Borrow;
 
@@ -10,21 +11,17 @@ use rayon::prelude::*;
 
 use colqwen_core::MultiVector;
 
-use crate::config::{AdapterConfig, Config, PreprocessorConfig};
-use crate::error::Result;
+use crate::config::{AdapterConfig, Family, Geometry, ModelConfig, PreprocessorConfig};
+use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::ops::Ops;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
-use crate::profile::{Profiler, Profiling, Stage, stage};
+use crate::profile::{Profiler, Profiling, Stage, Taps, stage};
+use crate::rope::{document_positions, query_positions};
 use crate::source::ModelFiles;
-use crate::text::{TextModel, document_positions, query_positions};
 use crate::tokenize::{Prompts, QueryTemplate};
-use crate::vision::VisionModel;
 use crate::weights::Weights;
-
-/// Width of the ColQwen head (`dim = 128`, hard-coded in colpali-engine).
-pub const EMBEDDING_DIM: usize = 128;
-
+use crate::{qwen2_5, qwen3_vl};
 /// Choices made at load time.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -62,12 +59,82 @@ impl PackedBatch {
     }
 }
 
-/// A loaded ColQwen2.5 model.
+/// The towers of the loaded family: the one place that dispatches on it.
+#[non_exhaustive]
+pub enum Backbone {
+    /// ColQwen2.5 (Qwen2.5-VL).
+    Qwen2_5(qwen2_5::Towers),
+    /// ColQwen3 (Qwen3-VL).
+    Qwen3Vl(qwen3_vl::Towers),
+}
+
+/// What a vision tower makes of a packed batch of images.
+pub(crate) struct Visual {
+    /// Visual tokens `[ΣT, H]`, raster order per image, images concatenated: they replace the `<|image_pad|>`
+    /// embeddings.
+    pub(crate) tokens: Tensor,
+    /// DeepStack features `[ΣT, H]` in the same order (Qwen3-VL; empty elsewhere): feature `k` is added to the
+    /// visual positions after decoder layer `k`.
+    pub(crate) deepstack: Vec<Tensor>,
+}
+
+/// The visual positions of a packed batch and the features to add there after the first decoder layers.
+pub(crate) struct DeepStack<'a> {
+    /// Packed row indices of the `<|image_pad|>` tokens (`[ΣT]`, u32), in order.
+    pub(crate) rows: &'a Tensor,
+    /// One `[ΣT, H]` feature per layer, from layer 0.
+    pub(crate) features: &'a [Tensor],
+}
+
+impl Backbone {
+    fn load(config: &ModelConfig, vb: &Weights) -> Result<Self> {
+        Ok(match config {
+            ModelConfig::Qwen2_5(c) => Self::Qwen2_5(qwen2_5::Towers::new(c, vb)?),
+            ModelConfig::Qwen3Vl(c) => Self::Qwen3Vl(qwen3_vl::Towers::new(c, vb)?),
+        })
+    }
+
+    /// The family's on-disk → module key mapping.
+    fn rename(config: &ModelConfig) -> crate::weights::Rename {
+        match config {
+            ModelConfig::Qwen2_5(_) => qwen2_5::module_key,
+            ModelConfig::Qwen3Vl(_) => qwen3_vl::module_key,
+        }
+    }
+
+    /// The vision tower over `pixel_values` `[ΣP, patch_width]` of images with these grids.
+    fn vision(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Visual> {
+        match self {
+            Self::Qwen2_5(t) => Ok(Visual { tokens: t.vision.forward(pixel_values, grids)?, deepstack: Vec::new() }),
+            Self::Qwen3Vl(t) => t.vision.forward(pixel_values, grids),
+        }
+    }
+
+    /// Token embeddings `[N, H]`.
+    fn embed(&self, ids: &[u32]) -> Result<Tensor> {
+        match self {
+            Self::Qwen2_5(t) => t.text.embed(ids),
+            Self::Qwen3Vl(t) => t.text.embed(ids),
+        }
+    }
+
+    /// The language model over packed input embeddings → `last_hidden_state` `[N, H]`.
+    fn text(&self, embeds: &Tensor, batch: &PackedBatch, deepstack: Option<DeepStack>) -> Result<Tensor> {
+        match self {
+            Self::Qwen2_5(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens),
+            Self::Qwen3Vl(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens, deepstack),
+        }
+    }
+}
+
+/// A loaded ColQwen model of any supported [`Family`].
 pub struct ColQwen {
-    config: Config,
-    vision: VisionModel,
-    text: TextModel,
+    config: ModelConfig,
+    geometry: Geometry,
+    backbone: Backbone,
     head: Linear,
+    /// Width of one output vector (128 for ColQwen2.5, 320 for ColQwen3): the head's output rows.
+    dim: usize,
     preprocessor: Preprocessor,
     prompts: Prompts,
     device: Device,
@@ -82,20 +149,21 @@ pub struct ColQwen {
 }
 
 impl ColQwen {
-    /// Loads config, processor files and weights onto `device` in `dtype`; a LoRA adapter is merged into the
-    /// base weights at load (`W + s·B·A` in f32, one rounding; fact sheet §1.4).
+    /// Loads config, processor files and weights onto `device` in `dtype`; the family comes from `config.json`
+    /// (an unknown one is an error listing the supported families); a LoRA adapter is merged into the base
+    /// weights at load (`W + s·B·A` in f32, one rounding; fact sheet §1.4).
     pub fn load(files: &ModelFiles, device: &Device, dtype: DType, opts: &LoadOptions) -> Result<Self> {
-        let config = Config::from_file(&files.config)?;
-        let pre_cfg = PreprocessorConfig::from_file(&files.preprocessor, &config)?;
-        let v = &config.vision;
-        let preprocessor = Preprocessor::new(
-            &pre_cfg,
-            v.patch_size,
-            v.spatial_merge_size,
-            v.temporal_patch_size,
-            opts.max_visual_tokens,
-        );
-        let prompts = Prompts::load(&files.tokenizer, config.image_token_id, opts.query.clone())?;
+        let config = ModelConfig::from_file(&files.config)?;
+        let geometry = config.geometry();
+        let pre_cfg = PreprocessorConfig::from_file(&files.preprocessor, &geometry)?;
+        let g = &geometry;
+        let (mut cap, mut query) = (opts.max_visual_tokens, opts.query.clone());
+        if let Some((tokens, strip)) = config.processor_defaults() {
+            cap = cap.or(Some(tokens));
+            query.strip |= strip;
+        }
+        let preprocessor = Preprocessor::new(&pre_cfg, g.patch, g.merge, g.temporal, cap);
+        let prompts = Prompts::load(&files.tokenizer, geometry.image_token_id, query)?;
         let adapter = match (&files.adapter, opts.skip_adapter) {
             (Some((cfg, weights)), false) => Some((weights.as_path(), AdapterConfig::from_file(cfg)?)),
             _ => None,
@@ -103,18 +171,37 @@ impl ColQwen {
         // The one place where the device fast path is chosen; the layers dispatch on `ops`.
         let ops = Ops::for_device(device, dtype)?;
         let profiling = Profiling::new(device);
-        let vb = Weights::open(&files.weights, adapter, dtype, device, &ops, &profiling)?;
-        let vision = VisionModel::new(&config, vb.pp("visual"))?;
-        let text = TextModel::new(&config, vb.pp("language_model"))?;
-        let head = Linear::new(config.text.hidden_size, EMBEDDING_DIM, true, vb.pp("custom_text_proj"))?;
+        let vb = Weights::open(&files.weights, Backbone::rename(&config), adapter, dtype, device, &ops, &profiling)?;
+        let backbone = Backbone::load(&config, &vb)?;
+        let head_vb = vb.pp("custom_text_proj");
+        let dim = match head_vb.shape_of("weight")?.as_deref() {
+            // The head's width is its weight's: colpali-engine hard-codes 320 for ColQwen3 and 128 for ColQwen2.5
+            // whatever the config says.
+            Some(&[dim, hidden]) if hidden == geometry.hidden && dim > 0 => dim,
+            Some(shape) => {
+                return Err(Error::InvalidConfig {
+                    path: files.config.clone(),
+                    reason: format!(
+                        "custom_text_proj.weight has shape {shape:?}, expected [dim, {}] (the text hidden size)",
+                        geometry.hidden
+                    ),
+                });
+            }
+            None => {
+                return Err(Error::MissingTensor { name: "custom_text_proj.weight".into(), files: vb.files_list() });
+            }
+        };
+        let head = Linear::new(geometry.hidden, dim, true, head_vb)?;
         vb.check_adapter_used()?;
-        tracing::info!(device = ?device, ?dtype, ops = ops.name(), lora_pairs = vb.lora_pairs(), "loaded ColQwen2.5");
+        let family = config.family();
+        tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
         Ok(Self {
             lora_pairs: vb.lora_pairs(),
             config,
-            vision,
-            text,
+            geometry,
+            backbone,
             head,
+            dim,
             preprocessor,
             prompts,
             device: device.clone(),
@@ -126,6 +213,12 @@ impl ColQwen {
         })
     }
 
+    /// Records the named intermediate tensors of every forward pass into `taps` from now on, or stops with
+    /// `None` (for the stage-by-stage parity tests).
+    pub fn set_taps(&self, taps: Option<std::sync::Arc<Taps>>) {
+        self.profiling.set_taps(taps);
+    }
+
     /// Times the stages of every forward pass into `profiler` from now on (with the device synchronised around
     /// each stage, so passes run slower), or stops timing with `None`. Off after load; while off, stages cost
     /// one atomic load each and never synchronise. Each stage is also a TRACE `tracing` span, profiler or not.
@@ -133,9 +226,25 @@ impl ColQwen {
         self.profiling.set(profiler);
     }
 
-    /// The checkpoint's config.
-    pub fn config(&self) -> &Config {
+    /// The checkpoint's config (and through it, its family).
+    pub fn config(&self) -> &ModelConfig {
         &self.config
+    }
+    /// The family the checkpoint belongs to.
+    pub fn family(&self) -> Family {
+        self.config.family()
+    }
+    /// The family's towers, for stage-by-stage use.
+    pub fn backbone(&self) -> &Backbone {
+        &self.backbone
+    }
+    /// Width of one output vector (128 for ColQwen2.5, 320 for ColQwen3).
+    pub fn embedding_dim(&self) -> usize {
+        self.dim
+    }
+    /// Id of `<|image_pad|>`.
+    pub fn image_token_id(&self) -> u32 {
+        self.geometry.image_token_id
     }
     /// The image preprocessor (settings in force, incl. the visual-token cap).
     pub fn preprocessor(&self) -> &Preprocessor {
@@ -144,14 +253,6 @@ impl ColQwen {
     /// Tokenizer and prompt templates.
     pub fn prompts(&self) -> &Prompts {
         &self.prompts
-    }
-    /// Vision tower, for stage-by-stage use.
-    pub fn vision(&self) -> &VisionModel {
-        &self.vision
-    }
-    /// Language model, for stage-by-stage use.
-    pub fn text(&self) -> &TextModel {
-        &self.text
     }
     /// Device the weights live on.
     pub fn device(&self) -> &Device {
@@ -168,11 +269,11 @@ impl ColQwen {
 
     /// Ids, M-RoPE positions and offsets of a batch of documents with these grids (§2.7, §5.2).
     pub fn document_batch(&self, grids: &[ImageGrid]) -> PackedBatch {
-        let merge = self.config.vision.spatial_merge_size;
+        let merge = self.geometry.merge;
         let mut batch = PackedBatch::new();
         for g in grids {
             let ids = self.prompts.document_ids(g.tokens(merge));
-            let pos = document_positions(&ids, self.config.image_token_id, std::slice::from_ref(g), merge);
+            let pos = document_positions(&ids, self.geometry.image_token_id, std::slice::from_ref(g), merge);
             batch.push(ids, pos);
         }
         batch
@@ -190,40 +291,38 @@ impl ColQwen {
     }
 
     /// Head (§6): `custom_text_proj`, then L2 normalisation without ε (norm accumulated in f32, rounded to the
-    /// model dtype, then divided; trap 25). `[N, D] → [N, 128]`.
+    /// model dtype, then divided; trap 25). `[N, H] → [N, dim]`.
     pub fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let proj = self.head.forward(hidden)?;
         let norm = proj.to_dtype(DType::F32)?.sqr()?.sum_keepdim(1)?.sqrt()?.to_dtype(proj.dtype())?;
         Ok(proj.broadcast_div(&norm)?)
     }
 
+    /// Packed row indices of the `<|image_pad|>` tokens of `batch`, in order: where the visual tokens go.
+    fn visual_rows(&self, batch: &PackedBatch) -> Vec<u32> {
+        let image = self.geometry.image_token_id;
+        batch.ids.iter().enumerate().filter(|&(_, &t)| t == image).map(|(i, _)| i as u32).collect()
+    }
+
     /// Input embeddings of a document batch: token embeddings with the visual tokens scattered into the
-    /// `<|image_pad|>` slots in order (§5.1). `vision`: `[ΣT, D]`.
+    /// `<|image_pad|>` slots in order (§5.1; `masked_scatter` in the reference). `vision`: `[ΣT, H]`.
     pub fn scatter_image_features(&self, batch: &PackedBatch, vision: &Tensor) -> Result<Tensor> {
         let n = batch.ids.len();
-        let mut next = n;
-        let index: Vec<u32> = batch
-            .ids
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                if t == self.config.image_token_id {
-                    next += 1;
-                    (next - 1) as u32
-                } else {
-                    i as u32
-                }
-            })
-            .collect();
-        let slots = next - n;
-        let rows = vision.dim(0)?;
-        if slots != rows {
+        let rows = self.visual_rows(batch);
+        let tokens = vision.dim(0)?;
+        if rows.len() != tokens {
             return Err(candle_core::Error::Msg(format!(
-                "{slots} image slots in the prompts but {rows} visual tokens"
+                "{} image slots in the prompts but {tokens} visual tokens",
+                rows.len()
             ))
             .into());
         }
-        let text = self.text.embed(&batch.ids)?;
+        // Gather from [text rows; visual tokens]: row i takes text row i, or visual token k at its k-th slot.
+        let mut index: Vec<u32> = (0..n as u32).collect();
+        for (k, &r) in rows.iter().enumerate() {
+            index[r as usize] = (n + k) as u32;
+        }
+        let text = self.backbone.embed(&batch.ids)?;
         let all = Tensor::cat(&[&text, &vision.to_dtype(text.dtype())?], 0)?;
         let index = Tensor::from_vec(index, n, &self.device)?;
         Ok(all.index_select(&index, 0)?)
@@ -234,7 +333,7 @@ impl ColQwen {
         images.par_iter().map(|img| self.preprocessor.preprocess(img)).collect()
     }
 
-    /// Embeds images: one `[T + 11, 128]` multi-vector each (all prompt positions kept, as the reference).
+    /// Embeds images: one `[T + 11, dim]` multi-vector each (all prompt positions kept, as the reference).
     pub fn embed_images(&self, images: &[RgbImage]) -> Result<Vec<MultiVector>> {
         let pvs = self.preprocess_images(images)?;
         self.embed_pixel_values(&pvs)
@@ -249,20 +348,26 @@ impl ColQwen {
         let images: Vec<&PixelValues> = images.iter().map(Borrow::borrow).collect();
         let images = images.as_slice();
         let grids: Vec<ImageGrid> = images.iter().map(|p| p.grid).collect();
-        let width = images[0].data.len() / images[0].grid.patches().max(1);
-        let rows = images.iter().map(|p| p.data.len()).sum::<usize>() / width.max(1);
+        let width = self.geometry.patch_width();
+        let rows = images.iter().map(|p| p.data.len()).sum::<usize>() / width;
         // Cast to the model dtype on the host, in parallel: the reference casts pixel_values to the model dtype
         // before the patch embedding (trap 9) with the same round-to-nearest-even, so the values are identical,
         // and the upload is half the size in bf16/f16.
         let pixel_values = self.upload.run(|| self.upload_pixels(images, (rows, width)))?;
-        let vision = self.vision.forward(&pixel_values, &grids)?;
+        let visual = self.backbone.vision(&pixel_values, &grids)?;
+        drop(pixel_values);
         let batch = self.document_batch(&grids);
-        let embeds = self.scatter_image_features(&batch, &vision)?;
-        let hidden = self.text.forward(&embeds, &batch.positions, &batch.cu_seqlens)?;
+        let embeds = self.scatter_image_features(&batch, &visual.tokens)?;
+        let rows = self.visual_rows(&batch);
+        let rows = Tensor::from_vec(rows.clone(), rows.len(), &self.device)?;
+        let deepstack =
+            (!visual.deepstack.is_empty()).then_some(DeepStack { rows: &rows, features: &visual.deepstack });
+        let hidden = self.backbone.text(&embeds, &batch, deepstack)?;
+        self.profiling.tap(|| "last_hidden_state".into(), &hidden);
         self.split(&self.head(&hidden)?, &batch.cu_seqlens)
     }
 
-    /// `[ΣP, 1176]` pixel values of `images` on the device, in the model dtype. On CUDA in bf16 they are
+    /// `[ΣP, patch_width]` pixel values of `images` on the device, in the model dtype. On CUDA in bf16 they are
     /// converted straight into a reused page-locked buffer and copied by DMA (a pageable upload of a
     /// 16-page batch took longer than a sixth of its forward pass on an H100).
     fn upload_pixels(&self, images: &[&PixelValues], shape: (usize, usize)) -> candle_core::Result<Tensor> {
@@ -276,28 +381,26 @@ impl ColQwen {
         }
     }
 
-    /// Embeds queries: one `[len + 10, 128]` multi-vector each.
+    /// Embeds queries: one `[len + 10, dim]` multi-vector each.
     pub fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>> {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.query_batch(queries)?;
-        let embeds = self.text.embed(&batch.ids)?;
-        let hidden = self.text.forward(&embeds, &batch.positions, &batch.cu_seqlens)?;
+        let embeds = self.backbone.embed(&batch.ids)?;
+        let hidden = self.backbone.text(&embeds, &batch, None)?;
+        self.profiling.tap(|| "last_hidden_state".into(), &hidden);
         self.split(&self.head(&hidden)?, &batch.cu_seqlens)
     }
 
     /// One move back to the host, in f32, then split per sequence.
     fn split(&self, emb: &Tensor, cu: &[usize]) -> Result<Vec<MultiVector>> {
+        let dim = self.dim;
         let all: Vec<f32> =
             self.download.run(|| emb.to_dtype(DType::F32)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1())?;
         Ok(cu
             .windows(2)
-            .map(|w| MultiVector {
-                rows: w[1] - w[0],
-                dim: EMBEDDING_DIM,
-                data: all[w[0] * EMBEDDING_DIM..w[1] * EMBEDDING_DIM].to_vec(),
-            })
+            .map(|w| MultiVector { rows: w[1] - w[0], dim, data: all[w[0] * dim..w[1] * dim].to_vec() })
             .collect())
     }
 }
@@ -305,6 +408,7 @@ impl ColQwen {
 impl std::fmt::Debug for ColQwen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ColQwen")
+            .field("family", &self.family())
             .field("device", &self.device)
             .field("dtype", &self.dtype)
             .field("ops", &self.ops)

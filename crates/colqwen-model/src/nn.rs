@@ -1,5 +1,6 @@
-//! Building blocks shared by both towers, each with the reference's precision recipe (fact sheet §10):
-//! Linear, RMSNorm (§4.4, trap 13), rotary application and variable-length attention over packed sequences.
+//! Building blocks shared by the towers of every family, each with the reference's precision recipe (fact sheet
+//! §10): Linear, RMSNorm (§4.4, trap 13), LayerNorm, the gated (SwiGLU) and plain (GELU) MLPs, the pre-norm
+//! block, rotary application and variable-length attention over packed sequences.
 
 use candle_core::{D, DType, Module, Result, Tensor};
 
@@ -20,6 +21,8 @@ pub(crate) enum Linear {
         weight: Tensor,
         bias: Tensor,
         lt: std::sync::Arc<candle_core::cuda_backend::cudarc::cublaslt::CudaBlasLT>,
+        /// GELU (tanh) after the bias, in the same epilogue.
+        gelu: bool,
     },
 }
 
@@ -46,10 +49,25 @@ impl Linear {
     pub(crate) fn from_parts(weight: Tensor, bias: Option<Tensor>, ops: &Ops) -> Result<Self> {
         match (ops, bias) {
             #[cfg(feature = "cuda")]
-            (Ops::CudaBf16(cuda), Some(bias)) => {
-                Ok(Self::Epilogue { weight: weight.contiguous()?, bias: bias.contiguous()?, lt: cuda.lt.clone() })
-            }
+            (Ops::CudaBf16(cuda), Some(bias)) => Ok(Self::Epilogue {
+                weight: weight.contiguous()?,
+                bias: bias.contiguous()?,
+                lt: cuda.lt.clone(),
+                gelu: false,
+            }),
             (_, bias) => Ok(Self::Plain { weight, bias }),
+        }
+    }
+
+    /// The same layer with GELU (tanh) fused into its epilogue where the device can (CUDA in bf16, biased layers);
+    /// `None` where it cannot, and the caller applies the activation itself.
+    pub(crate) fn fuse_gelu(&self) -> Option<Self> {
+        match self {
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, bias, lt, .. } => {
+                Some(Self::Epilogue { weight: weight.clone(), bias: bias.clone(), lt: lt.clone(), gelu: true })
+            }
+            _ => None,
         }
     }
 }
@@ -59,7 +77,9 @@ impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         match self {
             #[cfg(feature = "cuda")]
-            Self::Epilogue { weight, bias, lt } => crate::kernels::linear_bias(lt, xs, weight, bias),
+            Self::Epilogue { weight, bias, lt, gelu: false } => crate::kernels::linear_bias(lt, xs, weight, bias),
+            #[cfg(feature = "cuda")]
+            Self::Epilogue { weight, bias, lt, gelu: true } => crate::kernels::linear_bias_gelu(lt, xs, weight, bias),
             Self::Plain { weight, bias } => {
                 let ys = xs.matmul(&weight.t()?)?;
                 match bias {
@@ -80,14 +100,21 @@ pub(crate) struct RmsNorm {
     ops: Ops,
 }
 
+/// A norm that can take the residual add before it: `(h = xs + delta, norm(h))`, or `(xs, norm(xs))` without a
+/// `delta` (one fused kernel where the device has one).
+pub(crate) trait AddNorm {
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)>;
+}
+
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
         Ok(Self { weight: vb.get(&[dim], "weight")?, eps, ops: vb.ops().clone() })
     }
+}
 
-    /// The residual add that precedes this norm, fused with it: `(h = xs + delta, norm(h))`; without a
-    /// `delta`, `(xs, norm(xs))`. One kernel on CUDA in bf16, exact reference order (trap 13).
-    pub(crate) fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+impl AddNorm for RmsNorm {
+    /// One kernel on CUDA in bf16, exact reference order (trap 13).
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         match &self.ops {
             #[cfg(feature = "cuda")]
             Ops::CudaBf16(_) if crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?) => {
@@ -125,10 +152,139 @@ impl Module for RmsNorm {
     }
 }
 
-/// NeoX ("half") rotary on `[H, N, d]` with per-token `cos`/`sin` of shape `[N, d/2]`.
+/// LayerNorm with bias as torch computes it in every dtype: mean and variance over the last dim in f32
+/// (two passes), `(x − mean)·rsqrt(var + ε)·w + b` in f32, one rounding to the input dtype.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    ops: Ops,
+}
+
+impl LayerNorm {
+    pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
+        Ok(Self { weight: vb.get(&[dim], "weight")?, bias: vb.get(&[dim], "bias")?, eps, ops: vb.ops().clone() })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let x32 = xs.to_dtype(DType::F32)?;
+        let centred = x32.broadcast_sub(&x32.mean_keepdim(D::Minus1)?)?;
+        let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centred.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?;
+        let y = normed
+            .broadcast_mul(&self.weight.to_dtype(DType::F32)?)?
+            .broadcast_add(&self.bias.to_dtype(DType::F32)?)?;
+        y.to_dtype(xs.dtype())
+    }
+}
+
+impl AddNorm for LayerNorm {
+    /// One kernel on CUDA in bf16 for widths up to 2048 (the vision blocks; the DeepStack mergers' 4608-wide
+    /// norm takes the generic path).
+    fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
+        #[cfg(feature = "cuda")]
+        if let Ops::CudaBf16(_) = &self.ops
+            && crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?)
+        {
+            return crate::kernels::add_layer_norm(xs, delta, &self.weight, &self.bias, self.eps);
+        }
+        let h = match delta {
+            Some(d) => (xs + d)?,
+            None => xs.clone(),
+        };
+        let y = self.forward(&h)?;
+        Ok((h, y))
+    }
+}
+
+/// The activation of a plain MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Activation {
+    /// `gelu_pytorch_tanh`: `0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))`.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    GeluErf,
+}
+
+impl Activation {
+    /// From the config's `hidden_act` name (transformers' `ACT2FN` keys).
+    pub(crate) fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "gelu_pytorch_tanh" | "gelu_new" => Some(Self::GeluTanh),
+            "gelu" => Some(Self::GeluErf),
+            _ => None,
+        }
+    }
+
+    /// Applied in f32, rounded once to the input dtype (torch's half-precision GELU kernels compute in f32).
+    pub(crate) fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        let x32 = xs.to_dtype(DType::F32)?;
+        let y = match self {
+            Self::GeluTanh => x32.gelu()?,
+            Self::GeluErf => x32.gelu_erf()?,
+        };
+        y.to_dtype(xs.dtype())
+    }
+}
+
+/// A plain two-layer MLP, `fc2(act(fc1(x)))`, both layers biased (the Qwen3-VL vision blocks and mergers).
+#[derive(Debug, Clone)]
+pub(crate) struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    /// The activation, or `None` when fc1's epilogue applies it (GELU-tanh on CUDA in bf16).
+    act: Option<Activation>,
+    /// The fc1 GEMM, the activation and the fc2 GEMM.
+    stages: [Stage; 3],
+}
+
+impl Mlp {
+    /// Loads `{fc1}` `[inter, d]` and `{fc2}` `[out, inter]` (weights and biases) under `vb`.
+    pub(crate) fn new(
+        (d, inter, out): (usize, usize, usize),
+        names: [&str; 2],
+        act: Activation,
+        vb: &Weights,
+        stages: [Stage; 3],
+    ) -> crate::Result<Self> {
+        let fc1 = Linear::new(d, inter, true, vb.pp(names[0]))?;
+        // cuBLASLt's GELU epilogue is the tanh form: fused for GELU-tanh only.
+        let (fc1, act) = match (act, fc1.fuse_gelu()) {
+            (Activation::GeluTanh, Some(fused)) => (fused, None),
+            (act, _) => (fc1, Some(act)),
+        };
+        Ok(Self { fc1, fc2: Linear::new(inter, out, true, vb.pp(names[1]))?, act, stages })
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let [fc1, act_stage, fc2] = &self.stages;
+        let mut h = fc1.run(|| self.fc1.forward(xs))?;
+        if let Some(act) = self.act {
+            h = act_stage.run(|| act.apply(&h))?;
+        }
+        fc2.run(|| self.fc2.forward(&h))
+    }
+}
+
+/// NeoX ("half") rotary on `[H, N, d]` with per-token `cos`/`sin` of shape `[N, r/2]`: the first `r` dims of each
+/// head rotate (all of them when `r = d`), in the tables' dtype, the result in the input's.
 pub(crate) fn apply_rotary(xs: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
-    let xs = xs.unsqueeze(0)?.contiguous()?;
-    candle_nn::rotary_emb::rope(&xs, cos, sin)?.squeeze(0)
+    let (d, r) = (xs.dim(D::Minus1)?, 2 * cos.dim(D::Minus1)?);
+    let rotate = |x: &Tensor| -> Result<Tensor> {
+        let x = x.to_dtype(cos.dtype())?.unsqueeze(0)?.contiguous()?;
+        candle_nn::rotary_emb::rope(&x, cos, sin)?.squeeze(0)?.to_dtype(xs.dtype())
+    };
+    if r == d {
+        return rotate(xs);
+    }
+    let rotated = rotate(&xs.narrow(D::Minus1, 0, r)?)?;
+    Tensor::cat(&[&rotated, &xs.narrow(D::Minus1, r, d - r)?], D::Minus1)
 }
 
 /// Upper bound on the f32 score matrices materialised at once by [`varlen_attention`].
@@ -152,6 +308,8 @@ struct Chunk {
 pub(crate) struct AttentionPlan {
     kind: PlanKind,
     n: usize,
+    /// Softmax scale, `1/√head_dim` of the model's heads (also when the kernel runs on zero-padded heads).
+    scale: f64,
 }
 
 enum PlanKind {
@@ -184,13 +342,17 @@ impl AttentionPlan {
             Ops::CudaBf16(_) if crate::kernels::flash_fits(head_dim) => {
                 let tiles = crate::kernels::flash_tiles(cu_seqlens, device)?;
                 let n = cu_seqlens.last().copied().unwrap_or(0);
-                Ok(Self { kind: PlanKind::Flash { tiles, causal }, n })
+                Ok(Self { kind: PlanKind::Flash { tiles, causal }, n, scale: 1.0 / (head_dim as f64).sqrt() })
             }
-            _ => {
-                let _ = head_dim;
-                Self::generic(cu_seqlens, heads, kv_heads, causal, device)
-            }
+            _ => Self::generic(cu_seqlens, heads, kv_heads, head_dim, causal, device),
         }
+    }
+
+    /// The same plan with another softmax scale: `1/√d` of the model's head dim `d` when the heads run
+    /// zero-padded to a wider kernel (see [`pad_head_halves`]).
+    pub(crate) fn with_scale(mut self, scale: f64) -> Self {
+        self.scale = scale;
+        self
     }
 
     /// The generic plan (any device and dtype).
@@ -198,6 +360,7 @@ impl AttentionPlan {
         cu_seqlens: &[usize],
         heads: usize,
         kv_heads: usize,
+        head_dim: usize,
         causal: bool,
         device: &candle_core::Device,
     ) -> Result<Self> {
@@ -235,33 +398,69 @@ impl AttentionPlan {
         for (pos, &row) in order.iter().enumerate() {
             inverse[row as usize] = pos as u32;
         }
-        Ok(Self { kind: PlanKind::Generic { chunks, inverse: Tensor::from_vec(inverse, n, device)? }, n })
+        let inverse = Tensor::from_vec(inverse, n, device)?;
+        Ok(Self { kind: PlanKind::Generic { chunks, inverse }, n, scale: 1.0 / (head_dim as f64).sqrt() })
     }
+}
+
+/// Widens heads of `d` dims to `p` along `axis` (length `k·d`, `k` heads) by zero-padding each half of each head,
+/// `[a₀ … a_{d/2−1}, 0…, a_{d/2} … a_{d−1}, 0…]`: a NeoX rotary over `p` then still pairs `aᵢ` with `a_{i+d/2}`,
+/// q·k is unchanged and padded value dims come out zero. This lets heads of a width without a compiled flash
+/// kernel (Qwen3-VL's vision heads of 72) run the next wider one (80), exactly.
+pub(crate) fn pad_head_halves(t: &Tensor, axis: usize, d: usize, p: usize) -> Result<Tensor> {
+    let dims = t.dims().to_vec();
+    let heads = dims[axis] / d;
+    let mut split = dims[..axis].to_vec();
+    split.extend([heads, 2, d / 2]);
+    split.extend_from_slice(&dims[axis + 1..]);
+    let x = t.reshape(split)?;
+    let mut zeros = x.dims().to_vec();
+    zeros[axis + 2] = (p - d) / 2;
+    let y = Tensor::cat(&[&x, &Tensor::zeros(zeros, t.dtype(), t.device())?], axis + 2)?;
+    let mut out = dims;
+    out[axis] = heads * p;
+    y.reshape(out)
+}
+
+/// Per-head RMSNorms of the queries and the keys, applied before the rotary (Qwen3's `q_norm`, `k_norm`).
+pub(crate) struct QkNorm<'a> {
+    pub(crate) q: &'a RmsNorm,
+    pub(crate) k: &'a RmsNorm,
 }
 
 /// Self-attention of one layer straight from its fused projection, rotary included.
 ///
 /// `qkv` `[N, (Hq + 2·Hkv)·d]` (query heads, then key heads, then value heads), rotary tables `cos`/`sin`
-/// `[N, d/2]` → `[N, Hq·d]`. The rotation runs in the tables' dtype: f32 tables give the vision tower's
-/// recipe (trap 12), tables in the model dtype the language model's (trap 16). `stages` are the rotary and
-/// the attention stage.
+/// `[N, r/2]` with `r ≤ d` (the first `r` dims of each head rotate) → `[N, Hq·d]`. The rotation runs in the
+/// tables' dtype: f32 tables give the vision tower's recipe (trap 12), tables in the model dtype the language
+/// model's (trap 16). `qk_norm` normalises each query and key head first. `stages` are the rotary and the
+/// attention stage.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn attention(
     qkv: &Tensor,
     heads: usize,
     kv_heads: usize,
     cos: &Tensor,
     sin: &Tensor,
+    qk_norm: Option<QkNorm>,
     plan: &AttentionPlan,
     stages: [&Stage; 2],
 ) -> Result<Tensor> {
     let (n, width) = qkv.dims2()?;
     let d = width / (heads + 2 * kv_heads);
-    let scale = 1.0 / (d as f64).sqrt();
+    let scale = plan.scale;
     let qkv = qkv.reshape((n, heads + 2 * kv_heads, d))?;
     match &plan.kind {
         #[cfg(feature = "cuda")]
         PlanKind::Flash { tiles, causal } => {
-            let qk = stages[0].run(|| crate::kernels::rope(&qkv, heads + kv_heads, cos, sin))?;
+            let qk = stages[0].run(|| match &qk_norm {
+                Some(norm) => {
+                    let q = norm.q.forward(&qkv.narrow(1, 0, heads)?.contiguous()?)?;
+                    let k = norm.k.forward(&qkv.narrow(1, heads, kv_heads)?.contiguous()?)?;
+                    crate::kernels::rope(&Tensor::cat(&[&q, &k], 1)?, heads + kv_heads, cos, sin)
+                }
+                None => crate::kernels::rope(&qkv, heads + kv_heads, cos, sin),
+            })?;
             stages[1].run(|| {
                 let (q, k) = (qk.narrow(1, 0, heads)?, qk.narrow(1, heads, kv_heads)?);
                 let v = qkv.narrow(1, heads + kv_heads, kv_heads)?;
@@ -271,9 +470,16 @@ pub(crate) fn attention(
         PlanKind::Generic { .. } => {
             // [H, N, d] per projection.
             let part = |first: usize, count: usize| qkv.narrow(1, first, count)?.transpose(0, 1)?.contiguous();
-            let rot = |t: Tensor| apply_rotary(&t.to_dtype(cos.dtype())?, cos, sin)?.to_dtype(qkv.dtype());
-            let (q, k) =
-                stages[0].run(|| Ok::<_, candle_core::Error>((rot(part(0, heads)?)?, rot(part(heads, kv_heads)?)?)))?;
+            let rot = |t: Tensor, norm: Option<&RmsNorm>| {
+                let t = match norm {
+                    Some(norm) => norm.forward(&t)?,
+                    None => t,
+                };
+                apply_rotary(&t, cos, sin)
+            };
+            let (qn, kn) = (qk_norm.as_ref().map(|n| n.q), qk_norm.as_ref().map(|n| n.k));
+            let (q, k) = stages[0]
+                .run(|| Ok::<_, candle_core::Error>((rot(part(0, heads)?, qn)?, rot(part(heads, kv_heads)?, kn)?)))?;
             let v = part(heads + kv_heads, kv_heads)?;
             stages[1].run(|| varlen_attention(&q, &k, &v, plan, scale))
         }
@@ -348,11 +554,11 @@ impl Module for GatedMlp {
 /// add left pending: returns `(h, d)` whose sum is the block's output, so the add runs fused with the next norm
 /// ([`RmsNorm::add_forward`]); `pending` is the previous block's `d`. `add_norm` times both add + norm steps.
 /// Inputs of each stage are dropped as soon as it has run, keeping them out of the next stage's peak.
-pub(crate) fn pre_norm_block(
+pub(crate) fn pre_norm_block<N: AddNorm>(
     xs: &Tensor,
     pending: Option<&Tensor>,
-    norms: [&RmsNorm; 2],
-    mlp: &GatedMlp,
+    norms: [&N; 2],
+    mlp: &dyn Module,
     add_norm: &Stage,
     attn: impl FnOnce(&Tensor) -> crate::Result<Tensor>,
 ) -> crate::Result<(Tensor, Tensor)> {
@@ -430,4 +636,43 @@ fn causal_mask(len: usize, device: &candle_core::Device) -> Result<Tensor> {
     let data: Vec<f32> =
         (0..len).flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(data, (len, len), device)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Heads zero-padded by `pad_head_halves` (with padded rotary slots of angle 0) attend exactly as the
+    /// unpadded heads: the CUDA path runs Qwen3-VL's 72-dim vision heads so, on the 80-dim flash kernel.
+    #[test]
+    fn zero_padded_heads_attend_as_the_unpadded_ones() {
+        let dev = Device::Cpu;
+        let (n, h, d, p) = (37, 2, 12, 16);
+        let qkv = Tensor::randn(0f32, 1.0, (n, 3 * h * d), &dev).unwrap();
+        let theta = Tensor::randn(0f32, 3.0, (n, d / 2), &dev).unwrap();
+        let (cos, sin) = (theta.cos().unwrap(), theta.sin().unwrap());
+        let cu = [0, 20, 37];
+        let run = |qkv: &Tensor, cos: &Tensor, sin: &Tensor, width: usize| {
+            let plan =
+                AttentionPlan::generic(&cu, h, h, width, false, &dev).unwrap().with_scale(1.0 / (d as f64).sqrt());
+            let stage = crate::profile::Profiling::new(&dev);
+            let s = crate::profile::stage!(stage, "t");
+            attention(qkv, h, h, cos, sin, None, &plan, [&s, &s]).unwrap()
+        };
+        let plain = run(&qkv, &cos, &sin, d);
+        let ones = Tensor::ones((n, (p - d) / 2), DType::F32, &dev).unwrap();
+        let cos_p = Tensor::cat(&[&cos, &ones], 1).unwrap();
+        let sin_p = Tensor::cat(&[&sin, &ones.zeros_like().unwrap()], 1).unwrap();
+        let padded = run(&pad_head_halves(&qkv, 1, d, p).unwrap(), &cos_p, &sin_p, p).reshape((n, h, p)).unwrap();
+        let back = Tensor::cat(&[&padded.narrow(2, 0, d / 2).unwrap(), &padded.narrow(2, p / 2, d / 2).unwrap()], 2)
+            .unwrap()
+            .reshape((n, h * d))
+            .unwrap();
+        let diff =
+            (back - plain).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(diff < 1e-5, "padded vs plain: {diff}");
+        let pads = padded.narrow(2, d / 2, (p - d) / 2).unwrap().abs().unwrap().sum_all().unwrap();
+        assert_eq!(pads.to_scalar::<f32>().unwrap(), 0.0, "padded value dims stay zero");
+    }
 }

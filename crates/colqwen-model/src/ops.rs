@@ -47,6 +47,18 @@ impl Ops {
         }
     }
 
+    /// The head width attention runs at for heads of `d` dims: `d`, or on CUDA in bf16 the next width with a
+    /// compiled flash kernel when `d` has none (the heads are then zero-padded, `nn::pad_head_halves`).
+    pub(crate) fn kernel_head_dim(&self, d: usize) -> usize {
+        match self {
+            #[cfg(feature = "cuda")]
+            Self::CudaBf16(_) if !crate::kernels::flash_fits(d) && d.is_multiple_of(2) => {
+                crate::kernels::FLASH_HEAD_DIMS.iter().copied().find(|&p| p > d).unwrap_or(d)
+            }
+            _ => d,
+        }
+    }
+
     /// Whether the gated MLP's intermediate width is padded to a multiple of 128 with zero weights, so that
     /// cuBLAS runs its aligned GEMM kernels (2.5× faster for the vision tower's 3420 → 3456 on an H100). On the
     /// CPU the padding would only add work.

@@ -1,4 +1,5 @@
-//! Stage timing for benchmarks, and a `tracing` span per stage.
+//! Stage timing for benchmarks, a `tracing` span per stage, and taps on the intermediate tensors for the
+//! stage-by-stage parity tests ([`Taps`]).
 //!
 //! Each layer holds the `Stage`s it runs (made at load with the `stage!` macro): a name, a TRACE span, and
 //! the model's profiling slot. A stage always enters its span, which costs next to nothing unless a
@@ -64,8 +65,34 @@ impl Profiler {
     }
 }
 
-/// The profiling slot of one loaded model, shared by all its stages: the profiler they report to (if any)
-/// and the device they synchronise.
+/// The intermediate tensors of the forward passes run while it was set on a model
+/// ([`crate::ColQwen::set_taps`]), by name (`vision.block0`, `text.layer.3`, …; names are listed where they are
+/// recorded), in the order recorded. For tests: with taps set, every named stage keeps its output alive.
+#[derive(Debug, Default)]
+pub struct Taps {
+    tensors: Mutex<Vec<(String, candle_core::Tensor)>>,
+}
+
+impl Taps {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything recorded so far, emptying the recorder.
+    pub fn take(&self) -> Vec<(String, candle_core::Tensor)> {
+        self.tensors.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default()
+    }
+
+    fn record(&self, name: String, tensor: &candle_core::Tensor) {
+        if let Ok(mut t) = self.tensors.lock() {
+            t.push((name, tensor.clone()));
+        }
+    }
+}
+
+/// The profiling slot of one loaded model, shared by all its stages: the profiler they report to (if any),
+/// the device they synchronise, and the taps they record to (if any).
 #[derive(Clone, Debug)]
 pub(crate) struct Profiling(Arc<Slot>);
 
@@ -75,12 +102,21 @@ struct Slot {
     /// Whether `profiler` is set: the one load a stage makes when profiling is off.
     on: AtomicBool,
     profiler: RwLock<Option<Arc<Profiler>>>,
+    /// Whether `taps` is set: the one load a tap makes when no test listens.
+    tapping: AtomicBool,
+    taps: RwLock<Option<Arc<Taps>>>,
 }
 
 impl Profiling {
     /// A slot for a model on `device`, with no profiler set.
     pub(crate) fn new(device: &Device) -> Self {
-        Self(Arc::new(Slot { device: device.clone(), on: AtomicBool::new(false), profiler: RwLock::default() }))
+        Self(Arc::new(Slot {
+            device: device.clone(),
+            on: AtomicBool::new(false),
+            profiler: RwLock::default(),
+            tapping: AtomicBool::new(false),
+            taps: RwLock::default(),
+        }))
     }
 
     /// Sets (or, with `None`, clears) the profiler the stages report to.
@@ -88,6 +124,29 @@ impl Profiling {
         if let Ok(mut slot) = self.0.profiler.write() {
             self.0.on.store(profiler.is_some(), Ordering::Release);
             *slot = profiler;
+        }
+    }
+
+    /// Sets (or, with `None`, clears) the taps the layers record to.
+    pub(crate) fn set_taps(&self, taps: Option<Arc<Taps>>) {
+        if let Ok(mut slot) = self.0.taps.write() {
+            self.0.tapping.store(taps.is_some(), Ordering::Release);
+            *slot = taps;
+        }
+    }
+
+    /// Whether taps are set (to skip work whose only use is a tap).
+    pub(crate) fn tapping(&self) -> bool {
+        self.0.tapping.load(Ordering::Acquire)
+    }
+
+    /// Records `tensor` as `name()` while taps are set (the name is only built then).
+    pub(crate) fn tap(&self, name: impl FnOnce() -> String, tensor: &candle_core::Tensor) {
+        if !self.0.tapping.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(taps) = self.0.taps.read().ok().and_then(|t| t.clone()) {
+            taps.record(name(), tensor);
         }
     }
 

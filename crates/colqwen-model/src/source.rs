@@ -37,7 +37,7 @@ pub struct ModelFiles {
     pub weights: Vec<PathBuf>,
     /// `tokenizer.json`.
     pub tokenizer: PathBuf,
-    /// `preprocessor_config.json`.
+    /// `preprocessor_config.json`, or a `processor_config.json` with an `image_processor` section.
     pub preprocessor: PathBuf,
     /// `adapter_config.json` + `adapter_model.safetensors`, when the model is a LoRA adapter.
     pub adapter: Option<(PathBuf, PathBuf)>,
@@ -179,21 +179,26 @@ impl ModelFiles {
                 (base, Some((top, cfg_path, weights)))
             }
         };
-        // Processor files: the adapter repo's own when present (fact sheet §1.1), else the base's.
-        let processor_file = |file: &str| -> Result<PathBuf> {
-            if let Some((repo, _, _)) = &adapter
-                && let Some(p) = repo.get(file)?
-            {
-                return Ok(p);
+        // Processor files: the adapter repo's own when present (fact sheet §1.1), else the base's; of several
+        // names, the first the repo has (transformers 5 saves the image processor's settings inside
+        // `processor_config.json` when a processor is saved whole, as `ColQwen3Processor.save_pretrained` does).
+        let processor_file = |files: &[&str]| -> Result<PathBuf> {
+            let repos = adapter.iter().map(|(repo, _, _)| repo.as_ref()).chain([base.as_ref()]);
+            for repo in repos {
+                for file in files {
+                    if let Some(p) = repo.get(file)? {
+                        return Ok(p);
+                    }
+                }
             }
-            required(base.as_ref(), file)
+            required(base.as_ref(), files[0])
         };
         Ok(Self {
             id: model.to_string(),
             config: required(base.as_ref(), "config.json")?,
             weights: weights(base.as_ref())?,
-            tokenizer: processor_file("tokenizer.json")?,
-            preprocessor: processor_file("preprocessor_config.json")?,
+            tokenizer: processor_file(&["tokenizer.json"])?,
+            preprocessor: processor_file(&["preprocessor_config.json", "processor_config.json"])?,
             adapter: adapter.map(|(_, c, w)| (c, w)),
         })
     }

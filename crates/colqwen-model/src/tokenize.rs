@@ -28,11 +28,14 @@ pub struct QueryTemplate {
     pub prefix: String,
     /// How many augmentation tokens follow the query (10, §3.1).
     pub augmentation_tokens: usize,
+    /// Whether leading and trailing whitespace is cut from the query text first (the TomoroAI processors do;
+    /// colpali-engine's do not). Set at load from the checkpoint.
+    pub strip: bool,
 }
 
 impl Default for QueryTemplate {
     fn default() -> Self {
-        Self { prefix: String::new(), augmentation_tokens: AUGMENTATION_COUNT }
+        Self { prefix: String::new(), augmentation_tokens: AUGMENTATION_COUNT, strip: false }
     }
 }
 
@@ -96,6 +99,7 @@ impl Prompts {
 
     /// Ids of one query: `prefix + text + 10×<|endoftext|>` (§3.1), no truncation.
     pub fn query_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let text = if self.query.strip { text.trim() } else { text };
         let full = format!("{}{text}{}", self.query.prefix, AUGMENTATION_TOKEN.repeat(self.query.augmentation_tokens));
         encode(&self.tokenizer, &full)
     }

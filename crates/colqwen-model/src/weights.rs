@@ -16,19 +16,12 @@ use crate::error::{Error, Result};
 use crate::ops::Ops;
 use crate::profile::Profiling;
 
-/// On-disk key → module key (fact sheet §1.1, colpali-engine `_checkpoint_conversion_mapping`), plus the
-/// 5.x `Qwen2_5_VLForConditionalGeneration` layout (`model.language_model.*`, `model.visual.*`).
-pub(crate) fn module_key(disk_key: &str) -> String {
-    const RULES: [(&str, &str); 7] = [
-        ("base_model.model.custom_text_proj", "custom_text_proj"),
-        ("model.language_model.", "language_model."),
-        ("model.visual.", "visual."),
-        ("model.layers", "language_model.layers"),
-        ("model.embed_tokens", "language_model.embed_tokens"),
-        ("model.norm", "language_model.norm"),
-        ("model.custom_text_proj", "custom_text_proj"),
-    ];
-    for (from, to) in RULES {
+/// How a family maps on-disk tensor names to its module names (its `_checkpoint_conversion_mapping`).
+pub(crate) type Rename = fn(&str) -> String;
+
+/// `disk_key` with the first matching prefix of `rules` (`(from, to)`, tried in order) replaced.
+pub(crate) fn rename(disk_key: &str, rules: &[(&str, &str)]) -> String {
+    for (from, to) in rules {
         if let Some(rest) = disk_key.strip_prefix(from) {
             return format!("{to}{rest}");
         }
@@ -122,10 +115,12 @@ fn index_files(files: &[(PathBuf, MmapedSafetensors)], rename: impl Fn(&str) -> 
 }
 
 impl Weights {
-    /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config), for
-    /// layers in `dtype` on `device` that run `ops` and report to `profiling`.
+    /// Maps the base checkpoint files and, if given, the adapter (`adapter_model.safetensors` + config), their
+    /// tensor names mapped by the family's `rename`, for layers in `dtype` on `device` that run `ops` and report
+    /// to `profiling`.
     pub(crate) fn open(
         files: &[PathBuf],
+        rename: Rename,
         adapter: Option<(&Path, AdapterConfig)>,
         dtype: DType,
         device: &Device,
@@ -133,8 +128,8 @@ impl Weights {
         profiling: &Profiling,
     ) -> Result<Self> {
         let files: Vec<_> = files.iter().map(|p| Ok((p.clone(), open(p)?))).collect::<Result<_>>()?;
-        let tensors = index_files(&files, module_key);
-        let adapter = adapter.map(|(path, config)| Adapter::open(path, config)).transpose()?;
+        let tensors = index_files(&files, rename);
+        let adapter = adapter.map(|(path, config)| Adapter::open(path, config, rename)).transpose()?;
         Ok(Self {
             store: Arc::new(Store { files, tensors, adapter, used: Default::default() }),
             prefix: String::new(),
@@ -165,7 +160,7 @@ impl Weights {
         if self.prefix.is_empty() { name.to_string() } else { format!("{}.{name}", self.prefix) }
     }
 
-    fn files_list(&self) -> String {
+    pub(crate) fn files_list(&self) -> String {
         let names: Vec<_> = self.store.files.iter().map(|(p, _)| p.display().to_string()).collect();
         names.join(", ")
     }
@@ -206,6 +201,20 @@ impl Weights {
         // Straight to the device in the stored dtype, then cast there (no host-side f32 detour).
         let t = Tensor::from_raw_buffer(view.data(), stored, shape, &self.device)?;
         Ok(t.to_dtype(dtype)?)
+    }
+
+    /// The stored shape of `name` under this prefix (an adapter's replacement first), `None` when no file has
+    /// it: for sizes a config does not state (ColQwen3's head width is fixed by its weight, not its config).
+    pub(crate) fn shape_of(&self, name: &str) -> Result<Option<Vec<usize>>> {
+        let full = self.full(name);
+        let adapter = self.store.adapter.as_ref();
+        let found = adapter
+            .and_then(|a| a.replacements.get(&full).map(|e| (&a.files, e)))
+            .or_else(|| self.store.tensors.get(&full).map(|e| (&self.store.files, e)));
+        let Some((files, entry)) = found else { return Ok(None) };
+        let (path, st) = &files[entry.file];
+        let view = st.get(&entry.disk_name).map_err(|source| Error::Safetensors { path: path.clone(), source })?;
+        Ok(Some(view.shape().to_vec()))
     }
 
     /// Loads `prefix.name` with the expected shape in the model dtype, with the adapter merged in when the
@@ -327,12 +336,12 @@ impl Weights {
 impl Adapter {
     /// PEFT save format (fact sheet §1.4): keys start with `base_model.model.`; `lora_A`/`lora_B` pairs per
     /// targeted Linear; any other tensor replaces the base tensor of the same name (`modules_to_save`).
-    fn open(path: &Path, config: AdapterConfig) -> Result<Self> {
+    fn open(path: &Path, config: AdapterConfig, rename: Rename) -> Result<Self> {
         let files = vec![(path.to_path_buf(), open(path)?)];
         let strip = |k: &str| {
             let k = k.strip_prefix("base_model.model.").unwrap_or(k);
             let k = k.replace(".modules_to_save.default", "");
-            module_key(&k)
+            rename(&k)
         };
         let all = index_files(&files, strip);
         let mut a_half: HashMap<String, Entry> = HashMap::new();
@@ -409,9 +418,16 @@ mod tests {
         ]);
         candle_core::safetensors::save(&lora, &adapter).unwrap();
         let config: AdapterConfig = serde_json::from_str(r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8}"#).unwrap();
-        let weights =
-            Weights::open(&[base], Some((&adapter, config)), dtype, &dev, &Ops::Generic, &Profiling::new(&dev))
-                .unwrap();
+        let weights = Weights::open(
+            &[base],
+            crate::qwen2_5::module_key,
+            Some((&adapter, config)),
+            dtype,
+            &dev,
+            &Ops::Generic,
+            &Profiling::new(&dev),
+        )
+        .unwrap();
         let merged = weights.pp("language_model.layers.0.mlp.up_proj").get(&[out_dim, in_dim], "weight").unwrap();
         assert_eq!(merged.dtype(), dtype);
         let expected = (w.to_dtype(DType::F32).unwrap() + (b.matmul(&a).unwrap() * 2.0).unwrap())

@@ -104,6 +104,11 @@ fn unknown_model_type_is_refused() {
     std::fs::write(&cfg, text).unwrap();
     let err = load(&dir).unwrap_err();
     assert!(matches!(err, Error::UnsupportedModelType { ref model_type, .. } if model_type == "llama"), "{err}");
+    let message = err.to_string();
+    for family in ["ColQwen2.5", "ColQwen3", "qwen2_5_vl", "qwen3_vl"] {
+        assert!(message.contains(family), "the error lists the supported families: {message}");
+    }
+    assert!(colqwen_core::Hint::hint(&err).is_some_and(|h| h.contains("ColQwen3")), "{err:?}");
 }
 
 #[test]

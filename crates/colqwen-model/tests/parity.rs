@@ -6,7 +6,8 @@
 use std::sync::OnceLock;
 
 use candle_core::{Device, Tensor};
-use colqwen_model::{ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector};
+use colqwen_model::qwen2_5::Towers;
+use colqwen_model::{Backbone, ColQwen, DType, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector};
 use colqwen_testkit::{F32_PARITY, Golden, assert_rows_close, golden_dir, manifest, tiny_adapter};
 
 fn load(skip_adapter: bool) -> ColQwen {
@@ -28,6 +29,14 @@ fn adapter_model() -> &'static ColQwen {
 fn base_model() -> &'static ColQwen {
     static M: OnceLock<ColQwen> = OnceLock::new();
     M.get_or_init(|| load(true))
+}
+
+/// The ColQwen2.5 towers of a loaded fixture model.
+fn towers(m: &ColQwen) -> &Towers {
+    match m.backbone() {
+        Backbone::Qwen2_5(t) => t,
+        _ => panic!("the tiny fixture is a ColQwen2.5 checkpoint"),
+    }
 }
 
 fn inputs() -> &'static Golden {
@@ -65,10 +74,10 @@ fn flat(t: &Tensor) -> Vec<f32> {
 /// Embedding of golden image `i` from the golden `pixel_values` (isolates the model from the resampler).
 fn embed_golden_pixels(m: &ColQwen, i: usize) -> (Tensor, Tensor, Tensor) {
     let grid = golden_grid(i);
-    let vision = m.vision().forward(&golden_pixel_values(i), &[grid]).unwrap();
+    let vision = towers(m).vision.forward(&golden_pixel_values(i), &[grid]).unwrap();
     let batch = m.document_batch(&[grid]);
     let embeds = m.scatter_image_features(&batch, &vision).unwrap();
-    let hidden = m.text().forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
+    let hidden = towers(m).text.forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
     let emb = m.head(&hidden).unwrap();
     (vision, hidden, emb)
 }
@@ -89,7 +98,7 @@ fn document_token_ids_grids_and_positions_are_exact() {
         for s in 0..3 {
             assert_eq!(batch.positions[s], as_u32(pos[s * l..(s + 1) * l].to_vec()), "image {i}: position stream {s}");
         }
-        let layout = m.vision().layout(&[pv.grid]);
+        let layout = towers(m).vision.layout(&[pv.grid]);
         let (wi, _) = inputs().i64(&key("image", i, "window_index"));
         assert_eq!(layout.window_index, wi.iter().map(|&x| x as usize).collect::<Vec<_>>(), "image {i}: window_index");
         let (cu, _) = inputs().i64(&key("image", i, "cu_window_seqlens"));
@@ -155,7 +164,7 @@ fn patch_embedding_matches() {
     let m = adapter_model();
     let g = Golden::load("adapter");
     for i in 0..manifest().images.len() {
-        let ours = m.vision().embed_patches(&golden_pixel_values(i)).unwrap();
+        let ours = towers(m).vision.embed_patches(&golden_pixel_values(i)).unwrap();
         let (theirs, shape) = g.f32(&key("image", i, "patch_embed"));
         assert_rows_close(&format!("image {i} patch_embed"), &flat(&ours), &theirs, shape[1], F32_PARITY);
     }
@@ -191,8 +200,8 @@ fn check_queries(m: &ColQwen, golden: &str) {
     let queries = manifest().queries;
     for (j, q) in queries.iter().enumerate() {
         let batch = m.query_batch(&[q]).unwrap();
-        let embeds = m.text().embed(&batch.ids).unwrap();
-        let hidden = m.text().forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
+        let embeds = towers(m).text.embed(&batch.ids).unwrap();
+        let hidden = towers(m).text.forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
         let (h, hs) = g.f32(&key("query", j, "last_hidden_state"));
         assert_rows_close(
             &format!("{golden} query {j} last hidden state"),

@@ -29,7 +29,7 @@ fn stages_of_a_forward_pass_report_to_the_model_profiler() {
     assert_eq!(plain[0].data, profiled[0].data, "profiling does not change the result");
     let report = profiler.report();
     let calls = |stage: &str| report.iter().find(|r| r.0 == stage).map_or(0, |r| r.2);
-    let cfg = m.config();
+    let colqwen_model::ModelConfig::Qwen2_5(cfg) = m.config() else { panic!("a ColQwen2.5 fixture") };
     assert_eq!(calls("upload"), 1);
     assert_eq!(calls("download"), 1);
     assert_eq!(calls("vision.qkv"), cfg.vision.depth as u64);

@@ -729,6 +729,7 @@ impl Inner {
             bytes_on_disk: dir_bytes(&self.dir)?,
             wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
+            family: self.manifest.family.clone(),
             embedding_dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
             pool_factor: self.manifest.pool_factor,

@@ -28,9 +28,14 @@ pub fn tiny_adapter() -> PathBuf {
     fixtures_dir().join("tiny/colqwen2.5-tiny-v0.2")
 }
 
-/// `fixtures/tiny/golden/`.
+/// `fixtures/tiny/golden/` (the ColQwen2.5 golden set).
 pub fn golden_dir() -> PathBuf {
     fixtures_dir().join("tiny/golden")
+}
+
+/// `fixtures/tiny/NAME`: a tiny checkpoint or another family's golden set (`golden-qwen3`, …).
+pub fn tiny(name: &str) -> PathBuf {
+    fixtures_dir().join("tiny").join(name)
 }
 
 /// One input image of the golden set.
@@ -59,14 +64,23 @@ pub struct Manifest {
     pub images: Vec<GoldenImage>,
     /// Query strings.
     pub queries: Vec<String>,
-    /// `max_pixels` in force.
+    /// `max_pixels` in force (the ColQwen2.5 set; the others state their preprocessor whole).
+    #[serde(default)]
     pub max_pixels: usize,
 }
 
-/// Reads the manifest.
+/// Reads the ColQwen2.5 manifest.
 pub fn manifest() -> Manifest {
-    let p = golden_dir().join("manifest.json");
-    serde_json::from_slice(&std::fs::read(&p).expect("manifest.json")).expect("valid manifest")
+    Manifest::read(&golden_dir())
+}
+
+impl Manifest {
+    /// Reads `DIR/manifest.json`.
+    pub fn read(dir: &Path) -> Self {
+        let p = dir.join("manifest.json");
+        serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    }
 }
 
 /// A golden safetensors file.
@@ -78,7 +92,12 @@ pub struct Golden {
 impl Golden {
     /// Loads `golden/<name>.safetensors`.
     pub fn load(name: &str) -> Self {
-        let p = golden_dir().join(format!("{name}.safetensors"));
+        Self::load_from(&golden_dir(), name)
+    }
+
+    /// Loads `DIR/<name>.safetensors`.
+    pub fn load_from(dir: &Path, name: &str) -> Self {
+        let p = dir.join(format!("{name}.safetensors"));
         let tensors = candle_core::safetensors::load(&p, &Device::Cpu)
             .unwrap_or_else(|e| panic!("cannot load {}: {e}", p.display()));
         Self { tensors, name: name.into() }

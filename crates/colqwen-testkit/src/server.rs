@@ -12,9 +12,14 @@ use crate::tiny_adapter;
 /// child and the server's URL once `/health` answers; panics with the server's stderr if it exits first, or
 /// after two minutes.
 pub fn start(bin: &Path, index: &Path, extra: &[&str], key: Option<&str>) -> (Child, String) {
+    start_with(bin, index, &tiny_adapter(), extra, key)
+}
+
+/// [`start`] with another model (a folder of `fixtures/tiny`).
+pub fn start_with(bin: &Path, index: &Path, model: &Path, extra: &[&str], key: Option<&str>) -> (Child, String) {
     let _ = std::fs::remove_file(index.join("server.json"));
     let mut c = Command::new(bin);
-    c.arg("--index").arg(index).arg("--model").arg(tiny_adapter());
+    c.arg("--index").arg(index).arg("--model").arg(model);
     c.args(["--device", "cpu", "serve", "--port", "0"])
         .args(extra)
         .env("COLQWEN_NO_PROGRESS", "1")

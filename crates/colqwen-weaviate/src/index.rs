@@ -721,6 +721,7 @@ impl PageIndex for Weaviate {
             bytes_on_disk: 0,
             wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
+            family: self.manifest.family.clone(),
             embedding_dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
             pool_factor: self.manifest.pool_factor,

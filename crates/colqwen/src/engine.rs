@@ -1,5 +1,5 @@
-//! The loaded model as the service's [`PageEmbedder`]: ColQwen2.5 on candle, with its identity in an index.
-//! A second model family (ColQwen3) is a second implementation of that trait, chosen here at load.
+//! The loaded model as the service's [`PageEmbedder`]: a ColQwen model on candle (its family chosen by the model
+//! crate from the checkpoint's own config), with its identity in an index.
 
 use std::path::Path;
 
@@ -22,7 +22,7 @@ pub struct EngineOptions {
     pub load: LoadOptions,
 }
 
-/// A loaded ColQwen2.5 with the runtime it lives on.
+/// A loaded ColQwen model with the runtime it lives on.
 pub struct Engine {
     model: ColQwen,
     model_id: String,
@@ -53,8 +53,12 @@ impl PageEmbedder for Engine {
         &self.model_id
     }
 
+    fn family(&self) -> &str {
+        self.model.family().name()
+    }
+
     fn embedding_dim(&self) -> usize {
-        colqwen_model::EMBEDDING_DIM
+        self.model.embedding_dim()
     }
 
     /// Everything that changes a page's vectors besides the weights: the resolution limits, the prompt
@@ -64,7 +68,7 @@ impl PageEmbedder for Engine {
         serde_json::json!({
             "min_pixels": p.min_pixels,
             "max_pixels": p.max_pixels,
-            "prompt": "colpali-engine 0.3.18 ColQwen2_5_Processor",
+            "prompt": format!("colpali-engine 0.3.18 {}", self.model.family().processor_class()),
             "renderer": "hayro",
         })
     }
@@ -75,8 +79,8 @@ impl PageEmbedder for Engine {
 
     fn prepare(&self, image: &image::RgbImage) -> Result<PageInput, BoxError> {
         let pixels = self.model.preprocessor().preprocess(image)?;
-        // One visual token per 2×2 block of 14-px patches (spatial merge).
-        let tokens = pixels.grid.h * pixels.grid.w / 4;
+        // One visual token per 2×2 block of patches (spatial merge).
+        let tokens = pixels.grid.tokens(2);
         Ok(PageInput::new(pixels, tokens))
     }
 
@@ -100,15 +104,15 @@ impl PageEmbedder for Engine {
         self.runtime.device_name()
     }
 
-    /// The page's model input is its `smart_resize` size (multiples of 28 px); each 28×28 px cell is one
-    /// merged visual token. The document sequence is prompt prefix, the `cols × rows` visual tokens in raster
+    /// The page's model input is its `smart_resize` size (multiples of 28 px, or 32 px for ColQwen3); each such
+    /// cell is one merged visual token. The document sequence is prompt prefix, the `cols × rows` visual tokens in raster
     /// order, prompt suffix, so the prefix length is where the first image token sits in the prompt ids.
     fn visual_grid(&self, width: u32, height: u32) -> Result<VisualGrid, BoxError> {
         let p = self.model.preprocessor();
         let (w, h) = p.target_size(width as usize, height as usize)?;
         let (cols, rows) = (w / p.factor(), h / p.factor());
         let prompts = self.model.prompts();
-        let image_token = self.model.config().image_token_id;
+        let image_token = self.model.image_token_id();
         let ids = prompts.document_ids(cols * rows);
         let first_row = ids.iter().position(|&id| id == image_token).ok_or("the document prompt has no image token")?;
         Ok(VisualGrid { first_row, cols, rows, total_rows: ids.len() })

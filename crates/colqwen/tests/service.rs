@@ -212,6 +212,9 @@ impl PageEmbedder for Replica {
     fn model_id(&self) -> &str {
         self.inner.model_id()
     }
+    fn family(&self) -> &str {
+        self.inner.family()
+    }
     fn embedding_dim(&self) -> usize {
         self.inner.embedding_dim()
     }

@@ -152,7 +152,7 @@ pub fn stats(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "index:     {}", s.location)?;
-    writeln!(out, "model:     {}", s.model_id)?;
+    writeln!(out, "model:     {} ({}, {} dims)", s.model_id, s.family, s.embedding_dim)?;
     writeln!(out, "documents: {}", s.documents)?;
     writeln!(out, "pages:     {}", s.pages)?;
     let pooled = if s.pool_factor > 1 { format!(", pooled by {}", s.pool_factor) } else { String::new() };

@@ -3,12 +3,13 @@
 
 use candle_core::{Device, Module, Tensor};
 
-use crate::config::Config;
+use super::Config;
 use crate::error::Result;
-use crate::nn::{AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
+use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
 use crate::preprocess::ImageGrid;
-use crate::profile::{Stage, stage};
+use crate::profile::{Profiling, Stage, stage};
+use crate::rope::{VisionRope, patch_positions};
 use crate::weights::Weights;
 
 /// Window layout of a packed batch of images (§4.3).
@@ -70,25 +71,6 @@ impl WindowLayout {
     }
 }
 
-/// Patch-row `(hpos, wpos)` positions in the merge-block-major order of §2.6 / §4.2.
-fn patch_positions(grids: &[ImageGrid], merge: usize) -> Vec<(usize, usize)> {
-    let mut pos = Vec::new();
-    for g in grids {
-        for _ in 0..g.t {
-            for bh in 0..g.h / merge {
-                for bw in 0..g.w / merge {
-                    for ih in 0..merge {
-                        for iw in 0..merge {
-                            pos.push((bh * merge + ih, bw * merge + iw));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    pos
-}
-
 fn index_tensor(idx: &[usize], device: &Device) -> Result<Tensor> {
     let v: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
     Ok(Tensor::from_vec(v, idx.len(), device)?)
@@ -140,10 +122,11 @@ pub struct VisionModel {
     blocks: Vec<VisionBlock>,
     merger: PatchMerger,
     fullatt: Vec<usize>,
-    inv_freq: Vec<f32>,
+    rope: VisionRope,
     merge: usize,
     window: usize,
     ops: Ops,
+    profiling: Profiling,
     stages: TowerStages,
 }
 
@@ -153,7 +136,7 @@ impl VisionAttention {
         let st = &self.stages;
         let qkv = st.qkv.run(|| self.qkv.forward(xs))?;
         let attn = if full { &st.full } else { &st.window };
-        let out = attention(&qkv, self.heads, self.heads, cos, sin, plan, [&st.rope, attn])?;
+        let out = attention(&qkv, self.heads, self.heads, cos, sin, None, plan, [&st.rope, attn])?;
         Ok(st.proj.run(|| self.proj.forward(&out))?)
     }
 }
@@ -206,18 +189,17 @@ impl VisionModel {
             unit,
             stage: stage!(p, "vision.merger"),
         };
-        // 2D rotary: head_dim/2 rotated dims split between rows and columns, θ = 10000 (trap 12, 18).
-        let dim = head_dim / 2;
-        let inv_freq = (0..dim).step_by(2).map(|i| 1.0f32 / 10000f32.powf(i as f32 / dim as f32)).collect();
         Ok(Self {
             patch_embed,
             blocks,
             merger,
             fullatt: v.fullatt_block_indexes.clone(),
-            inv_freq,
+            // 2D rotary: head_dim/2 rotated dims split between rows and columns, θ = 10000 (trap 12, 18).
+            rope: VisionRope::new(head_dim, 10_000.0),
             merge: v.spatial_merge_size,
             window: v.window_size / v.spatial_merge_size / v.patch_size,
             ops: vb.ops().clone(),
+            profiling: p.clone(),
             stages: TowerStages {
                 patch_embed: stage!(p, "vision.patch_embed"),
                 rotary_tables: stage!(p, "vision.rotary_tables"),
@@ -242,18 +224,13 @@ impl VisionModel {
     fn rotary(&self, grids: &[ImageGrid], layout: &WindowLayout, device: &Device) -> Result<(Tensor, Tensor)> {
         let pos = patch_positions(grids, self.merge);
         let unit = self.merge * self.merge;
-        let nf = self.inv_freq.len();
-        let mut angles = Vec::with_capacity(pos.len() * 2 * nf);
-        for &id in &layout.window_index {
-            for &(h, w) in &pos[id * unit..(id + 1) * unit] {
-                angles.extend(self.inv_freq.iter().map(|f| h as f32 * f));
-                angles.extend(self.inv_freq.iter().map(|f| w as f32 * f));
-            }
-        }
-        let theta = Tensor::from_vec(angles, (pos.len(), 2 * nf), device)?;
-        Ok((theta.cos()?, theta.sin()?))
+        let permuted = layout.window_index.iter().flat_map(|&id| pos[id * unit..(id + 1) * unit].iter().copied());
+        let permuted: Vec<_> = permuted.collect();
+        Ok(self.rope.tables(permuted.into_iter(), device)?)
     }
 
+    /// Taps: `vision.patch_embed` (patch order), `vision.output`.
+    ///
     /// The whole tower: `pixel_values` `[ΣP, 1176]` of the images with these grids → visual tokens
     /// `[ΣT, out_hidden]` in raster order per image, images concatenated.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
@@ -261,6 +238,7 @@ impl VisionModel {
         let layout = self.layout(grids);
         let st = &self.stages;
         let xs = st.patch_embed.run(|| self.embed_patches(pixel_values))?;
+        self.profiling.tap(|| "vision.patch_embed".into(), &xs);
         let (n, d) = xs.dims2()?;
         let unit = self.merge * self.merge;
         let groups = index_tensor(&layout.window_index, device)?;
@@ -289,7 +267,9 @@ impl VisionModel {
             m.mlp2.forward(&m.mlp0.forward(&xs)?.gelu_erf()?)
         })?;
         let rev = index_tensor(&layout.reverse_index(), device)?;
-        Ok(xs.index_select(&rev, 0)?)
+        let out = xs.index_select(&rev, 0)?;
+        self.profiling.tap(|| "vision.output".into(), &out);
+        Ok(out)
     }
 }
 

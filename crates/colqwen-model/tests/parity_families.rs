@@ -1,0 +1,341 @@
+//! Stage-by-stage parity of the families beside ColQwen2.5 with colpali-engine 0.3.18: the golden tensors of
+//! `fixtures/tiny/golden-<family>/` were written by `fixtures/gen/make_fixtures_qwen3.py` from the reference
+//! stack (f32, CPU, batch size 1, forward hooks on the real modules). Every stage the reference recorded is
+//! compared with the tap of the same stage of our forward pass (`ColQwen::set_taps`): patch embedding,
+//! resampled position table, vision block 0, each DeepStack feature, vision output, every decoder layer, the
+//! final norm and the embeddings; then token ids, grids, positions and pixel values exactly, MaxSim scores and
+//! rankings, and batch independence. Bound: f32 |Δ| ≤ 1e-4, cosine ≥ 0.9999 (`F32_PARITY`).
+#![allow(clippy::print_stderr, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use candle_core::{DType, Device, Tensor};
+use colqwen_model::profile::Taps;
+use colqwen_model::{ColQwen, Family, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector, PixelValues};
+use colqwen_testkit::{F32_PARITY, Golden, Manifest, assert_rows_close, tiny};
+
+/// One tiny checkpoint and the golden set it is checked against.
+struct Case {
+    /// Folder under `fixtures/tiny/`.
+    model: &'static str,
+    /// Golden folder under `fixtures/tiny/` (the model's golden file).
+    golden_dir: &'static str,
+    /// Folder of the inputs (`inputs.safetensors`, `manifest.json`, the images) under `fixtures/tiny/`.
+    inputs_dir: &'static str,
+    /// Golden file (without `.safetensors`) in that folder.
+    golden: &'static str,
+    family: Family,
+    /// LoRA pairs merged at load.
+    lora_pairs: usize,
+    /// A visual-token cap to load with (`None`: the checkpoint's own).
+    max_visual_tokens: Option<usize>,
+}
+
+const COLQWEN3: Case = Case {
+    model: "colqwen3-tiny",
+    golden_dir: "golden-qwen3",
+    inputs_dir: "golden-qwen3",
+    golden: "colqwen3-tiny",
+    family: Family::ColQwen3,
+    lora_pairs: 0,
+    max_visual_tokens: None,
+};
+const COLQWEN3_LORA: Case = Case {
+    model: "colqwen3-tiny-lora",
+    golden_dir: "golden-qwen3",
+    inputs_dir: "golden-qwen3",
+    golden: "colqwen3-tiny-lora",
+    family: Family::ColQwen3,
+    lora_pairs: 29,
+    max_visual_tokens: None,
+};
+/// The TomoroAI layout (`model_type` "colqwen3", `vlm.`-prefixed keys, `embedding_proj_layer`): the same weights
+/// as `colqwen3-tiny`, so the same golden outputs, computed with colpali-engine's processor at the golden set's
+/// cap of 32 visual tokens (Tomoro's own processor would cap at 1280: see `tomoro_processor_defaults`).
+const TOMORO: Case = Case {
+    model: "tomoro-colqwen3-tiny",
+    golden_dir: "golden-qwen3",
+    inputs_dir: "golden-qwen3",
+    golden: "colqwen3-tiny",
+    family: Family::ColQwen3,
+    lora_pairs: 0,
+    max_visual_tokens: Some(32),
+};
+/// The layout of `nomic-ai/colnomic-embed-multimodal-3b/-7b`: a ColQwen2.5-architecture PEFT adapter over a base
+/// of another size (hidden 96 here, as the 7B's 3584 differs from the 3B's 2048), on the ColQwen2.5 inputs.
+const COLNOMIC: Case = Case {
+    model: "colnomic-tiny",
+    golden_dir: "golden-colnomic",
+    inputs_dir: "golden",
+    golden: "colnomic-tiny",
+    family: Family::ColQwen2_5,
+    lora_pairs: 22,
+    max_visual_tokens: None,
+};
+
+struct Loaded {
+    model: ColQwen,
+    golden: Golden,
+    inputs: Golden,
+    manifest: Manifest,
+    dir: PathBuf,
+}
+
+fn load(case: &Case) -> Loaded {
+    let files = ModelFiles::resolve(
+        tiny(case.model).to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    let opts = LoadOptions { max_visual_tokens: case.max_visual_tokens, ..Default::default() };
+    let model =
+        ColQwen::load(&files, &Device::Cpu, DType::F32, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    assert_eq!(model.family(), case.family, "{}", case.model);
+    assert_eq!(model.lora_pairs(), case.lora_pairs, "{}: LoRA pairs", case.model);
+    let dir = tiny(case.inputs_dir);
+    Loaded {
+        model,
+        golden: Golden::load_from(&tiny(case.golden_dir), case.golden),
+        inputs: Golden::load_from(&dir, "inputs"),
+        manifest: Manifest::read(&dir),
+        dir,
+    }
+}
+
+fn loaded(case: &'static Case) -> &'static Loaded {
+    static CACHE: OnceLock<std::sync::Mutex<HashMap<&'static str, &'static Loaded>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut map = cache.lock().unwrap();
+    map.entry(case.model).or_insert_with(|| Box::leak(Box::new(load(case))))
+}
+
+fn key(kind: &str, i: usize, what: &str) -> String {
+    format!("{kind}.{i:02}.{what}")
+}
+
+fn flat(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn ints(g: &Golden, k: &str) -> Vec<u32> {
+    g.i64(k).0.into_iter().map(|x| x as u32).collect()
+}
+
+impl Loaded {
+    fn image(&self, i: usize) -> image::RgbImage {
+        image::open(self.dir.join(&self.manifest.images[i].file)).unwrap().to_rgb8()
+    }
+
+    fn golden_pixels(&self, i: usize) -> PixelValues {
+        let g = self.inputs.i64(&key("image", i, "image_grid_thw")).0;
+        PixelValues {
+            data: self.inputs.f32(&key("image", i, "pixel_values")).0,
+            grid: ImageGrid { t: g[0] as usize, h: g[1] as usize, w: g[2] as usize },
+        }
+    }
+
+    /// Runs `f` with taps on; returns its result and what the stages recorded, by name.
+    fn tapped<T>(&self, f: impl FnOnce(&ColQwen) -> T) -> (T, HashMap<String, Tensor>) {
+        let taps = Arc::new(Taps::new());
+        self.model.set_taps(Some(taps.clone()));
+        let out = f(&self.model);
+        self.model.set_taps(None);
+        (out, taps.take().into_iter().collect())
+    }
+
+    /// Compares each tap with the golden key it corresponds to (absent keys are skipped: an adapter's golden set
+    /// omits the vision stages, which the adapter does not touch); returns how many were compared.
+    fn check_stages(&self, what: &str, prefix: &str, taps: &HashMap<String, Tensor>) -> usize {
+        let golden_key = |tap: &str| -> String {
+            let stage = match tap {
+                "vision.patch_embed" => "patch_embed".to_string(),
+                "vision.pos_embed" => "pos_embed".to_string(),
+                "vision.block0" => "vision_block0".to_string(),
+                "vision.output" => "vision_output".to_string(),
+                "last_hidden_state" => "last_hidden_state".to_string(),
+                t => t.replacen("vision.", "", 1).replacen("text.layer", "decoder_layer", 1),
+            };
+            format!("{prefix}.{stage}")
+        };
+        let mut compared = 0;
+        for (tap, tensor) in taps {
+            // The ColQwen2.5 golden contract names the first layer `decoder_layer0`.
+            let k = Some(golden_key(tap)).filter(|k| self.golden.has(k)).or_else(|| {
+                Some(golden_key(tap).replacen("decoder_layer.", "decoder_layer", 1)).filter(|k| self.golden.has(k))
+            });
+            let Some(k) = k else { continue };
+            let (theirs, shape) = self.golden.f32(&k);
+            let d =
+                assert_rows_close(&format!("{what} {tap}"), &flat(tensor), &theirs, shape[shape.len() - 1], F32_PARITY);
+            eprintln!("{what} {tap}: {d:?}");
+            compared += 1;
+        }
+        compared
+    }
+}
+
+/// Token ids, grids, M-RoPE positions: exact; pixel values: bit-identical (pre-sized and resampled alike; the
+/// ColQwen2.5 set's resampled images are checked to one uint8 step by `parity.rs`).
+fn check_inputs(case: &'static Case) {
+    let l = loaded(case);
+    let m = &l.model;
+    for i in 0..l.manifest.images.len() {
+        let pv = m.preprocessor().preprocess(&l.image(i)).unwrap();
+        let golden = l.golden_pixels(i);
+        assert_eq!(pv.grid, golden.grid, "image {i}: image_grid_thw");
+        let differ = pv.data.iter().zip(&golden.data).filter(|(a, b)| a != b).count();
+        assert_eq!(pv.data.len(), golden.data.len(), "image {i}: pixel_values length");
+        assert_eq!(differ, 0, "image {i} ({}): {differ} pixel values differ", l.manifest.images[i].file);
+        let batch = m.document_batch(&[pv.grid]);
+        assert_eq!(batch.ids, ints(&l.inputs, &key("image", i, "input_ids")), "image {i}: input_ids");
+        let pos = ints(&l.inputs, &key("image", i, "position_ids"));
+        let n = batch.ids.len();
+        for s in 0..3 {
+            assert_eq!(batch.positions[s], pos[s * n..(s + 1) * n], "image {i}: position stream {s}");
+        }
+    }
+    for (j, q) in l.manifest.queries.iter().enumerate() {
+        let batch = m.query_batch(&[q]).unwrap();
+        assert_eq!(batch.ids, ints(&l.inputs, &key("query", j, "input_ids")), "query {j} {q:?}: input_ids");
+        let pos = ints(&l.inputs, &key("query", j, "position_ids"));
+        assert_eq!(batch.positions[0], pos[..batch.ids.len()], "query {j}: positions");
+    }
+}
+
+/// Every recorded stage of every document (from the golden pixel values) and every query.
+fn check_stages(case: &'static Case) {
+    let l = loaded(case);
+    let dim = l.model.embedding_dim();
+    for i in 0..l.manifest.images.len() {
+        let (emb, taps) = l.tapped(|m| m.embed_pixel_values(&[l.golden_pixels(i)]).unwrap());
+        let compared = l.check_stages(&format!("{} image {i}", case.model), &format!("image.{i:02}"), &taps);
+        let (e, _) = l.golden.f32(&key("image", i, "embedding"));
+        assert_rows_close(&format!("{} image {i} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        assert!(compared >= 3, "{}: only {compared} stages had a golden tensor", case.model);
+    }
+    for (j, q) in l.manifest.queries.iter().enumerate() {
+        let (emb, taps) = l.tapped(|m| m.embed_queries(&[q]).unwrap());
+        l.check_stages(&format!("{} query {j}", case.model), &format!("query.{j:02}"), &taps);
+        let (e, _) = l.golden.f32(&key("query", j, "embedding"));
+        assert_rows_close(&format!("{} query {j} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+    }
+}
+
+/// The reference's score (`score_multi_vector`): documents of a block are right-padded with zero rows, which adds
+/// a 0 candidate to each max of a document shorter than the block's longest.
+fn reference_score(q: &MultiVector, d: &MultiVector, zero_padded: bool) -> f32 {
+    q.rows()
+        .map(|qr| {
+            let best =
+                d.rows().map(|dr| qr.iter().zip(dr).map(|(a, b)| a * b).sum::<f32>()).fold(f32::NEG_INFINITY, f32::max);
+            if zero_padded { best.max(0.0) } else { best }
+        })
+        .sum()
+}
+
+fn ranking(scores: &[f32]) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    idx
+}
+
+/// End to end from the PNG files (our resampler included) and the query strings, scored with MaxSim; plus
+/// batch independence (each input alone = the same input in a mixed batch).
+fn check_scores_and_batches(case: &'static Case) {
+    let l = loaded(case);
+    let m = &l.model;
+    let images: Vec<_> = (0..l.manifest.images.len()).map(|i| l.image(i)).collect();
+    let docs = m.embed_images(&images).unwrap();
+    let qs: Vec<&str> = l.manifest.queries.iter().map(String::as_str).collect();
+    let queries = m.embed_queries(&qs).unwrap();
+    let (theirs, shape) = l.golden.f32("scores");
+    let n_img = shape[1];
+    let longest = docs.iter().map(|d| d.rows).max().unwrap();
+    for (j, q) in queries.iter().enumerate() {
+        let reference = &theirs[j * n_img..(j + 1) * n_img];
+        // Our scores as the reference computes them (its zero padding emulated), to compare like with like; where
+        // the padding does not bind they are `MultiVector::maxsim`'s.
+        let ours: Vec<f32> = docs.iter().map(|d| reference_score(q, d, d.rows < longest)).collect();
+        for (i, (a, b)) in ours.iter().zip(reference).enumerate() {
+            let rel = (a - b).abs() / b.abs().max(1e-6);
+            assert!(rel <= 1e-4, "{} query {j} image {i}: score {a} vs reference {b}", case.model);
+            if docs[i].rows == longest {
+                assert_eq!(*a, q.maxsim(&docs[i]), "without padding the emulation is MaxSim itself");
+            }
+        }
+        assert_eq!(ranking(&ours), ranking(reference), "{} query {j}: ranking", case.model);
+    }
+    let max_abs = |a: &MultiVector, b: &MultiVector| {
+        assert_eq!((a.rows, a.dim), (b.rows, b.dim));
+        a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max)
+    };
+    let reversed: Vec<_> = images.iter().rev().cloned().collect();
+    let docs_rev = m.embed_images(&reversed).unwrap();
+    for (i, img) in images.iter().enumerate() {
+        let alone = &m.embed_images(std::slice::from_ref(img)).unwrap()[0];
+        let d = max_abs(alone, &docs[i]).max(max_abs(alone, &docs_rev[images.len() - 1 - i]));
+        assert!(d <= 1e-6, "{} image {i}: alone vs in a batch differ by {d:.2e}", case.model);
+    }
+    for (j, q) in qs.iter().enumerate() {
+        let d = max_abs(&m.embed_queries(&[q]).unwrap()[0], &queries[j]);
+        assert!(d <= 1e-6, "{} query {j}: alone vs in a batch differ by {d:.2e}", case.model);
+    }
+}
+
+#[test]
+fn colqwen3_inputs_are_exact() {
+    check_inputs(&COLQWEN3);
+}
+
+#[test]
+fn colqwen3_every_stage_matches() {
+    check_stages(&COLQWEN3);
+}
+
+#[test]
+fn colqwen3_scores_rank_as_the_reference_and_batches_do_not_matter() {
+    check_scores_and_batches(&COLQWEN3);
+}
+
+#[test]
+fn colqwen3_lora_adapter_every_stage_matches() {
+    check_stages(&COLQWEN3_LORA);
+    check_scores_and_batches(&COLQWEN3_LORA);
+}
+
+#[test]
+fn tomoro_layout_matches_the_colpali_checkpoint() {
+    check_inputs(&TOMORO);
+    check_stages(&TOMORO);
+    assert_eq!(loaded(&TOMORO).model.embedding_dim(), 320);
+}
+
+#[test]
+fn colnomic_layout_of_another_size_matches() {
+    let l = loaded(&COLNOMIC);
+    assert_eq!(l.model.embedding_dim(), 128);
+    check_stages(&COLNOMIC);
+    check_scores_and_batches(&COLNOMIC);
+}
+
+/// Loaded as published, a TomoroAI checkpoint takes its processor's settings: 1280 visual tokens at most
+/// (1280 cells of 32×32 px) and queries with their outer whitespace cut.
+#[test]
+fn tomoro_processor_defaults() {
+    let files = ModelFiles::resolve(
+        tiny("tomoro-colqwen3-tiny").to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .unwrap();
+    let m = ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions::default()).unwrap();
+    assert_eq!(m.preprocessor().max_pixels, 1280 * 32 * 32);
+    let ids = |q: &str| m.query_batch(&[q]).unwrap().ids;
+    assert_eq!(ids("  reset the firmware \n"), ids("reset the firmware"));
+    let colpali = &loaded(&COLQWEN3).model;
+    let colpali_ids = |q: &str| colpali.query_batch(&[q]).unwrap().ids;
+    assert_ne!(colpali_ids("  reset the firmware"), colpali_ids("reset the firmware"), "colpali-engine keeps it");
+}
