@@ -146,7 +146,10 @@ async fn json_errors(State(state): S, req: Request, next: Next) -> Response {
         let body = axum::body::to_bytes(body, 1 << 20).await.unwrap_or_default();
         let Ok(mut v) = serde_json::from_slice::<Value>(&body) else { return Response::from_parts(parts, body.into()) };
         state.paths.json(&mut v, &[], &["message", "hint", "error"]);
-        return (parts.status, Json(v)).into_response();
+        // The answer's own headers stay (`Connection: close` of a refused upload, among others).
+        let mut parts = parts;
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, Body::from(v.to_string()));
     }
     if !ctype.as_deref().is_none_or(|c| c.starts_with("text/plain")) {
         return resp;
@@ -334,13 +337,17 @@ async fn delete_document(State(state): S, UrlPath(doc_id): UrlPath<String>) -> A
         if sources.is_empty() && !ingesting {
             return Err(ApiError::not_found(format!("no document {doc_id}")));
         }
-        let pages = state.service.delete_document(&doc_id)?;
+        // In this order: the jobs first (a run opening the file from now on leaves it), then the service (a run
+        // writing it stops, what it wrote goes), then the files.
         let settled = state.jobs.forget_document(&doc_id);
+        let was_ingesting = state.service.is_ingesting(&doc_id);
+        let pages = state.service.delete_document(&doc_id)?;
         // An uploaded file goes with its document (files ingested by path are the user's and stay).
         for file in sources.iter().chain(&settled) {
             state.uploads.remove(file);
         }
-        Ok(Json(json!({ "doc_id": doc_id, "pages_deleted": pages, "ingest_stopped": !settled.is_empty() })))
+        let stopped = was_ingesting || !settled.is_empty();
+        Ok(Json(json!({ "doc_id": doc_id, "pages_deleted": pages, "ingest_stopped": stopped })))
     })
     .await
 }
@@ -363,7 +370,17 @@ struct Saved {
 /// to its own folder of the request's batch ([`crate::uploads`]), checked (opens as a PDF with pages), and the
 /// good ones go into one job; a file whose content is stored already (or comes twice) keeps no copy and is
 /// settled in the job as a duplicate. Whatever fails — the request or one file — leaves nothing on disk.
-async fn upload(State(state): S, mut multipart: Multipart) -> ApiResult<Response> {
+async fn upload(state: S, multipart: Multipart) -> Response {
+    let mut resp = upload_files(state, multipart).await.unwrap_or_else(IntoResponse::into_response);
+    // A refused upload may leave its body unread, and then the server closes the connection: say so, so that
+    // no client sends its next request on it.
+    if resp.status().is_client_error() || resp.status().is_server_error() {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+async fn upload_files(State(state): S, mut multipart: Multipart) -> ApiResult<Response> {
     let batch = Batch::begin(&state.uploads).map_err(|e| io_error("create the upload folder", &e))?;
     let limit = state.config.max_upload_bytes;
     let multipart_error = |e: axum::extract::multipart::MultipartError| {

@@ -352,6 +352,9 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         }
         contents.insert(doc.sha256.clone(), path.clone());
         run.progress.on_document_opened(path, &doc.doc_id, doc.page_count);
+        if !run.progress.still_wanted(path, &doc.doc_id) {
+            continue;
+        }
         let mut doc = doc;
         doc.dropped = run.inflight.register(&doc.doc_id, read_epoch);
         if let Ok(mut held) = run.held.lock() {

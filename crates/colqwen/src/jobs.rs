@@ -361,9 +361,11 @@ impl Jobs {
         })
     }
 
-    /// A document was deleted ([`Service::delete_document`], which stops a running ingest of it): every file of
-    /// it in a job that may still run is settled with a note saying so, its pages stored by the job are no
-    /// longer counted, and no later run ingests it again. Returns the files (paths) so settled.
+    /// A document is being deleted: every file of it in a job that may still run is settled with a note saying
+    /// so, its pages stored by the job are no longer counted, and no run ingests it again (a run that has the
+    /// file in its list asks [`Progress::still_wanted`] when it opens it). Call it before
+    /// [`Service::delete_document`], which stops a run that is writing the document already. Returns the files
+    /// (paths) so settled.
     pub fn forget_document(&self, doc_id: &str) -> Vec<PathBuf> {
         let jobs: Vec<Arc<Job>> =
             self.shared.jobs.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
@@ -628,6 +630,11 @@ impl JobProgress<'_> {
 impl Progress for JobProgress<'_> {
     fn on_document_opened(&self, path: &Path, doc_id: &str, page_count: usize) {
         self.file(path, false, |f| (f.doc_id, f.page_count) = (Some(doc_id.to_string()), Some(page_count)));
+    }
+
+    fn still_wanted(&self, path: &Path, _doc_id: &str) -> bool {
+        // Settled meanwhile (its document deleted: [`Jobs::forget_document`]): not ingested.
+        self.job.status().files.iter().any(|x| x.path == path && !x.is_settled())
     }
 
     fn on_document_queued(&self, path: &Path, pages: usize, skipped: usize) {

@@ -338,7 +338,9 @@ impl Service {
 
     /// Deletes a document (by exact id) and its previews; returns the pages deleted. Final also while an ingest
     /// of this service is writing the document: that ingest stores none of its pages after this returns, drops
-    /// the rest, and reports it no further.
+    /// the rest, and reports it no further. (A run that opens the document's file after this returned ingests it
+    /// anew: a caller that means to stop that too removes the file or answers no to
+    /// [`Progress::still_wanted`] first, as the server's jobs do.)
     pub fn delete_document(&self, doc_id: &str) -> Result<usize> {
         if !is_doc_id(doc_id) {
             return Err(Error::InvalidId(doc_id.into()));
@@ -467,6 +469,9 @@ struct Counting<'a> {
 impl Progress for Counting<'_> {
     fn on_document_opened(&self, path: &Path, doc_id: &str, page_count: usize) {
         self.inner.on_document_opened(path, doc_id, page_count);
+    }
+    fn still_wanted(&self, path: &Path, doc_id: &str) -> bool {
+        self.inner.still_wanted(path, doc_id)
     }
     fn on_document_queued(&self, path: &Path, pages: usize, skipped: usize) {
         self.inner.on_document_queued(path, pages, skipped);
