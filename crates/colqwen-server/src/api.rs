@@ -387,6 +387,9 @@ async fn upload_files(State(state): S, mut multipart: Multipart) -> ApiResult<Re
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::too_large(format!("the upload is larger than this server takes: {} MiB", limit >> 20))
                 .with_hint("upload fewer or smaller files per request (the server's --max-upload-mib sets the limit)")
+        } else if e.status().is_server_error() {
+            // The body stopped coming (the client hung up or stalled): the client's doing, not the server's.
+            ApiError::bad_request(format!("the upload was cut short: {}", e.body_text()))
         } else {
             ApiError::new(e.status(), "bad_request", format!("the multipart body cannot be read: {}", e.body_text()))
         }
@@ -694,7 +697,10 @@ async fn job_status(State(state): S, UrlPath(id): UrlPath<String>) -> ApiResult<
 
 /// `POST /v1/jobs/{id}/cancel`: a queued job never starts, a running one stops after the batch in hand; a job
 /// that has already ended is a 409.
-async fn cancel_job(State(state): S, UrlPath(id): UrlPath<String>) -> ApiResult<Json<Value>> {
+///
+/// The request's body, if any, is read (and ignored): left unread, it makes the server close the connection
+/// after the answer, and a client that sent `{}` would find its next request on a dead connection.
+async fn cancel_job(State(state): S, UrlPath(id): UrlPath<String>, _body: axum::body::Bytes) -> ApiResult<Json<Value>> {
     check_id(&id)?;
     state.jobs.cancel(&id)??;
     Ok(Json(job_json(&state, &state.jobs.status(&id)?)))
@@ -702,7 +708,8 @@ async fn cancel_job(State(state): S, UrlPath(id): UrlPath<String>) -> ApiResult<
 
 /// `POST /v1/jobs/{id}/resume`: a cancelled job (or one whose run failed as a whole) is queued again; what it
 /// stored is kept and skipped. Anything else is a 409 saying why.
-async fn resume_job(State(state): S, UrlPath(id): UrlPath<String>) -> ApiResult<Response> {
+/// The body, if any, is read and ignored (see `cancel_job`).
+async fn resume_job(State(state): S, UrlPath(id): UrlPath<String>, _body: axum::body::Bytes) -> ApiResult<Response> {
     check_id(&id)?;
     state.jobs.resume(&id)??;
     Ok((StatusCode::ACCEPTED, Json(job_json(&state, &state.jobs.status(&id)?))).into_response())
