@@ -92,10 +92,11 @@ impl Server {
     /// closed without an answer.
     fn raw(&self, head: &str, body: &[u8], hang_up: bool) -> u16 {
         let addr = self.url.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut s = std::net::TcpStream::connect(addr).expect("the server accepts a connection");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
         let auth = self.key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        s.write_all(format!("{head}\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes()).unwrap();
+        s.write_all(format!("{head}\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes())
+            .expect("the head is sent");
         let _ = s.write_all(body);
         if hang_up {
             let _ = s.shutdown(std::net::Shutdown::Write);
@@ -107,12 +108,12 @@ impl Server {
 
     /// The server's peak resident memory so far, in MB (Linux).
     fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the server's status");
         let kb: f64 = status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
+            .expect("VmHWM in /proc/PID/status");
         kb / 1024.0
     }
 
@@ -184,7 +185,7 @@ fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 todo.push(e.path());
             } else {
                 files.push(e.path());
@@ -200,7 +201,7 @@ fn folders_below(dir: &Path) -> Vec<PathBuf> {
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
                 found.push(e.path());
                 todo.push(e.path());
             }

@@ -6,6 +6,8 @@
 //! can return, page for page; every document has its true page count; no deleted document came back; the
 //! upload folder holds one file per stored document and nothing else; the previews are those of the stored
 //! documents; every job ended with a report that adds up.
+// The helpers below are test code as much as the test: a failed unwrap is a failed check.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;

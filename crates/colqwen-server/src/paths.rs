@@ -40,7 +40,7 @@ impl PathView {
             add(a, name.unwrap_or_else(|| "allowed".into()));
         }
         add(index_dir, "index".into());
-        rules.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        rules.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
         Self { rules, relative: true }
     }
 

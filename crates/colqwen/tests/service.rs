@@ -382,14 +382,16 @@ struct DeleteAfter<'a> {
 impl Progress for DeleteAfter<'_> {
     fn on_document_opened(&self, _path: &Path, doc_id: &str, _page_count: usize) {
         // The first file's: the one deleted.
-        self.doc.lock().unwrap().get_or_insert_with(|| doc_id.to_string());
+        self.doc.lock().expect("the lock").get_or_insert_with(|| doc_id.to_string());
     }
     fn on_pages_stored(&self, _path: &Path, n: usize) {
         if self.stored.fetch_add(n, Ordering::SeqCst) + n == self.after {
-            let doc = self.doc.lock().unwrap().clone().unwrap();
+            let doc = self.doc.lock().expect("the lock").clone().expect("a document was opened");
             // Another thread, as a server's request would: the store stage goes on meanwhile.
-            let pages = std::thread::scope(|s| s.spawn(|| self.service.delete_document(&doc).unwrap()).join().unwrap());
-            *self.deleted.lock().unwrap() = Some(pages);
+            let pages = std::thread::scope(|s| {
+                s.spawn(|| self.service.delete_document(&doc).expect("the delete")).join().expect("the deleting thread")
+            });
+            *self.deleted.lock().expect("the lock") = Some(pages);
         }
     }
 }
