@@ -8,12 +8,17 @@
 #                                   gossip and raft; create collections with replication factor 2
 #   scripts/weaviate.sh stop        stop every node this script started (SIGTERM, then SIGKILL after 30 s)
 #
+# A data folder belongs to the mode that made it: `start` refuses at once a folder made by `cluster` (node1
+# alone would wait for node2 as a raft candidate forever) and `cluster` one made by `start`. A start that fails
+# (not ready within WEAVIATE_READY_TIMEOUT s) stops the nodes it started before exiting 1.
+#
 # Environment (all optional):
 #   WEAVIATE_CACHE  where GOPATH, GOCACHE and the binary live (default ~/.cache/colqwen-weaviate); CI caches it
 #   WEAVIATE_RUN    pid files, logs and data of the nodes (default target/weaviate in the repository)
 #   WEAVIATE_PORT   HTTP port of node1 (default 8080; node2 takes the next one)
 #   WEAVIATE_SLOT   shift of every other port (gRPC, gossip, data, raft, metrics, profiling) to run beside
 #                   another node (default 0)
+#   WEAVIATE_READY_TIMEOUT  seconds a start waits for the nodes to answer ready (default 120)
 #   WEAVIATE_ASYNC_INDEXING  1: ASYNC_INDEXING=true (objects are stored at once, the vector index is built by a
 #                   background queue; objects still queued are NOT found by vector search until indexed)
 #   WEAVIATE_METRICS 1: Prometheus metrics on port 2112+i (/metrics)
@@ -40,6 +45,34 @@ install() {
   GOPATH="$CACHE/gopath" GOCACHE="$CACHE/gocache" GOBIN="$CACHE/bin-$VERSION" GOFLAGS=-modcacherw \
     go install "github.com/weaviate/weaviate/cmd/weaviate-server@$VERSION"
   echo "installed in $((SECONDS - start)) s" >&2
+}
+
+# Nodes started by this invocation (stopped again if it fails).
+STARTED=()
+
+# check_mode MODE: refuse at once a data folder that another mode made. A folder records its mode in
+# $RUN/mode; one without it (made before this check) is a cluster's if node2 has data.
+check_mode() {
+  local want=$1 have=
+  if [[ -f "$RUN/mode" ]]; then
+    have=$(cat "$RUN/mode")
+  elif [[ -d "$RUN/node2/data" ]]; then
+    have=cluster
+  elif [[ -d "$RUN/node1/data" ]]; then
+    have=single
+  fi
+  if [[ -n $have && $have != "$want" ]]; then
+    if [[ $have == cluster ]]; then
+      echo "error: $RUN holds the data of a 2-node cluster (made by \`scripts/weaviate.sh cluster\`): node1 alone would wait for node2 forever" >&2
+      echo "hint: run \`scripts/weaviate.sh cluster\` to start both nodes, or set WEAVIATE_RUN to another folder for a single node (or remove $RUN: its collections are lost)" >&2
+    else
+      echo "error: $RUN holds the data of a single node (made by \`scripts/weaviate.sh start\`), not of a 2-node cluster" >&2
+      echo "hint: run \`scripts/weaviate.sh start\`, or set WEAVIATE_RUN to another folder for a cluster (or remove $RUN: its collections are lost)" >&2
+    fi
+    exit 1
+  fi
+  mkdir -p "$RUN"
+  echo "$want" >"$RUN/mode"
 }
 
 # start_node NAME HTTP_PORT OFFSET [cluster]: ports of node i are HTTP, gRPC 50051+i, gossip 7100+2i,
@@ -81,6 +114,7 @@ start_node() {
   env "${env[@]}" setsid "$BIN" --host 127.0.0.1 --port "$http" --scheme http \
     --read-timeout=600s --write-timeout=600s >>"$dir/log" 2>&1 &
   echo $! >"$dir/pid"
+  STARTED+=("$name")
   echo "$name: pid $!, http://127.0.0.1:$http, log $dir/log" >&2
 }
 
@@ -92,42 +126,51 @@ ready() {
   [[ $status == *" 200" ]]
 }
 
+# wait_ready PORT: until the node answers ready; after WEAVIATE_READY_TIMEOUT s, stop the nodes this
+# invocation started and exit 1 (a node that never gets ready is not left running).
 wait_ready() {
-  local http=$1
-  for _ in $(seq 1 240); do
+  local http=$1 timeout=${WEAVIATE_READY_TIMEOUT:-120}
+  for _ in $(seq 1 $((timeout * 2))); do
     if ready "$http"; then return; fi
     sleep 0.5
   done
-  echo "error: Weaviate on port $http did not become ready in 120 s; see $RUN/*/log" >&2
+  echo "error: Weaviate on port $http did not become ready in $timeout s; see $RUN/*/log" >&2
+  local name
+  for name in "${STARTED[@]}"; do stop_node "$RUN/$name/pid"; done
   exit 1
+}
+
+# stop_node PIDFILE: SIGTERM, then SIGKILL after 30 s.
+stop_node() {
+  local pidfile=$1 pid
+  [[ -f $pidfile ]] || return 0
+  pid=$(cat "$pidfile")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    echo "stopped $(basename "$(dirname "$pidfile")") (pid $pid)" >&2
+  fi
+  rm -f "$pidfile"
 }
 
 stop() {
   shopt -s nullglob
-  for pidfile in "$RUN"/*/pid; do
-    local pid
-    pid=$(cat "$pidfile")
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid"
-      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
-      echo "stopped $(basename "$(dirname "$pidfile")") (pid $pid)" >&2
-    fi
-    rm -f "$pidfile"
-  done
+  for pidfile in "$RUN"/*/pid; do stop_node "$pidfile"; done
 }
 
 case "${1:-}" in
   install) install ;;
   path) install; echo "$BIN" ;;
-  start) install; start_node node1 "$PORT" 0; wait_ready "$PORT"; echo "weaviate://127.0.0.1:$PORT" ;;
+  start) install; check_mode single; start_node node1 "$PORT" 0; wait_ready "$PORT"; echo "weaviate://127.0.0.1:$PORT" ;;
   cluster)
     install
+    check_mode cluster
     start_node node1 "$PORT" 0 cluster
     start_node node2 $((PORT + 1)) 1 cluster
     wait_ready "$PORT"; wait_ready $((PORT + 1))
     echo "weaviate://127.0.0.1:$PORT (node2: weaviate://127.0.0.1:$((PORT + 1)))"
     ;;
   stop) stop ;;
-  *) sed -n '2,22p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,27p' "$0" >&2; exit 2 ;;
 esac

@@ -173,10 +173,19 @@ pub struct ServeArgs {
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
     /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     #[command(flatten)]
     pub storage: StorageOpts,
+}
+
+/// A count that must be at least 1 (`--batch-size 0` would never embed a page).
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[derive(Debug, Args)]
@@ -195,16 +204,16 @@ pub struct IngestArgs {
     #[arg(long, conflicts_with = "password")]
     pub password_file: Option<PathBuf>,
     /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,
     /// Cap on visual tokens per page (colpali's max_num_visual_tokens) [default: the model's max_pixels]
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub max_visual_tokens: Option<usize>,
     /// Render threads [default: all cores]
-    #[arg(long)]
+    #[arg(long, value_parser = positive)]
     pub jobs: Option<usize>,
     /// Seconds one page may take to render before it is reported as failed
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub page_timeout: u64,
     #[command(flatten)]
     pub storage: StorageOpts,
@@ -243,7 +252,7 @@ pub struct SearchArgs {
     /// The question
     pub query: String,
     /// Number of pages to return
-    #[arg(short, default_value_t = 10)]
+    #[arg(short, default_value_t = 10, value_parser = positive)]
     pub k: usize,
     /// Only search this document (id, id prefix, path or file name)
     #[arg(long)]

@@ -21,6 +21,8 @@ struct Family {
 }
 
 const COLQWEN3: Family = Family { model: "colqwen3-tiny", name: "ColQwen3", dim: 320, cell: 32, max_tokens: 32 };
+/// ColQwen3.5 (the hybrid Qwen3.5 backbone); its head is `config.json`'s `dim`, 96 in the fixture.
+const COLQWEN3_5: Family = Family { model: "colqwen3_5-tiny", name: "ColQwen3.5", dim: 96, cell: 32, max_tokens: 32 };
 
 fn pdf(name: &str) -> PathBuf {
     fixtures_dir().join("pdfs").join(name)
@@ -178,6 +180,16 @@ fn colqwen3_end_to_end() {
 #[test]
 fn colqwen3_served() {
     served(&COLQWEN3);
+}
+
+#[test]
+fn colqwen3_5_end_to_end() {
+    end_to_end(&COLQWEN3_5);
+}
+
+#[test]
+fn colqwen3_5_served() {
+    served(&COLQWEN3_5);
 }
 
 /// A Weaviate collection of 320-wide multi-vectors, made and searched by the ColQwen3 model.

@@ -1,7 +1,7 @@
 //! `colqwen` against a real Weaviate server (`--index weaviate://HOST:PORT/Collection`), with the tiny fixture
 //! model and the real PDFs of `fixtures/pdfs`: two ingest processes writing into one collection at once, and
-//! a server killed in the middle of an ingest. The server comes from `COLQWEN_TEST_WEAVIATE` (and
-//! `COLQWEN_TEST_WEAVIATE_SERVER` for a node of the test's own), set by `.ci/run`; see
+//! a server killed in the middle of an ingest, a node that is not ready. The server is the node this test
+//! binary starts (or `COLQWEN_TEST_WEAVIATE`), the nodes of a test's own come from the pinned binary; see
 //! `colqwen_testkit::weaviate`.
 
 use std::path::{Path, PathBuf};
@@ -101,6 +101,40 @@ fn two_concurrent_ingests_into_one_collection() {
     let out = colqwen(&location, sa.path()).args(["--json", "ingest"]).args(&files).output().expect("runs");
     assert!(out.status.success(), "re-ingest: {}", stderr(&out));
     assert_complete(&location, sa.path());
+    // Issue 22 item 16: the server keeps its disk use to itself; `stats` said "disk: 0.0 MiB".
+    let out = colqwen(&location, sa.path()).arg("stats").output().expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success() && text.contains("disk:      not reported"), "{text}{}", stderr(&out));
+}
+
+/// Issue 22 item 16: a node that answers but is not ready (a cluster member whose other member never comes)
+/// made `colqwen` say the collection did not exist, and `ingest` try to create it and fail after 46 s. Now it
+/// says at once that the node is not ready, exit 1, with a hint.
+#[test]
+fn a_node_that_is_not_ready_is_named() {
+    let Some(bin) = server_binary() else { return };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let members = [("w1", 60), ("w2", 61)];
+    let node = Node::start(&bin, "w1", 60, &tmp.path().join("w1"), &members, &[]);
+    let location = format!("weaviate://{}/NotReady", node.addr());
+    let state = tmp.path().join("state");
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < Duration::from_secs(180) {
+        let out = colqwen(&location, &state).arg("stats").output().expect("runs");
+        last = stderr(&out);
+        if last.contains("not ready") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(last.contains("is up but not ready") && last.contains("hint: wait until the server is ready"), "{last}");
+    let t = Instant::now();
+    let out = colqwen(&location, &state).arg("ingest").arg(&pdfs()[0]).output().expect("runs");
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not ready") && !err.contains("no such collection"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30), "ingest took {:?}: {err}", t.elapsed());
 }
 
 #[test]

@@ -133,6 +133,11 @@ pub enum IndexError {
     #[error("no colqwen index at {location}: the server has no such collection")]
     NoCollection { location: String },
 
+    /// The server answers but says it is not ready (starting, or a cluster node that cannot reach the
+    /// others): what it says about its collections cannot be trusted yet.
+    #[error("the index server at {location} is up but not ready ({detail})")]
+    NotReady { location: String, detail: String },
+
     /// The address answers, but not as the index server it should be.
     #[error("{location} does not answer as a Weaviate server: {reason}")]
     NotTheServer { location: String, reason: String },
@@ -140,6 +145,22 @@ pub enum IndexError {
     /// A remote location that does not name an index (bad scheme, host, port or collection name).
     #[error("invalid index location {location}: {reason}")]
     InvalidLocation { location: String, reason: &'static str },
+}
+
+/// Whether a failed file-system operation is the user's to fix (a missing path, a permission, a file where a
+/// folder belongs, a read-only file system) rather than a failing disk or a bug.
+pub fn io_user_fixable(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::NotFound
+            | K::PermissionDenied
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::AlreadyExists
+            | K::ReadOnlyFilesystem
+            | K::InvalidFilename
+    )
 }
 
 impl IndexError {
@@ -172,6 +193,21 @@ impl Hint for IndexError {
                 "this index was written by another colqwen version: re-ingest into a new --index folder".into()
             }
             Self::NoSpace { .. } => "free space on that disk and run the same command again".into(),
+            Self::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                    "pass --index a folder this user can write to".into()
+                }
+                std::io::ErrorKind::NotADirectory | std::io::ErrorKind::AlreadyExists => {
+                    "--index names a file: pass a folder (it is created if missing)".into()
+                }
+                std::io::ErrorKind::NotFound => "check the --index path".into(),
+                _ => "check the index folder and its disk, then run the same command again".into(),
+            },
+            Self::NotReady { .. } => {
+                "wait until the server is ready (GET /v1/.well-known/ready answers 200); a cluster node stays \
+                 unready while it cannot reach the other members"
+                    .into()
+            }
             Self::Unreachable { .. } => {
                 "start the server (scripts/weaviate.sh start) or correct host:port in --index weaviate://HOST:PORT/Collection"
                     .into()
@@ -219,6 +255,7 @@ impl Hint for IndexError {
                 | Self::NoCollection { .. }
                 | Self::NotTheServer { .. }
                 | Self::Remote { .. }
-        )
+                | Self::NotReady { .. }
+        ) || matches!(self, Self::Io { source, .. } if io_user_fixable(source))
     }
 }

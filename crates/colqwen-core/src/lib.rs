@@ -16,7 +16,7 @@ mod records;
 mod similarity;
 
 pub use embed::{PageEmbedder, PageInput};
-pub use error::{BoxError, Hint, IndexError, Result};
+pub use error::{BoxError, Hint, IndexError, Result, io_user_fixable};
 pub use id::{canonical_json, doc_id, is_doc_id, point_id};
 pub use index::PageIndex;
 pub use manifest::{FORMAT_VERSION, IndexManifest, MAX_POOL_FACTOR, VectorStorage, sync_dir};

@@ -87,8 +87,9 @@ pub struct Stats {
     pub pages: usize,
     /// Stored documents.
     pub documents: usize,
-    /// Allocated bytes of everything the index holds on disk.
-    pub bytes_on_disk: u64,
+    /// Allocated bytes of everything the index holds on disk; `None` where the backend does not report it
+    /// (a Weaviate server keeps its disk use to itself).
+    pub bytes_on_disk: Option<u64>,
     /// Of which the write-ahead log.
     pub wal_bytes: u64,
     /// The model the index was built with.

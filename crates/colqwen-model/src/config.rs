@@ -1,6 +1,7 @@
 //! The checkpoint's own JSON files, read one to one: `config.json` (which names the model family, chosen here
 //! once per load: [`ModelConfig::from_file`]), `preprocessor_config.json` and the PEFT `adapter_config.json`.
-//! Each family reads its own fields in its module (`qwen2_5::config`, `qwen3_vl::config`); what they share —
+//! Each family reads its own fields in its module (`qwen2_5::config`, `qwen3_vl::config`, `qwen3_5::config`); what
+//! they share —
 //! the layouts of `text_config`, the rotary parameters, the special-token ids — is read here.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::{qwen2_5, qwen3_vl};
+use crate::{qwen2_5, qwen3_5, qwen3_vl};
 
 /// The model families colqwen implements, chosen from the checkpoint's own `config.json`
 /// (`model_type`, then `architectures`) when it loads.
@@ -20,17 +21,21 @@ pub enum Family {
     ColQwen2_5,
     /// ColQwen3 on Qwen3-VL (`TomoroAI/tomoro-colqwen3-embed-4b/-8b`, colpali-engine `ColQwen3`).
     ColQwen3,
+    /// ColQwen3.5 on the hybrid Qwen3.5 (Gated DeltaNet + gated attention; colpali-engine `ColQwen3_5`,
+    /// `athrael-soju/colqwen3.5-4.5B-v3`).
+    ColQwen3_5,
 }
 
 impl Family {
     /// Every family, in the order the error for an unknown checkpoint lists them.
-    pub const ALL: [Family; 2] = [Family::ColQwen2_5, Family::ColQwen3];
+    pub const ALL: [Family; 3] = [Family::ColQwen2_5, Family::ColQwen3, Family::ColQwen3_5];
 
     /// The family's name as colpali-engine spells the model class ("ColQwen2.5").
     pub fn name(self) -> &'static str {
         match self {
             Self::ColQwen2_5 => "ColQwen2.5",
             Self::ColQwen3 => "ColQwen3",
+            Self::ColQwen3_5 => "ColQwen3.5",
         }
     }
 
@@ -39,6 +44,7 @@ impl Family {
         match self {
             Self::ColQwen2_5 => "ColQwen2_5_Processor",
             Self::ColQwen3 => "ColQwen3Processor",
+            Self::ColQwen3_5 => "ColQwen3_5_Processor",
         }
     }
 
@@ -48,6 +54,7 @@ impl Family {
             Self::ColQwen2_5 => &["qwen2_5_vl"],
             // `colqwen3`: the Tomoro checkpoints' own type (their config wraps a Qwen3-VL config).
             Self::ColQwen3 => &["qwen3_vl", "colqwen3"],
+            Self::ColQwen3_5 => &["qwen3_5"],
         }
     }
 
@@ -60,6 +67,7 @@ impl Family {
         architectures.iter().find_map(|a| match a.as_str() {
             "ColQwen2_5" | "Qwen2_5_VLForConditionalGeneration" | "Qwen2_5_VLModel" => Some(Self::ColQwen2_5),
             "ColQwen3" | "Qwen3VLForConditionalGeneration" | "Qwen3VLModel" => Some(Self::ColQwen3),
+            "ColQwen3_5" | "Qwen3_5ForConditionalGeneration" | "Qwen3_5Model" => Some(Self::ColQwen3_5),
             _ => None,
         })
     }
@@ -85,6 +93,8 @@ pub enum ModelConfig {
     Qwen2_5(qwen2_5::Config),
     /// A ColQwen3 (Qwen3-VL) checkpoint.
     Qwen3Vl(qwen3_vl::Config),
+    /// A ColQwen3.5 (Qwen3.5) checkpoint.
+    Qwen3_5(qwen3_5::Config),
 }
 
 impl ModelConfig {
@@ -97,6 +107,7 @@ impl ModelConfig {
         Ok(match family {
             Family::ColQwen2_5 => Self::Qwen2_5(qwen2_5::Config::from_json(&json)?),
             Family::ColQwen3 => Self::Qwen3Vl(qwen3_vl::Config::from_json(&json)?),
+            Family::ColQwen3_5 => Self::Qwen3_5(qwen3_5::Config::from_json(&json)?),
         })
     }
 
@@ -105,6 +116,7 @@ impl ModelConfig {
         match self {
             Self::Qwen2_5(_) => Family::ColQwen2_5,
             Self::Qwen3Vl(_) => Family::ColQwen3,
+            Self::Qwen3_5(_) => Family::ColQwen3_5,
         }
     }
 
@@ -124,6 +136,7 @@ impl ModelConfig {
         match self {
             Self::Qwen2_5(c) => c.geometry(),
             Self::Qwen3Vl(c) => c.geometry(),
+            Self::Qwen3_5(c) => c.geometry(),
         }
     }
 }

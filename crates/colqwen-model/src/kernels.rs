@@ -19,8 +19,8 @@ mod ptx {
 }
 
 const MODULE: &str = "colqwen";
-/// Head dims with a compiled flash kernel (`flash_fwd_d{D}`).
-pub(crate) const FLASH_HEAD_DIMS: [usize; 6] = [16, 32, 64, 80, 96, 128];
+/// Head dims with a compiled flash kernel (`flash_fwd_d{D}`; 256 for Qwen3.5's full-attention heads).
+pub(crate) const FLASH_HEAD_DIMS: [usize; 7] = [16, 32, 64, 80, 96, 128, 256];
 
 /// Whether [`flash_attention`] has a kernel for heads of `head_dim`.
 pub(crate) fn flash_fits(head_dim: usize) -> bool {
@@ -286,13 +286,9 @@ impl CustomOp3 for Rope {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, total, d) = sl.shape().dims3()?;
         let (src_rs, src_off) = rows_view(sl, "rope input")?;
-        if self.heads > total
-            || d % 16 != 0
-            || src_rs % 8 != 0
-            || src_off % 8 != 0
-            || cl.dims() != [n, d / 2]
-            || nl.dims() != cl.dims()
-        {
+        // The tables' width is half the rotated dims: all of each head, or its first r (Qwen3.5's partial rotary).
+        let r = 2 * cl.dims().get(1).copied().unwrap_or(0);
+        if self.heads > total || r == 0 || r > d || cl.dims() != [n, r / 2] || nl.dims() != cl.dims() {
             bail!(
                 "rope: input {:?}, {} heads, tables {:?}/{:?} do not fit",
                 sl.dims(),
@@ -301,20 +297,28 @@ impl CustomOp3 for Rope {
                 nl.dims()
             )
         }
+        // The vectorised kernels rotate whole heads, 8 pairs per thread from 16-byte aligned rows; anything else
+        // (a partial rotary, narrow or unaligned heads) takes the one-element-per-thread kernels.
+        let whole = r == d && d % 16 == 0 && src_rs % 8 == 0 && src_off % 8 == 0;
         let (Some((c0, c1)), Some((s0, s1))) = (cl.contiguous_offsets(), nl.contiguous_offsets()) else {
             bail!("rope: tables must be contiguous")
         };
         let dev = src.device().clone();
         let xs = src.as_cuda_slice::<bf16>()?.slice(src_off..);
         let el = n * self.heads * d;
-        // SAFETY: one thread per 8 rotated pairs writes all 16 of its elements; the grid covers all pairs.
+        // SAFETY: every output element is written (one thread per 8 rotated pairs, or per element).
         let out = unsafe { dev.alloc::<bf16>(el)? };
         let f32_tables = match (cos.dtype(), sin.dtype()) {
             (DType::F32, DType::F32) => true,
             (DType::BF16, DType::BF16) => false,
             (c, s) => bail!("rope: tables in {c:?}/{s:?}; f32 or bf16 expected"),
         };
-        let name = if f32_tables { "rope_f32" } else { "rope_bf16" };
+        let name = match (whole, f32_tables) {
+            (true, true) => "rope_f32",
+            (true, false) => "rope_bf16",
+            (false, true) => "rope_partial_f32",
+            (false, false) => "rope_partial_bf16",
+        };
         let func = dev.get_or_load_custom_func(name, MODULE, ptx::COLQWEN)?;
         let (c32, s32, c16, s16);
         let mut b = func.builder();
@@ -331,15 +335,22 @@ impl CustomOp3 for Rope {
         }
         b.arg(&out);
         candle_core::builder_arg!(b, n as i32, self.heads as i32, d as i32);
-        // SAFETY: argument types and order match `rope_f32` / `rope_bf16`.
-        unsafe { b.launch(LaunchConfig::for_num_elems((el / 16) as u32)) }.w()?;
+        let rotated = r as i32;
+        if !whole {
+            b.arg(&rotated);
+        }
+        let threads = if whole { el / 16 } else { el };
+        // SAFETY: argument types and order match `rope_{f32,bf16}` / `rope_partial_{f32,bf16}` (the latter with the
+        // rotated width last).
+        unsafe { b.launch(LaunchConfig::for_num_elems(threads as u32)) }.w()?;
         Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, self.heads, d))))
     }
 }
 
 /// NeoX rotary of the first `heads` heads of `src` `[N, H, d]` (bf16, heads contiguous, any row stride) →
-/// `[N, heads, d]`. With f32 tables `[N, d/2]` the rotation is computed in f32 and rounded once (vision,
-/// trap 12); with bf16 tables every step rounds to bf16 (language model, trap 16).
+/// `[N, heads, d]`. With f32 tables `[N, r/2]` the rotation is computed in f32 and rounded once (vision,
+/// trap 12); with bf16 tables every step rounds to bf16 (language model, trap 16). The first `r` dims of each
+/// head rotate (`r = d`, or Qwen3.5's quarter), the rest are copied.
 pub(crate) fn rope(src: &Tensor, heads: usize, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     src.apply_op3_no_bwd(cos, sin, &Rope { heads })
 }
@@ -396,11 +407,21 @@ pub(crate) fn add_rms_norm_fits(width: usize) -> bool {
     width.is_multiple_of(8) && width <= MAX_NORM_WIDTH
 }
 
-/// The residual add fused with a norm: RMSNorm without `bias`, LayerNorm with it.
+/// Widest row the fused zero-centred norm keeps in registers (kernel: 16 chunks of 8 values per lane).
+pub(crate) const MAX_CENTRED_NORM_WIDTH: usize = 4096;
+
+/// Whether [`add_centred_rms_norm`] takes rows of `width`.
+pub(crate) fn centred_rms_norm_fits(width: usize) -> bool {
+    width.is_multiple_of(8) && width <= MAX_CENTRED_NORM_WIDTH
+}
+
+/// The residual add fused with a norm: RMSNorm without `bias`, LayerNorm with it; Qwen3.5's zero-centred RMSNorm
+/// with `centred` (its weight `1 + w` in f32).
 struct AddNorm<'a> {
     weight: &'a Tensor,
     bias: Option<&'a Tensor>,
     eps: f32,
+    centred: bool,
 }
 
 impl AddNorm<'_> {
@@ -413,15 +434,18 @@ impl AddNorm<'_> {
     ) -> Result<(CudaStorage, Shape)> {
         let (n, d) = xl.shape().dims2()?;
         let Some((x0, x1)) = xl.contiguous_offsets() else { bail!("add_rms_norm: x must be contiguous") };
-        if d % 8 != 0 || d > MAX_NORM_WIDTH || !xl.start_offset().is_multiple_of(8) {
-            bail!(
-                "add_rms_norm: width {d} (offset {}) is not a multiple of 8 up to {MAX_NORM_WIDTH}",
-                xl.start_offset()
-            )
+        let max = if self.centred { MAX_CENTRED_NORM_WIDTH } else { MAX_NORM_WIDTH };
+        if d % 8 != 0 || d > max || !xl.start_offset().is_multiple_of(8) {
+            bail!("add_rms_norm: width {d} (offset {}) is not a multiple of 8 up to {max}", xl.start_offset())
         }
         let dev = x.device().clone();
         let (ws, wl) = self.weight.storage_and_layout();
-        let w = cuda_view::<bf16>(&ws, wl, "norm weight")?;
+        let (mut w16, mut w32) = (None, None);
+        if self.centred {
+            w32 = Some(cuda_view::<f32>(&ws, wl, "norm weight (1 + w, f32)")?);
+        } else {
+            w16 = Some(cuda_view::<bf16>(&ws, wl, "norm weight")?);
+        }
         if wl.dims() != [d] {
             bail!("add_rms_norm: weight {:?} for width {d}", wl.dims())
         }
@@ -437,7 +461,11 @@ impl AddNorm<'_> {
         let out = unsafe { dev.alloc::<bf16>(outs * n * d)? };
         let (h, y) =
             if delta.is_some() { (out.slice(..n * d), out.slice(n * d..)) } else { (out.slice(..0), out.slice(..)) };
-        let name = if bias.is_some() { "add_layer_norm_bf16" } else { "add_rms_norm_bf16" };
+        let name = match (bias.is_some(), self.centred) {
+            (true, _) => "add_layer_norm_bf16",
+            (false, true) => "add_centred_rms_norm_bf16",
+            (false, false) => "add_rms_norm_bf16",
+        };
         let func = dev.get_or_load_custom_func(name, MODULE, ptx::COLQWEN)?;
         let ds;
         let null: u64 = 0;
@@ -456,7 +484,12 @@ impl AddNorm<'_> {
                 b.arg(&null);
             }
         }
-        b.arg(&w);
+        if let Some(w) = &w16 {
+            b.arg(w);
+        }
+        if let Some(w) = &w32 {
+            b.arg(w);
+        }
         if let Some(bias) = &bias {
             b.arg(bias);
         }
@@ -467,7 +500,7 @@ impl AddNorm<'_> {
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
         if n > 0 {
             // SAFETY: argument types and order match `add_rms_norm_bf16` / `add_layer_norm_bf16` (the bias after the
-            // weight); sizes checked above.
+            // weight) / `add_centred_rms_norm_bf16` (an f32 weight); sizes checked above.
             unsafe { b.launch(cfg) }.w()?;
         }
         drop(b);
@@ -506,7 +539,19 @@ impl CustomOp2 for AddNorm<'_> {
 /// Residual add fused with the following RMSNorm (reference order, trap 13): `x`, `delta` `[N, D]` bf16 →
 /// `(h = x + delta, norm(h))`; without `delta`, `(x, norm(x))`.
 pub(crate) fn add_rms_norm(x: &Tensor, delta: Option<&Tensor>, weight: &Tensor, eps: f64) -> Result<(Tensor, Tensor)> {
-    add_norm(x, delta, AddNorm { weight, bias: None, eps: eps as f32 })
+    add_norm(x, delta, AddNorm { weight, bias: None, eps: eps as f32, centred: false })
+}
+
+/// Residual add fused with Qwen3.5's zero-centred RMSNorm: `x`, `delta` `[N, D]` bf16, `weight_plus_one` the
+/// f32 `1 + w` `[D]` → `(h = x + delta, bf16((h·rsqrt(mean h² + ε))·(1 + w)))`, the product in f32 before the one
+/// rounding; without `delta`, `(x, norm(x))`.
+pub(crate) fn add_centred_rms_norm(
+    x: &Tensor,
+    delta: Option<&Tensor>,
+    weight_plus_one: &Tensor,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    add_norm(x, delta, AddNorm { weight: weight_plus_one, bias: None, eps: eps as f32, centred: true })
 }
 
 /// Residual add fused with the following LayerNorm (torch's order: statistics and the affine part in f32, one
@@ -518,7 +563,7 @@ pub(crate) fn add_layer_norm(
     bias: &Tensor,
     eps: f64,
 ) -> Result<(Tensor, Tensor)> {
-    add_norm(x, delta, AddNorm { weight, bias: Some(bias), eps: eps as f32 })
+    add_norm(x, delta, AddNorm { weight, bias: Some(bias), eps: eps as f32, centred: false })
 }
 
 fn add_norm(x: &Tensor, delta: Option<&Tensor>, op: AddNorm) -> Result<(Tensor, Tensor)> {
@@ -650,4 +695,326 @@ fn launch_maxsim_reduce<T: candle_core::cuda_backend::CudaDType + DeviceRepr>(
 /// See [`MaxSimReduce`].
 pub(crate) fn maxsim_reduce(scores: &Tensor, rows: usize) -> Result<Tensor> {
     scores.apply_op1_no_bwd(&MaxSimReduce { rows })
+}
+
+/// Rows per chunk of the delta-rule kernels (`GDN_C`; `torch_chunk_gated_delta_rule`'s `chunk_size`).
+const GDN_CHUNK: usize = 64;
+
+/// The tables the Gated DeltaNet kernels read for one forward pass over packed sequences (built once, shared by
+/// every DeltaNet layer).
+pub(crate) struct DeltaTiles {
+    /// `[N]` u32: the first row of each row's sequence (the convolution's left edge).
+    row_start: Tensor,
+    /// `[chunks, 3]` u32: (first row of the sequence, its length, the chunk's first row inside it).
+    chunks: Tensor,
+    /// `[sequences, 2]` u32: (first row, length) of each non-empty sequence.
+    seqs: Tensor,
+}
+
+/// The [`DeltaTiles`] of packed sequences `cu_seqlens`.
+pub(crate) fn delta_tiles(cu_seqlens: &[usize], device: &candle_core::Device) -> Result<DeltaTiles> {
+    let n = cu_seqlens.last().copied().unwrap_or(0);
+    let mut row_start = Vec::with_capacity(n);
+    let (mut chunks, mut seqs) = (Vec::new(), Vec::new());
+    for w in cu_seqlens.windows(2) {
+        let len = w[1].saturating_sub(w[0]);
+        row_start.extend(std::iter::repeat_n(w[0] as u32, len));
+        if len == 0 {
+            continue;
+        }
+        seqs.extend([w[0] as u32, len as u32]);
+        for c0 in (0..len).step_by(GDN_CHUNK) {
+            chunks.extend([w[0] as u32, len as u32, c0 as u32]);
+        }
+    }
+    let (nc, ns) = (chunks.len() / 3, seqs.len() / 2);
+    Ok(DeltaTiles {
+        row_start: Tensor::from_vec(row_start, n, device)?,
+        chunks: Tensor::from_vec(chunks, (nc, 3), device)?,
+        seqs: Tensor::from_vec(seqs, (ns, 2), device)?,
+    })
+}
+
+/// Value columns per block of the scan kernel for value heads of `dv` (`gdn_chunk_scan_bv{8,16,32}`).
+fn scan_columns(dv: usize) -> Option<usize> {
+    [32, 16, 8].into_iter().find(|&bv| dv.is_multiple_of(bv))
+}
+
+/// Bytes of dynamic shared memory of `gdn_chunk_prepare` and `gdn_chunk_scan_bv{bv}` for key heads of `dk`
+/// and value heads of `dv`.
+fn delta_smem(dk: usize, dv: usize, bv: usize) -> (usize, usize) {
+    let c = GDN_CHUNK;
+    let prepare = c * (dk + 1) + c * (c + 1) + c * (dk + dv) + 3 * c;
+    let scan = c * (dk + 1) + dk * bv + c * bv + c * (c + 1) + c;
+    (4 * prepare, 4 * scan)
+}
+
+/// Shared memory a block may opt into on the GPUs this path targets (H100: 227 KB).
+const MAX_DYNAMIC_SMEM: usize = 227 * 1024;
+
+/// Whether the DeltaNet kernels take key heads of `dk` and value heads of `dv` (the scan keeps a state row
+/// block of at most 128 key dims per thread group, and splits the values into blocks of 8, 16 or 32).
+pub(crate) fn deltanet_fits(dk: usize, dv: usize) -> bool {
+    let Some(bv) = scan_columns(dv) else { return false };
+    let (prepare, scan) = delta_smem(dk, dv, bv);
+    dk > 0 && dk <= 128 && prepare <= MAX_DYNAMIC_SMEM && scan <= MAX_DYNAMIC_SMEM
+}
+
+/// `(row stride, offset)` of a 2-D view with contiguous rows.
+fn matrix_view(l: &Layout, what: &str) -> Result<(usize, usize)> {
+    let (dims, st) = (l.dims(), l.stride());
+    if dims.len() != 2 || (dims[1] > 1 && st[1] != 1) {
+        bail!("{what}: expected [N, C] with contiguous rows, got dims {dims:?}, strides {st:?}")
+    }
+    Ok((st[0], l.start_offset()))
+}
+
+struct CausalConvSilu<'a> {
+    tiles: &'a DeltaTiles,
+}
+
+impl CustomOp2 for CausalConvSilu<'_> {
+    fn name(&self) -> &'static str {
+        "colqwen-causal-conv-silu"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, w: &CudaStorage, wl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (n, c) = xl.shape().dims2()?;
+        let (rs, off) = matrix_view(xl, "causal conv input")?;
+        let (wc, k) = wl.shape().dims2()?;
+        let Some((w0, w1)) = wl.contiguous_offsets() else { bail!("causal conv: weight must be contiguous") };
+        let (ts, tl) = self.tiles.row_start.storage_and_layout();
+        if wc != c || k == 0 || tl.dims() != [n] {
+            bail!("causal conv: input {:?}, weight {:?}, {:?} row starts do not fit", xl.dims(), wl.dims(), tl.dims())
+        }
+        let starts = cuda_view::<u32>(&ts, tl, "row starts")?;
+        let dev = x.device().clone();
+        let xs = x.as_cuda_slice::<bf16>()?.slice(off..);
+        let ws = w.as_cuda_slice::<bf16>()?.slice(w0..w1);
+        // SAFETY: one thread per output element writes all of them.
+        let out = unsafe { dev.alloc::<bf16>(n * c)? };
+        if n > 0 {
+            let func = dev.get_or_load_custom_func("causal_conv_silu_bf16", MODULE, ptx::COLQWEN)?;
+            let mut b = func.builder();
+            b.arg(&xs);
+            candle_core::builder_arg!(b, rs as i32);
+            b.arg(&ws);
+            b.arg(&starts);
+            b.arg(&out);
+            candle_core::builder_arg!(b, n as i32, c as i32, k as i32);
+            // SAFETY: argument types and order match `causal_conv_silu_bf16`; sizes checked above.
+            unsafe { b.launch(LaunchConfig::for_num_elems((n * c) as u32)) }.w()?;
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, c))))
+    }
+}
+
+/// The Gated DeltaNet's short causal convolution and SiLU over packed sequences: `x` `[N, C]` (the `in_proj_qkv`
+/// output, rows may be strided), `weight` `[C, K]` bf16 → `[N, C]` bf16 (kernel `causal_conv_silu_bf16`).
+pub(crate) fn causal_conv_silu(x: &Tensor, weight: &Tensor, tiles: &DeltaTiles) -> Result<Tensor> {
+    x.apply_op2_no_bwd(&weight.contiguous()?, &CausalConvSilu { tiles })
+}
+
+struct GatedDeltaRule<'a> {
+    a_log: &'a Tensor,
+    dt_bias: &'a Tensor,
+    tiles: &'a DeltaTiles,
+    /// Key heads, value heads, key head dim, value head dim.
+    heads: (usize, usize, usize, usize),
+}
+
+impl CustomOp3 for GatedDeltaRule<'_> {
+    fn name(&self) -> &'static str {
+        "colqwen-gated-delta-rule"
+    }
+
+    cpu_fwd3!();
+
+    fn cuda_fwd(
+        &self,
+        conv: &CudaStorage,
+        cl: &Layout,
+        a: &CudaStorage,
+        al: &Layout,
+        b: &CudaStorage,
+        bl: &Layout,
+    ) -> Result<(CudaStorage, Shape)> {
+        let (nk, nv, dk, dv) = self.heads;
+        let (n, cd) = cl.shape().dims2()?;
+        let Some((c0, c1)) = cl.contiguous_offsets() else { bail!("delta rule: the conv output must be contiguous") };
+        let ((a_rs, a_off), (b_rs, b_off)) = (matrix_view(al, "a")?, matrix_view(bl, "b")?);
+        let Some(bv) = scan_columns(dv) else { bail!("delta rule: no scan kernel for value heads of {dv}") };
+        if nk == 0
+            || !nv.is_multiple_of(nk)
+            || cd != 2 * nk * dk + nv * dv
+            || al.dims() != [n, nv]
+            || bl.dims() != [n, nv]
+            || a_rs != b_rs
+            || !deltanet_fits(dk, dv)
+        {
+            bail!(
+                "delta rule: conv {:?}, a {:?}, b {:?} (row strides {a_rs}/{b_rs}) for heads {:?} do not fit",
+                cl.dims(),
+                al.dims(),
+                bl.dims(),
+                self.heads
+            )
+        }
+        let dev = conv.device().clone();
+        let (als, all) = self.a_log.storage_and_layout();
+        let (dts, dtl) = self.dt_bias.storage_and_layout();
+        if all.dims() != [nv] || dtl.dims() != [nv] {
+            bail!("delta rule: A_log {:?} / dt_bias {:?} for {nv} value heads", all.dims(), dtl.dims())
+        }
+        let a_log = cuda_view::<f32>(&als, all, "A_log (f32)")?;
+        let dt_bias = cuda_view::<f32>(&dts, dtl, "dt_bias (f32)")?;
+        let (chs, chl) = self.tiles.chunks.storage_and_layout();
+        let (sqs, sql) = self.tiles.seqs.storage_and_layout();
+        let chunks = cuda_view::<u32>(&chs, chl, "delta chunks")?;
+        let seqs = cuda_view::<u32>(&sqs, sql, "delta sequences")?;
+        let (nchunks, nseqs) = (chl.dims()[0], sql.dims()[0]);
+        let cs = conv.as_cuda_slice::<bf16>()?.slice(c0..c1);
+        let a_s = a.as_cuda_slice::<bf16>()?.slice(a_off..);
+        let b_s = b.as_cuda_slice::<bf16>()?.slice(b_off..);
+        // SAFETY: the scan writes every valid row of every value head (its blocks cover all value columns).
+        let core = unsafe { dev.alloc::<bf16>(n * nv * dv)? };
+        if n == 0 || nchunks == 0 {
+            return Ok((CudaStorage::wrap_cuda_slice(core, dev), Shape::from((n, nv * dv))));
+        }
+        // Workspace (f32): W [N, nv, dk], U [N, nv, dv], P [N, nv, C], c [N, nv]; each valid row written once by
+        // the chunk that holds it. Freed in stream order after the scan.
+        // SAFETY: `gdn_chunk_prepare` writes every row the scan reads.
+        let (w, u, p, c) = unsafe {
+            (
+                dev.alloc::<f32>(n * nv * dk)?,
+                dev.alloc::<f32>(n * nv * dv)?,
+                dev.alloc::<f32>(n * nv * GDN_CHUNK)?,
+                dev.alloc::<f32>(n * nv)?,
+            )
+        };
+        let (prep_smem, scan_smem) = delta_smem(dk, dv, bv);
+        let scale = (1.0 / (dk as f64).sqrt()) as f32;
+        let dims = (nk as i32, nv as i32, dk as i32, dv as i32, cd as i32, scale);
+        let opt_in = |func: &candle_core::cuda_backend::cudarc::driver::CudaFunction, bytes: usize| -> Result<()> {
+            use candle_core::cuda_backend::cudarc::driver::sys::CUfunction_attribute_enum as Attr;
+            func.set_attribute(Attr::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32).w()
+        };
+        let prepare = dev.get_or_load_custom_func("gdn_chunk_prepare", MODULE, ptx::COLQWEN)?;
+        opt_in(&prepare, prep_smem)?;
+        let mut lb = prepare.builder();
+        lb.arg(&cs);
+        lb.arg(&a_s);
+        lb.arg(&b_s);
+        candle_core::builder_arg!(lb, a_rs as i32);
+        lb.arg(&a_log);
+        lb.arg(&dt_bias);
+        lb.arg(&chunks);
+        candle_core::builder_arg!(lb, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5);
+        lb.arg(&w);
+        lb.arg(&u);
+        lb.arg(&p);
+        lb.arg(&c);
+        let cfg = LaunchConfig {
+            grid_dim: (nchunks as u32, nv as u32, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: prep_smem as u32,
+        };
+        // SAFETY: argument types and order match `gdn_chunk_prepare`; shapes checked above.
+        unsafe { lb.launch(cfg) }.w()?;
+        let scan = dev.get_or_load_custom_func(&format!("gdn_chunk_scan_bv{bv}"), MODULE, ptx::COLQWEN)?;
+        opt_in(&scan, scan_smem)?;
+        let mut lb = scan.builder();
+        lb.arg(&cs);
+        lb.arg(&seqs);
+        candle_core::builder_arg!(lb, dims.0, dims.1, dims.2, dims.3, dims.4, dims.5);
+        lb.arg(&w);
+        lb.arg(&u);
+        lb.arg(&p);
+        lb.arg(&c);
+        lb.arg(&core);
+        let cfg = LaunchConfig {
+            grid_dim: ((dv / bv) as u32, nv as u32, nseqs as u32),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: scan_smem as u32,
+        };
+        // SAFETY: argument types and order match `gdn_chunk_scan_bv{bv}`; shapes checked above.
+        unsafe { lb.launch(cfg) }.w()?;
+        Ok((CudaStorage::wrap_cuda_slice(core, dev), Shape::from((n, nv * dv))))
+    }
+}
+
+/// The chunked gated delta rule over packed sequences (kernels `gdn_chunk_prepare` + `gdn_chunk_scan_bv*`):
+/// `conv` `[N, 2·nk·dk + nv·dv]` bf16 (the convolution's output, `[q | k | v]`), `a`, `b` `[N, nv]` bf16 views of
+/// the input projection (same row stride), `a_log`, `dt_bias` `[nv]` f32 → the core `[N, nv·dv]` bf16. Gates,
+/// L2 norms and the whole rule in f32; `heads` = (nk, nv, dk, dv).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gated_delta_rule(
+    conv: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    a_log: &Tensor,
+    dt_bias: &Tensor,
+    tiles: &DeltaTiles,
+    heads: (usize, usize, usize, usize),
+) -> Result<Tensor> {
+    conv.contiguous()?.apply_op3_no_bwd(a, b, &GatedDeltaRule { a_log, dt_bias, tiles, heads })
+}
+
+struct GatedRmsNorm<'a> {
+    weight: &'a Tensor,
+    eps: f32,
+    dv: usize,
+}
+
+impl CustomOp2 for GatedRmsNorm<'_> {
+    fn name(&self) -> &'static str {
+        "colqwen-gated-rms-norm"
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        cpu_only(self.name())
+    }
+
+    fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout, z: &CudaStorage, zl: &Layout) -> Result<(CudaStorage, Shape)> {
+        let (n, width) = xl.shape().dims2()?;
+        let Some((x0, x1)) = xl.contiguous_offsets() else { bail!("gated norm: input must be contiguous") };
+        let (z_rs, z_off) = matrix_view(zl, "gated norm gate")?;
+        let dv = self.dv;
+        let (ws, wl) = self.weight.storage_and_layout();
+        if dv == 0 || !width.is_multiple_of(dv) || zl.dims() != [n, width] || wl.dims() != [dv] {
+            bail!("gated norm: x {:?}, z {:?}, weight {:?} for heads of {dv}", xl.dims(), zl.dims(), wl.dims())
+        }
+        let w = cuda_view::<bf16>(&ws, wl, "gated norm weight")?;
+        let dev = x.device().clone();
+        let xs = x.as_cuda_slice::<bf16>()?.slice(x0..x1);
+        let zs = z.as_cuda_slice::<bf16>()?.slice(z_off..);
+        // SAFETY: one warp per (row, head) writes all of its outputs.
+        let out = unsafe { dev.alloc::<bf16>(n * width)? };
+        let rows = n * (width / dv);
+        if rows > 0 {
+            let func = dev.get_or_load_custom_func("gated_rms_norm_bf16", MODULE, ptx::COLQWEN)?;
+            let mut b = func.builder();
+            b.arg(&xs);
+            b.arg(&zs);
+            candle_core::builder_arg!(b, z_rs as i32);
+            b.arg(&w);
+            b.arg(&out);
+            candle_core::builder_arg!(b, rows as i32, (width / dv) as i32, dv as i32, self.eps);
+            let cfg =
+                LaunchConfig { grid_dim: (rows.div_ceil(4) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+            // SAFETY: argument types and order match `gated_rms_norm_bf16`; sizes checked above.
+            unsafe { b.launch(cfg) }.w()?;
+        }
+        Ok((CudaStorage::wrap_cuda_slice(out, dev), Shape::from((n, width))))
+    }
+}
+
+/// `Qwen3_5RMSNormGated(core, z)` per value head of `dv` dims: `core` `[N, nv·dv]` bf16, `z` `[N, nv·dv]` (a view
+/// of the input projection), `weight` `[dv]` bf16 → `[N, nv·dv]` bf16 (kernel `gated_rms_norm_bf16`).
+pub(crate) fn gated_rms_norm(core: &Tensor, z: &Tensor, weight: &Tensor, eps: f64, dv: usize) -> Result<Tensor> {
+    core.contiguous()?.apply_op2_no_bwd(z, &GatedRmsNorm { weight, eps: eps as f32, dv })
 }

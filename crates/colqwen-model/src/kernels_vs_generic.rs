@@ -264,3 +264,166 @@ fn pinned_upload_equals_plain_upload_and_reuses_its_buffer() {
     }
     assert_eq!(staging.as_ref().map(|s| s.len()), Some(301 * 1176), "grown once, reused for the smaller batch");
 }
+
+// ---- Qwen3.5 (ColQwen3.5) ----
+
+use crate::kernels::{
+    add_centred_rms_norm, causal_conv_silu, delta_tiles, deltanet_fits, gated_delta_rule, gated_rms_norm,
+};
+use crate::qwen3_5::deltanet::{self, Heads, Params};
+
+fn host(t: &Tensor) -> Vec<f32> {
+    t.to_dtype(DType::F32).unwrap().to_device(&Device::Cpu).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+fn round_bf16(x: f32) -> f32 {
+    bf16::from_f32(x).to_f32()
+}
+
+/// Worst `|ours − theirs| / (|theirs| + floor)`.
+fn worst_relative(ours: &[f32], theirs: &[f32], floor: f32) -> f32 {
+    assert_eq!(ours.len(), theirs.len());
+    ours.iter().zip(theirs).map(|(a, b)| (a - b).abs() / (b.abs() + floor)).fold(0f32, f32::max)
+}
+
+/// Qwen3.5's 256-dim full-attention heads (16 query heads over 4 kv heads) on the flash kernel with 32-key tiles.
+#[test]
+fn flash_attention_matches_generic_head_dim_256() {
+    let Some(dev) = gpu() else { return };
+    check_attention(&dev, &[0, 790, 797, 900], 16, 4, 256, true);
+    check_attention(&dev, &[0, 1, 33, 97], 4, 2, 256, true);
+}
+
+/// The partial rotary (the first quarter of each head) against the generic `apply_rotary`, both recipes, on the
+/// 4B's heads (r 64 of 256) and the tiny checkpoint's (r 8 of 32), from a strided view of a fused projection.
+#[test]
+fn partial_rope_matches_generic() {
+    let Some(dev) = gpu() else { return };
+    for (hq, hkv, d, r, f32_tables) in [(16, 4, 256, 64, false), (4, 2, 32, 8, false), (16, 4, 256, 64, true)] {
+        let n = 300;
+        let qkv = random_qkv(&dev, n, hq, hkv, d);
+        let theta = Tensor::randn(0f32, 3.0, (n, r / 2), &dev).unwrap();
+        let (mut cos, mut sin) = (theta.cos().unwrap(), theta.sin().unwrap());
+        if !f32_tables {
+            cos = cos.to_dtype(DType::BF16).unwrap();
+            sin = sin.to_dtype(DType::BF16).unwrap();
+        }
+        let fused = rope(&qkv, hq + hkv, &cos, &sin).unwrap();
+        let x = qkv.narrow(1, 0, hq + hkv).unwrap().transpose(0, 1).unwrap().contiguous().unwrap();
+        let generic = apply_rotary(&x, &cos, &sin).unwrap().to_dtype(DType::BF16).unwrap().transpose(0, 1).unwrap();
+        let err = max_abs_diff(&fused, &generic);
+        assert!(err <= 0.032, "partial rope d={d} r={r} f32 tables {f32_tables}: max diff {err}");
+        let pass = max_abs_diff(
+            &fused.narrow(2, r, d - r).unwrap(),
+            &qkv.narrow(1, 0, hq + hkv).unwrap().narrow(2, r, d - r).unwrap(),
+        );
+        assert_eq!(pass, 0.0, "the dims past r are copied");
+    }
+}
+
+/// The fused add + zero-centred RMSNorm against its definition (f32 statistics and product, one rounding), at the
+/// widths of the 4B (2560), the 9B (4096), the tiny checkpoint (64) and the per-head q/k norms (256, 32).
+#[test]
+fn centred_rms_norm_matches_reference_order() {
+    let Some(dev) = gpu() else { return };
+    for d in [2560, 4096, 64, 256, 32] {
+        let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let f = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        let x = bf(Tensor::randn(0f32, 1.0, (333, d), &dev).unwrap());
+        let delta = bf(Tensor::randn(0f32, 0.5, (333, d), &dev).unwrap());
+        // The stored weight is bf16; the norm multiplies by 1 + w in f32.
+        let w1 = (f(&bf(Tensor::randn(0f32, 0.15, d, &dev).unwrap())) + 1.0).unwrap();
+        let (h, y) = add_centred_rms_norm(&x, Some(&delta), &w1, 1e-6).unwrap();
+        let h_ref = (&x + &delta).unwrap();
+        assert_eq!(max_abs_diff(&h, &h_ref), 0.0, "residual add must round as the bf16 add does");
+        let h32 = f(&h_ref);
+        let var = h32.sqr().unwrap().mean_keepdim(1).unwrap();
+        let y_ref = h32.broadcast_div(&(var + 1e-6).unwrap().sqrt().unwrap()).unwrap().broadcast_mul(&w1).unwrap();
+        // One bf16 rounding of the f32 value: within one ulp (2⁻⁸ relative) plus rsqrt noise.
+        let worst = worst_relative(&host(&y), &host(&y_ref), 1e-2);
+        assert!(worst <= 8e-3, "centred norm d={d}: worst relative difference {worst}");
+        let (_, y0) = add_centred_rms_norm(&h_ref, None, &w1, 1e-6).unwrap();
+        assert_eq!(max_abs_diff(&y0, &y), 0.0, "with and without the fused add must agree");
+    }
+}
+
+/// The causal convolution + SiLU over packed sequences (a strided view of the fused projection) against the
+/// host twin (`deltanet::conv_silu`, the reference's two roundings).
+#[test]
+fn causal_conv_silu_matches_host() {
+    let Some(dev) = gpu() else { return };
+    let cu = [0usize, 1, 5, 70, 200];
+    let (n, c, k) = (200, 96, 4);
+    let proj = Tensor::randn(0f32, 1.0, (n, c + 40), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let x = proj.narrow(1, 0, c).unwrap();
+    let w = Tensor::randn(0f32, 0.5, (c, k), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+    let tiles = delta_tiles(&cu, &dev).unwrap();
+    let fused = host(&causal_conv_silu(&x, &w, &tiles).unwrap());
+    let expected = deltanet::conv_silu(&host(&x), &host(&w), k, c, &cu, round_bf16);
+    // Same two roundings; the f32 sums may round differently by an ulp before the first one.
+    let worst = worst_relative(&fused, &expected, 1e-2);
+    assert!(worst <= 8e-3, "causal conv: worst relative difference {worst}");
+}
+
+/// The chunked gated delta rule kernels against the host twin (`deltanet::gates` + `deltanet::chunked`, the
+/// reference's f32 algorithm) on the 4B's heads (16 key × 128, 32 value × 128) and the tiny checkpoint's
+/// (2 × 8, 4 × 16), over sequences of 1, 63, 64, 65 and 800 rows packed together.
+#[test]
+fn gated_delta_rule_matches_host() {
+    let Some(dev) = gpu() else { return };
+    let cu = [0usize, 1, 64, 128, 193, 993];
+    for heads in [Heads { nk: 16, nv: 32, dk: 128, dv: 128 }, Heads { nk: 2, nv: 4, dk: 8, dv: 16 }] {
+        assert!(deltanet_fits(heads.dk, heads.dv));
+        let (n, cd, nv) = (*cu.last().unwrap(), heads.conv_dim(), heads.nv);
+        // The conv output after SiLU (values ≥ −0.28), and a projection holding b then a, as the layer's GEMM.
+        let conv = candle_nn::ops::silu(&Tensor::randn(0f32, 1.0, (n, cd), &dev).unwrap())
+            .unwrap()
+            .to_dtype(DType::BF16)
+            .unwrap();
+        let proj = Tensor::randn(0f32, 1.0, (n, 2 * nv + 8), &dev).unwrap().to_dtype(DType::BF16).unwrap();
+        let (b, a) = (proj.narrow(1, 0, nv).unwrap(), proj.narrow(1, nv, nv).unwrap());
+        let a_log = Tensor::rand(0.05f32, 1.0, nv, &dev).unwrap().log().unwrap();
+        let dt_bias = Tensor::randn(0f32, 0.5, nv, &dev).unwrap();
+        let tiles = delta_tiles(&cu, &dev).unwrap();
+        let Heads { nk, nv, dk, dv } = heads;
+        let fused = host(&gated_delta_rule(&conv, &a, &b, &a_log, &dt_bias, &tiles, (nk, nv, dk, dv)).unwrap());
+        let params = Params { conv: Vec::new(), kernel: 4, a_log: host(&a_log), dt_bias: host(&dt_bias) };
+        let (g, beta) = deltanet::gates(&host(&a), &host(&b), &params, nv, round_bf16);
+        let (q, k, v) = deltanet::split_qkv(&host(&conv), heads);
+        let expected = deltanet::chunked(&deltanet::Inputs { q: &q, k: &k, v: &v, g: &g, beta: &beta }, heads, &cu);
+        // The kernel's f32 sums run in other orders; its output is rounded to bf16 once.
+        let worst = worst_relative(&fused, &expected, 5e-2);
+        let max_abs = fused.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        eprintln!("delta rule {heads:?}: worst relative {worst:.2e}, max |Δ| {max_abs:.2e}");
+        assert!(worst <= 1e-2, "delta rule {heads:?}: worst relative difference {worst} (max |Δ| {max_abs})");
+        assert!(fused.iter().all(|x| x.is_finite()));
+    }
+}
+
+/// The gated RMSNorm kernel against the generic path's (`qwen3_5::text::gated_rms_norm`, candle ops on the GPU):
+/// the same roundings.
+#[test]
+fn gated_rms_norm_matches_generic() {
+    let Some(dev) = gpu() else { return };
+    for (nv, dv) in [(32, 128), (4, 16)] {
+        let n = 257;
+        let bf = |t: Tensor| t.to_dtype(DType::BF16).unwrap();
+        let core = bf(Tensor::randn(0f32, 0.3, (n, nv * dv), &dev).unwrap());
+        let proj = bf(Tensor::randn(0f32, 1.5, (n, 3 * nv * dv), &dev).unwrap());
+        let z = proj.narrow(1, nv * dv, nv * dv).unwrap();
+        let w = bf(Tensor::randn(1f32, 0.2, dv, &dev).unwrap());
+        let fused = gated_rms_norm(&core, &z, &w, 1e-6, dv).unwrap();
+        let generic = crate::qwen3_5::text::gated_rms_norm(
+            &core.reshape((n * nv, dv)).unwrap(),
+            &z.contiguous().unwrap().reshape((n * nv, dv)).unwrap(),
+            &w,
+            1e-6,
+        )
+        .unwrap()
+        .reshape((n, nv * dv))
+        .unwrap();
+        // Identical steps; rsqrt and exp may differ by an ulp before a rounding.
+        let worst = worst_relative(&host(&fused), &host(&generic), 1e-2);
+        assert!(worst <= 8e-3, "gated norm nv={nv} dv={dv}: worst relative difference {worst}");
+    }
+}

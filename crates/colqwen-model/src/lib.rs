@@ -1,6 +1,6 @@
 //! ColQwen inference on candle, exact to colpali-engine 0.3.18, for the model families of [`Family`]: ColQwen2.5
-//! (Qwen2.5-VL; the parity contract is `shared/reference/colqwen2_5.md`, cited as "fact sheet §N") and ColQwen3
-//! (Qwen3-VL).
+//! (Qwen2.5-VL; the parity contract is `shared/reference/colqwen2_5.md`, cited as "fact sheet §N"), ColQwen3
+//! (Qwen3-VL) and ColQwen3.5 (Qwen3.5, a hybrid of Gated DeltaNet and attention layers).
 //!
 //! Data path: [`preprocess`] (page image → `pixel_values`) → the family's vision tower (→ visual tokens) → its
 //! language model (prompt + visual tokens → hidden states) → head ([`ColQwen::head`], → `[L, dim]`) →
@@ -8,7 +8,8 @@
 //!
 //! Layout: the shared parts (`config` with the family choice, `preprocess`, `tokenize`, `rope`, `nn`, `ops` and
 //! the CUDA `kernels`, `weights`, `source`, the shell in `model`) beside one module per family ([`qwen2_5`],
-//! [`qwen3_vl`]) holding what is that family's own: its config fields, towers and checkpoint key names.
+//! [`qwen3_vl`], [`qwen3_5`]) holding what is that family's own: its config fields, towers and checkpoint key
+//! names.
 
 pub mod config;
 mod device;
@@ -24,6 +25,7 @@ mod ops;
 pub mod preprocess;
 pub mod profile;
 pub mod qwen2_5;
+pub mod qwen3_5;
 pub mod qwen3_vl;
 pub mod rope;
 mod source;

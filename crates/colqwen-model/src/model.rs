@@ -21,7 +21,7 @@ use crate::rope::{document_positions, query_positions};
 use crate::source::ModelFiles;
 use crate::tokenize::{Prompts, QueryTemplate};
 use crate::weights::Weights;
-use crate::{qwen2_5, qwen3_vl};
+use crate::{qwen2_5, qwen3_5, qwen3_vl};
 /// Choices made at load time.
 #[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
@@ -66,6 +66,8 @@ pub enum Backbone {
     Qwen2_5(qwen2_5::Towers),
     /// ColQwen3 (Qwen3-VL).
     Qwen3Vl(qwen3_vl::Towers),
+    /// ColQwen3.5 (Qwen3.5).
+    Qwen3_5(qwen3_5::Towers),
 }
 
 /// What a vision tower makes of a packed batch of images.
@@ -91,6 +93,7 @@ impl Backbone {
         Ok(match config {
             ModelConfig::Qwen2_5(c) => Self::Qwen2_5(qwen2_5::Towers::new(c, vb)?),
             ModelConfig::Qwen3Vl(c) => Self::Qwen3Vl(qwen3_vl::Towers::new(c, vb)?),
+            ModelConfig::Qwen3_5(c) => Self::Qwen3_5(qwen3_5::Towers::new(c, vb)?),
         })
     }
 
@@ -99,6 +102,7 @@ impl Backbone {
         match config {
             ModelConfig::Qwen2_5(_) => qwen2_5::module_key,
             ModelConfig::Qwen3Vl(_) => qwen3_vl::module_key,
+            ModelConfig::Qwen3_5(_) => qwen3_5::module_key,
         }
     }
 
@@ -107,6 +111,7 @@ impl Backbone {
         match self {
             Self::Qwen2_5(t) => Ok(Visual { tokens: t.vision.forward(pixel_values, grids)?, deepstack: Vec::new() }),
             Self::Qwen3Vl(t) => t.vision.forward(pixel_values, grids),
+            Self::Qwen3_5(t) => t.vision.forward(pixel_values, grids),
         }
     }
 
@@ -115,6 +120,7 @@ impl Backbone {
         match self {
             Self::Qwen2_5(t) => t.text.embed(ids),
             Self::Qwen3Vl(t) => t.text.embed(ids),
+            Self::Qwen3_5(t) => t.text.embed(ids),
         }
     }
 
@@ -123,6 +129,7 @@ impl Backbone {
         match self {
             Self::Qwen2_5(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens),
             Self::Qwen3Vl(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens, deepstack),
+            Self::Qwen3_5(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens),
         }
     }
 }

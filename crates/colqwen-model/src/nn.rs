@@ -92,12 +92,16 @@ impl Module for Linear {
 }
 
 /// RMSNorm with the reference's order (trap 13): statistics in f32, normalised values cast back to the
-/// input dtype, *then* multiplied by the weight.
+/// input dtype, *then* multiplied by the weight. The zero-centred form of Qwen3.5 ([`RmsNorm::zero_centred`])
+/// multiplies by `1 + w` in f32 *before* the one rounding instead.
 #[derive(Debug, Clone)]
 pub(crate) struct RmsNorm {
+    /// `w` in the model dtype, or for the zero-centred form `1 + w` in f32.
     weight: Tensor,
     eps: f64,
     ops: Ops,
+    /// Zero-centred (`Qwen3_5RMSNorm`): `(x·rsqrt(mean(x²) + ε))·(1 + w)` all in f32, then cast.
+    centred: bool,
 }
 
 /// A norm that can take the residual add before it: `(h = xs + delta, norm(h))`, or `(xs, norm(xs))` without a
@@ -108,7 +112,23 @@ pub(crate) trait AddNorm {
 
 impl RmsNorm {
     pub(crate) fn new(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
-        Ok(Self { weight: vb.get(&[dim], "weight")?, eps, ops: vb.ops().clone() })
+        Ok(Self { weight: vb.get(&[dim], "weight")?, eps, ops: vb.ops().clone(), centred: false })
+    }
+
+    /// Qwen3.5's zero-centred norm: the stored weight `w` (in the model dtype, as the reference holds it)
+    /// becomes `1 + w` in f32 once at load, exactly the multiplier `1.0 + self.weight.float()` the reference
+    /// forms on every call.
+    pub(crate) fn zero_centred(dim: usize, eps: f64, vb: Weights) -> crate::Result<Self> {
+        let weight = (vb.get(&[dim], "weight")?.to_dtype(DType::F32)? + 1.0)?;
+        Ok(Self { weight, eps, ops: vb.ops().clone(), centred: true })
+    }
+
+    /// The zero-centred form without a fused kernel: f32 statistics and product, one rounding.
+    fn centred_generic(&self, xs: &Tensor) -> Result<Tensor> {
+        let x32 = xs.to_dtype(DType::F32)?;
+        let var = x32.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = x32.broadcast_mul(&(var + self.eps)?.sqrt()?.recip()?)?.broadcast_mul(&self.weight)?;
+        y.to_dtype(xs.dtype())
     }
 }
 
@@ -117,7 +137,11 @@ impl AddNorm for RmsNorm {
     fn add_forward(&self, xs: &Tensor, delta: Option<&Tensor>) -> Result<(Tensor, Tensor)> {
         match &self.ops {
             #[cfg(feature = "cuda")]
-            Ops::CudaBf16(_) if crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?) => {
+            Ops::CudaBf16(_) if self.centred && crate::kernels::centred_rms_norm_fits(xs.dim(D::Minus1)?) => {
+                crate::kernels::add_centred_rms_norm(xs, delta, &self.weight, self.eps)
+            }
+            #[cfg(feature = "cuda")]
+            Ops::CudaBf16(_) if !self.centred && crate::kernels::add_rms_norm_fits(xs.dim(D::Minus1)?) => {
                 crate::kernels::add_rms_norm(xs, delta, &self.weight, self.eps)
             }
             _ => {
@@ -137,6 +161,23 @@ impl Module for RmsNorm {
         // In f32 the casts below are no-ops, so candle's fused kernel computes the same function. On CUDA the
         // fused kernel (f32 inside, one rounding after the weight multiply) replaces nine memory-bound passes; it
         // differs from the reference's double rounding by at most one half-precision ulp per element.
+        if self.centred {
+            // f32 in, f32 weights: candle's fused kernel computes the reference's function.
+            if xs.dtype() == DType::F32 {
+                return candle_nn::ops::rms_norm(&xs.contiguous()?, &self.weight, self.eps as f32);
+            }
+            #[cfg(feature = "cuda")]
+            if let Ops::CudaBf16(_) = &self.ops
+                && crate::kernels::centred_rms_norm_fits(xs.dim(D::Minus1)?)
+            {
+                // Per-head norms come as [N, H, d]: rows of d.
+                let d = xs.dim(D::Minus1)?;
+                let rows = xs.elem_count() / d.max(1);
+                let y = crate::kernels::add_centred_rms_norm(&xs.reshape((rows, d))?, None, &self.weight, self.eps)?.1;
+                return y.reshape(xs.shape());
+            }
+            return self.centred_generic(xs);
+        }
         let fused = match &self.ops {
             Ops::Generic => xs.dtype() == DType::F32,
             #[cfg(feature = "cuda")]

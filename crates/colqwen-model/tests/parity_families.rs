@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use candle_core::{DType, Device, Tensor};
 use colqwen_model::profile::Taps;
 use colqwen_model::{ColQwen, Family, HubOptions, ImageGrid, LoadOptions, ModelFiles, MultiVector, PixelValues};
-use colqwen_testkit::{F32_PARITY, Golden, Manifest, assert_rows_close, tiny};
+use colqwen_testkit::{F32_PARITY, Golden, Manifest, Tolerance, assert_rows_close, tiny};
 
 /// One tiny checkpoint and the golden set it is checked against.
 struct Case {
@@ -75,21 +75,56 @@ const COLNOMIC: Case = Case {
     max_visual_tokens: None,
 };
 
+/// ColQwen3.5 as colpali-engine saves it (bare keys, `"dim": 96` in config.json); its inputs are golden-qwen3_5's
+/// (Qwen3.5 tokenizer ids), its pixel values golden-qwen3's (the same preprocessor; the manifest says so).
+const COLQWEN3_5: Case = Case {
+    model: "colqwen3_5-tiny",
+    golden_dir: "golden-qwen3_5",
+    inputs_dir: "golden-qwen3_5",
+    golden: "colqwen3_5-tiny",
+    family: Family::ColQwen3_5,
+    lora_pairs: 0,
+    max_visual_tokens: None,
+};
+/// A colpali-engine LoRA adapter over it: the DeltaNet projections, the attention and MLP projections and the
+/// head (40 pairs).
+const COLQWEN3_5_LORA: Case = Case {
+    model: "colqwen3_5-tiny-lora",
+    golden_dir: "golden-qwen3_5",
+    inputs_dir: "golden-qwen3_5",
+    golden: "colqwen3_5-tiny-lora",
+    family: Family::ColQwen3_5,
+    lora_pairs: 40,
+    max_visual_tokens: None,
+};
+
 struct Loaded {
     model: ColQwen,
     golden: Golden,
     inputs: Golden,
+    /// The pixel values, where the manifest says they are in another set's inputs (`shared_inputs`).
+    pixels: Option<Golden>,
     manifest: Manifest,
     dir: PathBuf,
 }
 
+/// The inputs file holding the pixel values when the manifest names one (`shared_inputs.file`).
+fn shared_inputs(dir: &std::path::Path) -> Option<Golden> {
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
+    let file = dir.join(manifest.get("shared_inputs")?.get("file")?.as_str()?);
+    let stem = file.file_stem()?.to_str()?.to_string();
+    Some(Golden::load_from(file.parent()?, &stem))
+}
+
 fn load(case: &Case) -> Loaded {
-    let files = ModelFiles::resolve(
-        tiny(case.model).to_str().unwrap(),
-        None,
-        &HubOptions { offline: true, ..Default::default() },
-    )
-    .unwrap_or_else(|e| panic!("{}: {e}", case.model));
+    load_from(case, &tiny(case.model))
+}
+
+/// `case` with the model loaded from `folder` (a layout built by the test) instead of its fixture folder.
+fn load_from(case: &Case, folder: &std::path::Path) -> Loaded {
+    let files =
+        ModelFiles::resolve(folder.to_str().unwrap(), None, &HubOptions { offline: true, ..Default::default() })
+            .unwrap_or_else(|e| panic!("{}: {e}", case.model));
     let opts = LoadOptions { max_visual_tokens: case.max_visual_tokens, ..Default::default() };
     let model =
         ColQwen::load(&files, &Device::Cpu, DType::F32, &opts).unwrap_or_else(|e| panic!("{}: {e}", case.model));
@@ -100,6 +135,7 @@ fn load(case: &Case) -> Loaded {
         model,
         golden: Golden::load_from(&tiny(case.golden_dir), case.golden),
         inputs: Golden::load_from(&dir, "inputs"),
+        pixels: shared_inputs(&dir),
         manifest: Manifest::read(&dir),
         dir,
     }
@@ -132,7 +168,7 @@ impl Loaded {
     fn golden_pixels(&self, i: usize) -> PixelValues {
         let g = self.inputs.i64(&key("image", i, "image_grid_thw")).0;
         PixelValues {
-            data: self.inputs.f32(&key("image", i, "pixel_values")).0,
+            data: self.pixels.as_ref().unwrap_or(&self.inputs).f32(&key("image", i, "pixel_values")).0,
             grid: ImageGrid { t: g[0] as usize, h: g[1] as usize, w: g[2] as usize },
         }
     }
@@ -168,14 +204,34 @@ impl Loaded {
             });
             let Some(k) = k else { continue };
             let (theirs, shape) = self.golden.f32(&k);
-            let d =
-                assert_rows_close(&format!("{what} {tap}"), &flat(tensor), &theirs, shape[shape.len() - 1], F32_PARITY);
+            let tol = stage_tolerance(self.model.family(), tap);
+            let d = assert_rows_close(&format!("{what} {tap}"), &flat(tensor), &theirs, shape[shape.len() - 1], tol);
             eprintln!("{what} {tap}: {d:?}");
             compared += 1;
         }
         compared
     }
 }
+
+/// The bound of one stage: [`F32_PARITY`], except for the hidden states of ColQwen3.5's decoder
+/// ([`QWEN3_5_HIDDEN`]).
+fn stage_tolerance(family: Family, tap: &str) -> Tolerance {
+    if family == Family::ColQwen3_5 && (tap.starts_with("text.layer") || tap == "last_hidden_state") {
+        QWEN3_5_HIDDEN
+    } else {
+        F32_PARITY
+    }
+}
+
+/// ColQwen3.5's decoder hidden states: |Δ| ≤ 2.5e-4 (cosine ≥ 0.9999 as everywhere). Its gated RMSNorm
+/// normalises the delta rule's output per value head, and in the random tiny checkpoint many of those rows are
+/// tiny (mean square near the norm's ε = 1e-6), so the f32 rounding upstream comes out of the norm magnified:
+/// the reference's own f32 forward differs from the same forward in float64 by up to 1.07e-4 (colqwen3_5-tiny)
+/// and 1.55e-4 (the LoRA adapter) at the decoder layers, ours by up to 1.24e-4 and 1.52e-4 — two independent
+/// roundings of one ill-conditioned function, measured here against a float64 run of colpali-engine 0.3.18; ours
+/// and the golden set differ by at most 1.57e-4. Every other stage, the DeltaNet core's included, and the
+/// embeddings (≤ 8.5e-6) hold [`F32_PARITY`].
+const QWEN3_5_HIDDEN: Tolerance = Tolerance { min_cos: 0.9999, max_abs: 2.5e-4 };
 
 /// Token ids, grids, M-RoPE positions: exact; pixel values: bit-identical (pre-sized and resampled alike; the
 /// ColQwen2.5 set's resampled images are checked to one uint8 step by `parity.rs`).
@@ -213,14 +269,16 @@ fn check_stages(case: &'static Case) {
         let (emb, taps) = l.tapped(|m| m.embed_pixel_values(&[l.golden_pixels(i)]).unwrap());
         let compared = l.check_stages(&format!("{} image {i}", case.model), &format!("image.{i:02}"), &taps);
         let (e, _) = l.golden.f32(&key("image", i, "embedding"));
-        assert_rows_close(&format!("{} image {i} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        let d = assert_rows_close(&format!("{} image {i} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        eprintln!("{} image {i} embedding: {d:?}", case.model);
         assert!(compared >= 3, "{}: only {compared} stages had a golden tensor", case.model);
     }
     for (j, q) in l.manifest.queries.iter().enumerate() {
         let (emb, taps) = l.tapped(|m| m.embed_queries(&[q]).unwrap());
         l.check_stages(&format!("{} query {j}", case.model), &format!("query.{j:02}"), &taps);
         let (e, _) = l.golden.f32(&key("query", j, "embedding"));
-        assert_rows_close(&format!("{} query {j} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        let d = assert_rows_close(&format!("{} query {j} embedding", case.model), &emb[0].data, &e, dim, F32_PARITY);
+        eprintln!("{} query {j} embedding: {d:?}", case.model);
     }
 }
 
@@ -338,4 +396,126 @@ fn tomoro_processor_defaults() {
     let colpali = &loaded(&COLQWEN3).model;
     let colpali_ids = |q: &str| colpali.query_batch(&[q]).unwrap().ids;
     assert_ne!(colpali_ids("  reset the firmware"), colpali_ids("reset the firmware"), "colpali-engine keeps it");
+}
+
+#[test]
+fn colqwen3_5_inputs_are_exact() {
+    check_inputs(&COLQWEN3_5);
+}
+
+#[test]
+fn colqwen3_5_every_stage_matches() {
+    check_stages(&COLQWEN3_5);
+    assert_eq!(loaded(&COLQWEN3_5).model.embedding_dim(), 96, "the head width of config.json's dim");
+}
+
+#[test]
+fn colqwen3_5_scores_rank_as_the_reference_and_batches_do_not_matter() {
+    check_scores_and_batches(&COLQWEN3_5);
+}
+
+#[test]
+fn colqwen3_5_lora_adapter_every_stage_matches() {
+    check_stages(&COLQWEN3_5_LORA);
+    check_scores_and_batches(&COLQWEN3_5_LORA);
+}
+
+/// The layout of `athrael-soju/colqwen3.5-4.5B-v3`-style checkpoints: a PEFT adapter whose base is the Hub
+/// checkpoint of Qwen3.5 (`qwen3_5-tiny`: `model.visual.*`, `model.language_model.*`, the `mtp.*` block, no
+/// head), the head trained whole in the adapter (`modules_to_save`). Built here from the fixtures: the LoRA pairs
+/// of `colqwen3_5-tiny-lora` on the language model, and its head merged (`W + 2·B·A`, LoRA scaling 8/4) as a
+/// saved module. `colqwen3_5-tiny` was made from `qwen3_5-tiny` (same backbone weights), so the outputs are the
+/// LoRA golden set's.
+#[test]
+fn adapter_over_the_hub_layout_base_matches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let adapter = tmp.path().join("adapter");
+    std::fs::create_dir(&adapter).unwrap();
+    let lora_dir = tiny("colqwen3_5-tiny-lora");
+    for f in ["tokenizer.json", "tokenizer_config.json", "processor_config.json"] {
+        std::fs::copy(lora_dir.join(f), adapter.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lora_dir.join("adapter_config.json")).unwrap()).unwrap();
+    cfg["base_model_name_or_path"] = tiny("qwen3_5-tiny").canonicalize().unwrap().to_str().unwrap().into();
+    cfg["modules_to_save"] = serde_json::json!(["custom_text_proj"]);
+    std::fs::write(adapter.join("adapter_config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    let mut tensors = candle_core::safetensors::load(lora_dir.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
+    let pair = |t: &mut HashMap<String, Tensor>, ab: &str| {
+        t.remove(&format!("base_model.model.custom_text_proj.lora_{ab}.weight")).unwrap().to_dtype(DType::F32).unwrap()
+    };
+    let (a, b) = (pair(&mut tensors, "A"), pair(&mut tensors, "B"));
+    let head = candle_core::safetensors::load(tiny("colqwen3_5-tiny").join("model.safetensors"), &Device::Cpu).unwrap();
+    let f32 = |k: &str| head[k].to_dtype(DType::F32).unwrap();
+    let merged = (f32("custom_text_proj.weight") + (b.matmul(&a).unwrap() * 2.0).unwrap()).unwrap();
+    let saved = "base_model.model.custom_text_proj.modules_to_save.default";
+    tensors.insert(format!("{saved}.weight"), merged);
+    tensors.insert(format!("{saved}.bias"), f32("custom_text_proj.bias"));
+    candle_core::safetensors::save(&tensors, adapter.join("adapter_model.safetensors")).unwrap();
+    let case = Case { lora_pairs: 39, ..COLQWEN3_5_LORA };
+    let l: &'static Loaded = Box::leak(Box::new(load_from(&case, &adapter)));
+    assert_eq!(l.model.embedding_dim(), 96);
+    for i in 0..l.manifest.images.len() {
+        let (emb, taps) = l.tapped(|m| m.embed_pixel_values(&[l.golden_pixels(i)]).unwrap());
+        l.check_stages(&format!("hub-layout adapter image {i}"), &format!("image.{i:02}"), &taps);
+        let (e, _) = l.golden.f32(&key("image", i, "embedding"));
+        assert_rows_close(&format!("hub-layout adapter image {i} embedding"), &emb[0].data, &e, 96, F32_PARITY);
+    }
+    for (j, q) in l.manifest.queries.iter().enumerate() {
+        let emb = l.model.embed_queries(&[q]).unwrap();
+        let (e, _) = l.golden.f32(&key("query", j, "embedding"));
+        assert_rows_close(&format!("hub-layout adapter query {j} embedding"), &emb[0].data, &e, 96, F32_PARITY);
+    }
+}
+
+/// The Hub checkpoint alone has no head: loading it as a model is an error naming the missing tensor, not a
+/// random projection (colpali-engine would initialise one and warn).
+#[test]
+fn the_hub_layout_base_alone_has_no_head() {
+    let files = ModelFiles::resolve(
+        tiny("qwen3_5-tiny").to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .unwrap();
+    let err = ColQwen::load(&files, &Device::Cpu, DType::F32, &LoadOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("custom_text_proj.weight"), "{err}");
+}
+
+/// The generic path in bf16 (what the CPU and Metal run in half precision; the roundings of the reference's bf16
+/// model: zero-centred norms rounded once, the DeltaNet core's inputs and β in bf16, the gated norm's two
+/// roundings) runs and stays near the f32 reference. Near, not close: this random tiny checkpoint is very
+/// sensitive to bf16 rounding (its gated norms magnify it, see [`QWEN3_5_HIDDEN`]) — colpali-engine's own bf16
+/// run of it has a worst per-token cosine of 0.796 against the f32 golden set (mean ≥ 0.987 per image); ours
+/// measured 0.957 (mean 0.998).
+#[test]
+fn colqwen3_5_in_bf16_stays_near_the_f32_reference() {
+    let l = loaded(&COLQWEN3_5);
+    let files = ModelFiles::resolve(
+        tiny(COLQWEN3_5.model).to_str().unwrap(),
+        None,
+        &HubOptions { offline: true, ..Default::default() },
+    )
+    .unwrap();
+    let m = ColQwen::load(&files, &Device::Cpu, DType::BF16, &LoadOptions::default()).unwrap();
+    let cos = |a: &[f32], b: &[f32]| {
+        let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let n = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        dot / (n(a) * n(b))
+    };
+    let mut all = Vec::new();
+    let pixels: Vec<_> = (0..l.manifest.images.len()).map(|i| l.golden_pixels(i)).collect();
+    for (i, e) in m.embed_pixel_values(&pixels).unwrap().iter().enumerate() {
+        let (g, _) = l.golden.f32(&key("image", i, "embedding"));
+        all.extend(e.data.chunks(96).zip(g.chunks(96)).map(|(a, b)| cos(a, b)));
+    }
+    let qs: Vec<&str> = l.manifest.queries.iter().map(String::as_str).collect();
+    for (j, e) in m.embed_queries(&qs).unwrap().iter().enumerate() {
+        let (g, _) = l.golden.f32(&key("query", j, "embedding"));
+        all.extend(e.data.chunks(96).zip(g.chunks(96)).map(|(a, b)| cos(a, b)));
+    }
+    let worst = all.iter().copied().fold(1f32, f32::min);
+    let mean = all.iter().sum::<f32>() / all.len() as f32;
+    eprintln!("bf16 vs f32 golden: per-token cosine worst {worst}, mean {mean}");
+    assert!(worst >= 0.9 && mean >= 0.99, "bf16 vs the f32 reference: per-token cosine worst {worst}, mean {mean}");
 }

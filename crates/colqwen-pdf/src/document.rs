@@ -36,8 +36,13 @@ const HEADER_SEARCH_BYTES: usize = 1024;
 pub struct Document {
     pdf: Pdf,
     path: PathBuf,
-    /// Page objects a tolerant scan of the bytes found (at least `page_count`).
+    /// hayro's index of each of the document's pages (the pages hayro yields, less what is not a page, and
+    /// in a truncated file less the pages that lost objects in the cut).
+    pages: Vec<usize>,
+    /// Pages the file says it holds (at least `page_count`): see [`Document::expected_pages`].
     expected_pages: usize,
+    /// The file ends inside PDF data (see `looks_truncated`).
+    truncated: bool,
     /// Decoded-size measurements and the file's decode budget, for contained renders.
     pub(crate) decode: crate::guard::DecodeLedger,
 }
@@ -69,7 +74,7 @@ impl Document {
         Self::open_bytes(bytes, password, PathBuf::from(name))
     }
 
-    fn open_bytes(bytes: Vec<u8>, password: Option<&str>, path: PathBuf) -> Result<Self> {
+    fn open_bytes(mut bytes: Vec<u8>, password: Option<&str>, path: PathBuf) -> Result<Self> {
         if bytes.is_empty() {
             return Err(Error::Empty { path });
         }
@@ -77,8 +82,9 @@ impl Document {
 
         // A tolerant scan of the bytes first: nesting depth (hayro's recovery is slow on
         // very deep unclosed nesting, and it cannot read deeper than 512 levels anyway) and
-        // the page objects a lenient reader finds.
-        let raw = crate::scan::scan(&bytes);
+        // the page objects a lenient reader finds. It also turns vertical tabs between tokens
+        // into spaces, so that hayro finds the objects they separate.
+        let raw = crate::scan::scan(&mut bytes);
         if let Some(offset) = raw.too_deep_at {
             return Err(Error::TooDeeplyNested {
                 path,
@@ -87,20 +93,36 @@ impl Document {
                 offset,
             });
         }
+        if raw.vertical_tabs > 0 {
+            tracing::debug!(vertical_tabs = raw.vertical_tabs, "read vertical tabs between tokens as spaces");
+        }
         let raw_pages = raw.page_count(&bytes);
+        let raw_tree_count = raw.tree_count(&bytes);
 
         // Keep the bytes shared so a second attempt (empty password) does not copy them,
         // and so they are still at hand to diagnose a failure.
         let data: Arc<Vec<u8>> = Arc::new(bytes);
+        // A truncated file: hayro rebuilds its xref by scanning for objects and finds the pages
+        // whose objects survived; only the pages whose every object came before the cut are
+        // kept (below), and `page_count_check` names the file as incomplete. One that lost its
+        // catalog or page tree gets a new tree of the page objects found.
+        let truncated = looks_truncated(&data);
+        let rebuilt = || {
+            let fixed = crate::repair::rebuild_tree(&data, &raw)?;
+            let pdf = load(&Arc::new(fixed), password).ok()?;
+            tracing::warn!(pages = pdf.pages().len(), "rebuilt the page tree of a truncated file");
+            Some(pdf)
+        };
         let mut pdf = match load(&data, password) {
             Ok(pdf) => pdf,
             Err(LoadError::Wrong) => return Err(Error::WrongPassword { path }),
             Err(LoadError::Hayro(e)) => {
                 // Objects appended after the last %%EOF can hide the file's real xref: retry
                 // on the bytes up to it.
-                match cut_at_last_eof(&data).and_then(|cut| load(&Arc::new(cut), password).ok()) {
+                let retried = cut_at_last_eof(&data).and_then(|cut| load(&Arc::new(cut), password).ok());
+                match retried.or_else(|| if truncated { rebuilt() } else { None }) {
                     Some(pdf) => {
-                        tracing::debug!("opened the file cut at its last %%EOF");
+                        tracing::debug!("opened the file cut at its last %%EOF, or with a rebuilt page tree");
                         pdf
                     }
                     None => return Err(classify_load_error(e, &data, path)),
@@ -108,20 +130,9 @@ impl Document {
             }
         };
 
-        if looks_truncated(&data) {
-            // hayro rebuilds the xref of a truncated file by scanning for objects and
-            // then finds some of its pages; the rest of the document (and often content
-            // streams, fonts or images of the pages it found) is gone, so do not
-            // pretend the file is fine.
-            return Err(Error::Damaged {
-                path,
-                reason: "the file is truncated (it ends inside PDF data, without a final %%EOF)",
-            });
-        }
-
         // Pages hayro's page tree lost, or boxes it cannot render: repair and reopen.
         let needs_repair = pdf.pages().len() < raw_pages || pdf.pages().iter().any(|p| !page_box_is_sane(p));
-        if needs_repair {
+        if needs_repair && !truncated {
             let xref = pdf.xref();
             let unreadable = |num: u32, gen_num: u16| {
                 xref.get::<hayro::hayro_syntax::object::Dict<'_>>(ObjectIdentifier::new(num, i32::from(gen_num)))
@@ -148,12 +159,65 @@ impl Document {
             }
         }
 
-        let expected_pages = raw_pages.max(pdf.pages().len());
-        if pdf.pages().is_empty() {
-            return Err(Error::NoPages { path, expected_pages });
+        // The pages: what hayro yields, less the dictionaries that are not pages (hayro makes
+        // pages of annotations when the tree cannot be read), and in a truncated file less the
+        // pages that lost objects in the cut.
+        let kept = |pdf: &Pdf| -> Vec<usize> {
+            (0..pdf.pages().len())
+                .filter(|&i| {
+                    let p = &pdf.pages()[i];
+                    crate::tree::is_page(p) && (!truncated || crate::tree::is_complete(p, pdf.xref()))
+                })
+                .collect()
+        };
+        let mut pages = kept(&pdf);
+        if pages.is_empty()
+            && truncated
+            && let Some(other) = rebuilt()
+        {
+            let other_pages = kept(&other);
+            if !other_pages.is_empty() {
+                (pdf, pages) = (other, other_pages);
+            }
         }
-        tracing::debug!(pages = pdf.pages().len(), expected_pages, version = ?pdf.version(), "opened PDF");
-        Ok(Self { pdf, path, expected_pages, decode: crate::guard::DecodeLedger::default() })
+        let tree = crate::tree::count(&pdf);
+        let not_pages = pdf.pages().iter().filter(|p| !crate::tree::is_page(p)).count();
+        if not_pages > 0 {
+            tracing::warn!(path = %path.display(), not_pages, "dropped dictionaries that are not pages");
+        }
+        // What the file says it holds: the tree's /Count (read by hayro, else from the bytes),
+        // the leaves its /Kids name, the page objects in the bytes.
+        let tree_count = tree.count.or(raw_tree_count).unwrap_or(0);
+        let tree_pages = tree_count.max(tree.kids).max(raw_pages);
+        let page_count = pages.len();
+        if page_count == 0 {
+            return Err(if truncated {
+                Error::Damaged {
+                    path,
+                    reason: "the file is truncated (it ends inside PDF data, without a final %%EOF) and no complete page could be recovered",
+                }
+            } else {
+                Error::NoPages { path, expected_pages: tree_pages }
+            });
+        }
+        // When nothing in the file gives a count (an unreadable tree whose pages sit in object
+        // streams, where the byte scan cannot see them), there is no bound to hold the reader to.
+        let bound_known = tree.count.or(raw_tree_count).is_some() || tree.kids > 0 || raw_pages > 0;
+        if bound_known && page_count > tree_pages {
+            return Err(Error::TooManyPages { path, page_count, tree_pages });
+        }
+        let expected_pages = tree_pages.max(page_count);
+        tracing::debug!(
+            pages = page_count,
+            expected_pages,
+            tree_count,
+            tree_kids = tree.kids,
+            raw_pages,
+            truncated,
+            version = ?pdf.version(),
+            "opened PDF"
+        );
+        Ok(Self { pdf, pages, path, expected_pages, truncated, decode: crate::guard::DecodeLedger::default() })
     }
 
     /// The file path (or the `name` given to [`Document::from_bytes`]).
@@ -162,26 +226,42 @@ impl Document {
     }
 
     /// Number of pages (never 0: a PDF without pages fails to open with
-    /// [`Error::NoPages`]).
+    /// [`Error::NoPages`], and never more than the file says it holds: that fails with
+    /// [`Error::TooManyPages`]).
     pub fn page_count(&self) -> usize {
-        self.pdf.pages().len()
+        self.pages.len()
     }
 
-    /// How many pages a tolerant reader finds: the larger of [`Document::page_count`] and
-    /// the number of page objects (`/Type /Page`, not `/Pages`) in a byte-level scan of the
-    /// file (objects inside compressed object streams are not seen by that scan). More
-    /// than `page_count` means pages were lost even after repair; see
+    /// How many pages the file says it holds: the largest of [`Document::page_count`], the
+    /// page tree's root `/Count`, the number of leaves its `/Kids` name (a kid whose object
+    /// is missing counts), and the number of page objects (`/Type /Page`, not `/Pages`) in a
+    /// byte-level scan of the file (objects inside compressed object streams are not seen by
+    /// that scan). More than `page_count` means pages were lost even after repair; see
     /// [`Document::page_count_check`].
     pub fn expected_pages(&self) -> usize {
         self.expected_pages
     }
 
-    /// `Err(`[`Error::PagesMissing`]`)` if the document yields fewer pages than the file
-    /// holds ([`Document::expected_pages`]), naming both counts. Callers that index a
-    /// document should report this as a failure of the file even if its other pages are
-    /// used: the file is damaged (or holds unreachable page objects, e.g. deleted pages
-    /// left behind by an editor, which the scan cannot tell apart).
+    /// Whether the file is cut off (it ends inside PDF data): its pages are the ones whose
+    /// every object came before the cut, and [`Document::page_count_check`] fails.
+    pub fn is_truncated(&self) -> bool {
+        self.truncated
+    }
+
+    /// `Err(`[`Error::Truncated`]`)` for a cut-off file, `Err(`[`Error::PagesMissing`]`)`
+    /// if the document yields fewer pages than the file holds ([`Document::expected_pages`]),
+    /// naming both counts. Callers that index a document should report this as a failure of
+    /// the file even if its other pages are used: the file is damaged (or holds unreachable
+    /// page objects, e.g. deleted pages left behind by an editor, which the scan cannot tell
+    /// apart).
     pub fn page_count_check(&self) -> Result<()> {
+        if self.truncated {
+            return Err(Error::Truncated {
+                path: self.path.clone(),
+                page_count: self.page_count(),
+                expected_pages: self.expected_pages,
+            });
+        }
         if self.page_count() < self.expected_pages {
             return Err(Error::PagesMissing {
                 path: self.path.clone(),
@@ -201,12 +281,10 @@ impl Document {
     }
 
     fn page(&self, page_index: usize) -> Result<&Page<'_>> {
-        let pages = self.pdf.pages();
-        pages.get(page_index).ok_or_else(|| Error::PageOutOfRange {
-            path: self.path.clone(),
-            page_index,
-            page_count: pages.len(),
-        })
+        let out_of_range =
+            || Error::PageOutOfRange { path: self.path.clone(), page_index, page_count: self.pages.len() };
+        let &i = self.pages.get(page_index).ok_or_else(out_of_range)?;
+        self.pdf.pages().get(i).ok_or_else(out_of_range)
     }
 
     /// Render one page to exactly `width_px` × `height_px` RGB8 pixels on a white

@@ -78,7 +78,7 @@ pub enum Error {
     /// [`Document::page_count_check`](crate::Document::page_count_check); the pages that
     /// were found can still be rendered.
     #[error(
-        "{}: only {page_count} of the {expected_pages} page objects in the file can be read \
+        "{}: only {page_count} of the {expected_pages} pages in the file can be read \
          (the page tree is damaged); the other pages are missing. Repair the file (e.g. `qpdf in.pdf out.pdf`) \
          or re-export it",
         path.display()
@@ -90,6 +90,41 @@ pub enum Error {
         page_count: usize,
         /// Page objects a tolerant scan found.
         expected_pages: usize,
+    },
+
+    /// The file is cut off (it ends inside PDF data, without its final `%%EOF`): only the pages whose every
+    /// object came before the cut can be read. Returned by
+    /// [`Document::page_count_check`](crate::Document::page_count_check); those pages can still be rendered.
+    #[error(
+        "{}: the file is truncated (it ends inside PDF data): {page_count} of its {expected_pages} pages \
+         were recovered complete{}",
+        path.display(),
+        if page_count < expected_pages { ", the others are missing" } else { ", but the end of the file is missing" }
+    )]
+    Truncated {
+        /// The file.
+        path: PathBuf,
+        /// Complete pages recovered.
+        page_count: usize,
+        /// Pages the file says it holds (its page tree, or the page objects found).
+        expected_pages: usize,
+    },
+
+    /// The reader yields more pages than the file's page tree and page objects account for: some would be
+    /// invented (hayro makes pages of other dictionaries when the tree cannot be read), and which ones cannot
+    /// be told, so the file is refused.
+    #[error(
+        "{}: the PDF reader finds {page_count} pages but the file holds at most {tree_pages} \
+         (its page tree and page objects); the page tree is damaged",
+        path.display()
+    )]
+    TooManyPages {
+        /// The file.
+        path: PathBuf,
+        /// Pages the reader yields.
+        page_count: usize,
+        /// The most pages the file accounts for: the tree's `/Count`, its `/Kids`, the page objects.
+        tree_pages: usize,
     },
 
     /// Dictionaries or arrays are nested deeper than the reader supports (a malformed
@@ -137,7 +172,7 @@ pub enum Error {
     },
 
     /// The PDF is encrypted with a user password and none was given.
-    #[error("{}: PDF is password-protected; pass its password with --password", path.display())]
+    #[error("{}: PDF is password-protected and no password was given", path.display())]
     PasswordRequired {
         /// The file.
         path: PathBuf,
@@ -145,7 +180,7 @@ pub enum Error {
 
     /// The PDF is encrypted and the given password opens it neither as user
     /// nor (for AES-256 files) as owner password.
-    #[error("{}: wrong password for this PDF; check the value given with --password", path.display())]
+    #[error("{}: the password given does not open this PDF", path.display())]
     WrongPassword {
         /// The file.
         path: PathBuf,
@@ -339,21 +374,49 @@ impl std::fmt::Display for DecodeScope {
     }
 }
 
-/// What to do about a PDF error (the CLI prints it as `hint:`, the server puts it in the JSON error). Every PDF
-/// error is about the user's file, so the default `user_fixable` (true) holds.
+/// What to do about a PDF error (the CLI prints it as `hint:`, the server puts it in the JSON error): every
+/// variant has one. Every PDF error is about the user's file, so the default `user_fixable` (true) holds.
 impl colqwen_core::Hint for Error {
     fn hint(&self) -> Option<String> {
         use Error as P;
+        const REPAIR: &str = "re-download or re-export the file, or repair it (e.g. `qpdf in.pdf out.pdf`); \
+                              other files are not affected";
         Some(match self {
-            P::PasswordRequired { .. } => {
-                "pass the password with --password-file FILE (or COLQWEN_PDF_PASSWORD)".into()
+            P::Io { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                "give this user read access to the file".into()
             }
-            P::WrongPassword { .. } => "check the password".into(),
-            P::Empty { .. } | P::NotPdf { .. } | P::Damaged { .. } => {
-                "re-download or re-export the file; other files are not affected".into()
+            P::Io { .. } => "check that the file exists and can be read".into(),
+            P::PasswordRequired { .. } => {
+                "pass the password with --password-file FILE (or the COLQWEN_PDF_PASSWORD variable); \
+                 --password is visible to other users in `ps`"
+                    .into()
+            }
+            P::WrongPassword { .. } => "check the password (the first line of the password file, or the \
+                                        COLQWEN_PDF_PASSWORD variable); it must be the PDF's user password"
+                .into(),
+            P::UnsupportedEncryption { .. } => {
+                "decrypt it with a tool that supports its method, then ingest the decrypted copy".into()
+            }
+            P::Empty { .. } | P::NotPdf { .. } | P::Damaged { .. } | P::NoPages { .. } | P::TooDeeplyNested { .. } => {
+                REPAIR.into()
+            }
+            P::PagesMissing { .. } => {
+                "the pages that can be read are stored; ingest a repaired or re-exported copy to add the rest".into()
+            }
+            P::TooManyPages { .. } => REPAIR.into(),
+            P::Truncated { .. } => {
+                "the pages recovered are stored; download or copy the file again in full, then ingest it again".into()
+            }
+            P::DecodeLimit { .. } | P::ImageTooLarge { .. } | P::TooManyDashes { .. } => {
+                "if the file is trusted, print the page to a new PDF (flattening it) and ingest that".into()
             }
             P::RenderTimeout { .. } => "raise --page-timeout if the page is just slow".into(),
-            _ => return None,
+            P::RenderPanicked { .. } => "re-save the PDF with another tool (e.g. `qpdf in.pdf out.pdf`)".into(),
+            P::TooManyHungRenders { .. } => "restart colqwen, and leave out the PDFs whose pages timed out".into(),
+            P::PageTooLarge { .. } => "a lower --max-visual-tokens renders it smaller".into(),
+            P::PageOutOfRange { .. } => "page numbers start at 1 and end at the document's page count".into(),
+            P::SpawnWorker { .. } => "the system is out of threads or memory; retry with fewer --jobs".into(),
+            P::EncodePreview { .. } => return None,
         })
     }
 }

@@ -8,8 +8,9 @@
 //! ([`encode_preview`]).
 //!
 //! Damaged files are repaired where possible (lost pages put back, absurd page boxes
-//! replaced), a file without pages fails to open, and [`Document::page_count_check`] says
-//! when pages are still missing. [`render_contained`] bounds what a page may decode
+//! replaced), a file without pages fails to open, a file whose reader yields more pages than
+//! its page tree holds fails to open, a truncated file opens with its complete pages, and
+//! [`Document::page_count_check`] says when pages are missing or the file is truncated. [`render_contained`] bounds what a page may decode
 //! (decompression bombs), allocate and take ([`RenderLimits`]).
 //!
 //! Page indices are 0-based (`page_index`). Errors name the file and page and say what
@@ -34,6 +35,7 @@ mod preview;
 mod repair;
 mod scan;
 mod size;
+mod tree;
 
 pub use contain::{RenderLimits, contain, hung_renders, render_contained};
 pub use document::{Document, MAX_SIDE_PX, PageRenderer};

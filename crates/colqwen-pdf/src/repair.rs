@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
-use crate::scan::{RawScan, find};
+use crate::scan::{RawScan, find, is_ws};
 
 /// A4 in points.
 const A4: (f64, f64) = (595.2756, 841.8898);
@@ -112,7 +112,7 @@ pub(crate) fn repair(data: &[u8], scan: &RawScan, unreadable: impl Fn(u32, u16) 
     let orphans: Vec<u32> =
         nums.iter().copied().filter(|n| scan.objects[n].looks_like_page(data) && !referenced.contains(n)).collect();
     if !orphans.is_empty()
-        && let Some(root) = root_pages(data)
+        && let Some(root) = root_pages(data, scan)
         && let Some(o) = scan.objects.get(&root)
         && let Some(dict) = dict_text(&data[o.body.clone()])
     {
@@ -137,6 +137,42 @@ pub(crate) fn repair(data: &[u8], scan: &RawScan, unreadable: impl Fn(u32, u16) 
         return None;
     }
     out.data = append_update(data, &patches, scan)?;
+    Some(out)
+}
+
+/// A truncated file that lost its catalog or page tree (writers such as pdfTeX put them last): its complete
+/// objects (up to the last `endobj`), then a new page tree of every page object found, in file order, a
+/// catalog and a trailer. hayro rebuilds the cross-reference table by scanning (there is none) and finds the
+/// pages through the new tree; attributes the pages inherited from the lost tree (a `/MediaBox`, `/Resources`
+/// set on a node) are lost with it. `None` if there is no page object.
+pub(crate) fn rebuild_tree(data: &[u8], scan: &RawScan) -> Option<Vec<u8>> {
+    let mut pages: Vec<(usize, u32, u16)> = scan
+        .objects
+        .iter()
+        .filter(|(_, o)| o.looks_like_page(data) && o.body.end <= scan.last_endobj)
+        .map(|(&num, o)| (o.body.start, num, o.gen_num))
+        .collect();
+    if pages.is_empty() {
+        return None;
+    }
+    pages.sort_unstable();
+    let tree = scan.objects.keys().max().copied().unwrap_or(0).checked_add(1)?;
+    let catalog = tree.checked_add(1)?;
+    let mut out = data[..scan.last_endobj].to_vec();
+    let mut kids = String::new();
+    for (_, num, gen_num) in &pages {
+        let _ = write!(kids, " {num} {gen_num} R");
+    }
+    out.extend_from_slice(
+        format!(
+            "\n{tree} 0 obj\n<< /Type /Pages /Kids [{kids} ] /Count {} >>\nendobj\n\
+             {catalog} 0 obj\n<< /Type /Catalog /Pages {tree} 0 R >>\nendobj\n\
+             trailer\n<< /Root {catalog} 0 R /Size {} >>\n%%EOF\n",
+            pages.len(),
+            catalog + 1
+        )
+        .as_bytes(),
+    );
     Some(out)
 }
 
@@ -193,11 +229,11 @@ fn matching_close(t: &[u8], start: usize) -> Option<usize> {
 fn retype(text: &[u8], to: &[u8]) -> Vec<u8> {
     let Some(k) = find(text, b"/Type") else { return text.to_vec() };
     let mut j = k + 5;
-    while j < text.len() && text[j].is_ascii_whitespace() {
+    while j < text.len() && is_ws(text[j]) {
         j += 1;
     }
     let mut e = j + 1;
-    while e < text.len() && !text[e].is_ascii_whitespace() && !b"/<>[]()".contains(&text[e]) {
+    while e < text.len() && !is_ws(text[e]) && !b"/<>[]()".contains(&text[e]) {
         e += 1;
     }
     [&text[..k], b"/Type ", to, &text[e..]].concat()
@@ -233,7 +269,7 @@ fn value_of<'t>(text: &'t [u8], key: &[u8]) -> Option<&'t [u8]> {
         from = k + 1;
     };
     let mut i = k + key.len();
-    while i < text.len() && text[i].is_ascii_whitespace() {
+    while i < text.len() && is_ws(text[i]) {
         i += 1;
     }
     let rest = &text[i..];
@@ -244,13 +280,13 @@ fn value_of<'t>(text: &'t [u8], key: &[u8]) -> Option<&'t [u8]> {
     if rest.starts_with(b"[") {
         let end = rest.iter().position(|&b| b == b']')?;
         let inner = &rest[1..end];
-        let ok = inner.iter().all(|b| b.is_ascii_digit() || b" \t\r\n.-+R".contains(b));
+        let ok = inner.iter().all(|&b| b.is_ascii_digit() || is_ws(b) || b".-+R".contains(&b));
         return ok.then_some(&rest[..=end]);
     }
     // `N G R` or a number.
     let end = rest.iter().position(|b| b"/>]".contains(b)).unwrap_or(rest.len());
     let v = rest[..end].trim_ascii();
-    let ok = !v.is_empty() && v.iter().all(|b| b.is_ascii_digit() || b" \t\r\n.-+R".contains(b));
+    let ok = !v.is_empty() && v.iter().all(|&b| b.is_ascii_digit() || is_ws(b) || b".-+R".contains(&b));
     ok.then_some(v)
 }
 
@@ -259,14 +295,14 @@ fn value_of<'t>(text: &'t [u8], key: &[u8]) -> Option<&'t [u8]> {
 fn fix_box(text: &[u8], key: &[u8]) -> Option<Vec<u8>> {
     let k = find(text, key)?;
     let mut i = k + key.len();
-    while i < text.len() && text[i].is_ascii_whitespace() {
+    while i < text.len() && is_ws(text[i]) {
         i += 1;
     }
     if text.get(i) != Some(&b'[') {
         return None;
     }
     let end = i + text[i..].iter().position(|&b| b == b']')?;
-    let tokens: Vec<&[u8]> = text[i + 1..end].split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()).collect();
+    let tokens: Vec<&[u8]> = text[i + 1..end].split(|&b| is_ws(b)).filter(|t| !t.is_empty()).collect();
     let nums: Vec<f64> =
         tokens.iter().filter_map(|t| std::str::from_utf8(t).ok().and_then(|s| s.parse::<f64>().ok())).collect();
     let plain = tokens.iter().all(|t| is_pdf_number(t));
@@ -296,17 +332,16 @@ fn kids_refs(text: &[u8]) -> Vec<u32> {
     let rest = &text[k + 5..];
     let Some(open) = rest.iter().position(|&b| b == b'[') else { return vec![] };
     let close = rest[open..].iter().position(|&b| b == b']').map_or(rest.len(), |c| open + c);
-    let words: Vec<&[u8]> =
-        rest[open + 1..close].split(|b| b.is_ascii_whitespace()).filter(|w| !w.is_empty()).collect();
+    let words: Vec<&[u8]> = rest[open + 1..close].split(|&b| is_ws(b)).filter(|w| !w.is_empty()).collect();
     words.windows(3).filter(|w| w[2] == b"R").filter_map(|w| std::str::from_utf8(w[0]).ok()?.parse().ok()).collect()
 }
 
 /// The object number of the root page-tree node: `/Pages N G R` in the catalog named by
 /// the last `/Root` reference of the file.
-fn root_pages(data: &[u8]) -> Option<u32> {
+fn root_pages(data: &[u8], scan: &RawScan) -> Option<u32> {
     let root = last_ref_after(data, b"/Root")?;
-    let catalog = crate::scan::scan(data).objects.remove(&root.0)?;
-    let body = &data[catalog.body];
+    let catalog = scan.objects.get(&root.0)?;
+    let body = &data[catalog.body.clone()];
     let v = value_of(body, b"/Pages")?;
     std::str::from_utf8(v).ok()?.split_whitespace().next()?.parse().ok()
 }

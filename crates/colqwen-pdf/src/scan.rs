@@ -7,6 +7,13 @@
 //! inside object streams (PDF 1.5+) are not seen: the count it gives is a lower bound of
 //! what a lenient reader finds, used to notice pages that hayro's page tree lost.
 //!
+//! Whitespace is every byte ISO 32000 allows (NUL, tab, line feed, form feed, carriage return, space) and
+//! also the vertical tab (0x0B), which real files carry where whitespace belongs (a byte flip, or a writer
+//! that takes C's `isspace` for PDF's): hayro does not take 0x0B for whitespace, so `endobj\x0b12 0 obj` hides
+//! object 12 from its cross-reference rebuild and the page is lost. The scan therefore also rewrites every
+//! 0x0B outside strings, streams and comments to a space, in place (same length, so every byte offset in the
+//! file stays right), before hayro reads the bytes.
+//!
 //! The scan is linear in the file size and allocates one entry per object.
 
 use std::collections::HashMap;
@@ -40,6 +47,10 @@ pub(crate) struct RawScan {
     pub(crate) max_depth: usize,
     /// Byte offset where `max_depth` was first exceeded `MAX_NESTING` (if it was).
     pub(crate) too_deep_at: Option<usize>,
+    /// Vertical tabs (0x0B) outside strings, streams and comments rewritten to spaces.
+    pub(crate) vertical_tabs: usize,
+    /// Offset just after the last `endobj` (where the complete objects of a truncated file end).
+    pub(crate) last_endobj: usize,
 }
 
 impl RawScan {
@@ -48,6 +59,21 @@ impl RawScan {
     pub(crate) fn page_count(&self, data: &[u8]) -> usize {
         self.objects.values().filter(|o| o.looks_like_page(data)).count()
     }
+
+    /// The largest `/Count` of a page-tree node (`/Type /Pages`), read from the bytes: what the page tree
+    /// says the document holds, also when hayro cannot read the tree (the root's count is the largest).
+    pub(crate) fn tree_count(&self, data: &[u8]) -> Option<usize> {
+        self.objects.values().filter(|o| o.is_pages).filter_map(|o| count_of(&data[o.body.clone()])).max()
+    }
+}
+
+/// The integer after `/Count` in a dictionary's text.
+fn count_of(text: &[u8]) -> Option<usize> {
+    let k = find(text, b"/Count")? + 6;
+    let rest = &text[k..];
+    let start = rest.iter().position(|&b| !is_ws(b))?;
+    let digits = rest[start..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[start..start + digits]).ok()?.parse().ok()
 }
 
 impl RawObject {
@@ -59,9 +85,9 @@ impl RawObject {
     }
 }
 
-/// Scan `data`. Stops measuring depth (but keeps indexing objects) once it exceeds
-/// `MAX_NESTING`.
-pub(crate) fn scan(data: &[u8]) -> RawScan {
+/// Scan `data`, rewriting vertical tabs outside strings, streams and comments to spaces. Stops measuring
+/// depth (but keeps indexing objects) once it exceeds `MAX_NESTING`.
+pub(crate) fn scan(data: &mut [u8]) -> RawScan {
     let mut out = RawScan::default();
     let mut i = 0;
     let mut depth = 0usize;
@@ -120,12 +146,17 @@ pub(crate) fn scan(data: &[u8]) -> RawScan {
                 i = end + 9;
                 continue;
             }
+            0x0b => {
+                data[i] = b' ';
+                out.vertical_tabs += 1;
+            }
             b'e' if data[i..].starts_with(b"endobj") && is_delim_before(data, i) => {
                 if let Some((num, gen_num, start)) = open.take() {
                     record(&mut out, data, num, gen_num, start..i);
                 }
                 depth = 0;
                 i += 6;
+                out.last_endobj = i;
                 continue;
             }
             b'o' if data[i..].starts_with(b"obj") && is_delim_before(data, i) && !is_regular(data.get(i + 3)) => {
@@ -171,7 +202,7 @@ fn type_of(text: &[u8]) -> (bool, bool) {
     let mut at = 0;
     while let Some(k) = find(&text[at..], b"/Type") {
         let mut j = at + k + 5;
-        while j < text.len() && text[j].is_ascii_whitespace() {
+        while j < text.len() && is_ws(text[j]) {
             j += 1;
         }
         let rest = &text[j..];
@@ -190,7 +221,7 @@ fn type_of(text: &[u8]) -> (bool, bool) {
 fn object_header_before(data: &[u8], i: usize) -> Option<(u32, u16)> {
     let mut j = i;
     let skip_ws = |j: &mut usize| {
-        while *j > 0 && data[*j - 1].is_ascii_whitespace() {
+        while *j > 0 && is_ws(data[*j - 1]) {
             *j -= 1;
         }
     };
@@ -241,8 +272,14 @@ fn skip_literal_string(data: &[u8], mut i: usize) -> usize {
     data.len()
 }
 
+/// PDF whitespace (ISO 32000-2 Table 1: NUL, tab, line feed, form feed, carriage return, space) and the
+/// vertical tab (see the module doc).
+pub(crate) fn is_ws(b: u8) -> bool {
+    matches!(b, 0 | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ')
+}
+
 fn is_regular(b: Option<&u8>) -> bool {
-    b.is_some_and(|&b| !b.is_ascii_whitespace() && !b"()<>[]{}/%".contains(&b))
+    b.is_some_and(|&b| !is_ws(b) && !b"()<>[]{}/%".contains(&b))
 }
 
 fn is_delim_before(data: &[u8], i: usize) -> bool {
@@ -276,10 +313,11 @@ mod tests {
 
     #[test]
     fn finds_pages_not_pages_nodes() {
-        let pdf = b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [3 0 R] >>\nendobj\n3 0 obj\n<</Type/Page/Contents 4 0 R>>\nendobj\n4 0 obj\n<< /Length 3 >>\nstream\n[[[\nendstream\nendobj\n%%EOF\n";
+        let pdf = &mut b"%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 1 >>\nendobj\n3 0 obj\n<</Type/Page/Contents 4 0 R>>\nendobj\n4 0 obj\n<< /Length 3 >>\nstream\n[[[\nendstream\nendobj\n%%EOF\n".to_vec();
         let s = scan(pdf);
         assert_eq!(s.objects.len(), 4);
         assert_eq!(s.page_count(pdf), 1);
+        assert_eq!(s.tree_count(pdf), Some(1));
         assert!(s.objects[&2].is_pages && s.objects[&2].has_kids);
         assert!(s.too_deep_at.is_none());
     }
@@ -287,17 +325,39 @@ mod tests {
     #[test]
     fn last_definition_wins_and_depth_is_measured() {
         let mut pdf = b"1 0 obj\n<</Type/Page/Contents 2 0 R>>\nendobj\n1 0 obj\n<</Type/Font>>\nendobj\n".to_vec();
-        assert_eq!(scan(&pdf).page_count(&pdf), 0);
+        assert_eq!(scan(&mut pdf).page_count(&pdf), 0);
         pdf.extend_from_slice(b"5 0 obj\n");
         pdf.extend(std::iter::repeat_n(b'[', 600));
-        let s = scan(&pdf);
+        let s = scan(&mut pdf);
         assert_eq!(s.max_depth, 600);
         assert!(s.too_deep_at.is_some());
     }
 
     #[test]
     fn strings_and_comments_do_not_nest() {
-        let pdf = b"1 0 obj\n<< /A ([[[[\\)) % [[[[\n /B <5B5B> >>\nendobj\n";
+        let pdf = &mut b"1 0 obj\n<< /A ([[[[\\)) % [[[[\n /B <5B5B> >>\nendobj\n".to_vec();
         assert_eq!(scan(pdf).max_depth, 1);
+    }
+
+    /// Every whitespace byte PDF allows, and the vertical tab, separates objects; vertical tabs outside
+    /// strings and streams become spaces, the ones inside stay.
+    #[test]
+    fn every_whitespace_byte_separates_objects() {
+        for ws in [0u8, b'\t', b'\n', 0x0b, 0x0c, b'\r', b' '] {
+            let mut pdf = b"1 0 obj\n<</Type/Page/Contents 2 0 R>>\nendobj".to_vec();
+            pdf.push(ws);
+            pdf.extend_from_slice(b"3");
+            pdf.push(ws);
+            pdf.extend_from_slice(b"0");
+            pdf.push(ws);
+            pdf.extend_from_slice(b"obj<</Type");
+            pdf.push(ws);
+            pdf.extend_from_slice(b"/Page/T (a\x0bb)>>endobj\n4 0 obj<</Length 1>>stream\n\x0b\nendstream endobj");
+            let s = scan(&mut pdf);
+            assert_eq!(s.page_count(&pdf), 2, "whitespace byte {ws:#04x}");
+            assert!(s.objects.contains_key(&3), "whitespace byte {ws:#04x}");
+            assert_eq!(s.vertical_tabs, if ws == 0x0b { 4 } else { 0 });
+            assert_eq!(pdf.iter().filter(|&&b| b == 0x0b).count(), 2, "inside a string and a stream they stay");
+        }
     }
 }

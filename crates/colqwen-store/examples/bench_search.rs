@@ -136,7 +136,7 @@ fn main() {
             "\n## {storage}: ingest {n} pages in {ingest_s:.1} s wall / {ingest_cpu:.1} s CPU = {:.0} pages/s (flushes {:.1} s); disk {:.0} MiB (WAL {:.0} MiB)",
             n as f64 / ingest_s,
             flush_ms / 1e3,
-            stats.bytes_on_disk as f64 / 1048576.0,
+            stats.bytes_on_disk.unwrap_or(0) as f64 / 1048576.0,
             stats.wal_bytes as f64 / 1048576.0
         );
         drop(store);
@@ -144,7 +144,7 @@ fn main() {
         let stats = store.stats().unwrap();
         println!(
             "reopen {open_ms:.0} ms; disk after reopen {:.0} MiB (WAL {:.0} MiB)",
-            stats.bytes_on_disk as f64 / 1048576.0,
+            stats.bytes_on_disk.unwrap_or(0) as f64 / 1048576.0,
             stats.wal_bytes as f64 / 1048576.0
         );
         run_queries(&store, &queries, &truth, "");
@@ -154,7 +154,11 @@ fn main() {
             let store = Store::open(&dir).unwrap();
             let (_, w, _) = timed(|| store.optimize().unwrap());
             let stats = store.stats().unwrap();
-            println!("\noptimize() {:.1} s; disk {:.0} MiB", w / 1e3, stats.bytes_on_disk as f64 / 1048576.0);
+            println!(
+                "\noptimize() {:.1} s; disk {:.0} MiB",
+                w / 1e3,
+                stats.bytes_on_disk.unwrap_or(0) as f64 / 1048576.0
+            );
             run_queries(&store, &queries, &truth, " (optimized)");
         }
     }

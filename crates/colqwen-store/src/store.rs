@@ -726,7 +726,7 @@ impl Inner {
             location: self.dir.display().to_string(),
             pages: snap.pages.len(),
             documents: documents.len(),
-            bytes_on_disk: dir_bytes(&self.dir)?,
+            bytes_on_disk: Some(dir_bytes(&self.dir)?),
             wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
             family: self.manifest.family.clone(),

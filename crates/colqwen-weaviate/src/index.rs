@@ -711,14 +711,14 @@ impl PageIndex for Weaviate {
         Ok(n)
     }
 
-    /// Disk use is the server's business (not reported by its API per collection): `bytes_on_disk` is 0.
+    /// Disk use is the server's business (not reported by its API per collection): `bytes_on_disk` is `None`.
     fn stats(&self) -> Result<Stats> {
         let documents = self.documents()?;
         Ok(Stats {
             location: self.location(),
             pages: documents.iter().map(|d| d.stored_pages).sum(),
             documents: documents.len(),
-            bytes_on_disk: 0,
+            bytes_on_disk: None,
             wal_bytes: 0,
             model_id: self.manifest.model_id.clone(),
             family: self.manifest.family.clone(),
@@ -763,7 +763,11 @@ fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<Ind
         Some(("consistency", "false")),
     )?;
     match status {
-        404 => return Ok(None),
+        // A node that is not ready (starting, or a raft candidate that cannot reach the other members) has no
+        // schema yet and answers 404 for every collection: that says nothing about the collection, and
+        // creating it would fail after a long wait. A node that is not ready but answers 200 (one node of a
+        // two-node cluster that lost the other) serves its copy of the collection: that is fine.
+        404 => return check_ready(client, location).map(|()| None),
         200..=299 => {}
         _ => return Err(client.remote("reading the collection", status, &body)),
     }
@@ -776,6 +780,18 @@ fn read_manifest_with(client: &Client, location: &Location) -> Result<Option<Ind
     let manifest: IndexManifest =
         serde_json::from_str(json).map_err(|source| Error::ManifestParse { path: dir.join("description"), source })?;
     Ok(Some(manifest))
+}
+
+/// `Ok` if `GET /v1/.well-known/ready` answers 2xx, else [`Error::NotReady`].
+fn check_ready(client: &Client, location: &Location) -> Result<()> {
+    let (status, _) = client.call("asking whether the server is ready", "GET", "/v1/.well-known/ready", Body::None)?;
+    if (200..300).contains(&status) {
+        return Ok(());
+    }
+    Err(Error::NotReady {
+        location: location.to_string(),
+        detail: format!("GET /v1/.well-known/ready answers HTTP {status}"),
+    })
 }
 
 /// Creates the collection; `false` if it already existed (another process was first).

@@ -1,6 +1,6 @@
-//! Against real Weaviate processes that the tests start themselves (`COLQWEN_TEST_WEAVIATE_SERVER`): a
+//! Against real Weaviate processes that the tests start themselves (`colqwen_testkit::weaviate::Node`): a
 //! two-node cluster on loopback with replication factor 2 that loses and regains a node, and the error of
-//! each way a server can fail us (refused key, nothing listening, no answer).
+//! each way a server can fail us (refused key, nothing listening, no answer, up but not ready).
 
 mod common;
 
@@ -154,4 +154,37 @@ fn refused_key_nothing_listening_and_no_answer_are_clear_errors() {
     assert_eq!(index.page_count().expect("count"), 2);
     let pages: BTreeSet<usize> = index.pages_of_file("sha-a1").expect("pages");
     assert_eq!(pages.len(), 2);
+}
+
+/// Issue 22 item 16: a node that answers but is not ready (here a member of a two-node cluster whose other
+/// member never comes: a raft candidate forever, `/v1/.well-known/ready` 503, every local schema read 404)
+/// was taken for a server without the collection ("ingest into it first"), and `open_or_create` then tried to
+/// create it and failed after 46 s. Now both say at once that the node is not ready.
+#[test]
+fn a_node_that_is_not_ready_is_named_at_once() {
+    let Some(bin) = common::server_binary() else { return };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let members = [("u1", 50), ("u2", 51)];
+    let node = Node::start(&bin, "u1", 50, &tmp.path().join("u1"), &members, &[]);
+    // Up (answers /v1/meta) but never ready.
+    let config = common::config(&node.addr(), "Pages");
+    let started = Instant::now();
+    let up = eventually(READY, || Ok(matches!(Weaviate::read_manifest(&config), Err(IndexError::NotReady { .. }))));
+    assert!(matches!(up, Ok(true)), "the node never answered as not ready: {:?}", Weaviate::read_manifest(&config));
+    eprintln!("answering, not ready, after {:?}", started.elapsed());
+    for attempt in ["open", "open_or_create"] {
+        let t = Instant::now();
+        let result = match attempt {
+            "open" => Weaviate::open(&config).map(drop),
+            _ => Weaviate::open_or_create(&config, &manifest("ready/model@1")).map(drop),
+        };
+        match result {
+            Err(e @ IndexError::NotReady { .. }) => {
+                assert!(e.to_string().contains("not ready"), "{e}");
+                assert!(colqwen_core::Hint::hint(&e).is_some_and(|h| h.contains("ready")));
+            }
+            other => panic!("{attempt}: expected NotReady, got {:?}", other.err()),
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{attempt} took {:?}", t.elapsed());
+    }
 }

@@ -1,5 +1,5 @@
 //! Top-10 from Weaviate against exact MaxSim on the same embeddings (its HNSW over multi-vectors is
-//! approximate), with and without MUVERA, on the server named by `COLQWEN_TEST_WEAVIATE`. Synthetic
+//! approximate), with and without MUVERA, on the node under test (`colqwen_testkit::weaviate::server`). Synthetic
 //! clustered pages; queries are noisy copies of rows of one page, so each has a clear best page and a
 //! ranked tail. Prints the recall; asserts floors that a broken search (wrong vectors, wrong score sign,
 //! filter mix-ups) cannot reach.

@@ -1,5 +1,5 @@
 //! The one index suite (`colqwen_testkit::index_suite`) against both backends: the embedded store in a temp
-//! folder, and a collection of the Weaviate server named by `COLQWEN_TEST_WEAVIATE`.
+//! folder, and a collection of the Weaviate node under test (`colqwen_testkit::weaviate::server`).
 
 mod common;
 

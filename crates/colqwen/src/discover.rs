@@ -2,6 +2,8 @@
 //! are expected: symlinks are followed at most once per real file or folder (deduplicated by device and
 //! inode, so loops end), non-regular files (FIFOs, sockets, devices) are skipped with a note, and a missing
 //! path or an unreadable subfolder is reported like a bad PDF while the rest goes on.
+//!
+//! Also how a file's path is stored in the index ([`stored_path`]) and found again ([`source_file`]).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,60 @@ pub fn discover(paths: &[String], on_found: &dyn Fn(usize)) -> Discovery {
         }
     }
     walk.out
+}
+
+/// The text a document's path is stored as (its `source_path`): absolute, so that its similarity maps find the
+/// source PDF from any folder. A path that is not UTF-8 (Unix allows any bytes but `/` and NUL in a name) keeps
+/// its bytes: each byte that is not part of valid UTF-8 is written `%XX`, and `%` itself `%25`. Only such
+/// paths are written this way; a UTF-8 path is stored as it is.
+pub fn stored_path(path: &Path) -> String {
+    let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    if let Some(text) = path.to_str() {
+        return text.to_string();
+    }
+    #[cfg(unix)]
+    {
+        use std::fmt::Write as _;
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut out = String::new();
+        for chunk in path.as_os_str().as_bytes().utf8_chunks() {
+            out.push_str(&chunk.valid().replace('%', "%25"));
+            for b in chunk.invalid() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    path.to_string_lossy().into_owned()
+}
+
+/// The file a stored `source_path` names ([`stored_path`]'s inverse): the path as written if it exists,
+/// else the path with `%XX` decoded (a name that was not UTF-8).
+pub fn source_file(stored: &str) -> PathBuf {
+    let plain = PathBuf::from(stored);
+    #[cfg(unix)]
+    if !plain.exists() && stored.contains('%') {
+        use std::os::unix::ffi::OsStringExt as _;
+        let bytes = stored.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        return PathBuf::from(std::ffi::OsString::from_vec(out));
+    }
+    plain
 }
 
 fn is_pattern(p: &str) -> bool {
@@ -166,6 +222,32 @@ fn identity(meta: &std::fs::Metadata) -> (u64, u64) {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
+
+    /// Issue 22 item 14: a name that is not UTF-8 was stored lossily (its maps then failed: no such file), and a
+    /// relative path was stored relative (no source from another folder).
+    #[test]
+    fn stored_paths_are_absolute_and_find_their_file_again() {
+        use std::os::unix::ffi::OsStrExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let names: [&[u8]; 4] = [b"plain.pdf", b"caf\xe9 100%.pdf", b"line\nbreak.pdf", "été 日本.pdf".as_bytes()];
+        for name in names {
+            let path = tmp.path().join(std::ffi::OsStr::from_bytes(name));
+            std::fs::write(&path, b"%PDF-1.4").unwrap();
+            let stored = stored_path(&path);
+            assert_eq!(source_file(&stored), path, "{stored}");
+            assert!(source_file(&stored).is_file());
+            if let Ok(text) = std::str::from_utf8(name) {
+                assert!(stored.ends_with(text), "a UTF-8 name is stored as it is: {stored}");
+            }
+        }
+        assert!(
+            stored_path(&tmp.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9 100%.pdf")))
+                .ends_with("caf%E9 100%25.pdf")
+        );
+        let relative = stored_path(Path::new("docs/a.pdf"));
+        assert!(Path::new(&relative).is_absolute(), "{relative}");
+        assert_eq!(Path::new(&relative), std::env::current_dir().unwrap().join("docs/a.pdf"));
+    }
 
     #[test]
     fn loops_fifos_missing_paths_and_duplicates() {

@@ -140,6 +140,18 @@ impl Error {
             Self::NoMap { .. } => {
                 Some("re-ingest the document (its source PDF must still exist where it was ingested from)".into())
             }
+            Self::Io { op: "expand", .. } => Some(
+                "no file matches the pattern: check it, and quote it ('docs/*.pdf') so that colqwen expands it".into(),
+            ),
+            Self::Io { source, .. } => Some(io_hint(source).into()),
+            Self::NotRegularFile(_) => {
+                Some("give a regular PDF file: a FIFO, socket or device cannot be read as a document".into())
+            }
+            Self::OpenPanicked(_) => Some("re-save the PDF with another tool (e.g. `qpdf in.pdf out.pdf`)".into()),
+            Self::EmptyQuery => Some("give a question, e.g. `colqwen search \"how do I reset the device\"`".into()),
+            Self::PoolingUnsupported => Some("leave out --pool-factor for a Weaviate collection".into()),
+            Self::Cancelled => Some("run the same command again to continue: stored pages are skipped".into()),
+            Self::NoModel | Self::NoDevice => Some("pass --device cpu, or a --model that loads".into()),
             _ => None,
         }
     }
@@ -150,8 +162,20 @@ impl Error {
             Self::Model(e) => e.user_fixable(),
             Self::Pdf(_) => true,
             Self::Index(e) => e.user_fixable(),
-            Self::Io { .. } | Self::Embed(_) | Self::WorkerStopped | Self::Overlay(_) => false,
+            Self::Io { source, .. } => colqwen_core::io_user_fixable(source),
+            Self::Embed(_) | Self::WorkerStopped | Self::Overlay(_) => false,
             _ => true,
         }
+    }
+}
+
+/// What to do about a file that cannot be read or written, by the kind of failure.
+fn io_hint(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "check the path: it does not exist (or is a link to something that does not exist)",
+        K::PermissionDenied => "give this user access to it (read for PDFs and folders, write for the index)",
+        K::NotADirectory | K::IsADirectory => "a folder was expected where a file is, or the reverse: check the path",
+        _ => "check the file and its disk, then run the same command again",
     }
 }

@@ -156,11 +156,18 @@ impl InFlight {
 
 /// One document in flight.
 struct DocState {
+    /// The file as given (what messages name).
     path: PathBuf,
+    /// The path as the index stores it: absolute, reversible ([`crate::discover::stored_path`]).
+    source: String,
     doc_id: String,
     sha256: String,
     pdf: Arc<Document>,
+    /// Pages that can be rendered.
     page_count: usize,
+    /// Pages the file holds: more than `page_count` when pages are lost or the file is truncated. Stored with
+    /// each page as its document's page count, so that `list` shows such a file as incomplete.
+    expected_pages: usize,
     /// Pages not yet stored or failed; the store stage finishes the document when it reaches 0.
     remaining: AtomicUsize,
     /// Set when the document is deleted during the run ([`InFlight`]): its pages are dropped.
@@ -363,8 +370,8 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         if doc.dropped() {
             continue;
         }
-        // Fewer pages than a tolerant scan of the file finds: a named failure (exit 1), and the pages that
-        // were found are still ingested.
+        // Fewer pages than the file holds (its page tree, or a tolerant scan), or a truncated file: a named
+        // failure (exit 1), and the pages that can be read are still ingested.
         if let Err(e) = doc.pdf.page_count_check() {
             run.fail(path, None, e.into());
         }
@@ -415,12 +422,15 @@ fn open_document(run: &Run<'_>, path: &Path) -> Result<DocState> {
     let name = path.display().to_string();
     let pdf = Document::from_bytes(bytes, run.opts.password.as_deref(), &name)?;
     let page_count = pdf.page_count();
+    let expected_pages = pdf.expected_pages().max(page_count);
     Ok(DocState {
         path: path.to_path_buf(),
+        source: crate::discover::stored_path(path),
         doc_id: doc_id(&sha256),
         sha256,
         pdf: Arc::new(pdf),
         page_count,
+        expected_pages,
         remaining: AtomicUsize::new(0),
         dropped: Arc::default(),
     })
@@ -580,10 +590,10 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
                 Ok(Embedded { page, vectors }) => {
                     records.push(PageRecord {
                         doc_id: doc.doc_id.clone(),
-                        source_path: doc.path.display().to_string(),
+                        source_path: doc.source.clone(),
                         file_sha256: doc.sha256.clone(),
                         page_index,
-                        page_count: doc.page_count,
+                        page_count: doc.expected_pages,
                         page_width_pt: page.size_pt.0,
                         page_height_pt: page.size_pt.1,
                         preview: page.preview,
@@ -635,8 +645,7 @@ const STORE_BATCH_PAGES: usize = 32;
 
 /// Drops pages of older versions of this path and flushes: what the summary reports as stored is durable.
 fn finish_document(run: &Run<'_>, doc: &DocState) {
-    let source = doc.path.display().to_string();
-    let result = run.index.delete_file_version(&source, &doc.sha256).and_then(|n| {
+    let result = run.index.delete_file_version(&doc.source, &doc.sha256).and_then(|n| {
         run.index.flush()?;
         Ok(n)
     });

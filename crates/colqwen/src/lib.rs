@@ -24,7 +24,7 @@ pub use colqwen_model as model;
 pub use colqwen_pdf as pdf;
 pub use colqwen_store as store;
 pub use colqwen_weaviate as weaviate;
-pub use discover::{Discovery, discover};
+pub use discover::{Discovery, discover, source_file, stored_path};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use ingest::IngestOptions;

@@ -408,7 +408,7 @@ impl Service {
             .into_iter()
             .find(|d| d.doc_id == doc_id)
             .ok_or_else(|| Error::NoSuchDocument(doc_id.into()))?;
-        let pdf = colqwen_pdf::Document::open(Path::new(&doc.source_path), None)?;
+        let pdf = colqwen_pdf::Document::open(&crate::discover::source_file(&doc.source_path), None)?;
         let size_pt = pdf.page_size_pt(page_index)?;
         let limits = colqwen_pdf::RenderLimits::default();
         let (w, h) = colqwen_pdf::render_size(size_pt, embedder.max_pixels(), &limits);

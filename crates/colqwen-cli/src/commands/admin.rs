@@ -9,7 +9,7 @@ use colqwen::Service;
 use colqwen::core::{DocumentInfo, Stats};
 
 use super::remote::{Server, in_use};
-use super::{UsageError, index_dir, print_json, remote_index};
+use super::{UsageError, index_dir, print_json, remote_index, shown};
 use crate::args::{DeleteArgs, GlobalArgs};
 
 /// The index, opened here, or the server that owns it.
@@ -66,8 +66,19 @@ pub fn list(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     }
     let mut out = std::io::stdout().lock();
     for d in &docs {
-        let partial = if d.stored_pages < d.page_count { " (incomplete: run ingest again)" } else { "" };
-        writeln!(out, "{}  {:>4}/{:<4} pages  {}{partial}", d.doc_id, d.stored_pages, d.page_count, d.source_path)?;
+        let partial = if d.stored_pages < d.page_count {
+            " (incomplete: ingesting it again completes it or says why not)"
+        } else {
+            ""
+        };
+        writeln!(
+            out,
+            "{}  {:>4}/{:<4} pages  {}{partial}",
+            d.doc_id,
+            d.stored_pages,
+            d.page_count,
+            shown(&d.source_path)
+        )?;
     }
     if docs.is_empty() {
         writeln!(out, "the index is empty")?;
@@ -82,21 +93,27 @@ const MIN_PREFIX: usize = 4;
 pub fn delete(g: &GlobalArgs, a: &DeleteArgs) -> anyhow::Result<ExitCode> {
     let target = open(g)?;
     let docs = documents(&target)?;
-    let exact = docs.iter().any(|d| d.doc_id == a.doc || d.source_path == a.doc);
+    let as_stored = colqwen::stored_path(std::path::Path::new(&a.doc));
+    let exact = docs.iter().any(|d| d.doc_id == a.doc || d.source_path == a.doc || d.source_path == as_stored);
     let by_name =
         docs.iter().any(|d| std::path::Path::new(&d.source_path).file_name().is_some_and(|f| f == a.doc.as_str()));
     if !exact && !by_name && a.doc.len() < MIN_PREFIX {
-        return Err(UsageError(format!(
-            "{:?} is too short to name a document: give at least {MIN_PREFIX} characters of its id, its path or its file name",
-            a.doc
-        ))
+        return Err(UsageError::new(
+            format!("{:?} is too short to name a document", a.doc),
+            format!(
+                "give at least {MIN_PREFIX} characters of its id, its path or its file name (`colqwen list` shows them)"
+            ),
+        )
         .into());
     }
     let doc = match &target {
         Target::Local(s) => s.resolve_document(&a.doc)?,
         Target::Remote(_) => {
-            let matches: Vec<&DocumentInfo> =
-                docs.iter().filter(|d| d.doc_id.starts_with(&a.doc) || d.source_path == a.doc).collect();
+            let as_stored = colqwen::stored_path(std::path::Path::new(&a.doc));
+            let matches: Vec<&DocumentInfo> = docs
+                .iter()
+                .filter(|d| d.doc_id.starts_with(&a.doc) || d.source_path == a.doc || d.source_path == as_stored)
+                .collect();
             match matches[..] {
                 [d] => d.doc_id.clone(),
                 _ => return Err(colqwen::Error::NoSuchDocument(a.doc.clone()).into()),
@@ -156,6 +173,10 @@ pub fn stats(g: &GlobalArgs) -> anyhow::Result<ExitCode> {
     writeln!(out, "documents: {}", s.documents)?;
     writeln!(out, "pages:     {}", s.pages)?;
     let pooled = if s.pool_factor > 1 { format!(", pooled by {}", s.pool_factor) } else { String::new() };
-    writeln!(out, "disk:      {:.1} MiB ({} vectors{pooled})", s.bytes_on_disk as f64 / (1 << 20) as f64, s.storage)?;
+    let disk = match s.bytes_on_disk {
+        Some(bytes) => format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64),
+        None => "not reported".to_string(),
+    };
+    writeln!(out, "disk:      {disk} ({} vectors{pooled})", s.storage)?;
     Ok(ExitCode::SUCCESS)
 }

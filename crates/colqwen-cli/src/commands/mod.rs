@@ -20,17 +20,39 @@ use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg
 
 pub use remote::RemoteError;
 
-/// A usage problem found after parsing (exit code 1).
+/// A usage problem found after parsing (exit code 1), with what to do about it.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub struct UsageError {
+    message: String,
+    hint: String,
+}
+
+impl UsageError {
+    pub fn new(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self { message: message.into(), hint: hint.into() }
+    }
+
+    pub fn hint(&self) -> &str {
+        &self.hint
+    }
+}
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for UsageError {}
+
+/// Text for one line of human output: control characters (a newline in a file name would look like a
+/// second row) are written as escapes (`\n`, `\t`, `\u{1b}`).
+pub fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;

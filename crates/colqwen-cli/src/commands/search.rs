@@ -11,16 +11,18 @@ use colqwen::model::LoadOptions;
 use colqwen::{SearchHit, SearchOptions, Service};
 
 use super::remote::{Server, in_use};
-use super::{UsageError, print_json, service_options};
+use super::{UsageError, print_json, service_options, shown};
 use crate::args::{GlobalArgs, ModeArg, SearchArgs, StorageOpts};
 
 pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
     let prefetch = a.prefetch.map(|p| p as usize);
     let mode = match (a.mode, prefetch) {
         (ModeArg::Exact, Some(_)) => {
-            return Err(
-                UsageError("--prefetch sets the two-stage rerank; it does not go with --mode exact".into()).into()
-            );
+            return Err(UsageError::new(
+                "--prefetch sets the two-stage rerank; it does not go with --mode exact",
+                "leave out --mode exact (--prefetch implies --mode two-stage), or leave out --prefetch",
+            )
+            .into());
         }
         (ModeArg::Exact, None) => SearchMode::Exact,
         (ModeArg::Auto, None) => SearchMode::Auto,
@@ -31,7 +33,12 @@ pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
     let service_opts = service_options(g, LoadOptions::default(), &StorageOpts::default(), bars)?;
     let spinner = crate::progress::spinner(bars, "loading model");
     if let Some(dir) = &a.maps {
-        std::fs::create_dir_all(dir).map_err(|e| UsageError(format!("cannot create {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            UsageError::new(
+                format!("cannot create {}: {e}", dir.display()),
+                "pass --maps a folder this user can write to (it is created if missing)",
+            )
+        })?;
     }
     let mut maps: Vec<Option<PathBuf>> = Vec::new();
     let hits: Vec<SearchHit> = match Service::open_existing(&service_opts) {
@@ -115,7 +122,7 @@ pub fn run(g: &GlobalArgs, a: &SearchArgs) -> anyhow::Result<ExitCode> {
             "{:>2}. {:>8.3}  {} p.{}/{}  [{}]{}",
             rank + 1,
             h.score,
-            h.source_path,
+            shown(&h.source_path),
             h.page_number,
             h.page_count,
             h.doc_id,
@@ -154,7 +161,12 @@ fn print_remote(g: &GlobalArgs, hits: &serde_json::Value, filtered: bool) -> any
         print_json(hits)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let hits = hits.as_array().ok_or_else(|| UsageError("the server answered without results".into()))?;
+    let hits = hits.as_array().ok_or_else(|| {
+        UsageError::new(
+            "the server answered without results",
+            "check that the server is a colqwen server of this version",
+        )
+    })?;
     let mut out = std::io::stdout().lock();
     if hits.is_empty() {
         writeln!(out, "no pages in the index{}", if filtered { " for that document" } else { "" })?;
@@ -166,7 +178,7 @@ fn print_remote(g: &GlobalArgs, hits: &serde_json::Value, filtered: bool) -> any
             out,
             "{:>2}. {score:>8.3}  {} p.{}/{}  [{}]",
             rank + 1,
-            s("source_path"),
+            shown(&s("source_path")),
             s("page_number"),
             s("page_count"),
             s("doc_id")

@@ -138,6 +138,73 @@ fn default_deepstack() -> Vec<usize> {
     vec![8, 16, 24]
 }
 
+impl VisionConfig {
+    /// `vision_config` of `config.json` with its own rotary base (under `rope_parameters` or the 4.x
+    /// `rope_scaling`, or beside them; 10000 by default). Qwen3.5 writes the same section (without DeepStack).
+    pub(crate) fn from_json(json: &ConfigJson) -> Result<Self> {
+        let value = json.field("vision_config")?;
+        let mut vision: VisionConfig = json.parse(value)?;
+        vision.rope_theta = ["rope_parameters", "rope_scaling"]
+            .iter()
+            .find_map(|k| value.get(*k).and_then(|r| r.get("rope_theta")).and_then(|t| t.as_f64()))
+            .or_else(|| value.get("rope_theta").and_then(|t| t.as_f64()))
+            .unwrap_or(10_000.0);
+        Ok(vision)
+    }
+
+    /// Per-head width (72 for the 27-block tower, 64 for the 24-block one).
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+
+    /// What the tower's code needs of these settings, for a language model `text_hidden` wide.
+    pub(crate) fn validate(&self, text_hidden: usize) -> std::result::Result<(), String> {
+        let v = self;
+        if v.num_heads == 0
+            || !v.hidden_size.is_multiple_of(v.num_heads)
+            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
+        {
+            return Err(format!(
+                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4",
+                v.hidden_size, v.num_heads
+            ));
+        }
+        if v.out_hidden_size != text_hidden {
+            return Err(format!("vision out_hidden_size {} differs from hidden_size {text_hidden}", v.out_hidden_size));
+        }
+        if v.spatial_merge_size != 2 {
+            return Err(format!("spatial_merge_size {} (only 2 is implemented)", v.spatial_merge_size));
+        }
+        let side = (v.num_position_embeddings as f64).sqrt() as usize;
+        if side * side != v.num_position_embeddings || side < 2 {
+            return Err(format!(
+                "num_position_embeddings {} is not the square of a side ≥ 2",
+                v.num_position_embeddings
+            ));
+        }
+        if !matches!(v.hidden_act.as_str(), "gelu_pytorch_tanh" | "gelu") {
+            return Err(format!(
+                "vision hidden_act {:?}: only gelu_pytorch_tanh and gelu are implemented",
+                v.hidden_act
+            ));
+        }
+        Ok(())
+    }
+
+    /// Patch layout of the tower's input, for a language model `hidden` wide whose `<|image_pad|>` is
+    /// `image_token_id`.
+    pub(crate) fn geometry(&self, image_token_id: u32, hidden: usize) -> Geometry {
+        Geometry {
+            patch: self.patch_size,
+            merge: self.spatial_merge_size,
+            temporal: self.temporal_patch_size,
+            channels: self.in_channels,
+            image_token_id,
+            hidden,
+        }
+    }
+}
+
 impl Config {
     /// Reads the Qwen3-VL fields of `config.json`: `text_config`, `vision_config` (each with its own rotary
     /// parameters under `rope_parameters` or the 4.x `rope_scaling` + `rope_theta`), the image token id.
@@ -149,13 +216,7 @@ impl Config {
         if rope.mrope_interleaved == Some(false) {
             return Err(json.invalid("rope mrope_interleaved is false: Qwen3-VL interleaves its M-RoPE streams"));
         }
-        let vision_value = json.field("vision_config")?;
-        let mut vision: VisionConfig = json.parse(vision_value)?;
-        vision.rope_theta = ["rope_parameters", "rope_scaling"]
-            .iter()
-            .find_map(|k| vision_value.get(*k).and_then(|r| r.get("rope_theta")).and_then(|t| t.as_f64()))
-            .or_else(|| vision_value.get("rope_theta").and_then(|t| t.as_f64()))
-            .unwrap_or(10_000.0);
+        let vision = VisionConfig::from_json(json)?;
         let cfg =
             Self { model_type: json.model_type().into(), image_token_id: json.token("image_token_id")?, text, vision };
         cfg.validate().map_err(|reason| json.invalid(reason))?;
@@ -169,7 +230,7 @@ impl Config {
 
     /// Per-head width of the vision tower (72).
     pub fn vision_head_dim(&self) -> usize {
-        self.vision.hidden_size / self.vision.num_heads
+        self.vision.head_dim()
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
@@ -202,31 +263,7 @@ impl Config {
         if t.mrope_section[1..].iter().any(|&s| 3 * s > half + 2) {
             return Err(format!("mrope_section {:?} does not interleave within head_dim/2 = {half}", t.mrope_section));
         }
-        if v.num_heads == 0
-            || !v.hidden_size.is_multiple_of(v.num_heads)
-            || !(v.hidden_size / v.num_heads).is_multiple_of(4)
-        {
-            return Err(format!(
-                "vision hidden_size {} / num_heads {} must give a head_dim divisible by 4",
-                v.hidden_size, v.num_heads
-            ));
-        }
-        if v.out_hidden_size != t.hidden_size {
-            return Err(format!(
-                "vision out_hidden_size {} differs from hidden_size {}",
-                v.out_hidden_size, t.hidden_size
-            ));
-        }
-        if v.spatial_merge_size != 2 {
-            return Err(format!("spatial_merge_size {} (only 2 is implemented)", v.spatial_merge_size));
-        }
-        let side = (v.num_position_embeddings as f64).sqrt() as usize;
-        if side * side != v.num_position_embeddings || side < 2 {
-            return Err(format!(
-                "num_position_embeddings {} is not the square of a side ≥ 2",
-                v.num_position_embeddings
-            ));
-        }
+        v.validate(t.hidden_size)?;
         if let Some(i) = v.deepstack_visual_indexes.iter().find(|&&i| i >= v.depth) {
             return Err(format!("deepstack_visual_indexes names block {i} of {}", v.depth));
         }
@@ -240,25 +277,11 @@ impl Config {
         if t.hidden_act != "silu" {
             return Err(format!("text hidden_act {:?}: only silu is implemented", t.hidden_act));
         }
-        if !matches!(v.hidden_act.as_str(), "gelu_pytorch_tanh" | "gelu") {
-            return Err(format!(
-                "vision hidden_act {:?}: only gelu_pytorch_tanh and gelu are implemented",
-                v.hidden_act
-            ));
-        }
         Ok(())
     }
 
     /// Patch layout of the vision tower's input.
     pub(crate) fn geometry(&self) -> Geometry {
-        let v = &self.vision;
-        Geometry {
-            patch: v.patch_size,
-            merge: v.spatial_merge_size,
-            temporal: v.temporal_patch_size,
-            channels: v.in_channels,
-            image_token_id: self.image_token_id,
-            hidden: self.text.hidden_size,
-        }
+        self.vision.geometry(self.image_token_id, self.text.hidden_size)
     }
 }

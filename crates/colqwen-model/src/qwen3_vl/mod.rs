@@ -48,7 +48,7 @@ impl Towers {
     /// Loads `visual.*` and `language_model.*` under the checkpoint root `vb`.
     pub(crate) fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
         Ok(Self {
-            vision: VisionModel::new(cfg, true, vb.pp("visual"))?,
+            vision: VisionModel::new(&cfg.vision, true, vb.pp("visual"))?,
             text: TextModel::new(cfg, vb.pp("language_model"))?,
         })
     }

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::Config;
+use super::config::VisionConfig;
 use crate::error::Result;
 use crate::model::Visual;
 use crate::nn::{
@@ -84,8 +84,7 @@ struct PatchMerger {
 }
 
 impl PatchMerger {
-    fn new(cfg: &Config, postshuffle: bool, vb: Weights, stages: [Stage; 3]) -> Result<Self> {
-        let v = &cfg.vision;
+    fn new(v: &VisionConfig, postshuffle: bool, vb: Weights, stages: [Stage; 3]) -> Result<Self> {
         let unit = v.spatial_merge_size * v.spatial_merge_size;
         let wide = v.hidden_size * unit;
         Ok(Self {
@@ -145,9 +144,9 @@ pub struct VisionModel {
 }
 
 impl VisionModel {
-    /// Loads `visual.*`; with `deepstack` false (Qwen3.5) the DeepStack mergers are not loaded.
-    pub(crate) fn new(cfg: &Config, deepstack: bool, vb: Weights) -> Result<Self> {
-        let v = &cfg.vision;
+    /// Loads `visual.*` of a tower configured by `v`; with `deepstack` false (Qwen3.5, whose tower has none) the
+    /// DeepStack mergers are not loaded.
+    pub(crate) fn new(v: &VisionConfig, deepstack: bool, vb: Weights) -> Result<Self> {
         let d = v.hidden_size;
         let per_patch = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size;
         let pe = vb.pp("patch_embed.proj");
@@ -187,13 +186,13 @@ impl VisionModel {
             .collect::<Result<Vec<_>>>()?;
         let merger_stages =
             || [stage!(p, "vision.merger_fc1"), stage!(p, "vision.merger_gelu"), stage!(p, "vision.merger_fc2")];
-        let merger = PatchMerger::new(cfg, false, vb.pp("merger"), merger_stages())?;
+        let merger = PatchMerger::new(v, false, vb.pp("merger"), merger_stages())?;
         let deepstack = if deepstack {
             v.deepstack_visual_indexes
                 .iter()
                 .enumerate()
                 .map(|(k, &block)| {
-                    Ok((block, PatchMerger::new(cfg, true, vb.pp("deepstack_merger_list").pp(k), merger_stages())?))
+                    Ok((block, PatchMerger::new(v, true, vb.pp("deepstack_merger_list").pp(k), merger_stages())?))
                 })
                 .collect::<Result<Vec<_>>>()?
         } else {
@@ -207,7 +206,7 @@ impl VisionModel {
             blocks,
             merger,
             deepstack,
-            rope: VisionRope::new(cfg.vision_head_dim(), v.rope_theta),
+            rope: VisionRope::new(v.head_dim(), v.rope_theta),
             merge: v.spatial_merge_size,
             ops: vb.ops().clone(),
             profiling: p.clone(),

@@ -1,5 +1,5 @@
-//! Collections of the Weaviate server under test (named by `COLQWEN_TEST_WEAVIATE`; see
-//! `colqwen_testkit::weaviate`).
+//! Collections of the Weaviate server under test (the node the test binary starts, or `COLQWEN_TEST_WEAVIATE`;
+//! see `colqwen_testkit::weaviate`).
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

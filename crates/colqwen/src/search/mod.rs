@@ -64,7 +64,10 @@ pub struct SearchHit {
 /// are errors.
 pub(crate) fn resolve_document(docs: &[DocumentInfo], name: &str) -> Result<String> {
     let file_name = |p: &str| std::path::Path::new(p).file_name().map(|f| f.to_string_lossy().into_owned());
-    let exact: Vec<_> = docs.iter().filter(|d| d.doc_id == name || d.source_path == name).collect();
+    // A path is stored absolute: a relative one names the same document from the current folder.
+    let as_stored = crate::discover::stored_path(std::path::Path::new(name));
+    let exact: Vec<_> =
+        docs.iter().filter(|d| d.doc_id == name || d.source_path == name || d.source_path == as_stored).collect();
     let candidates: Vec<_> = if exact.is_empty() {
         docs.iter()
             .filter(|d| {
