@@ -220,7 +220,7 @@ async fn web_page_in_a_real_browser() {
     let password_fields =
         c.execute("return document.querySelectorAll('#uploads input[type=password]').length", vec![]).await.unwrap();
     assert_eq!(password_fields, json!(0), "a file that is no PDF gets no password field: {bad}");
-    for word in ["00-", "`", "field", "multipart", "upload name"] {
+    for word in ["00-", "`password`", "`file`", "field", "multipart", "upload name"] {
         assert!(!bad_text.contains(word), "the message names {word:?}: {bad_text}");
     }
 
