@@ -15,11 +15,7 @@
 # OUT (bench/serve/soak-out), PORT (18650), KILL (1: kill -9 halfway; 0: no kill), THINK_MS (600: each client
 # waits 0 to 2 × THINK_MS between requests, a user's pace at which the 2-core ingest keeps up).
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$repo"
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/colqwen}
-BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/colqwen-bench}
-MODEL=${MODEL:-fixtures/tiny/colqwen2.5-tiny-v0.2}
+. "$(dirname "$0")/common.sh"
 CLIENTS=${CLIENTS:-16}
 total=${SECONDS_TOTAL:-1800}
 OUT=${OUT:-$repo/bench/serve/soak-out}

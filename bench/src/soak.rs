@@ -26,9 +26,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use colqwen_testkit::hostile::{Client, doc_id, files_below, png_claiming_uri, png_data_uri};
 use serde_json::{Value, json};
-
-const BOUNDARY: &str = "colqwen-soak-boundary";
 
 /// How one request ended.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -66,9 +65,9 @@ impl Tally {
     }
 }
 
+/// A client that knows when the server is being restarted (a failed request then is not the server's fault).
 struct Api {
-    url: String,
-    agent: ureq::Agent,
+    http: Client,
     /// Exists while the script restarts the server.
     down_marker: PathBuf,
     /// Touched by the script when the server is back.
@@ -81,19 +80,18 @@ struct Api {
 /// restart's doing ("down"), not a failure of the new server.
 const RESTART_GRACE: Duration = Duration::from_secs(10);
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into()
+impl std::ops::Deref for Api {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.http
+    }
 }
 
 impl Api {
     fn new(url: &str, out: &Path) -> Self {
         Self {
-            url: url.trim_end_matches('/').to_string(),
-            agent: agent(),
+            http: Client::new(url),
             down_marker: out.join("down"),
             restarted: out.join("restarted"),
             prev: std::cell::Cell::new(""),
@@ -106,71 +104,6 @@ impl Api {
             || std::fs::metadata(&self.restarted)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t.elapsed().is_ok_and(|e| e < RESTART_GRACE))
-    }
-
-    /// New connections from here on (those of the killed server are dead).
-    fn reconnect(&mut self) {
-        self.agent = agent();
-    }
-
-    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-        match r {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-            }
-            Err(e) => (0, Value::String(e.to_string())),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.agent.get(&format!("{}{path}", self.url)).call())
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        Self::answer(self.agent.post(&format!("{}{path}", self.url)).send_json(body))
-    }
-
-    fn delete(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.agent.delete(&format!("{}{path}", self.url)).call())
-    }
-
-    fn upload(&self, files: &[(&str, &[u8])]) -> (u16, Value) {
-        let mut body = Vec::new();
-        for (name, bytes) in files {
-            body.extend_from_slice(
-                format!(
-                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                     Content-Type: application/pdf\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-        let req = self
-            .agent
-            .post(&format!("{}/v1/documents", self.url))
-            .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"));
-        Self::answer(req.send(&body[..]))
-    }
-
-    /// A multipart upload that stops in the middle of its file, the connection dropped.
-    fn aborted_upload(&self, bytes: &[u8]) -> u16 {
-        let addr = self.url.trim_start_matches("http://");
-        let Ok(mut s) = std::net::TcpStream::connect(addr) else { return 0 };
-        let head = format!(
-            "POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
-             Content-Length: {}\r\n\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; \
-             filename=\"aborted.pdf\"\r\n\r\n",
-            bytes.len() + 200
-        );
-        let _ = s.write_all(head.as_bytes());
-        let _ = s.write_all(&bytes[..bytes.len() / 2]);
-        std::thread::sleep(Duration::from_millis(50));
-        200
     }
 
     /// Judges an answer: `ok` are the statuses it should have.
@@ -213,11 +146,6 @@ struct Expected {
     deleted: Mutex<BTreeSet<String>>,
 }
 
-fn doc_id(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
-}
-
 /// `base` with a comment after its end: new bytes, the same pages.
 fn variant(base: &[u8], tag: &str) -> Vec<u8> {
     let mut b = base.to_vec();
@@ -225,44 +153,11 @@ fn variant(base: &[u8], tag: &str) -> Vec<u8> {
     b
 }
 
-/// A PNG header claiming 10000 × 10000 pixels (an image bomb as a server first sees it).
-fn bomb() -> String {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    }
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let mut crc = kind.to_vec();
-        crc.extend_from_slice(data);
-        out.extend_from_slice(&crc32(&crc).to_be_bytes());
-        out
-    };
-    let mut ihdr = 10_000u32.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&10_000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(chunk(b"IEND", &[]));
-    use base64::Engine as _;
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
-}
-
 fn small_png() -> String {
     let img = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 200]));
     let mut out = std::io::Cursor::new(Vec::new());
     let _ = img.write_to(&mut out, image::ImageFormat::Png);
-    use base64::Engine as _;
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
+    png_data_uri(&out.into_inner())
 }
 
 /// The contents clients send.
@@ -299,7 +194,7 @@ fn client(
         std::thread::sleep(Duration::from_millis(rng.below(2 * think_ms + 1)));
         if api.restarting() {
             // The killed server's connections are dead: new ones while the restart settles.
-            api.reconnect();
+            api.http.reconnect();
         }
         if mine.len() > KEEP || (!mine.is_empty() && rng.below(100) < 8) {
             let (doc, _) = mine.pop_front().unwrap_or_default();
@@ -352,7 +247,7 @@ fn client(
                 api.judge(tally, "POST /v1/documents (over the limit)", s, &[413, 0], &b);
             }
             54..56 => {
-                let s = api.aborted_upload(&variant(&corpus.one_page, &tag));
+                let s = if api.aborted_upload(&variant(&corpus.one_page, &tag)).is_ok() { 200 } else { 0 };
                 api.judge(tally, "POST /v1/documents (aborted)", s, &[200], &Value::Null);
             }
             56..68 => {
@@ -433,21 +328,6 @@ fn disk_mb(index: &Path) -> [f64; 5] {
     ]
 }
 
-fn files_below(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut files = BTreeSet::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            } else {
-                files.insert(e.path());
-            }
-        }
-    }
-    files
-}
-
 /// The serving process's resident memory, MB (its pid from `server.json`).
 fn server_rss_mb(index: &Path) -> Option<f64> {
     let info: Value = serde_json::from_slice(&std::fs::read(index.join("server.json")).ok()?).ok()?;
@@ -465,7 +345,7 @@ pub(crate) fn run(url: &str, clients: usize, seconds: f64, index: &Path, out: &P
         one_page: std::fs::read(pdfs.join("siscone-refman_p60_diagram.pdf"))?,
         ten_pages: std::fs::read(pdfs.join("gutenprint-users-manual_p5-14_text.pdf"))?,
         oversized: (0..(3u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect(),
-        bomb: bomb(),
+        bomb: png_claiming_uri(10_000, 10_000),
         small_png: small_png(),
     });
     let started = Instant::now();

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use colqwen_testkit::hostile::{
+    BOUNDARY, Client, files_below, folders_below, multipart, png_claiming_uri, png_data_uri,
+};
 use colqwen_testkit::{fixtures_dir, tiny_adapter};
 use serde_json::{Value, json};
 
@@ -21,12 +24,18 @@ fn pdf(name: &str) -> PathBuf {
     fixtures_dir().join("pdfs").join(name)
 }
 
-/// A running `colqwen serve`; killed when dropped.
+/// A running `colqwen serve`, and a client of it; killed when dropped.
 struct Server {
     child: Child,
-    url: String,
-    key: Option<String>,
-    agent: ureq::Agent,
+    api: Client,
+}
+
+impl std::ops::Deref for Server {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.api
+    }
 }
 
 impl Server {
@@ -36,65 +45,17 @@ impl Server {
 
     fn start_with_key(index: &Path, extra: &[&str], key: Option<&str>) -> Server {
         let (child, url) = colqwen_testkit::server::start(Path::new(env!("CARGO_BIN_EXE_colqwen")), index, extra, key);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        Server { child, url, key: key.map(str::to_owned), agent }
-    }
-
-    fn with_auth<B>(&self, r: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        match &self.key {
-            Some(k) => r.header("Authorization", &format!("Bearer {k}")),
-            None => r,
-        }
-    }
-
-    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-        let mut resp = r.expect("the server answers");
-        let status = resp.status().as_u16();
-        let text = resp.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.with_auth(self.agent.get(&format!("{}{path}", self.url))).call())
-    }
-
-    fn get_bytes(&self, path: &str) -> (u16, String, Vec<u8>) {
-        let mut resp = self.with_auth(self.agent.get(&format!("{}{path}", self.url))).call().unwrap();
-        let ctype = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
-        let mut bytes = Vec::new();
-        resp.body_mut().as_reader().read_to_end(&mut bytes).unwrap();
-        (resp.status().as_u16(), ctype, bytes)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        Self::answer(self.with_auth(self.agent.post(&format!("{}{path}", self.url))).send_json(body))
-    }
-
-    fn delete(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.with_auth(self.agent.delete(&format!("{}{path}", self.url))).call())
-    }
-
-    /// `POST /v1/documents` with the files as `file` fields.
-    fn upload(&self, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
-        let body = multipart(files);
-        let req = self
-            .with_auth(self.agent.post(&format!("{}/v1/documents", self.url)))
-            .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"));
-        Self::answer(req.send(&body[..]))
+        Server { child, api: Client::with_key(&url, key) }
     }
 
     /// Sends `head` (request line and headers, without the blank line) and `body` over a raw connection; with
     /// `hang_up`, closes the sending side right after. Returns the status line's code, or 0 when the server
     /// closed without an answer.
     fn raw(&self, head: &str, body: &[u8], hang_up: bool) -> u16 {
-        let addr = self.url.trim_start_matches("http://");
+        let addr = self.url().trim_start_matches("http://");
         let mut s = std::net::TcpStream::connect(addr).expect("the server accepts a connection");
         s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
-        let auth = self.key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        let auth = self.key().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
         s.write_all(format!("{head}\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes())
             .expect("the head is sent");
         let _ = s.write_all(body);
@@ -159,90 +120,6 @@ impl Drop for Server {
     }
 }
 
-const BOUNDARY: &str = "colqwen-test-boundary-7d1f";
-
-/// A multipart body of `file` fields.
-fn multipart(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/pdf\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-/// Every file below `dir` (none when it does not exist).
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                todo.push(e.path());
-            } else {
-                files.push(e.path());
-            }
-        }
-    }
-    files
-}
-
-/// Every folder below `dir`.
-fn folders_below(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                found.push(e.path());
-                todo.push(e.path());
-            }
-        }
-    }
-    found
-}
-
-/// A PNG that says it is `w` × `h` white pixels (a header and a token of data): what an image bomb shows a
-/// server before it decodes anything.
-fn png_claiming(w: u32, h: u32) -> String {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    }
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let mut crc = kind.to_vec();
-        crc.extend_from_slice(data);
-        out.extend_from_slice(&crc32(&crc).to_be_bytes());
-        out
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(chunk(b"IEND", &[]));
-    use base64::Engine as _;
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
-}
-
 /// A server on a fresh index with the 134-page manual uploaded: the server and the job id.
 fn serve_and_upload_manual(index: &Path) -> (Server, String) {
     let server = Server::start(index, &[]);
@@ -269,7 +146,7 @@ fn upload_progress_search_preview_embeddings_delete() {
     assert_eq!(status, 202, "{up}");
     let job = up["job"].as_str().unwrap().to_string();
     // The event stream reports the job until it ends.
-    let mut resp = server.agent.get(&format!("{}/v1/jobs/{job}/events", server.url)).call().unwrap();
+    let mut resp = server.agent().get(&format!("{}/v1/jobs/{job}/events", server.url())).call().unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let events = resp.body_mut().read_to_string().unwrap();
     assert!(events.contains("event: end"), "{events}");
@@ -334,8 +211,7 @@ fn upload_progress_search_preview_embeddings_delete() {
         let img = image::RgbImage::from_pixel(64, 48, image::Rgb([200, 10, 10]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        use base64::Engine as _;
-        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
+        png_data_uri(&out.into_inner())
     };
     let (status, emb) = server.post("/v1/embeddings", &json!({ "input": ["reset the firmware", png] }));
     assert_eq!(status, 200, "{emb}");
@@ -445,27 +321,22 @@ fn search_answers_while_an_ingest_runs() {
 fn a_key_is_required_beyond_loopback() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
-    let out = Command::new(env!("CARGO_BIN_EXE_colqwen"))
-        .arg("--index")
-        .arg(&index)
-        .arg("--model")
-        .arg(tiny_adapter())
-        .args(["--device", "cpu", "serve", "--host", "0.0.0.0", "--port", "0"])
-        .env_remove("COLQWEN_API_KEY")
-        .output()
-        .unwrap();
+    // `serve` on every interface, with `key` in COLQWEN_API_KEY (or none).
+    let serve_beyond_loopback = |key: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_colqwen"));
+        cmd.arg("--index").arg(&index).arg("--model").arg(tiny_adapter());
+        cmd.args(["--device", "cpu", "serve", "--host", "0.0.0.0", "--port", "0"]);
+        match key {
+            Some(k) => cmd.env("COLQWEN_API_KEY", k),
+            None => cmd.env_remove("COLQWEN_API_KEY"),
+        };
+        cmd.output().unwrap()
+    };
+    let out = serve_beyond_loopback(None);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without an API key"));
     // A key too short to be safe is refused, saying the minimum, before anything is created.
-    let out = Command::new(env!("CARGO_BIN_EXE_colqwen"))
-        .arg("--index")
-        .arg(&index)
-        .arg("--model")
-        .arg(tiny_adapter())
-        .args(["--device", "cpu", "serve", "--host", "0.0.0.0", "--port", "0"])
-        .env("COLQWEN_API_KEY", "k")
-        .output()
-        .unwrap();
+    let out = serve_beyond_loopback(Some("k"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("at least 16"), "{err}");
@@ -473,7 +344,7 @@ fn a_key_is_required_beyond_loopback() {
 
     let key = "s3cret-key-0123456789";
     let server = Server::start_with_key(&index, &["--host", "0.0.0.0"], Some(key));
-    let server_url = server.url.replace("0.0.0.0", "127.0.0.1");
+    let server_url = server.url().replace("0.0.0.0", "127.0.0.1");
     let anonymous: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let call = |path: &str, key: Option<&str>| {
         let mut r = anonymous.get(&format!("{server_url}{path}"));
@@ -652,7 +523,7 @@ fn failed_and_aborted_uploads_leave_nothing() {
     nothing_left("a client that hung up mid-body");
     // A client that goes away in the middle of a file, connection dropped.
     {
-        let addr = server.url.trim_start_matches("http://");
+        let addr = server.url().trim_start_matches("http://");
         let mut s = std::net::TcpStream::connect(addr).unwrap();
         s.write_all(format!("{}\r\nHost: x\r\n\r\n", head(cut.len() + 100_000)).as_bytes()).unwrap();
         s.write_all(&cut).unwrap();
@@ -683,7 +554,7 @@ fn failed_and_aborted_uploads_leave_nothing() {
     server.wait_job(up["job"].as_str().unwrap());
     let kept = files_below(&uploads);
     assert_eq!(kept.len(), 1, "{kept:?}");
-    assert_eq!(kept[0].file_name().unwrap(), "été ü 日本.pdf");
+    assert_eq!(kept.iter().next().unwrap().file_name().unwrap(), "été ü 日本.pdf");
     let (_, docs) = server.get("/v1/documents");
     assert_eq!(docs["documents"][0]["name"], "été ü 日本.pdf", "{docs}");
     assert_eq!(server.get("/health").0, 200);
@@ -789,7 +660,7 @@ fn embeddings_refuse_image_bombs() {
     let tmp = tempfile::tempdir().unwrap();
     let index = tmp.path().join("index");
     let server = Server::start(&index, &[]);
-    let bomb = png_claiming(10_000, 10_000);
+    let bomb = png_claiming_uri(10_000, 10_000);
     for n in [1, 2, 6] {
         let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![bomb.clone(); n] }));
         assert_eq!(status, 413, "{err}");
@@ -801,7 +672,7 @@ fn embeddings_refuse_image_bombs() {
     assert_eq!(status, 413, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("at most 16"), "{err}");
     // Each image under the limit, too many pixels together.
-    let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![png_claiming(6000, 6000); 4] }));
+    let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![png_claiming_uri(6000, 6000); 4] }));
     assert_eq!(status, 413, "{err}");
     assert!(err["error"]["message"].as_str().unwrap().contains("120 megapixels"), "{err}");
     let peak = server.peak_rss_mb();
@@ -812,8 +683,7 @@ fn embeddings_refuse_image_bombs() {
         let img = image::RgbImage::from_pixel(640, 480, image::Rgb([255, 255, 255]));
         let mut out = std::io::Cursor::new(Vec::new());
         img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        use base64::Engine as _;
-        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
+        png_data_uri(&out.into_inner())
     };
     let (status, emb) = server.post("/v1/embeddings", &json!({ "input": [png] }));
     assert_eq!(status, 200, "{emb}");
@@ -910,21 +780,8 @@ fn jobs_are_true_paginated_resumable_and_pruned() {
     let (_, first) = server.get("/v1/jobs?limit=1");
     assert!(first["total"].as_u64().unwrap() <= 201, "finished jobs are pruned: {}", first["total"]);
     let mut seen = std::collections::HashSet::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            None => "/v1/jobs?limit=64".to_string(),
-            Some(c) => format!("/v1/jobs?limit=64&cursor={c}"),
-        };
-        let (status, page) = server.get(&path);
-        assert_eq!(status, 200, "{page}");
-        for j in page["jobs"].as_array().unwrap() {
-            assert!(seen.insert(j["id"].as_str().unwrap().to_string()), "a job came twice");
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => break,
-        }
+    for j in server.list_all("/v1/jobs", "jobs", 64).expect("every page of the jobs") {
+        assert!(seen.insert(j["id"].as_str().unwrap().to_string()), "a job came twice");
     }
     assert_eq!(seen.len() as u64, server.get("/v1/jobs").1["total"].as_u64().unwrap());
     assert!(std::fs::read_dir(index.join("jobs")).unwrap().count() <= 201, "pruned on disk too");
@@ -968,5 +825,5 @@ fn refused_starts_leave_nothing_and_name_the_running_server() {
     let out = serve(&index, "0");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains(&server.url), "the running server is named: {err}");
+    assert!(err.contains(server.url()), "the running server is named: {err}");
 }

@@ -10,23 +10,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use colqwen_testkit::fixtures_dir;
+use colqwen_testkit::hostile::{Client, doc_id, files_below, png_claiming_uri, png_data_uri};
 use serde_json::{Value, json};
 
 const MANUAL: &str = "reportlab-userguide_broken-xref.pdf";
-const BOUNDARY: &str = "colqwen-hostile-boundary";
-
-/// A document's id: the first 16 hex digits of its file's SHA-256.
-fn doc_id(bytes: &[u8]) -> String {
-    use sha2::Digest as _;
-    format!("{:x}", sha2::Sha256::digest(bytes))[..16].to_string()
-}
 
 fn read(name: &str) -> Vec<u8> {
     std::fs::read(fixtures_dir().join("pdfs").join(name)).unwrap()
@@ -39,164 +32,22 @@ fn variant(n: usize) -> Vec<u8> {
     b
 }
 
-struct Client {
-    url: String,
-    agent: ureq::Agent,
+/// Every document, page by page of the list.
+fn documents(c: &Client) -> Vec<Value> {
+    c.list_all("/v1/documents", "documents", 7).expect("the list of documents")
 }
 
-impl Client {
-    fn new(url: &str) -> Self {
-        let agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(120)))
-            .build()
-            .into();
-        Self { url: url.to_string(), agent }
-    }
-
-    fn answer(r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
-        match r {
-            Ok(mut resp) => {
-                let status = resp.status().as_u16();
-                let text = resp.body_mut().read_to_string().unwrap_or_default();
-                (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
-            }
-            Err(e) => (0, Value::String(e.to_string())),
-        }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.agent.get(&format!("{}{path}", self.url)).call())
-    }
-
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        Self::answer(self.agent.post(&format!("{}{path}", self.url)).send_json(body))
-    }
-
-    fn delete(&self, path: &str) -> (u16, Value) {
-        Self::answer(self.agent.delete(&format!("{}{path}", self.url)).call())
-    }
-
-    fn upload(&self, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
-        let body = multipart(files);
-        let req = self
-            .agent
-            .post(&format!("{}/v1/documents", self.url))
-            .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"));
-        Self::answer(req.send(&body[..]))
-    }
-
-    /// A multipart upload cut in the middle of its file, the connection dropped.
-    fn aborted_upload(&self, bytes: &[u8]) {
-        let body = multipart(&[("aborted.pdf", bytes.to_vec())]);
-        let addr = self.url.trim_start_matches("http://");
-        let mut s = std::net::TcpStream::connect(addr).unwrap();
-        let head = format!(
-            "POST /v1/documents HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\n\
-             Content-Length: {}\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).unwrap();
-        s.write_all(&body[..body.len() / 2]).unwrap();
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    /// Every document, page by page of the list.
-    fn documents(&self) -> Vec<Value> {
-        let mut all = Vec::new();
-        let mut cursor: Option<String> = None;
-        loop {
-            let path = match &cursor {
-                None => "/v1/documents?limit=7".to_string(),
-                Some(c) => format!("/v1/documents?limit=7&cursor={c}"),
-            };
-            let (status, page) = self.get(&path);
-            assert_eq!(status, 200, "{page}");
-            all.extend(page["documents"].as_array().unwrap().iter().cloned());
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_string()),
-                None => return all,
-            }
-        }
-    }
-
-    fn jobs(&self) -> Vec<Value> {
-        let (status, j) = self.get("/v1/jobs?limit=1000");
-        assert_eq!(status, 200, "{j}");
-        j["jobs"].as_array().unwrap().clone()
-    }
-}
-
-fn multipart(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, bytes) in files {
-        body.extend_from_slice(
-            format!(
-                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                 Content-Type: application/pdf\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
-    body
-}
-
-fn files_below(dir: &Path) -> BTreeSet<PathBuf> {
-    let mut files = BTreeSet::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                todo.push(e.path());
-            } else {
-                files.insert(e.path());
-            }
-        }
-    }
-    files
-}
-
-/// A PNG header claiming `w` × `h` pixels, with a token of data.
-fn png_claiming(w: u32, h: u32) -> String {
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xffff_ffffu32;
-        for &b in bytes {
-            c ^= u32::from(b);
-            for _ in 0..8 {
-                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
-    }
-    let chunk = |kind: &[u8], data: &[u8]| {
-        let mut out = (data.len() as u32).to_be_bytes().to_vec();
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        let mut crc = kind.to_vec();
-        crc.extend_from_slice(data);
-        out.extend_from_slice(&crc32(&crc).to_be_bytes());
-        out
-    };
-    let mut ihdr = w.to_be_bytes().to_vec();
-    ihdr.extend_from_slice(&h.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend(chunk(b"IHDR", &ihdr));
-    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
-    png.extend(chunk(b"IEND", &[]));
-    use base64::Engine as _;
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
+fn jobs(c: &Client) -> Vec<Value> {
+    let (status, j) = c.get("/v1/jobs?limit=1000");
+    assert_eq!(status, 200, "{j}");
+    j["jobs"].as_array().unwrap().clone()
 }
 
 fn small_png() -> String {
     let img = image::RgbImage::from_pixel(320, 240, image::Rgb([250, 250, 250]));
     let mut out = std::io::Cursor::new(Vec::new());
     img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-    use base64::Engine as _;
-    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
+    png_data_uri(&out.into_inner())
 }
 
 /// Requests that got an answer other than the one they should have, by what they were.
@@ -218,7 +69,7 @@ impl Tally {
 /// What the index must hold: listed = searchable page for page, true page counts, nothing deleted back, one
 /// upload file per document and nothing else, previews of stored documents only, jobs that add up.
 fn check_consistent(c: &Client, index: &Path, pages_of: &HashMap<String, u64>, deleted: &BTreeSet<String>) {
-    let docs = c.documents();
+    let docs = documents(c);
     let listed: BTreeMap<String, u64> =
         docs.iter().map(|d| (d["doc_id"].as_str().unwrap().to_string(), d["stored_pages"].as_u64().unwrap())).collect();
     assert_eq!(listed.len(), docs.len(), "a document listed twice: {docs:?}");
@@ -249,7 +100,7 @@ fn check_consistent(c: &Client, index: &Path, pages_of: &HashMap<String, u64>, d
         .unwrap_or_default();
     assert_eq!(previews, listed.keys().cloned().collect(), "previews of the stored documents only");
 
-    for j in c.jobs() {
+    for j in jobs(c) {
         assert!(!matches!(j["state"].as_str(), Some("queued" | "running")), "{j}");
         let files = j["files"].as_array().unwrap();
         let sum: u64 = files.iter().map(|f| f["pages_stored"].as_u64().unwrap()).sum();
@@ -315,7 +166,7 @@ fn hostile_clients_while_ingesting_leave_the_index_consistent() {
                 // The server answers 413 as soon as the limit is passed and closes the connection: a client
                 // still sending may see the connection closed (0) instead. Refused either way.
                 tally.expect("oversized", s, &[413, 0], &b);
-                c.aborted_upload(&variant(1_000_000 + n));
+                c.aborted_upload(&variant(1_000_000 + n)).unwrap();
                 std::thread::sleep(Duration::from_millis(200));
             }
         }));
@@ -363,7 +214,7 @@ fn hostile_clients_while_ingesting_leave_the_index_consistent() {
     {
         let (c, tally, stop) = (c.clone(), tally.clone(), stop.clone());
         threads.push(std::thread::spawn(move || {
-            let (bomb, small) = (png_claiming(10_000, 10_000), small_png());
+            let (bomb, small) = (png_claiming_uri(10_000, 10_000), small_png());
             while !stop.load(Ordering::Relaxed) {
                 let (s, b) = c.post("/v1/embeddings", &json!({ "input": vec![bomb.clone(); 6] }));
                 tally.expect("image bombs", s, &[413], &b);
@@ -407,7 +258,7 @@ fn hostile_clients_while_ingesting_leave_the_index_consistent() {
     }
     // Every job ends.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while c.jobs().iter().any(|j| matches!(j["state"].as_str(), Some("queued" | "running"))) {
+    while jobs(&c).iter().any(|j| matches!(j["state"].as_str(), Some("queued" | "running"))) {
         assert!(Instant::now() < deadline, "jobs did not end");
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -420,7 +271,7 @@ fn hostile_clients_while_ingesting_leave_the_index_consistent() {
     assert!(wrong.is_empty(), "requests answered wrongly: {wrong:#?}");
 
     // What the jobs that are kept (finished ones are pruned) say of page counts agrees with the files.
-    for j in c.jobs() {
+    for j in jobs(&c) {
         for f in j["files"].as_array().unwrap() {
             if let (Some(id), Some(n)) = (f["doc_id"].as_str(), f["page_count"].as_u64()) {
                 assert_eq!(pages_of.lock().unwrap().get(id), Some(&n), "{f}");

@@ -104,6 +104,12 @@ async fn start_browser(driver: &Path, chrome: &Path) -> (Proc, Client) {
     }
 }
 
+/// Chooses `file` in the page's file input (as a user picking it in the dialog), which uploads it.
+async fn choose_file(c: &Client, file: &Path) {
+    let file = file.canonicalize().unwrap().display().to_string();
+    c.find(Locator::Id("file-input")).await.unwrap().send_keys(&file).await.unwrap();
+}
+
 /// Polls a JavaScript expression until it is truthy; returns its value.
 async fn wait_for(c: &Client, what: &str, expr: &str, secs: u64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -403,12 +409,7 @@ async fn web_page_in_a_real_browser() {
 
     // The one left, uploaded again: shown as already stored, no second document.
     let again = fixtures_dir().join("pdfs").join(if left == GOOD[0] { GOOD[0] } else { GOOD[1] });
-    c.find(Locator::Id("file-input"))
-        .await
-        .unwrap()
-        .send_keys(&again.canonicalize().unwrap().display().to_string())
-        .await
-        .unwrap();
+    choose_file(&c, &again).await;
     wait_for(&c, "the duplicate's row", "document.querySelectorAll('#uploads li').length === 4", 20).await;
     let dup = wait_for(
         &c,
@@ -423,12 +424,7 @@ async fn web_page_in_a_real_browser() {
 
     // A protected PDF: its row asks for the password, and with it the upload goes through.
     let protected = fixtures_dir().join("bad-pdfs").join("password-secret.pdf");
-    c.find(Locator::Id("file-input"))
-        .await
-        .unwrap()
-        .send_keys(&protected.canonicalize().unwrap().display().to_string())
-        .await
-        .unwrap();
+    choose_file(&c, &protected).await;
     wait_for(
         &c,
         "the password field",
