@@ -106,8 +106,9 @@ async fn start_browser(driver: &Path, chrome: &Path) -> (Proc, Client) {
 
 /// Chooses `file` in the page's file input (as a user picking it in the dialog), which uploads it.
 async fn choose_file(c: &Client, file: &Path) {
-    let file = file.canonicalize().unwrap().display().to_string();
-    c.find(Locator::Id("file-input")).await.unwrap().send_keys(&file).await.unwrap();
+    let file = file.canonicalize().expect("the fixture exists").display().to_string();
+    let input = c.find(Locator::Id("file-input")).await.expect("the page has its file input");
+    input.send_keys(&file).await.expect("the browser takes the file");
 }
 
 /// Polls a JavaScript expression until it is truthy; returns its value.
