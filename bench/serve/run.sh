@@ -8,11 +8,7 @@
 # Env: BIN (colqwen), BENCH (colqwen-bench), MODEL, DEVICE, CLIENTS (1,8,32), RUN_SECONDS (per run, 10),
 # QUERIES (bench/gpu/queries.txt), SERVE_ARGS (extra `serve` flags, e.g. --batch-size 2), PDFS (fixtures/pdfs/*.pdf: uploaded in a loop during the loaded phase).
 set -euo pipefail
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$repo"
-BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/colqwen}
-BENCH=${BENCH:-${CARGO_TARGET_DIR:-target}/release/colqwen-bench}
-MODEL=${MODEL:-fixtures/tiny/colqwen2.5-tiny-v0.2}
+. "$(dirname "$0")/common.sh"
 DEVICE=${DEVICE:-cpu}
 CLIENTS=${CLIENTS:-1,8,32}
 SECONDS_PER_RUN=${RUN_SECONDS:-10}

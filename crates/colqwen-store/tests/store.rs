@@ -307,7 +307,7 @@ fn rejects_bad_input_without_panicking() {
     assert_eq!(store.search(&[0.5; DIM], 5, None, SearchMode::Auto).unwrap().len(), 1);
 }
 
-/// Replacing and deleting pages leaves dead records; once they outweigh the live ones (and 256 MiB) a flush
+/// Replacing and deleting pages leaves dead records; once they outweigh the live ones (and 32 MiB) a flush
 /// rewrites the log. Pages, replacements and deletions survive it and a reopen.
 #[test]
 fn compaction_keeps_live_pages_and_drops_dead_ones() {
@@ -315,16 +315,17 @@ fn compaction_keeps_live_pages_and_drops_dead_ones() {
     let mut rng = Rng::new(10);
     let m = manifest(VectorStorage::F32);
     let store = Store::open_or_create(dir.path(), &m).unwrap();
-    // 160 pages × 768 rows × 512 B ≈ 63 MB per round; five rounds of the same pages leave ≈ 250 MB dead.
+    // 160 pages × 768 rows × 512 B ≈ 63 MB per round; two more rounds of the same pages leave ≈ 126 MB dead
+    // (more than the live pages, far below the 256 MiB that a small index once had to reach first).
     let pages: Vec<_> =
         (0..16).flat_map(|d| document(&mut rng, &format!("d{d}"), &format!("sha{d}"), 10, 768)).collect();
-    for _ in 0..6 {
+    for _ in 0..3 {
         store.upsert(pages.clone()).unwrap();
     }
     let log_len = || std::fs::metadata(dir.path().join("pages.log")).unwrap().len();
     let before = log_len();
     store.flush().unwrap();
-    assert!(log_len() < before / 4, "the log was not compacted: {before} -> {}", log_len());
+    assert!(log_len() < before / 2, "the log was not compacted: {before} -> {}", log_len());
     assert_eq!(store.page_count().unwrap(), 160);
     let mut replaced = page(&mut rng, "d0", "sha0", 0, 10, 8);
     replaced.preview = Some("new.webp".into());

@@ -2,6 +2,7 @@
 //! a loader for the golden tensors written by `fixtures/gen/make_fixtures.py`, and the tolerance checks of
 //! the parity contract, defined once.
 
+pub mod hostile;
 pub mod index_suite;
 pub mod server;
 pub mod synth;
