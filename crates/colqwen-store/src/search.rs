@@ -45,6 +45,19 @@ pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
     if pool_factor > 1 { (base * 5).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
 }
 
+/// From this many pages up, the coarse scan first scores every page by its sample alone
+/// ([`coarse::ScoreTable::score_sample`], a quarter of its rows) and then only the best
+/// [`PREFILTER_KEEP_PER_RERANK`] × the rerank size by all their rows ([`prefilter_keep`]).
+const PREFILTER_MIN_PAGES: usize = 20_000;
+const PREFILTER_KEEP_PER_RERANK: usize = 4;
+
+/// How many pages the coarse scan's prefilter keeps for the full pass, if it runs: only where they are at most a
+/// quarter of the index, so the two passes cost less than one over every row.
+fn prefilter_keep(pages: usize, rerank: usize) -> Option<usize> {
+    let keep = rerank.saturating_mul(PREFILTER_KEEP_PER_RERANK);
+    (pages >= PREFILTER_MIN_PAGES && keep.saturating_mul(4) <= pages).then_some(keep)
+}
+
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
 const CHUNK: usize = 16;
 /// Pages a coarse-stage thread takes at a time.
@@ -246,63 +259,18 @@ fn two_stage(
     pick: &(dyn Fn(&Slot) -> bool + Sync),
 ) -> Vec<Candidate> {
     let table = book.table(query);
-    let n = pages.len();
-    let next = AtomicUsize::new(0);
-    let work = || {
-        // The best pages by each coarse score ([`coarse::Scores`]).
-        let (mut both, mut first) = (TopK::new(rerank), TopK::new(rerank));
-        let mut uncoded = Vec::new();
-        let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
-        loop {
-            let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
-            if start >= n {
-                break;
-            }
-            // First find every page's codes: the loads of different pages do not depend on each other, so their
-            // cache misses overlap (interleaved with the scoring they would be paid one after another).
-            batch.clear();
-            for (index, slot) in pages.iter().enumerate().take((start + COARSE_CHUNK).min(n)).skip(start) {
-                if !pick(slot) {
-                    continue;
-                }
-                match slot.codes.get() {
-                    Some(codes) => batch.push((index, slot.meta.id, codes)),
-                    None => uncoded.push(index),
-                }
-            }
-            for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
-                coarse::prefetch(codes);
-            }
-            for (j, &(index, id, codes)) in batch.iter().enumerate() {
-                if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
-                    coarse::prefetch(ahead);
-                }
-                let scores = table.score(codes);
-                both.push(Candidate { index, score: scores.both, id });
-                first.push(Candidate { index, score: scores.first, id });
-            }
+    let all = coarse_top(plan, pages, None, pick, |c| table.score_sample(c));
+    let (both, first, mut subset) = match prefilter_keep(pages.len(), rerank) {
+        // A large index: every page by its sample first, then the best of those by all their rows.
+        Some(keep) => {
+            let (b, f, uncoded) = all(keep, keep / 4);
+            let mut survivors: Vec<usize> = b.into_sorted().iter().chain(&f.into_sorted()).map(|c| c.index).collect();
+            survivors.sort_unstable();
+            survivors.dedup();
+            let (b, f, _) = coarse_top(plan, pages, Some(&survivors), pick, |c| table.score(c))(rerank, rerank);
+            (b, f, uncoded)
         }
-        (both, first, uncoded)
-    };
-    let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
-    let (both, first, mut subset) = if threads == 1 {
-        work()
-    } else {
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let (mut both, mut first, mut uncoded) = work();
-            for h in handles {
-                match h.join() {
-                    Ok((b, f, u)) => {
-                        both.merge(b);
-                        first.merge(f);
-                        uncoded.extend(u);
-                    }
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            (both, first, uncoded)
-        })
+        None => coarse_top(plan, pages, None, pick, |c| table.score(c))(rerank, rerank),
     };
     // `rerank` pages in all: the best by each score in turn (three by `both` for each by `first`: `both` is the
     // better ranking for text queries; `first` keeps groups of near-identical pages together), each page once.
@@ -320,6 +288,81 @@ fn two_stage(
     // File order: the rerank reads the map front to back.
     subset.sort_unstable();
     exact(plan, map, pages, Some(&subset), query, k, pick)
+}
+
+/// The coarse scan over every picked page (or only `subset`, positions into `pages`) on up to `plan.threads`
+/// threads: called with `(by_both, by_first)`, the best that many pages by each of `score`'s two scores
+/// ([`coarse::Scores`]), and the pages without codes (scored exactly by the caller).
+fn coarse_top<'a, S>(
+    plan: &'a SearchPlan,
+    pages: &'a [std::sync::Arc<Slot>],
+    subset: Option<&'a [usize]>,
+    pick: &'a (dyn Fn(&Slot) -> bool + Sync),
+    score: S,
+) -> impl Fn(usize, usize) -> (TopK, TopK, Vec<usize>) + 'a
+where
+    S: Fn(&PageCodes) -> coarse::Scores + Sync + 'a,
+{
+    move |by_both, by_first| {
+        let n = subset.map_or(pages.len(), <[usize]>::len);
+        let next = AtomicUsize::new(0);
+        let work = || {
+            let (mut both, mut first) = (TopK::new(by_both), TopK::new(by_first));
+            let mut uncoded = Vec::new();
+            let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
+            loop {
+                let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
+                if start >= n {
+                    break;
+                }
+                // First find every page's codes: the loads of different pages do not depend on each other, so
+                // their cache misses overlap (interleaved with the scoring they would be paid one after another).
+                batch.clear();
+                for j in start..(start + COARSE_CHUNK).min(n) {
+                    let index = subset.map_or(j, |s| s[j]);
+                    let slot = &pages[index];
+                    if !pick(slot) {
+                        continue;
+                    }
+                    match slot.codes.get() {
+                        Some(codes) => batch.push((index, slot.meta.id, codes)),
+                        None => uncoded.push(index),
+                    }
+                }
+                for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
+                    coarse::prefetch(codes);
+                }
+                for (j, &(index, id, codes)) in batch.iter().enumerate() {
+                    if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
+                        coarse::prefetch(ahead);
+                    }
+                    let scores = score(codes);
+                    both.push(Candidate { index, score: scores.both, id });
+                    first.push(Candidate { index, score: scores.first, id });
+                }
+            }
+            (both, first, uncoded)
+        };
+        let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
+        if threads == 1 {
+            return work();
+        }
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let (mut both, mut first, mut uncoded) = work();
+            for h in handles {
+                match h.join() {
+                    Ok((b, f, u)) => {
+                        both.merge(b);
+                        first.merge(f);
+                        uncoded.extend(u);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            (both, first, uncoded)
+        })
+    }
 }
 
 /// Scores every picked page (or only `subset`, positions into `pages`) with the exact kernel on up to
