@@ -117,7 +117,13 @@ impl Codebook {
     /// repeats (17 % of a pooled page's pairs on the bench's pages).
     pub(crate) fn codes(&self, page: &[f32], scratch: &mut Vec<f32>) -> Arc<PageCodes> {
         let (first, second) = self.row_codes(page, scratch);
-        layout(first.iter().zip(&second).map(|(&a, &b)| (a as u16, b as u8)).collect()).into()
+        let mut pairs: Vec<(u16, u8)> = first.iter().zip(&second).map(|(&a, &b)| (a as u16, b as u8)).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut codes = Vec::with_capacity(3 * pairs.len());
+        codes.extend(pairs.iter().flat_map(|&(a, _)| a.to_le_bytes()));
+        codes.extend(pairs.iter().map(|&(_, b)| b));
+        codes.into()
     }
 
     /// Every row's first-level and residual centroid, in row order.
@@ -177,30 +183,6 @@ impl Codebook {
         }
         ScoreTable { stride, step, both_base, first_base, wide: wide(), first: t1, second: t2 }
     }
-}
-
-/// A page's code pairs as stored ([`PageCodes`]): sorted by (first, residual) code with repeats kept once, and
-/// then every [`SAMPLE_EVERY`]-th of them moved to the front, in order. The score is a maximum over rows, so
-/// neither the order nor a repeat changes it; the front is the page's sample ([`sample_len`]): a stratified
-/// subset of its rows across the first-level centroids, which the prefilter of a large index scans alone
-/// ([`ScoreTable::score_sample`]). The same pairs in any order give the same bytes.
-fn layout(mut pairs: Vec<(u16, u8)>) -> Vec<u8> {
-    pairs.sort_unstable();
-    pairs.dedup();
-    let order = (0..pairs.len()).step_by(SAMPLE_EVERY).chain((0..pairs.len()).filter(|i| i % SAMPLE_EVERY != 0));
-    let order: Vec<usize> = order.collect();
-    let mut codes = Vec::with_capacity(3 * pairs.len());
-    codes.extend(order.iter().flat_map(|&i| pairs[i].0.to_le_bytes()));
-    codes.extend(order.iter().map(|&i| pairs[i].1));
-    codes
-}
-
-/// One stored row in this many is in a page's sample (the front of its codes, [`layout`]).
-pub(crate) const SAMPLE_EVERY: usize = 4;
-
-/// Rows of the sample of a page of `rows` stored rows.
-fn sample_len(rows: usize) -> usize {
-    rows.div_ceil(SAMPLE_EVERY)
 }
 
 /// Rows of the input scored against the centroids at a time (bounds the scratch to `ASSIGN_CHUNK × k`).
@@ -366,18 +348,6 @@ impl ScoreTable {
     /// both levels, and over the first level alone (see [`Scores`]).
     pub(crate) fn score(&self, codes: &PageCodes) -> Scores {
         let (first, second) = split(codes);
-        self.score_rows(first, second)
-    }
-
-    /// [`ScoreTable::score`] over the page's sample alone (every [`SAMPLE_EVERY`]-th of its sorted rows, the
-    /// front of its codes): a quarter of the work, never above the page's score (a maximum over fewer rows).
-    pub(crate) fn score_sample(&self, codes: &PageCodes) -> Scores {
-        let (first, second) = split(codes);
-        let m = sample_len(second.len());
-        self.score_rows(&first[..2 * m], &second[..m])
-    }
-
-    fn score_rows(&self, first: &[u8], second: &[u8]) -> Scores {
         let lookup = Lookup::new(self.first.as_ref(), self.second.as_ref(), self.stride);
         let mut best = [[[0i8; LANES]; 2]; 2];
         let mut total = Scores { both: self.both_base, first: self.first_base };
@@ -709,10 +679,7 @@ impl Coarse {
                 if !first_ok || second.iter().any(|&c| c as usize >= k2) {
                     return Err(bad());
                 }
-                // Files written before the sample's layout hold the pairs sorted: laid out again, they give
-                // the same bytes as a file written now.
-                let pairs = first.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).zip(second.iter().copied());
-                codes.insert(u64::from_le_bytes(b8), layout(pairs.collect()).into());
+                codes.insert(u64::from_le_bytes(b8), bytes.into());
             }
             let half_norms = half_norms(&residuals, dim);
             Ok(Coarse { codebook: Codebook { dim, centroids, residuals, half_norms }, trained_rows, codes })
@@ -727,6 +694,7 @@ impl Coarse {
     }
 }
 
+/// Recall experiments over a `colqwen-bench scale-data` folder (ignored tests, run by hand).
 #[cfg(test)]
 mod lab;
 
@@ -766,17 +734,12 @@ mod tests {
         let codes = book.codes(&page, &mut scratch);
         let (first, second) = book.row_codes(&page, &mut scratch);
         assert_eq!((first.len(), second.len()), (40, 40));
-        // The stored codes: the rows' pairs sorted, each pair once (the score is a maximum over rows), every
-        // fourth of them (the sample) in front.
+        // The stored codes: the rows' pairs sorted, each pair once (the score is a maximum over rows).
         let mut pairs: Vec<(u16, u8)> = first.iter().zip(&second).map(|(&a, &b)| (a as u16, b as u8)).collect();
         pairs.sort_unstable();
         pairs.dedup();
         let stored: Vec<(u16, u8)> = first_codes(&codes).into_iter().zip(split(&codes).1.iter().copied()).collect();
-        let sample: Vec<(u16, u8)> = pairs.iter().copied().step_by(SAMPLE_EVERY).collect();
-        assert_eq!(stored[..sample.len()], sample[..]);
-        let mut sorted = stored.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, pairs);
+        assert_eq!(stored, pairs);
         assert_eq!(book.residual_len(), CENTROIDS);
         let replaced: Vec<f32> = first
             .iter()
@@ -809,31 +772,6 @@ mod tests {
         let table = book.table(from_page);
         assert!(table.score(&codes).both > table.score(&other_codes).both);
         assert!(table.score(&codes).first >= table.score(&other_codes).first);
-    }
-
-    /// The sample's score is the score over the sample's rows, never above the page's, and equal to it where
-    /// the sample holds each query row's best row.
-    #[test]
-    fn a_pages_sample_scores_its_front_rows() {
-        let dim = 16;
-        let book = Codebook::train(&rows(3000, dim, 11), dim);
-        let mut scratch = Vec::new();
-        let query = rows(40, dim, 12);
-        let table = book.table(&query);
-        for seed in 0..20 {
-            let codes = book.codes(&rows(30 + seed as usize * 7, dim, 100 + seed), &mut scratch);
-            let (first, second) = split(&codes);
-            let m = sample_len(second.len());
-            assert!(m < second.len());
-            let front: Vec<u8> = first[..2 * m].iter().chain(&second[..m]).copied().collect();
-            let (sample, full) = (table.score_sample(&codes), table.score(&codes));
-            assert_eq!(sample.both, table.score(&front).both);
-            assert_eq!(sample.first, table.score(&front).first);
-            assert!(sample.both <= full.both && sample.first <= full.first);
-        }
-        // A page of one row is its own sample.
-        let one = book.codes(&rows(1, dim, 13), &mut scratch);
-        assert_eq!(table.score_sample(&one).both, table.score(&one).both);
     }
 
     #[test]
@@ -905,26 +843,8 @@ mod tests {
         let codes = HashMap::from([(7u64, book.codes(&rows(9, dim, 7), &mut scratch))]);
         let coarse = Coarse { codebook: book, trained_rows: 100, codes };
         coarse.save(dir.path()).unwrap();
-        assert_eq!(Coarse::load(dir.path(), dim), Some(coarse.clone()));
-        assert_eq!(Coarse::load(dir.path(), dim + 1), None);
-        // A file of the same version written before the sample's layout (each page's pairs sorted, as 99326a8
-        // wrote them) loads as the same codes in today's layout.
-        let sorted: HashMap<u64, Arc<PageCodes>> = coarse
-            .codes
-            .iter()
-            .map(|(&id, c)| {
-                let (a, b) = split(c);
-                let mut pairs: Vec<(u16, u8)> =
-                    a.chunks_exact(2).map(|x| u16::from_le_bytes([x[0], x[1]])).zip(b.iter().copied()).collect();
-                pairs.sort_unstable();
-                let mut bytes: Vec<u8> = pairs.iter().flat_map(|p| p.0.to_le_bytes()).collect();
-                bytes.extend(pairs.iter().map(|p| p.1));
-                (id, bytes.into())
-            })
-            .collect();
-        assert_ne!(sorted, coarse.codes, "9 rows: the sample moves rows to the front");
-        Coarse { codes: sorted, ..coarse.clone() }.save(dir.path()).unwrap();
         assert_eq!(Coarse::load(dir.path(), dim), Some(coarse));
+        assert_eq!(Coarse::load(dir.path(), dim + 1), None);
         std::fs::write(dir.path().join(COARSE_FILE), b"garbage").unwrap();
         assert_eq!(Coarse::load(dir.path(), dim), None);
         // The first layout (each page's distinct first-level codes) is not read as this one: it is rebuilt.

@@ -21,41 +21,27 @@ use crate::store::{Slot, Snapshot};
 /// ([`auto_prefetch`] picks the rerank size).
 pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
 /// Pages the coarse stage hands to the exact rerank at least when the index decides (`SearchMode::Auto`, and
-/// `TwoStage` without a prefetch, up to 10,000 candidate pages of an unpooled index): 200, the measured point at 10k pages where both query kinds keep ≥ 0.95 of the
-/// exact top-10 within 20 ms p95 on 2 cores.
+/// `TwoStage` without a prefetch): 200, the measured point at 10k distinct pages where both query kinds kept ≥
+/// 0.95 of the exact top-10 (it is the floor of [`auto_prefetch`]; the Weaviate backend reranks as many).
 pub const AUTO_PREFETCH: usize = 200;
 /// `SearchMode::Auto` reranks one page in [`AUTO_PREFETCH_PER_PAGES`] of the candidate pages, within
-/// [`AUTO_PREFETCH`]..=1,000: larger indexes hold more near-ties for the coarse stage to confuse (at 100k pages,
-/// 200 candidates kept 0.52 / 0.83 of the top-10 on the bench's noisy copies, 1,000 kept 0.91 / 0.94, at p95 67
-/// vs 85 ms on 2 cores).
-const AUTO_PREFETCH_PER_PAGES: usize = 50;
-const AUTO_PREFETCH_MAX: usize = 1_000;
-/// The cap of a pooled index's rerank size ([`auto_prefetch`]).
-const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
+/// [`AUTO_PREFETCH`]..=[`AUTO_PREFETCH_MAX`], whatever the storage.
+const AUTO_PREFETCH_PER_PAGES: usize = 5;
+const AUTO_PREFETCH_MAX: usize = 2_000;
 
-/// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
-/// index pooled by `pool_factor`. A pooled (compact) index reranks 5× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
-/// its pages cost far less to score exactly (half the rows, i8 with 8-bit dot products: all 10,000 of an index in
-/// 68 ms p50 on a 2-core box of the CI kind), and its coarse stage needs more of them for the same share of the
-/// uncompressed top-10 (`bench/results.md`, stitched pages on that box: at 10k, 500 / 800 / 1,000 candidates
-/// keep 0.923 / 0.948 / 0.960 of the text queries' top-10, 1,000 at 15.9 ms p95; at 100k, 1,000 / 2,000 keep
-/// 0.937 / 0.961 at 53 / 65 ms p95, the coarse scan ~26 ms of the p50).
-pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
-    let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
-    if pool_factor > 1 { (base * 5).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
-}
-
-/// From this many pages up, the coarse scan first scores every page by its sample alone
-/// ([`coarse::ScoreTable::score_sample`], a quarter of its rows) and then only the best
-/// [`PREFILTER_KEEP_PER_RERANK`] × the rerank size by all their rows ([`prefilter_keep`]).
-const PREFILTER_MIN_PAGES: usize = 20_000;
-const PREFILTER_KEEP_PER_RERANK: usize = 4;
-
-/// How many pages the coarse scan's prefilter keeps for the full pass, if it runs: only where they are at most a
-/// quarter of the index, so the two passes cost less than one over every row.
-fn prefilter_keep(pages: usize, rerank: usize) -> Option<usize> {
-    let keep = rerank.saturating_mul(PREFILTER_KEEP_PER_RERANK);
-    (pages >= PREFILTER_MIN_PAGES && keep.saturating_mul(4) <= pages).then_some(keep)
+/// The rerank size of `SearchMode::Auto` for this many candidate pages: one in [`AUTO_PREFETCH_PER_PAGES`],
+/// at least [`AUTO_PREFETCH`], at most [`AUTO_PREFETCH_MAX`] — 2,000 from 10,000 pages up, for f16 and compact
+/// (pooled) indexes alike. Chosen so that a user who sets no flag keeps ≥ 0.95 of the exact top-10 on the
+/// hardest data measured, manual-like pages that repeat their layouts (the bench's 600 embedded images stitched
+/// into 10k pages, `bench/results.md` 2026-12-08): the default f16 index kept 0.773 / 0.905 / 0.948 / 0.973 of
+/// the text queries' top-10 with 200 / 500 / 1,000 / 2,000 candidates, so its old rule (one page in 50, at
+/// most 1,000: 200 at 10k) kept 0.773. The price is the rerank of 2,000 f16 pages (~40 µs a page on 2 cores:
+/// ~80–110 ms at 10k on the CI-kind box where 200 took ~15); a compact index scores its pages 3–4× cheaper. At
+/// 100k stitched pages of 3,000 images a compact index kept 0.961 / 0.995 with 2,000 (`bench/results.md`).
+/// (Until 2026-12-08 a pooled index reranked 5× the unpooled one's number, up to 2,000; now both rerank the
+/// same.)
+pub fn auto_prefetch(candidates: usize) -> usize {
+    (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX)
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
@@ -74,7 +60,6 @@ pub(crate) struct SearchPlan {
     pub(crate) threads: usize,
     pub(crate) dim: usize,
     pub(crate) storage: VectorStorage,
-    pub(crate) pool_factor: u32,
 }
 
 /// A ranked page: its position in the snapshot and its score.
@@ -230,12 +215,10 @@ pub(crate) fn run(
     let rerank = match mode {
         SearchMode::Exact => None,
         SearchMode::TwoStage { prefetch: Some(prefetch) } => Some(prefetch.max(k)),
-        SearchMode::TwoStage { prefetch: None } => {
-            Some(auto_prefetch(candidate_pages(snap, doc_id, &pick), plan.pool_factor).max(k))
-        }
+        SearchMode::TwoStage { prefetch: None } => Some(auto_prefetch(candidate_pages(snap, doc_id, &pick)).max(k)),
         SearchMode::Auto => {
             let candidates = candidate_pages(snap, doc_id, &pick);
-            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates, plan.pool_factor).max(k))
+            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates).max(k))
         }
     };
     match (rerank, snap.codebook.as_deref()) {
@@ -259,18 +242,63 @@ fn two_stage(
     pick: &(dyn Fn(&Slot) -> bool + Sync),
 ) -> Vec<Candidate> {
     let table = book.table(query);
-    let all = coarse_top(plan, pages, None, pick, |c| table.score_sample(c));
-    let (both, first, mut subset) = match prefilter_keep(pages.len(), rerank) {
-        // A large index: every page by its sample first, then the best of those by all their rows.
-        Some(keep) => {
-            let (b, f, uncoded) = all(keep, keep / 4);
-            let mut survivors: Vec<usize> = b.into_sorted().iter().chain(&f.into_sorted()).map(|c| c.index).collect();
-            survivors.sort_unstable();
-            survivors.dedup();
-            let (b, f, _) = coarse_top(plan, pages, Some(&survivors), pick, |c| table.score(c))(rerank, rerank);
-            (b, f, uncoded)
+    let n = pages.len();
+    let next = AtomicUsize::new(0);
+    let work = || {
+        // The best pages by each coarse score ([`coarse::Scores`]).
+        let (mut both, mut first) = (TopK::new(rerank), TopK::new(rerank));
+        let mut uncoded = Vec::new();
+        let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
+        loop {
+            let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
+            if start >= n {
+                break;
+            }
+            // First find every page's codes: the loads of different pages do not depend on each other, so their
+            // cache misses overlap (interleaved with the scoring they would be paid one after another).
+            batch.clear();
+            for (index, slot) in pages.iter().enumerate().take((start + COARSE_CHUNK).min(n)).skip(start) {
+                if !pick(slot) {
+                    continue;
+                }
+                match slot.codes.get() {
+                    Some(codes) => batch.push((index, slot.meta.id, codes)),
+                    None => uncoded.push(index),
+                }
+            }
+            for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
+                coarse::prefetch(codes);
+            }
+            for (j, &(index, id, codes)) in batch.iter().enumerate() {
+                if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
+                    coarse::prefetch(ahead);
+                }
+                let scores = table.score(codes);
+                both.push(Candidate { index, score: scores.both, id });
+                first.push(Candidate { index, score: scores.first, id });
+            }
         }
-        None => coarse_top(plan, pages, None, pick, |c| table.score(c))(rerank, rerank),
+        (both, first, uncoded)
+    };
+    let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
+    let (both, first, mut subset) = if threads == 1 {
+        work()
+    } else {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
+            let (mut both, mut first, mut uncoded) = work();
+            for h in handles {
+                match h.join() {
+                    Ok((b, f, u)) => {
+                        both.merge(b);
+                        first.merge(f);
+                        uncoded.extend(u);
+                    }
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            (both, first, uncoded)
+        })
     };
     // `rerank` pages in all: the best by each score in turn (three by `both` for each by `first`: `both` is the
     // better ranking for text queries; `first` keeps groups of near-identical pages together), each page once.
@@ -288,81 +316,6 @@ fn two_stage(
     // File order: the rerank reads the map front to back.
     subset.sort_unstable();
     exact(plan, map, pages, Some(&subset), query, k, pick)
-}
-
-/// The coarse scan over every picked page (or only `subset`, positions into `pages`) on up to `plan.threads`
-/// threads: called with `(by_both, by_first)`, the best that many pages by each of `score`'s two scores
-/// ([`coarse::Scores`]), and the pages without codes (scored exactly by the caller).
-fn coarse_top<'a, S>(
-    plan: &'a SearchPlan,
-    pages: &'a [std::sync::Arc<Slot>],
-    subset: Option<&'a [usize]>,
-    pick: &'a (dyn Fn(&Slot) -> bool + Sync),
-    score: S,
-) -> impl Fn(usize, usize) -> (TopK, TopK, Vec<usize>) + 'a
-where
-    S: Fn(&PageCodes) -> coarse::Scores + Sync + 'a,
-{
-    move |by_both, by_first| {
-        let n = subset.map_or(pages.len(), <[usize]>::len);
-        let next = AtomicUsize::new(0);
-        let work = || {
-            let (mut both, mut first) = (TopK::new(by_both), TopK::new(by_first));
-            let mut uncoded = Vec::new();
-            let mut batch: Vec<(usize, u64, &PageCodes)> = Vec::with_capacity(COARSE_CHUNK);
-            loop {
-                let start = next.fetch_add(COARSE_CHUNK, AtomicOrdering::Relaxed);
-                if start >= n {
-                    break;
-                }
-                // First find every page's codes: the loads of different pages do not depend on each other, so
-                // their cache misses overlap (interleaved with the scoring they would be paid one after another).
-                batch.clear();
-                for j in start..(start + COARSE_CHUNK).min(n) {
-                    let index = subset.map_or(j, |s| s[j]);
-                    let slot = &pages[index];
-                    if !pick(slot) {
-                        continue;
-                    }
-                    match slot.codes.get() {
-                        Some(codes) => batch.push((index, slot.meta.id, codes)),
-                        None => uncoded.push(index),
-                    }
-                }
-                for &(_, _, codes) in batch.iter().take(PREFETCH_AHEAD) {
-                    coarse::prefetch(codes);
-                }
-                for (j, &(index, id, codes)) in batch.iter().enumerate() {
-                    if let Some(&(_, _, ahead)) = batch.get(j + PREFETCH_AHEAD) {
-                        coarse::prefetch(ahead);
-                    }
-                    let scores = score(codes);
-                    both.push(Candidate { index, score: scores.both, id });
-                    first.push(Candidate { index, score: scores.first, id });
-                }
-            }
-            (both, first, uncoded)
-        };
-        let threads = plan.threads.min(n.div_ceil(COARSE_CHUNK * 4)).max(1);
-        if threads == 1 {
-            return work();
-        }
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (1..threads).map(|_| s.spawn(work)).collect();
-            let (mut both, mut first, mut uncoded) = work();
-            for h in handles {
-                match h.join() {
-                    Ok((b, f, u)) => {
-                        both.merge(b);
-                        first.merge(f);
-                        uncoded.extend(u);
-                    }
-                    Err(panic) => std::panic::resume_unwind(panic),
-                }
-            }
-            (both, first, uncoded)
-        })
-    }
 }
 
 /// Scores every picked page (or only `subset`, positions into `pages`) with the exact kernel on up to
@@ -428,15 +381,14 @@ mod tests {
 
     #[test]
     fn auto_reranks_more_pages_in_larger_indexes() {
-        assert_eq!(auto_prefetch(2_001, 1), AUTO_PREFETCH);
-        assert_eq!(auto_prefetch(10_000, 1), 200);
-        assert_eq!(auto_prefetch(30_000, 1), 600);
-        assert_eq!(auto_prefetch(100_000, 1), 1_000);
-        assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
-        // A pooled index reranks 5× as many (cheaper pages), up to its own cap.
-        assert_eq!(auto_prefetch(10_000, 2), 1_000);
-        assert_eq!(auto_prefetch(20_000, 2), 2_000);
-        assert_eq!(auto_prefetch(100_000, 2), 2_000);
+        assert_eq!(auto_prefetch(500), AUTO_PREFETCH);
+        assert_eq!(auto_prefetch(2_001), 400);
+        assert_eq!(auto_prefetch(5_000), 1_000);
+        // From 10k pages up, 2,000: what the default f16 index needed for ≥ 0.95 of the exact top-10 on the
+        // bench's stitched pages (the old rule's 200 kept 0.77).
+        assert_eq!(auto_prefetch(10_000), 2_000);
+        assert_eq!(auto_prefetch(100_000), 2_000);
+        assert_eq!(auto_prefetch(10_000_000), 2_000);
     }
 
     #[test]

@@ -1,5 +1,22 @@
 //! Experiments on the coarse stage over a `colqwen-bench scale-data` folder (ignored; run by hand):
-//! recall of candidate rankings against exact MaxSim over the uncompressed pages, without building a store.
+//! recall of candidate rankings against exact MaxSim over the uncompressed pages, without building a store, so
+//! that a variant of the coarse stage costs seconds once the exact scores are cached.
+//!
+//! ```sh
+//! LAB_DATA=/work/benchdata/d600 LAB_BASE=600 LAB_N=10000 LAB_STORAGE=compact|f16 LAB_R=500,1000,2000 \
+//!   LAB_VARIANTS=base,win0.3,mix0,sub4x4 LAB_CACHE=/work/benchdata/lab \
+//!   cargo test --release -p colqwen-store --lib coarse_variants -- --ignored --nocapture
+//! ```
+//!
+//! Pages are the bench's `--augment stitch` pages (the same seeds as `bench/src/scale_data.rs`), known-item
+//! queries are made as the bench makes them, and a text hit counts within the bench's f16 tolerance of the 10th
+//! score. Variants: `base` (the shipped ranking: 3 by the two-level score, 1 by the first level), `winW` (the
+//! tables resolving the top `W` of each query row's range), `mixK` (every K-th candidate by the first level; 0:
+//! none), `f32` (the two-level score from f32 tables), `subSxM` (a prefilter: every page by every S-th of its
+//! sorted codes, then the best M × R by all of them), `sketchSxM` (the same with pages pooled to ~S rows).
+//! The codebook is trained as `optimize` trains it, but on a sample phased by page number instead of point id:
+//! another sample, so another k-means optimum, and recall differs from the store's by as much as codebooks do
+//! (`bench/results.md`, 2026-12-08).
 #![allow(clippy::unwrap_used, clippy::print_stdout, clippy::print_stderr, missing_docs)]
 
 use std::path::{Path, PathBuf};
