@@ -694,10 +694,6 @@ impl Coarse {
     }
 }
 
-/// Recall experiments over a `colqwen-bench scale-data` folder (ignored tests, run by hand).
-#[cfg(test)]
-mod lab;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -202,7 +202,7 @@ fn sample(inner: &Inner, snap: &Snapshot) -> Vec<f32> {
 /// above 65,536 pages (one row a page), nothing but that vector, and the codebook trained on it could not tell
 /// pages apart (two-stage recall@10 0.03 at 100k pages; found with the bench's stitched pages, whose rows keep
 /// the model's order).
-pub(crate) fn sampled_rows(page_id: u64, rows: usize, per_page: usize) -> impl Iterator<Item = usize> {
+fn sampled_rows(page_id: u64, rows: usize, per_page: usize) -> impl Iterator<Item = usize> {
     let step = (rows / per_page.max(1)).max(1);
     // SplitMix64's finaliser: neighbouring ids get unrelated phases.
     let mut z = page_id.wrapping_add(0x9E37_79B9_7F4A_7C15);
