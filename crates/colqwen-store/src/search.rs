@@ -35,8 +35,9 @@ const AUTO_PREFETCH_MAX: usize = 2_000;
 /// hardest data measured, manual-like pages that repeat their layouts (the bench's 600 embedded images stitched
 /// into 10k pages, `bench/results.md` 2026-12-08): the default f16 index kept 0.773 / 0.905 / 0.948 / 0.973 of
 /// the text queries' top-10 with 200 / 500 / 1,000 / 2,000 candidates, so its old rule (one page in 50, at
-/// most 1,000: 200 at 10k) kept 0.773. The price is the rerank of 2,000 f16 pages (~40 µs a page on 2 cores:
-/// ~80–110 ms at 10k on the CI-kind box where 200 took ~15); a compact index scores its pages 3–4× cheaper. At
+/// most 1,000: 200 at 10k) kept 0.773. The price is the rerank of 2,000 f16 pages (~25 µs a page on 2 cores:
+/// `auto` at 10k 51 / 72 ms p50 / p95 on a quiet 2-core box where 200 took 8 / 10); a compact index scores its
+/// pages 3–4× cheaper. At
 /// 100k stitched pages of 3,000 images a compact index kept 0.961 / 0.995 with 2,000 (`bench/results.md`).
 /// (Until 2026-12-08 a pooled index reranked 5× the unpooled one's number, up to 2,000; now both rerank the
 /// same.)
