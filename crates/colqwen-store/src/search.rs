@@ -21,28 +21,28 @@ use crate::store::{Slot, Snapshot};
 /// ([`auto_prefetch`] picks the rerank size).
 pub const AUTO_EXACT_MAX_PAGES: usize = 2_000;
 /// Pages the coarse stage hands to the exact rerank at least when the index decides (`SearchMode::Auto`, and
-/// `TwoStage` without a prefetch, up to 10,000 candidate pages of an unpooled index): 200, the measured point at 10k pages where both query kinds keep ≥ 0.95 of the
-/// exact top-10 within 20 ms p95 on 2 cores.
+/// `TwoStage` without a prefetch): 200, the measured point at 10k distinct pages where both query kinds kept ≥
+/// 0.95 of the exact top-10 (it is the floor of [`auto_prefetch`]; the Weaviate backend reranks as many).
 pub const AUTO_PREFETCH: usize = 200;
 /// `SearchMode::Auto` reranks one page in [`AUTO_PREFETCH_PER_PAGES`] of the candidate pages, within
-/// [`AUTO_PREFETCH`]..=1,000: larger indexes hold more near-ties for the coarse stage to confuse (at 100k pages,
-/// 200 candidates kept 0.52 / 0.83 of the top-10 on the bench's noisy copies, 1,000 kept 0.91 / 0.94, at p95 67
-/// vs 85 ms on 2 cores).
-const AUTO_PREFETCH_PER_PAGES: usize = 50;
-const AUTO_PREFETCH_MAX: usize = 1_000;
-/// The cap of a pooled index's rerank size ([`auto_prefetch`]).
-const AUTO_PREFETCH_POOLED_MAX: usize = 2_000;
+/// [`AUTO_PREFETCH`]..=[`AUTO_PREFETCH_MAX`], whatever the storage.
+const AUTO_PREFETCH_PER_PAGES: usize = 5;
+const AUTO_PREFETCH_MAX: usize = 2_000;
 
-/// The rerank size of `SearchMode::Auto` for this many candidate pages (see [`AUTO_PREFETCH_PER_PAGES`]) in an
-/// index pooled by `pool_factor`. A pooled (compact) index reranks 5× as many, up to [`AUTO_PREFETCH_POOLED_MAX`]:
-/// its pages cost far less to score exactly (half the rows, i8 with 8-bit dot products: all 10,000 of an index in
-/// 68 ms p50 on a 2-core box of the CI kind), and its coarse stage needs more of them for the same share of the
-/// uncompressed top-10 (`bench/results.md`, stitched pages on that box: at 10k, 500 / 800 / 1,000 candidates
-/// keep 0.923 / 0.948 / 0.960 of the text queries' top-10, 1,000 at 15.9 ms p95; at 100k, 1,000 / 2,000 keep
-/// 0.937 / 0.961 at 53 / 65 ms p95, the coarse scan ~26 ms of the p50).
-pub fn auto_prefetch(candidates: usize, pool_factor: u32) -> usize {
-    let base = (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX);
-    if pool_factor > 1 { (base * 5).min(AUTO_PREFETCH_POOLED_MAX) } else { base }
+/// The rerank size of `SearchMode::Auto` for this many candidate pages: one in [`AUTO_PREFETCH_PER_PAGES`],
+/// at least [`AUTO_PREFETCH`], at most [`AUTO_PREFETCH_MAX`] — 2,000 from 10,000 pages up, for f16 and compact
+/// (pooled) indexes alike. Chosen so that a user who sets no flag keeps ≥ 0.95 of the exact top-10 on the
+/// hardest data measured, manual-like pages that repeat their layouts (the bench's 600 embedded images stitched
+/// into 10k pages, `bench/results.md` 2026-12-08): the default f16 index kept 0.773 / 0.905 / 0.948 / 0.973 of
+/// the text queries' top-10 with 200 / 500 / 1,000 / 2,000 candidates, so its old rule (one page in 50, at
+/// most 1,000: 200 at 10k) kept 0.773. The price is the rerank of 2,000 f16 pages (~25 µs a page on 2 cores:
+/// `auto` at 10k 51 / 72 ms p50 / p95 on a quiet 2-core box where 200 took 8 / 10); a compact index scores its
+/// pages 3–4× cheaper. At
+/// 100k stitched pages of 3,000 images a compact index kept 0.961 / 0.995 with 2,000 (`bench/results.md`).
+/// (Until 2026-12-08 a pooled index reranked 5× the unpooled one's number, up to 2,000; now both rerank the
+/// same.)
+pub fn auto_prefetch(candidates: usize) -> usize {
+    (candidates / AUTO_PREFETCH_PER_PAGES).clamp(AUTO_PREFETCH, AUTO_PREFETCH_MAX)
 }
 
 /// Pages a search thread takes at a time (small enough to balance two threads when the other core is busy).
@@ -61,7 +61,6 @@ pub(crate) struct SearchPlan {
     pub(crate) threads: usize,
     pub(crate) dim: usize,
     pub(crate) storage: VectorStorage,
-    pub(crate) pool_factor: u32,
 }
 
 /// A ranked page: its position in the snapshot and its score.
@@ -217,12 +216,10 @@ pub(crate) fn run(
     let rerank = match mode {
         SearchMode::Exact => None,
         SearchMode::TwoStage { prefetch: Some(prefetch) } => Some(prefetch.max(k)),
-        SearchMode::TwoStage { prefetch: None } => {
-            Some(auto_prefetch(candidate_pages(snap, doc_id, &pick), plan.pool_factor).max(k))
-        }
+        SearchMode::TwoStage { prefetch: None } => Some(auto_prefetch(candidate_pages(snap, doc_id, &pick)).max(k)),
         SearchMode::Auto => {
             let candidates = candidate_pages(snap, doc_id, &pick);
-            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates, plan.pool_factor).max(k))
+            (candidates > AUTO_EXACT_MAX_PAGES).then_some(auto_prefetch(candidates).max(k))
         }
     };
     match (rerank, snap.codebook.as_deref()) {
@@ -385,15 +382,14 @@ mod tests {
 
     #[test]
     fn auto_reranks_more_pages_in_larger_indexes() {
-        assert_eq!(auto_prefetch(2_001, 1), AUTO_PREFETCH);
-        assert_eq!(auto_prefetch(10_000, 1), 200);
-        assert_eq!(auto_prefetch(30_000, 1), 600);
-        assert_eq!(auto_prefetch(100_000, 1), 1_000);
-        assert_eq!(auto_prefetch(10_000_000, 1), 1_000);
-        // A pooled index reranks 5× as many (cheaper pages), up to its own cap.
-        assert_eq!(auto_prefetch(10_000, 2), 1_000);
-        assert_eq!(auto_prefetch(20_000, 2), 2_000);
-        assert_eq!(auto_prefetch(100_000, 2), 2_000);
+        assert_eq!(auto_prefetch(500), AUTO_PREFETCH);
+        assert_eq!(auto_prefetch(2_001), 400);
+        assert_eq!(auto_prefetch(5_000), 1_000);
+        // From 10k pages up, 2,000: what the default f16 index needed for ≥ 0.95 of the exact top-10 on the
+        // bench's stitched pages (the old rule's 200 kept 0.77).
+        assert_eq!(auto_prefetch(10_000), 2_000);
+        assert_eq!(auto_prefetch(100_000), 2_000);
+        assert_eq!(auto_prefetch(10_000_000), 2_000);
     }
 
     #[test]

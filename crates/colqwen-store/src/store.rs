@@ -659,7 +659,6 @@ impl Inner {
             threads: self.threads.load(AtomicOrdering::Relaxed),
             dim: self.manifest.embedding_dim,
             storage: self.manifest.storage,
-            pool_factor: self.manifest.pool_factor,
         }
     }
 
