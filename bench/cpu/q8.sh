@@ -62,7 +62,8 @@ EOF
       XDG_CACHE_HOME=$W/xdg taskset -c "$cores" "$BIN" --index "$idx" --model "$M" --offline --device cpu --dtype $d \
         serve --port 0 2>"$OUT/serve-$d.log" &
       server=$!
-      for _ in $(seq 1 6000); do [ -f "$idx/server.json" ] && break; sleep 0.05; done
+      for _ in $(seq 1 6000); do [ -f "$idx/server.json" ] && break; kill -0 $server 2>/dev/null || break; sleep 0.05; done
+      [ -f "$idx/server.json" ] || { echo "the $d server did not start:"; tail -3 "$OUT/serve-$d.log"; exit 1; }
       t1=$(date +%s.%N)
       echo "{\"what\": \"serve_ready_s\", \"dtype\": \"$d\", \"cores\": \"$cores\", \"seconds\": $(awk "BEGIN{print $t1 - $t0}")}"
       url=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$idx/server.json")
