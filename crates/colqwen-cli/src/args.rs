@@ -91,22 +91,15 @@ pub enum DeviceArg {
 }
 
 fn parse_device(s: &str) -> Result<DeviceArg, String> {
-    let bad = || format!("{s:?}: expected auto, cpu, cuda, cuda:N, cuda:N,M,… or metal");
-    match s {
-        "auto" => Ok(DeviceArg::Auto),
-        "cpu" => Ok(DeviceArg::Cpu),
-        "metal" => Ok(DeviceArg::Metal),
-        "cuda" => Ok(DeviceArg::CudaAll),
-        _ => {
-            let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
-            let ids: Vec<usize> =
-                list.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-            if ids.is_empty() || ids.len() > 64 {
-                return Err(bad());
-            }
-            Ok(DeviceArg::Cuda(ids))
-        }
-    }
+    use colqwen::DeviceChoice as D;
+    let list = D::parse_list(s)?;
+    Ok(match list[..] {
+        [D::Auto] => DeviceArg::Auto,
+        [D::Cpu] => DeviceArg::Cpu,
+        [D::Metal] => DeviceArg::Metal,
+        [D::CudaAll] => DeviceArg::CudaAll,
+        _ => DeviceArg::Cuda(list.iter().filter_map(|d| if let D::Cuda(i) = d { Some(*i) } else { None }).collect()),
+    })
 }
 
 #[cfg(test)]
