@@ -12,7 +12,12 @@ pub(crate) fn multivector<'py>(py: Python<'py>, mv: MultiVector) -> PyResult<Bou
 }
 
 /// `data` (row-major) as a `float32` array `[rows, cols]` owning it.
-pub(crate) fn grid<'py>(py: Python<'py>, rows: usize, cols: usize, data: Vec<f32>) -> PyResult<Bound<'py, PyArray2<f32>>> {
+pub(crate) fn grid<'py>(
+    py: Python<'py>,
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+) -> PyResult<Bound<'py, PyArray2<f32>>> {
     let array = Array2::from_shape_vec((rows, cols), data)
         .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("array of {rows}×{cols}: {e}")))?;
     Ok(PyArray2::from_owned_array(py, array))

@@ -137,7 +137,10 @@ impl Encoder {
         for (i, (bytes, w, h)) in images.iter().enumerate() {
             let data = bytes.as_bytes().to_vec();
             let image = image::RgbImage::from_raw(*w, *h, data).ok_or_else(|| {
-                usage(format!("image {i}: {} bytes are not {w}×{h} RGB pixels", bytes.as_bytes().len()), "pass RGB images")
+                usage(
+                    format!("image {i}: {} bytes are not {w}×{h} RGB pixels", bytes.as_bytes().len()),
+                    "pass RGB images",
+                )
             })?;
             decoded.push(image);
         }
@@ -166,18 +169,18 @@ pub(crate) fn maxsim<'py>(
     queries: Vec<PyReadonlyArray2<'py, f32>>,
     documents: Vec<PyReadonlyArray2<'py, f32>>,
 ) -> PyResult<Bound<'py, PyArray2<f32>>> {
-    let slices = |arrays: &[PyReadonlyArray2<'py, f32>], what: &str| -> PyResult<Vec<(&[f32], usize)>> {
+    fn slices<'a>(arrays: &'a [PyReadonlyArray2<'_, f32>], what: &str) -> PyResult<Vec<(&'a [f32], usize)>> {
         arrays
             .iter()
             .enumerate()
             .map(|(i, a)| {
                 let dim = a.shape()[1];
-                a.as_slice()
-                    .map(|s| (s, dim))
-                    .map_err(|_| usage(format!("{what} {i} is not a contiguous array"), "pass numpy.ascontiguousarray(x)"))
+                a.as_slice().map(|s| (s, dim)).map_err(|_| {
+                    usage(format!("{what} {i} is not a contiguous array"), "pass numpy.ascontiguousarray(x)")
+                })
             })
             .collect()
-    };
+    }
     let q = slices(&queries, "query")?;
     let d = slices(&documents, "document")?;
     let dims: Vec<usize> = q.iter().chain(&d).map(|&(_, dim)| dim).collect();
@@ -185,8 +188,7 @@ pub(crate) fn maxsim<'py>(
         return Err(usage("queries and documents have vectors of different widths", "embed both with the same model"));
     }
     let (nq, nd) = (q.len(), d.len());
-    let scores: Vec<f32> = py.detach(|| {
-        (0..nq * nd).into_par_iter().map(|i| maxsim_pair(q[i / nd].0, d[i % nd].0, q[i / nd].1)).collect()
-    });
+    let scores: Vec<f32> = py
+        .detach(|| (0..nq * nd).into_par_iter().map(|i| maxsim_pair(q[i / nd].0, d[i % nd].0, q[i / nd].1)).collect());
     arrays::grid(py, nq, nd, scores)
 }

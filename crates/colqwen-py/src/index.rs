@@ -12,7 +12,7 @@ use colqwen::{
     DTypeChoice, DeviceChoice, EngineOptions, IngestOptions, Runtime, SearchDevice, SearchOptions, Service,
     ServiceOptions,
 };
-use numpy::PyArray2;
+use numpy::{PyArray2, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
@@ -58,8 +58,9 @@ impl ModelArgs<'_> {
     }
 
     pub(crate) fn runtimes(&self) -> PyResult<Vec<Runtime>> {
-        let devices = DeviceChoice::parse_list(self.device)
-            .map_err(|m| usage(format!("device {m}"), "pass device=\"auto\", \"cpu\", \"cuda\", \"cuda:0\" or \"metal\""))?;
+        let devices = DeviceChoice::parse_list(self.device).map_err(|m| {
+            usage(format!("device {m}"), "pass device=\"auto\", \"cpu\", \"cuda\", \"cuda:0\" or \"metal\"")
+        })?;
         let dtype = DTypeChoice::parse(self.dtype)
             .map_err(|m| usage(format!("dtype {m}"), "pass dtype=\"auto\", \"f32\", \"bf16\" or \"f16\""))?;
         Runtime::resolve_all(&devices, dtype, self.replicas.max(1)).py_err()
@@ -67,8 +68,9 @@ impl ModelArgs<'_> {
 }
 
 fn storage(s: &str) -> PyResult<VectorStorage> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
-        .map_err(|_| usage(format!("storage {s:?}: expected f16, f32 or i8"), "pass storage=\"f16\", \"f32\" or \"i8\""))
+    serde_json::from_value(serde_json::Value::String(s.into())).map_err(|_| {
+        usage(format!("storage {s:?}: expected f16, f32 or i8"), "pass storage=\"f16\", \"f32\" or \"i8\"")
+    })
 }
 
 fn search_mode(mode: &str, prefetch: Option<usize>) -> PyResult<SearchMode> {
@@ -79,8 +81,13 @@ fn search_mode(mode: &str, prefetch: Option<usize>) -> PyResult<SearchMode> {
         ("auto", None) => Ok(SearchMode::Auto),
         ("exact", None) => Ok(SearchMode::Exact),
         ("auto" | "two_stage" | "two-stage", p) => Ok(SearchMode::TwoStage { prefetch: p }),
-        ("exact", Some(_)) => Err(usage("prefetch is the rerank size of two-stage search", "leave prefetch out for exact search")),
-        _ => Err(usage(format!("mode {mode:?}: expected auto, exact or two_stage"), "pass mode=\"auto\", \"exact\" or \"two_stage\"")),
+        ("exact", Some(_)) => {
+            Err(usage("prefetch is the rerank size of two-stage search", "leave prefetch out for exact search"))
+        }
+        _ => Err(usage(
+            format!("mode {mode:?}: expected auto, exact or two_stage"),
+            "pass mode=\"auto\", \"exact\" or \"two_stage\"",
+        )),
     }
 }
 
@@ -134,22 +141,16 @@ impl Index {
             }
             None => PathBuf::from(&location),
         };
-        let args = ModelArgs {
-            model,
-            device,
-            dtype,
-            revision,
-            base_model,
-            offline,
-            hf_token,
-            max_visual_tokens,
-            replicas,
-        };
+        let args =
+            ModelArgs { model, device, dtype, revision, base_model, offline, hf_token, max_visual_tokens, replicas };
         let search_device = match search_device {
             "auto" => SearchDevice::Auto,
             "cpu" => SearchDevice::Cpu,
             other => {
-                return Err(usage(format!("search_device {other:?}: expected auto or cpu"), "pass search_device=\"auto\" or \"cpu\""));
+                return Err(usage(
+                    format!("search_device {other:?}: expected auto or cpu"),
+                    "pass search_device=\"auto\" or \"cpu\"",
+                ));
             }
         };
         let opts = ServiceOptions {

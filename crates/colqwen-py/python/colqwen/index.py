@@ -53,16 +53,25 @@ def _doc_id_of(d: Any) -> Optional[str]:
 class _Files:
     """Per-file results built from an ingest's events."""
 
-    def __init__(self) -> None:
-        self.files: Dict[str, FileResult] = {}
-        self.order: List[str] = []
-
     def get(self, path: str) -> FileResult:
         f = self.files.get(path)
         if f is None:
             f = self.files[path] = FileResult(path=path)
             self.order.append(path)
         return f
+
+    def __init__(self, index: "Index") -> None:
+        self.files: Dict[str, FileResult] = {}
+        self.order: List[str] = []
+        self.index = index
+
+    def _doc_id(self, f: FileResult) -> None:
+        """The document id of a stored file, where the run's events did not say it."""
+        if f.doc_id is None and (f.pages_stored or f.pages_skipped):
+            try:
+                f.doc_id = self.index._c.resolve_document(f.path)
+            except Exception:
+                pass
 
     def event(self, event: tuple) -> Optional[FileResult]:
         """Applies an event; returns the file it finished, if it finished one."""
@@ -86,6 +95,7 @@ class _Files:
         elif kind == "done":
             f = self.get(event[1])
             f.done = True
+            self._doc_id(f)
             return f
         return None
 
@@ -93,6 +103,7 @@ class _Files:
         for d in summary.get("duplicates", []):
             f = self.get(d["path"])
             f.duplicate_of, f.done = d["same_content_as"], True
+            self._doc_id(f)
         return AddResult(
             files=[self.files[p] for p in self.order],
             pages_ingested=summary.get("pages_ingested", 0),
@@ -243,7 +254,7 @@ class Index:
         on. ``progress``: a bar (tqdm when installed), ``False`` for none, or a callable given every event.
         Ctrl-C stops the run after the batch in hand, stored and flushed, and raises ``KeyboardInterrupt``: the
         index is intact, and the same call again continues."""
-        files = _Files()
+        files = _Files(self)
         run = self._run(paths, force=force, password=password, batch_size=batch_size,
                         render_threads=render_threads, page_timeout=page_timeout)
         bar = Progress(progress, run.files)
@@ -273,7 +284,7 @@ class Index:
         """Like :meth:`add`, yielding each file's :class:`FileResult` as soon as its pages are stored and
         flushed (files that failed as a whole, and duplicates, when the run ends). Leaving the loop early
         stops the run after the batch in hand."""
-        files = _Files()
+        files = _Files(self)
         run = self._run(paths, force=force, password=password, batch_size=batch_size,
                         render_threads=render_threads, page_timeout=page_timeout)
         bar = Progress(progress, run.files)

@@ -133,6 +133,9 @@ class RAGMultiModalModel:
         if not index_name:
             raise UsageError("index() needs an index_name", "pass index_name=\"my_index\"")
         folder = self.index_root / index_name
+        if self._index is not None and self._folder == folder:
+            self._index.close()  # lets go of its lock before the folder is rebuilt
+            self._index = None
         if folder.exists() and any(folder.iterdir()):
             if not overwrite:
                 raise UsageError(f"an index named {index_name} already exists in {self.index_root}",

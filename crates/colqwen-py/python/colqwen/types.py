@@ -179,7 +179,7 @@ class Failure:
     def exception(self) -> Error:
         """The failure as the exception of its kind (e.g. :class:`colqwen.PdfError`)."""
         where = self.path if self.page_number is None else f"{self.path} page {self.page_number}"
-        message = self.error if self.error.startswith(self.path) else f"{where}: {self.error}"
+        message = self.error if self.path and self.path in self.error else f"{where}: {self.error}"
         return _from_kind(self.kind, message, self.hint)
 
 
