@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The Python package (crates/colqwen-py): builds the CPU wheel from this checkout with maturin, and with `test`
+# installs it into a fresh venv and runs its pytest suite (tiny fixture model on the CPU; the server tests start
+# target/release/colqwen, built here if missing).
+#   scripts/python-wheel.sh            # → target/wheels/colqwen-*-cp39-abi3-*.whl (one wheel for CPython ≥ 3.9)
+#   scripts/python-wheel.sh test [pytest args...]
+# maturin and the test tools come from PyPI, pinned, into venvs under target/ (nothing is installed globally).
+# The wheel's platform tag follows this machine's glibc (manylinux_2_35 here); for a manylinux2014 wheel build in
+# PyPA's manylinux2014_x86_64 image with the same command. The CUDA wheel:
+# scripts/cuda-build.sh wheel.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+py=${PYTHON:-python3}
+tools=target/py-build
+if [ ! -x "$tools/bin/maturin" ]; then
+  "$py" -m venv "$tools"
+  "$tools/bin/pip" install -q "maturin==1.16.0"
+fi
+rm -f target/wheels/colqwen-*.whl
+"$tools/bin/maturin" build --release -m crates/colqwen-py/Cargo.toml --out target/wheels
+wheel=$(ls target/wheels/colqwen-*.whl)
+echo "wheel: $wheel ($(du -k "$wheel" | cut -f1) KiB)"
+[ "${1:-}" = test ] || exit 0
+shift
+venv=target/py-test
+rm -rf "$venv"
+"$py" -m venv "$venv"
+# The package needs only numpy; the tests also use Pillow (page images), tqdm (the progress bar) and the
+# official openai SDK (against colqwen serve's /v1/embeddings and /v1/models), and langchain-core (the example retriever).
+"$venv/bin/pip" install -q "$wheel" "pytest==9.2.0" "pillow==13.0.0" "tqdm==4.70.1" "openai==3.63.0" \
+  "langchain-core==1.8.1"
+if [ ! -x target/release/colqwen ] && [ -z "${COLQWEN_BIN:-}" ]; then
+  cargo build --release -p colqwen-cli
+fi
+# From the tests' folder, so that `import colqwen` is the installed wheel, not the source tree.
+cd crates/colqwen-py/tests
+exec "../../../$venv/bin/python" -m pytest -q "$@"
