@@ -163,6 +163,9 @@ class Index:
             return Client(location, api_key=api_key)
         if not location.startswith("weaviate://"):
             location = os.path.expanduser(location)
+            served = cls._served_by(location, api_key)
+            if served is not None:  # a running server owns the folder: no model load just to find that out
+                return served
         try:
             core = _core.Index.open(
                 location,
@@ -183,21 +186,26 @@ class Index:
                 replicas=replicas,
             )
         except IndexInUseError:
-            url = _server_of(location)
-            if url is None:
+            served = cls._served_by(location, api_key)
+            if served is None:
                 raise
-            from .client import Client
-
-            client = Client(url, api_key=api_key or os.environ.get("COLQWEN_API_KEY") or None)
-            try:
-                client.health()
-            except Exception:
-                raise IndexInUseError(
-                    f"index in use by another colqwen process: {location}",
-                    "another colqwen process is writing to this index: wait for it, or pass another folder",
-                ) from None
-            return client
+            return served
         return cls(core)
+
+    @staticmethod
+    def _served_by(folder: str, api_key: Optional[str]) -> Any:
+        """A client for the ``colqwen serve`` that owns ``folder`` (``<folder>/server.json``), if one answers."""
+        url = _server_of(folder)
+        if url is None:
+            return None
+        from .client import Client
+
+        client = Client(url, api_key=api_key)
+        try:
+            client.health()
+        except Exception:
+            return None
+        return client
 
     # -- plumbing ---------------------------------------------------------------------------------------------
 
