@@ -145,6 +145,7 @@ class Index:
         replicas: int = 1,
         weaviate_key: Optional[str] = None,
         api_key: Optional[str] = None,
+        data_dir: Optional[PathLike] = None,
     ) -> Any:
         """Opens (or creates) the index at ``path_or_url`` and loads its model.
 
@@ -153,7 +154,9 @@ class Index:
         folder; default the model the index was built with, else ``vidore/colqwen2.5-v0.2``. ``device``:
         ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``metal``; ``dtype``: ``auto`` (bf16 on GPUs, f32 on the CPU),
         ``f32``, ``bf16``, ``f16``. ``storage`` (``f16``, ``f32``, ``i8``) and ``pool_factor`` apply to a new
-        index. ``load_model=False`` opens an existing index for listing, deleting and stats only. The
+        index. ``load_model=False`` opens an existing index for listing, deleting and stats only. For a
+        Weaviate index, this machine's state (preview cache, jobs) lives under ``data_dir`` (default the
+        user's data folder, as for the CLI). The
         environment's ``HF_TOKEN``, ``HF_HUB_OFFLINE`` and ``COLQWEN_WEAVIATE_API_KEY`` are used.
         """
         location = os.fspath(path_or_url)
@@ -184,6 +187,7 @@ class Index:
                 max_visual_tokens=max_visual_tokens,
                 search_device=search_device,
                 replicas=replicas,
+                data_dir=None if data_dir is None else os.fspath(data_dir),
             )
         except IndexInUseError:
             served = cls._served_by(location, api_key)
