@@ -20,6 +20,11 @@ use crate::arrays;
 use crate::errors::{IntoPy, usage};
 use crate::ingest::IngestRun;
 
+/// A hit as Python gets it: `(score, doc_id, source_path, page_number, page_count, preview_path)`.
+type HitRow = (f32, String, String, usize, usize, Option<PathBuf>);
+/// A document as Python gets it: `(doc_id, source_path, sha256, page_count, stored_pages)`.
+type DocRow = (String, String, String, usize, usize);
+
 /// An open index. Methods release the GIL while they wait on the model or the disk.
 #[pyclass(module = "colqwen._core", frozen)]
 pub(crate) struct Index {
@@ -207,6 +212,7 @@ impl Index {
 
     /// Starts ingesting `paths` (files, folders searched for `*.pdf`, globs) on a thread of its own.
     #[pyo3(signature = (paths, *, force=false, password=None, batch_size=None, render_threads=None, page_timeout=60.0))]
+    #[allow(clippy::too_many_arguments)]
     fn ingest(
         &self,
         py: Python<'_>,
@@ -237,7 +243,6 @@ impl Index {
 
     /// Top pages for `query`: `(score, doc_id, source_path, page_number, page_count, preview_path)` each.
     #[pyo3(signature = (query, *, k=10, doc=None, mode="auto", prefetch=None))]
-    #[allow(clippy::type_complexity)]
     fn search(
         &self,
         py: Python<'_>,
@@ -246,7 +251,7 @@ impl Index {
         doc: Option<String>,
         mode: &str,
         prefetch: Option<usize>,
-    ) -> PyResult<Vec<(f32, String, String, usize, usize, Option<PathBuf>)>> {
+    ) -> PyResult<Vec<HitRow>> {
         if k == 0 || k > colqwen::MAX_K {
             return Err(usage(format!("k must be 1 to {}", colqwen::MAX_K), "pass k=10"));
         }
@@ -259,7 +264,7 @@ impl Index {
     }
 
     /// Stored documents: `(doc_id, source_path, sha256, page_count, stored_pages)` each.
-    fn documents(&self, py: Python<'_>) -> PyResult<Vec<(String, String, String, usize, usize)>> {
+    fn documents(&self, py: Python<'_>) -> PyResult<Vec<DocRow>> {
         let docs = py.detach(|| self.service.documents()).py_err()?;
         Ok(docs.into_iter().map(|d| (d.doc_id, d.source_path, d.file_sha256, d.page_count, d.stored_pages)).collect())
     }
