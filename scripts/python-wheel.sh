@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The Python package (crates/colqwen-py): builds the CPU wheel from this checkout with maturin, and with `test`
 # installs it into a fresh venv and runs its pytest suite (tiny fixture model on the CPU; the server tests start
-# target/release/colqwen, built here if missing).
+# target/release/colqwen, built here if missing; $COLQWEN_BIN names another).
 #   scripts/python-wheel.sh            # → target/wheels/colqwen-*-cp39-abi3-*.whl (one wheel for CPython ≥ 3.9)
 #   scripts/python-wheel.sh test [pytest args...]
 # maturin and the test tools come from PyPI, pinned, into venvs under target/ (nothing is installed globally).
@@ -30,7 +30,10 @@ rm -rf "$venv"
 # official openai SDK (against colqwen serve's /v1/embeddings and /v1/models), and langchain-core (the example retriever).
 "$venv/bin/pip" install -q "$wheel" "pytest==9.2.0" "pillow==13.0.0" "tqdm==4.70.1" "openai==3.63.0" \
   "langchain-core==1.8.1"
-if [ ! -x target/release/colqwen ] && [ -z "${COLQWEN_BIN:-}" ]; then
+# The server tests run the colqwen binary of this checkout's target folder (CARGO_TARGET_DIR if set).
+target_dir=$(cd "${CARGO_TARGET_DIR:-target}" && pwd)
+export COLQWEN_BIN=${COLQWEN_BIN:-$target_dir/release/colqwen}
+if [ ! -x "$COLQWEN_BIN" ]; then
   cargo build --release -p colqwen-cli
 fi
 # From the tests' folder, so that `import colqwen` is the installed wheel, not the source tree.
