@@ -22,7 +22,7 @@ model=fixtures/tiny/colqwen2.5-tiny-v0.2
 COLQWEN_NO_PROGRESS=1 "$BIN" --index "$work/index" --model "$model" --device cpu -q ingest \
   fixtures/pdfs/siscone-refman_p60_diagram.pdf fixtures/pdfs/cplusplus-annotations_p125_table.pdf
 # With a key, so the auth checks (ST401: invalid or missing credentials must be refused) test something.
-key=fuzz-key-$RANDOM$RANDOM
+key=fuzz-key-$RANDOM$RANDOM-$RANDOM$RANDOM
 COLQWEN_API_KEY=$key "$BIN" --index "$work/index" --model "$model" --device cpu serve --port 0 \
   --allow-path "$repo/fixtures/pdfs" 2>"$work/server.log" &
 server=$!

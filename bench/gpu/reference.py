@@ -31,7 +31,7 @@ def family(folder):
     cfg = json.loads((p / "config.json").read_text())
     kind = cfg.get("model_type", "")
     return {"qwen2_5_vl": ("ColQwen2_5", "ColQwen2_5_Processor"), "qwen3_vl": ("ColQwen3", "ColQwen3Processor"),
-            "qwen3_5": ("ColQwen3_5", "ColQwen3_5_Processor")}[kind]
+            "qwen3_5": ("ColQwen3_5", "ColQwen3_5Processor")}[kind]
 
 
 model_cls, proc_cls = (getattr(cpe, n) for n in family(model_dir))

@@ -14,6 +14,9 @@
 //!   (`search_latency.rs`), the baseline of the Python package's overhead.
 //! - `weaviate ADDR PAGES ROWS MUVERA QUERIES STORE_DIR`: the Weaviate backend against the embedded store
 //!   (insert pages/s, query p50/p95, recall@10; see `weaviate.rs`).
+//! - `soak URL CLIENTS SECONDS INDEX_DIR OUT_DIR [THINK_MS]` and `soak-check URL INDEX_DIR OUT_DIR`: the server's soak run
+//!   (mixed ordinary and hostile traffic, RSS and disk over time, the index checked at the end; `soak.rs`,
+//!   driven by `bench/serve/soak.sh`).
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::collections::HashMap;
@@ -36,6 +39,7 @@ mod recall;
 mod scale;
 mod scale_data;
 mod search_latency;
+mod soak;
 mod weaviate;
 
 fn main() -> Result<()> {
@@ -54,6 +58,15 @@ fn main() -> Result<()> {
             args.get(5).is_some_and(|s| s == "1"),
         ),
         Some("http") if args.len() >= 5 => http::run(&args[1], &args[2], args[3].parse()?, &args[4], args.get(5)),
+        Some("soak") if (6..=7).contains(&args.len()) => soak::run(
+            &args[1],
+            args[2].parse().context("CLIENTS: a number")?,
+            args[3].parse().context("SECONDS: a number")?,
+            Path::new(&args[4]),
+            Path::new(&args[5]),
+            args.get(6).map_or(Ok(600), |s| s.parse()).context("THINK_MS: a number")?,
+        ),
+        Some("soak-check") if args.len() == 4 => soak::check(&args[1], Path::new(&args[2]), Path::new(&args[3])),
         Some("recall") if args.len() >= 5 => recall::run(&args[1], &args[2], &args[3], &args[4..]),
         Some("scale-data") if args.len() >= 6 => scale_data::generate(
             &args[1],
@@ -77,7 +90,8 @@ fn main() -> Result<()> {
              | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
              | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|- \
              | device-search WORK_DIR SIZES [QUERIES] [CPU_QUERIES] [TWO_STAGE] \
-             | search-latency INDEX QUERIES_FILE [ROUNDS]"
+             | search-latency INDEX QUERIES_FILE [ROUNDS] \
+             | soak URL CLIENTS SECONDS INDEX_DIR OUT_DIR [THINK_MS] | soak-check URL INDEX_DIR OUT_DIR"
         ),
     }
 }

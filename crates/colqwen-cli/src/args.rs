@@ -149,7 +149,8 @@ pub struct ServeArgs {
     /// Port (0: any free port, printed at start)
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// API key required on every route but /health (as `Authorization: Bearer KEY` or `X-API-Key`)
+    /// API key required on every route but /health (as `Authorization: Bearer KEY` or `X-API-Key`; at least 16
+    /// characters)
     #[arg(long, env = "COLQWEN_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Allow ingesting server-side files below this folder (repeatable); uploads are always allowed

@@ -104,6 +104,7 @@ fn hints(e: &anyhow::Error) -> Vec<String> {
             c.downcast_ref::<colqwen::Error>()
                 .and_then(colqwen::Error::hint)
                 .or_else(|| c.downcast_ref::<commands::UsageError>().map(|u| u.hint().to_string()))
+                .or_else(|| c.downcast_ref::<commands::RemoteError>().and_then(|r| r.hint.clone()))
         })
         .collect();
     hints.dedup();
@@ -116,5 +117,6 @@ fn user_fixable(e: &anyhow::Error) -> bool {
         c.downcast_ref::<colqwen::Error>().is_some_and(colqwen::Error::user_fixable)
             || c.downcast_ref::<commands::UsageError>().is_some()
             || c.downcast_ref::<colqwen_server::ServeError>().is_some()
+            || c.downcast_ref::<commands::RemoteError>().is_some_and(commands::RemoteError::user_fixable)
     })
 }

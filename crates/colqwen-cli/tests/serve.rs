@@ -1,9 +1,12 @@
 //! `colqwen serve` end to end: the real binary on loopback with the committed tiny fixture model, real PDFs,
 //! real HTTP. Uploads become jobs, searches answer while an ingest runs, bad uploads get a JSON 4xx and the
 //! server keeps serving, ids are validated, the key is enforced beyond loopback, and a `kill -9` during an
-//! ingest is repaired by a restart (the job resumes; exact page counts, no duplicates).
+//! ingest is repaired by a restart (the job resumes; exact page counts, no duplicates). Hostile use (issue 22):
+//! failed, oversized and aborted uploads leave nothing on disk, duplicates keep no copy, a delete during an
+//! ingest is final, image bombs and huge answers are refused with the limit named, jobs end in a true state
+//! and are paginated and pruned, no server path leaves a server bound beyond loopback.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -77,24 +80,56 @@ impl Server {
 
     /// `POST /v1/documents` with the files as `file` fields.
     fn upload(&self, files: &[(&str, Vec<u8>)]) -> (u16, Value) {
-        let boundary = "colqwen-test-boundary-7d1f";
-        let mut body = Vec::new();
-        for (name, bytes) in files {
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
-                     Content-Type: application/pdf\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        let body = multipart(files);
         let req = self
             .with_auth(self.agent.post(&format!("{}/v1/documents", self.url)))
-            .header("Content-Type", &format!("multipart/form-data; boundary={boundary}"));
+            .header("Content-Type", &format!("multipart/form-data; boundary={BOUNDARY}"));
         Self::answer(req.send(&body[..]))
+    }
+
+    /// Sends `head` (request line and headers, without the blank line) and `body` over a raw connection; with
+    /// `hang_up`, closes the sending side right after. Returns the status line's code, or 0 when the server
+    /// closed without an answer.
+    fn raw(&self, head: &str, body: &[u8], hang_up: bool) -> u16 {
+        let addr = self.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).expect("the server accepts a connection");
+        s.set_read_timeout(Some(Duration::from_secs(30))).expect("a read timeout");
+        let auth = self.key.as_ref().map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        s.write_all(format!("{head}\r\nHost: x\r\nConnection: close\r\n{auth}\r\n").as_bytes())
+            .expect("the head is sent");
+        let _ = s.write_all(body);
+        if hang_up {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    }
+
+    /// The server's peak resident memory so far, in MB (Linux).
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("the server's status");
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb / 1024.0
+    }
+
+    /// Waits until the job has stored `pages` pages (or ended).
+    fn wait_stored(&self, job: &str, pages: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let (_, j) = self.get(&format!("/v1/jobs/{job}"));
+            if j["pages_stored"].as_u64().unwrap_or(0) >= pages
+                || !matches!(j["state"].as_str(), Some("queued" | "running"))
+            {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {job} stored too little: {j}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls the job until it is no longer queued or running.
@@ -122,6 +157,90 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+const BOUNDARY: &str = "colqwen-test-boundary-7d1f";
+
+/// A multipart body of `file` fields.
+fn multipart(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, bytes) in files {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n\
+                 Content-Type: application/pdf\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(e.path());
+            } else {
+                files.push(e.path());
+            }
+        }
+    }
+    files
+}
+
+/// Every folder below `dir`.
+fn folders_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                found.push(e.path());
+                todo.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// A PNG that says it is `w` × `h` white pixels (a header and a token of data): what an image bomb shows a
+/// server before it decodes anything.
+fn png_claiming(w: u32, h: u32) -> String {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = 0xffff_ffffu32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 { 0xedb8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+    let chunk = |kind: &[u8], data: &[u8]| {
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc = kind.to_vec();
+        crc.extend_from_slice(data);
+        out.extend_from_slice(&crc32(&crc).to_be_bytes());
+        out
+    };
+    let mut ihdr = w.to_be_bytes().to_vec();
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(chunk(b"IHDR", &ihdr));
+    png.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]));
+    png.extend(chunk(b"IEND", &[]));
+    use base64::Engine as _;
+    format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(png))
 }
 
 /// A server on a fresh index with the 134-page manual uploaded: the server and the job id.
@@ -337,8 +456,23 @@ fn a_key_is_required_beyond_loopback() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("without an API key"));
+    // A key too short to be safe is refused, saying the minimum, before anything is created.
+    let out = Command::new(env!("CARGO_BIN_EXE_colqwen"))
+        .arg("--index")
+        .arg(&index)
+        .arg("--model")
+        .arg(tiny_adapter())
+        .args(["--device", "cpu", "serve", "--host", "0.0.0.0", "--port", "0"])
+        .env("COLQWEN_API_KEY", "k")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("at least 16"), "{err}");
+    assert!(!index.exists(), "a refused start creates no index folder");
 
-    let server = Server::start_with_key(&index, &["--host", "0.0.0.0"], Some("s3cret-key"));
+    let key = "s3cret-key-0123456789";
+    let server = Server::start_with_key(&index, &["--host", "0.0.0.0"], Some(key));
     let server_url = server.url.replace("0.0.0.0", "127.0.0.1");
     let anonymous: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let call = |path: &str, key: Option<&str>| {
@@ -352,8 +486,53 @@ fn a_key_is_required_beyond_loopback() {
     for path in ["/v1/documents", "/v1/stats", "/metrics", "/openapi.json", "/v1/jobs"] {
         assert_eq!(call(path, None), 401, "{path}");
         assert_eq!(call(path, Some("wrong-key!")), 401, "{path}");
-        assert_eq!(call(path, Some("s3cret-key")), 200, "{path}");
+        assert_eq!(call(path, Some(key)), 200, "{path}");
     }
+    // The auth scheme is case-insensitive.
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let r = anonymous.get(&format!("{server_url}/v1/stats")).header("Authorization", &format!("{scheme} {key}"));
+        assert_eq!(r.call().unwrap().status(), 200, "{scheme}");
+    }
+
+    // No server path in any answer beyond loopback: uploads show relative to the upload folder.
+    let (status, up) = server.upload(&[("siscone.pdf", read("siscone-refman_p60_diagram.pdf"))]);
+    assert_eq!(status, 202, "{up}");
+    let job = up["job"].as_str().unwrap();
+    server.wait_job(job);
+    let (_, search) = server.post("/v1/search", &json!({ "query": "diagram", "k": 1, "maps": true }));
+    let (_, missing) = server.get("/v1/pages/0123456789abcdef/1/preview");
+    let root = tmp.path().canonicalize().unwrap().display().to_string();
+    for (what, v) in [
+        ("documents", server.get("/v1/documents").1),
+        ("job", server.get(&format!("/v1/jobs/{job}")).1),
+        ("jobs", server.get("/v1/jobs").1),
+        ("stats", server.get("/v1/stats").1),
+        ("search", search),
+        ("error", missing),
+    ] {
+        let text = v.to_string();
+        assert!(!text.contains(&root) && !text.contains(&tmp.path().display().to_string()), "{what}: {text}");
+    }
+    let (_, docs) = server.get("/v1/documents");
+    let shown = docs["documents"][0]["source_path"].as_str().unwrap();
+    assert!(shown.starts_with("uploads/") && shown.ends_with("/siscone.pdf"), "{shown}");
+
+    // The CLI against this server without the key: exit 1 and a hint naming the variable.
+    let list = |key: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_colqwen"));
+        c.arg("--index").arg(&index).arg("list").env_remove("COLQWEN_API_KEY");
+        if let Some(k) = key {
+            c.env("COLQWEN_API_KEY", k);
+        }
+        c.output().unwrap()
+    };
+    let out = list(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("hint:") && err.contains("COLQWEN_API_KEY"), "{err}");
+    let out = list(Some(key));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("siscone.pdf"));
 }
 
 #[test]
@@ -370,11 +549,24 @@ fn kill_9_during_an_ingest_then_restart_resumes_to_exact_counts() {
         std::thread::sleep(Duration::from_millis(50));
     }
     server.kill9();
+    // What a crash leaves in the upload folder: a half-written upload and an empty folder. The job's own file
+    // is still needed, and stays.
+    let uploads = index.join("uploads");
+    let needed = files_below(&uploads);
+    assert_eq!(needed.len(), 1, "{needed:?}");
+    std::fs::create_dir_all(uploads.join("0123456789abcdef/00")).unwrap();
+    std::fs::write(uploads.join("0123456789abcdef/00/half.pdf"), b"%PDF-1.4 half").unwrap();
+    std::fs::create_dir_all(uploads.join("fedcba9876543210/01")).unwrap();
 
     let server = Server::start(&index, &[]);
+    assert_eq!(files_below(&uploads), needed, "the orphans went at start, the job's file stayed");
+    assert_eq!(folders_below(&uploads).len(), 2, "{:?}", folders_below(&uploads));
     let done = server.wait_job(&job);
     assert_eq!(done["state"], "done", "{done}");
     assert!(done["runs"].as_u64().unwrap() >= 2, "the job was resumed: {done}");
+    // The job's count is all it stored, over both runs (the first run's pages were stored before the kill).
+    assert_eq!(done["pages_stored"], MANUAL_PAGES, "{done}");
+    assert_eq!(done["files"][0]["pages_stored"], MANUAL_PAGES, "{done}");
     let (_, stats) = server.get("/v1/stats");
     assert_eq!(stats["pages"], MANUAL_PAGES, "no duplicates, no missing pages: {stats}");
     let (_, docs) = server.get("/v1/documents");
@@ -413,6 +605,368 @@ fn sigterm_finishes_the_batch_and_the_job_resumes() {
     let server = Server::start(&index, &[]);
     let done = server.wait_job(&job);
     assert_eq!(done["state"], "done");
+    assert_eq!(done["pages_stored"], MANUAL_PAGES, "both runs counted, as after a kill -9: {done}");
     let (_, stats) = server.get("/v1/stats");
     assert_eq!(stats["pages"], MANUAL_PAGES);
+}
+
+/// Issue 22, item 1: an upload over the limit is a 413 naming the limit, and no failed or aborted upload
+/// leaves a file or a folder behind.
+#[test]
+fn failed_and_aborted_uploads_leave_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let server = Server::start(&index, &["--max-upload-mib", "1"]);
+    let uploads = index.join("uploads");
+    let nothing_left = |what: &str| {
+        // An aborted request may still be unwinding on the server for a moment.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(files_below(&uploads).is_empty() && folders_below(&uploads).is_empty()) {
+            assert!(Instant::now() < deadline, "{what} left {:?} {:?}", files_below(&uploads), folders_below(&uploads));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    // Over the limit (3 MB against 1 MiB): 413 as documented, the limit named.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let (status, err) = server.upload(&[("big.pdf", big.clone())]);
+    assert_eq!(status, 413, "{err}");
+    assert_eq!(err["error"]["code"], "too_large", "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("1 MiB"), "{err}");
+    nothing_left("an upload over the limit");
+
+    // A multipart body cut short (no closing boundary), with and without the client hanging up.
+    let cut = {
+        let mut b = multipart(&[("cut.pdf", read("siscone-refman_p60_diagram.pdf"))]);
+        b.truncate(b.len() / 2);
+        b
+    };
+    let head = |len: usize| {
+        format!(
+            "POST /v1/documents HTTP/1.1\r\nContent-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: {len}"
+        )
+    };
+    assert_eq!(server.raw(&head(cut.len()), &cut, false), 400);
+    nothing_left("a truncated multipart body");
+    server.raw(&head(cut.len() + 100_000), &cut, true);
+    nothing_left("a client that hung up mid-body");
+    // A client that goes away in the middle of a file, connection dropped.
+    {
+        let addr = server.url.trim_start_matches("http://");
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(format!("{}\r\nHost: x\r\n\r\n", head(cut.len() + 100_000)).as_bytes()).unwrap();
+        s.write_all(&cut).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    nothing_left("a dropped connection");
+
+    // A NUL in the file name, an unknown field, no file at all, a file that is no PDF.
+    let nul = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a\0b.pdf\"\r\n\r\n%PDF-1.4\r\n--{BOUNDARY}--\r\n"
+    );
+    let status = server.raw(&head(nul.len()), nul.as_bytes(), false);
+    assert!((400..500).contains(&status), "{status}");
+    nothing_left("a NUL in the file name");
+    let odd = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"fil\"; filename=\"x.pdf\"\r\n\r\nx\r\n--{BOUNDARY}--\r\n"
+    );
+    assert_eq!(server.raw(&head(odd.len()), odd.as_bytes(), false), 400);
+    let (status, _) = server.upload(&[("notes.pdf", b"<html>not a pdf</html>".to_vec())]);
+    assert_eq!(status, 422);
+    nothing_left("refused uploads");
+
+    // A good file and a bad one: the good one is kept (as the user named it), the bad one is not.
+    let (status, up) =
+        server.upload(&[("été ü 日本.pdf", read("siscone-refman_p60_diagram.pdf")), ("bad.pdf", b"nope".to_vec())]);
+    assert_eq!(status, 202, "{up}");
+    assert_eq!(up["rejected"][0]["name"], "bad.pdf");
+    server.wait_job(up["job"].as_str().unwrap());
+    let kept = files_below(&uploads);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].file_name().unwrap(), "été ü 日本.pdf");
+    let (_, docs) = server.get("/v1/documents");
+    assert_eq!(docs["documents"][0]["name"], "été ü 日本.pdf", "{docs}");
+    assert_eq!(server.get("/health").0, 200);
+}
+
+/// Issue 22, item 2: content that is already stored, or comes twice in one request, keeps no copy, and the
+/// duplicate's status in the job says what happened.
+#[test]
+fn duplicates_keep_no_copy_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let server = Server::start(&index, &[]);
+    let siscone = read("siscone-refman_p60_diagram.pdf");
+    let (status, up) =
+        server.upload(&[("a.pdf", siscone.clone()), ("b.pdf", siscone.clone()), ("c.pdf", read(MANUAL))]);
+    assert_eq!(status, 202, "{up}");
+    assert_eq!(up["duplicates"][0]["name"], "b.pdf", "{up}");
+    let job = server.wait_job(up["job"].as_str().unwrap());
+    assert_eq!(job["state"], "done", "{job}");
+    let b = &job["files"][1];
+    assert_eq!(b["done"], true, "{job}");
+    assert!(b["duplicate_of"].as_str().is_some_and(|d| d.len() == 16), "{job}");
+    assert!(b["note"].as_str().unwrap().contains("a.pdf"), "{job}");
+    assert_eq!(job["pages_stored"], 1 + MANUAL_PAGES, "{job}");
+
+    // Uploaded again later, under another name: already stored, nothing kept, nothing stored twice.
+    let (status, up) = server.upload(&[("again.pdf", siscone)]);
+    assert_eq!(status, 202, "{up}");
+    let again = server.wait_job(up["job"].as_str().unwrap());
+    let f = &again["files"][0];
+    assert_eq!(
+        (f["done"].clone(), f["pages_skipped"].clone(), f["pages_stored"].clone()),
+        (json!(true), json!(1), json!(0))
+    );
+    assert!(f["note"].as_str().unwrap().contains("already stored"), "{again}");
+    assert_eq!(
+        files_below(&index.join("uploads")).len(),
+        2,
+        "one copy per content: {:?}",
+        files_below(&index.join("uploads"))
+    );
+    let (_, docs) = server.get("/v1/documents");
+    assert_eq!(docs["total"], 2, "{docs}");
+    let (_, stats) = server.get("/v1/stats");
+    assert_eq!(stats["pages"], 1 + MANUAL_PAGES);
+}
+
+/// Issue 22, item 3: `DELETE` while the upload job ingests the document stops that ingest and removes what it
+/// stored; the document never comes back, its file and previews are gone, and the job says what happened.
+#[test]
+fn a_delete_during_the_ingest_is_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let (server, job) = serve_and_upload_manual(&index);
+    // A second upload queued behind the first: deleted before its job runs.
+    let (status, queued) = server.upload(&[("queued.pdf", read("gutenprint-users-manual_p5-14_text.pdf"))]);
+    assert_eq!(status, 202, "{queued}");
+    let queued_job = queued["job"].as_str().unwrap().to_string();
+    let (_, q) = server.get(&format!("/v1/jobs/{queued_job}"));
+    let queued_doc = q["files"][0]["doc_id"].as_str().unwrap().to_string();
+
+    let j = server.wait_stored(&job, 20);
+    let doc = j["files"][0]["doc_id"].as_str().unwrap().to_string();
+    assert_eq!(j["state"], "running", "{j}");
+    let (status, del) = server.delete(&format!("/v1/documents/{doc}"));
+    assert_eq!(status, 200, "{del}");
+    assert_eq!(del["ingest_stopped"], true, "{del}");
+    let (status, del) = server.delete(&format!("/v1/documents/{queued_doc}"));
+    assert_eq!(status, 200, "a document still queued can be deleted: {del}");
+
+    let done = server.wait_job(&job);
+    assert_eq!(done["state"], "done", "{done}");
+    let f = &done["files"][0];
+    assert_eq!((f["done"].clone(), f["pages_stored"].clone()), (json!(true), json!(0)), "{done}");
+    assert!(f["note"].as_str().unwrap().contains("deleted"), "{done}");
+    assert_eq!(done["pages_stored"], 0, "the job's report is true: {done}");
+    let q = server.wait_job(&queued_job);
+    assert!(q["files"][0]["note"].as_str().unwrap().contains("deleted before"), "{q}");
+    assert_eq!(q["pages_stored"], 0, "{q}");
+
+    // Nothing of either document is left: not listed, not searchable, no map, no file, no preview.
+    let (_, docs) = server.get("/v1/documents");
+    assert_eq!(docs["total"], 0, "{docs}");
+    let (_, stats) = server.get("/v1/stats");
+    assert_eq!(stats["pages"], 0, "{stats}");
+    let (_, res) = server.post("/v1/search", &json!({ "query": "paragraph styles", "k": 5 }));
+    assert_eq!(res["results"].as_array().unwrap().len(), 0, "{res}");
+    assert_eq!(server.get(&format!("/v1/pages/{doc}/30/similarity?q=x")).0, 404);
+    assert!(files_below(&index.join("uploads")).is_empty(), "{:?}", files_below(&index.join("uploads")));
+    assert!(!index.join("previews").join(&doc).exists(), "the previews go too");
+    // Still after a restart.
+    drop(server);
+    let server = Server::start(&index, &[]);
+    let (_, docs) = server.get("/v1/documents");
+    assert_eq!(docs["total"], 0, "{docs}");
+    assert_eq!(server.get(&format!("/v1/jobs/{job}")).1["files"][0]["pages_stored"], 0);
+}
+
+/// Issue 22, item 4: image bombs are refused from their header (413, the limit named) without the memory a
+/// decode would take, and the inputs of one request are bounded.
+#[test]
+fn embeddings_refuse_image_bombs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let server = Server::start(&index, &[]);
+    let bomb = png_claiming(10_000, 10_000);
+    for n in [1, 2, 6] {
+        let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![bomb.clone(); n] }));
+        assert_eq!(status, 413, "{err}");
+        let message = err["error"]["message"].as_str().unwrap();
+        assert!(message.contains("10000 × 10000") && message.contains("40 megapixels"), "{message}");
+        assert!(err["error"]["hint"].as_str().unwrap().contains("scale"), "{err}");
+    }
+    let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![bomb.clone(); 17] }));
+    assert_eq!(status, 413, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("at most 16"), "{err}");
+    // Each image under the limit, too many pixels together.
+    let (status, err) = server.post("/v1/embeddings", &json!({ "input": vec![png_claiming(6000, 6000); 4] }));
+    assert_eq!(status, 413, "{err}");
+    assert!(err["error"]["message"].as_str().unwrap().contains("120 megapixels"), "{err}");
+    let peak = server.peak_rss_mb();
+    eprintln!("peak RSS after the image bombs: {peak:.0} MB");
+    assert!(peak < 250.0, "a refused image must not be decoded: peak RSS {peak:.0} MB");
+    // A real image still works.
+    let png = {
+        let img = image::RgbImage::from_pixel(640, 480, image::Rgb([255, 255, 255]));
+        let mut out = std::io::Cursor::new(Vec::new());
+        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+        use base64::Engine as _;
+        format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
+    };
+    let (status, emb) = server.post("/v1/embeddings", &json!({ "input": [png] }));
+    assert_eq!(status, 200, "{emb}");
+}
+
+/// Issue 22, item 5: images and maps come with at most 20 hits; more is a 400 naming the limit.
+#[test]
+fn search_answers_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let server = Server::start(&index, &[]);
+    let (_, up) = server.upload(&[("g.pdf", read("gutenprint-users-manual_p5-14_text.pdf"))]);
+    server.wait_job(up["job"].as_str().unwrap());
+    for body in [
+        json!({ "query": "printer", "k": 21, "include_images": true }),
+        json!({ "query": "printer", "k": 1000, "maps": true }),
+        json!({ "query": "printer", "k": 1000, "include_images": true, "maps": true }),
+    ] {
+        let (status, err) = server.post("/v1/search", &body);
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains("at most 20"), "{err}");
+    }
+    let (status, res) =
+        server.post("/v1/search", &json!({ "query": "printer", "k": 20, "include_images": true, "maps": true }));
+    assert_eq!(status, 200, "{res}");
+    assert!(
+        res["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["image_base64"].is_string() && r["similarity_base64"].is_string())
+    );
+    let (status, _) = server.post("/v1/search", &json!({ "query": "printer", "k": 1000 }));
+    assert_eq!(status, 200);
+}
+
+/// Issue 22, item 7: jobs end in a true state (every file failed: `failed`), a finished job cannot be
+/// cancelled (409), a cancelled one can be resumed to exact counts, lists come in pages, finished jobs are
+/// pruned, and server-side paths outside `--allow-path` are refused the same way whether they exist or not.
+#[test]
+fn jobs_are_true_paginated_resumable_and_pruned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let allowed = tmp.path().join("allowed");
+    std::fs::create_dir_all(&allowed).unwrap();
+    std::fs::write(allowed.join("notes.pdf"), "not a pdf").unwrap();
+    std::fs::copy(pdf(MANUAL), allowed.join("manual.pdf")).unwrap();
+    let server = Server::start(&index, &["--allow-path", allowed.to_str().unwrap()]);
+
+    // Paths: outside the allowed folder, existing or not, the same 403; inside and missing, 404.
+    let paths = |p: &str| server.post("/v1/documents/paths", &json!({ "paths": [p] }));
+    let (a, _) = paths("/etc/passwd");
+    let (b, _) = paths("/etc/no-such-file-here");
+    let (c, _) = paths(&format!("{}/../../etc/passwd", allowed.display()));
+    assert_eq!((a, b, c), (403, 403, 403), "the answer must not tell what exists outside");
+    assert_eq!(paths(&format!("{}/missing.pdf", allowed.display())).0, 404);
+
+    // Every file failed: the job says failed, with the reason.
+    let (status, j) = paths(allowed.join("notes.pdf").to_str().unwrap());
+    assert_eq!(status, 202, "{j}");
+    let failed = server.wait_job(j["job"].as_str().unwrap());
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert!(failed["error"].as_str().unwrap().contains("not a PDF"), "{failed}");
+    let (status, err) = server.post(&format!("/v1/jobs/{}/cancel", failed["id"].as_str().unwrap()), &json!({}));
+    assert_eq!(status, 409, "cancelling a finished job: {err}");
+
+    // Cancel a running job, then resume it: the counts come out exact.
+    let (_, j) = paths(allowed.join("manual.pdf").to_str().unwrap());
+    let job = j["job"].as_str().unwrap().to_string();
+    server.wait_stored(&job, 10);
+    let (status, c) = server.post(&format!("/v1/jobs/{job}/cancel"), &json!({}));
+    assert_eq!(status, 200, "{c}");
+    let cancelled = server.wait_job(&job);
+    assert_eq!((cancelled["state"].clone(), cancelled["resumable"].clone()), (json!("cancelled"), json!(true)));
+    let (status, r) = server.post(&format!("/v1/jobs/{job}/resume"), &json!({}));
+    assert_eq!(status, 202, "{r}");
+    let done = server.wait_job(&job);
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["pages_stored"], MANUAL_PAGES, "{done}");
+    assert_eq!(server.post(&format!("/v1/jobs/{job}/resume"), &json!({})).0, 409, "a done job cannot be resumed");
+    let (_, stats) = server.get("/v1/stats");
+    assert_eq!(stats["pages"], MANUAL_PAGES);
+
+    // Many small uploads: the jobs list is paginated and bounded (finished jobs are pruned).
+    for i in 0..205 {
+        let (status, up) = server.upload(&[(&format!("s{i}.pdf"), read("siscone-refman_p60_diagram.pdf"))]);
+        assert_eq!(status, 202, "{up}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while server.get("/v1/jobs?limit=1").1["jobs"][0]["state"] != "done" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, first) = server.get("/v1/jobs?limit=1");
+    assert!(first["total"].as_u64().unwrap() <= 201, "finished jobs are pruned: {}", first["total"]);
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            None => "/v1/jobs?limit=64".to_string(),
+            Some(c) => format!("/v1/jobs?limit=64&cursor={c}"),
+        };
+        let (status, page) = server.get(&path);
+        assert_eq!(status, 200, "{page}");
+        for j in page["jobs"].as_array().unwrap() {
+            assert!(seen.insert(j["id"].as_str().unwrap().to_string()), "a job came twice");
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as u64, server.get("/v1/jobs").1["total"].as_u64().unwrap());
+    assert!(std::fs::read_dir(index.join("jobs")).unwrap().count() <= 201, "pruned on disk too");
+    let (status, docs) = server.get("/v1/documents?limit=1");
+    assert_eq!(status, 200);
+    assert_eq!(docs["documents"].as_array().unwrap().len(), 1);
+    let next = docs["next_cursor"].as_str().unwrap();
+    let (_, rest) = server.get(&format!("/v1/documents?limit=1&cursor={next}"));
+    assert_eq!(rest["documents"].as_array().unwrap().len(), 1);
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    assert_eq!(server.get("/v1/documents?limit=0").0, 400);
+    assert_eq!(server.get("/v1/jobs?cursor=..%2F").0, 400);
+}
+
+/// Issue 22, item 7: a `serve` that cannot bind creates nothing, and a second `serve` on an index names the
+/// server that has it.
+#[test]
+fn refused_starts_leave_nothing_and_name_the_running_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let fresh = tmp.path().join("fresh");
+    let serve = |index: &Path, port: &str| {
+        Command::new(env!("CARGO_BIN_EXE_colqwen"))
+            .arg("--index")
+            .arg(index)
+            .arg("--model")
+            .arg(tiny_adapter())
+            .args(["--device", "cpu", "serve", "--port", port])
+            .env_remove("COLQWEN_API_KEY")
+            .output()
+            .unwrap()
+    };
+    let out = serve(&fresh, &port);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    assert!(!fresh.exists(), "a serve that cannot bind created the index folder");
+
+    let index = tmp.path().join("index");
+    let server = Server::start(&index, &[]);
+    let out = serve(&index, "0");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&server.url), "the running server is named: {err}");
 }

@@ -2,7 +2,10 @@
 //! through chromedriver by a WebDriver client (fantoccini), so it runs inside `cargo test`. Uploads with
 //! progress and a bad file's error, documents, search with result images, the page viewer with a similarity
 //! overlay checked on the screenshot's pixels, a per-token map that differs from the aggregate, keyboard
-//! navigation, delete with confirmation, the API-key prompt. Screenshots of the main views go to
+//! navigation, delete with confirmation, the API-key prompt; the user's own file names (`été ü 日本.pdf`) kept
+//! for display, a password field only for a protected PDF (never for a file that is no PDF), no internal upload
+//! names or API words in messages, a duplicate upload shown as already stored, the viewer inside a 900-px-high
+//! window, no button per padding token of the query, and a favicon. Screenshots of the main views go to
 //! `target/tmp/web-screenshots/` (the best are committed under `docs/`).
 //!
 //! Needs Debian's `chromium` and `chromium-driver` (`.ci/run` installs them). Without them the test fails and
@@ -19,6 +22,10 @@ use serde_json::{Value, json};
 
 const GOOD: [&str; 2] = ["cplusplus-annotations_p125_table.pdf", "siscone-refman_p60_diagram.pdf"];
 const BAD: &str = "html-saved-as.pdf";
+/// The second good file is uploaded under this name: letters of several scripts and spaces.
+const UNICODE_NAME: &str = "été ü 日本.pdf";
+/// Window height the page must fit (the viewer with its controls and the page, nothing cut off).
+const WINDOW_HEIGHT: u32 = 900;
 
 /// A child process killed when dropped.
 struct Proc(Child);
@@ -83,7 +90,7 @@ async fn start_browser(driver: &Path, chrome: &Path) -> (Proc, Client) {
             "binary": chrome,
             // --no-sandbox: CI runs as root in a container, where chromium's sandbox cannot start.
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1000", "--hide-scrollbars"],
+                     "--window-size=1280,900", "--hide-scrollbars"],
         }),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -163,13 +170,22 @@ async fn web_page_in_a_real_browser() {
     let (_server, url) = serve(dir.path(), None);
     let (_driver, c) = start_browser(&driver, &chrome).await;
 
-    // The page loads, with no document yet.
+    // The page loads, with no document yet, and has an icon.
     c.goto(&format!("{url}/")).await.unwrap();
     assert_eq!(c.title().await.unwrap(), "colqwen — search your PDFs");
     wait_for(&c, "the empty document list", "!document.getElementById('documents-empty').hidden", 20).await;
+    let icon = ureq::get(&format!("{url}/favicon.ico")).call().unwrap();
+    assert_eq!(icon.headers()["content-type"], "image/x-icon");
+    let icon_link = c.execute("return document.querySelector('link[rel=icon]').href", vec![]).await.unwrap();
+    assert!(icon_link.as_str().unwrap().ends_with("/favicon.ico"), "{icon_link}");
 
-    // Upload two PDFs and a bad file at once (the file input takes newline-separated paths).
-    let mut files: Vec<PathBuf> = GOOD.iter().map(|n| fixtures_dir().join("pdfs").join(n)).collect();
+    // Upload two PDFs (one under a name in several scripts) and a bad file at once (the file input takes
+    // newline-separated paths).
+    let named = tempfile::tempdir().unwrap();
+    let renamed = named.path();
+    std::fs::copy(fixtures_dir().join("pdfs").join(GOOD[1]), renamed.join(UNICODE_NAME)).unwrap();
+    let shown_names = [GOOD[0], UNICODE_NAME];
+    let mut files: Vec<PathBuf> = vec![fixtures_dir().join("pdfs").join(GOOD[0]), renamed.join(UNICODE_NAME)];
     files.push(fixtures_dir().join("bad-pdfs").join(BAD));
     let paths: Vec<String> = files.iter().map(|p| p.canonicalize().unwrap().display().to_string()).collect();
     c.find(Locator::Id("file-input")).await.unwrap().send_keys(&paths.join("\n")).await.unwrap();
@@ -197,15 +213,31 @@ async fn web_page_in_a_real_browser() {
         assert!(r["text"].as_str().unwrap().contains(" stored"), "{r}");
     }
     let bad = rows.iter().find(|r| r["state"] == "error").unwrap();
-    assert!(bad["text"].as_str().unwrap().contains(BAD), "{bad}");
-    assert!(bad["text"].as_str().unwrap().contains("not a PDF"), "the bad file's error is shown next to it: {bad}");
-
-    // The two documents appear in the list.
-    wait_for(&c, "two documents", "document.querySelectorAll('#documents tbody tr').length === 2", 20).await;
-    let names = c.find(Locator::Css("#documents tbody")).await.unwrap().text().await.unwrap();
-    for n in GOOD {
-        assert!(names.contains(n), "{n} missing from the documents: {names}");
+    let bad_text = bad["text"].as_str().unwrap();
+    assert!(bad_text.contains(BAD), "{bad}");
+    assert!(bad_text.contains("not a PDF"), "the bad file's error is shown next to it: {bad}");
+    // Not a PDF is not a protected PDF: no password field, and the message is the page's, not the API's.
+    let password_fields =
+        c.execute("return document.querySelectorAll('#uploads input[type=password]').length", vec![]).await.unwrap();
+    assert_eq!(password_fields, json!(0), "a file that is no PDF gets no password field: {bad}");
+    for word in ["00-", "`password`", "`file`", "field", "multipart", "upload name"] {
+        assert!(!bad_text.contains(word), "the message names {word:?}: {bad_text}");
     }
+
+    // The two documents appear in the list, under the names the user gave them.
+    wait_for(&c, "two documents", "document.querySelectorAll('#documents tbody tr').length === 2", 20).await;
+    let names: Value = c
+        .execute(
+            "return [...document.querySelectorAll('#documents tbody tr td:first-child')].map(t => t.innerText)",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let mut names: Vec<String> = names.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_string()).collect();
+    names.sort();
+    let mut expected: Vec<String> = shown_names.iter().map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(names, expected, "each document is listed by the name it was uploaded with");
     save_shot(&c, "upload-and-documents").await;
 
     // Search: result images come back; the page measures the time to the first result image.
@@ -234,6 +266,8 @@ async fn web_page_in_a_real_browser() {
     assert_eq!(focused, json!("1"), "ArrowRight moves to the second result");
 
     // Open the first result: the page with the aggregate similarity overlay.
+    let inner = c.execute("return window.innerHeight", vec![]).await.unwrap();
+    assert!(inner.as_u64().unwrap() <= u64::from(WINDOW_HEIGHT), "the window is {inner} px high");
     c.find(Locator::Css(".result[data-index='0']")).await.unwrap().click().await.unwrap();
     let loaded =
         "document.getElementById('viewer-img').complete && document.getElementById('viewer-img').naturalWidth > 0";
@@ -246,6 +280,25 @@ async fn web_page_in_a_real_browser() {
     .await;
     let error = c.find(Locator::Id("viewer-error")).await.unwrap().text().await.unwrap();
     assert!(error.is_empty(), "the viewer shows an error: {error}");
+    wait_for(&c, "the token list", "document.querySelectorAll('#token-list button').length > 2", 30).await;
+    // The viewer fits the window: dialog, controls and the whole page image inside it, nothing to scroll.
+    let fit: Value = c
+        .execute(
+            "const d = document.getElementById('viewer').getBoundingClientRect(); \
+             const i = document.getElementById('viewer-img').getBoundingClientRect(); \
+             const v = document.getElementById('viewer'); \
+             return {dialog_top: d.top, dialog_bottom: d.bottom, img_top: i.top, img_bottom: i.bottom, \
+                     img_height: i.height, window: window.innerHeight, scroll: v.scrollHeight - v.clientHeight};",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eprintln!("viewer in a {WINDOW_HEIGHT}-px window: {fit}");
+    let f = |k: &str| fit[k].as_f64().unwrap();
+    assert!(f("dialog_top") >= 0.0 && f("dialog_bottom") <= f("window"), "the viewer is cut off: {fit}");
+    assert!(f("img_top") >= f("dialog_top") && f("img_bottom") <= f("dialog_bottom"), "the page is cut off: {fit}");
+    assert!(f("img_height") >= 300.0, "the page is shown large: {fit}");
+    assert!(f("scroll") <= 1.0, "the viewer scrolls: {fit}");
     let aggregate = viewer_pixels(&c).await;
     save_shot(&c, "viewer-overlay").await;
 
@@ -268,6 +321,28 @@ async fn web_page_in_a_real_browser() {
     // One query token's own map differs from the aggregate.
     c.find(Locator::Id("overlay-toggle")).await.unwrap().click().await.unwrap();
     wait_for(&c, "the token list", "document.querySelectorAll('#token-list button').length > 2", 30).await;
+    // The query's padding (augmentation) tokens get no button: one per token of the query's text, plus the
+    // aggregate, and a note saying the padding counts in the aggregate.
+    let labels: Value = c
+        .execute("return [...document.querySelectorAll('#token-list button')].map(b => b.innerText)", vec![])
+        .await
+        .unwrap();
+    let labels: Vec<&str> = labels.as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let docs_now: Value = ureq::get(&format!("{url}/v1/documents")).call().unwrap().body_mut().read_json().unwrap();
+    let some_doc = docs_now["documents"][0]["doc_id"].as_str().unwrap().to_string();
+    let q: Value = ureq::get(&format!("{url}/v1/pages/{some_doc}/1/similarity?q=table%20of%20annotations&format=json"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let tokens: Vec<&str> = q["tokens"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+    let pads = tokens.iter().filter(|t| t.starts_with("<|") && t.ends_with("|>")).count();
+    assert!(pads >= 10, "the query carries its augmentation tokens: {tokens:?}");
+    assert_eq!(labels.len(), 1 + tokens.len() - pads, "one button per token of the text: {labels:?} for {tokens:?}");
+    assert!(labels.iter().all(|l| !l.contains("pad") && !l.contains("<|")), "{labels:?}");
+    let note = c.find(Locator::Id("token-note")).await.unwrap().text().await.unwrap();
+    assert!(note.contains(&format!("{pads} padding tokens")), "{note}");
     c.find(Locator::Css("#token-list button:nth-child(2)")).await.unwrap().click().await.unwrap();
     wait_for(
         &c,
@@ -292,7 +367,7 @@ async fn web_page_in_a_real_browser() {
         .unwrap();
     assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways on a phone: {overflow}");
     save_shot(&c, "phone-results").await;
-    c.set_window_size(1280, 1000).await.unwrap();
+    c.set_window_size(1280, WINDOW_HEIGHT).await.unwrap();
 
     // The map API behind the viewer: the JSON form lists one normalised map per query token on the page's grid;
     // a token beyond the query, a page that does not exist and an empty query are clear 4xx answers.
@@ -324,6 +399,60 @@ async fn web_page_in_a_real_browser() {
     wait_for(&c, "one document left", "document.querySelectorAll('#documents tbody tr').length === 1", 20).await;
     let docs: Value = ureq::get(&format!("{url}/v1/documents")).call().unwrap().body_mut().read_json().unwrap();
     assert_eq!(docs["documents"].as_array().unwrap().len(), 1, "the server has one document left: {docs}");
+    let left = docs["documents"][0]["name"].as_str().unwrap().to_string();
+
+    // The one left, uploaded again: shown as already stored, no second document.
+    let again = fixtures_dir().join("pdfs").join(if left == GOOD[0] { GOOD[0] } else { GOOD[1] });
+    c.find(Locator::Id("file-input"))
+        .await
+        .unwrap()
+        .send_keys(&again.canonicalize().unwrap().display().to_string())
+        .await
+        .unwrap();
+    wait_for(&c, "the duplicate's row", "document.querySelectorAll('#uploads li').length === 4", 20).await;
+    let dup = wait_for(
+        &c,
+        "the duplicate settled",
+        "(l => l.dataset.state === 'done' && l.innerText)(document.querySelectorAll('#uploads li')[3])",
+        60,
+    )
+    .await;
+    assert!(dup.as_str().unwrap().contains("already stored"), "{dup}");
+    let docs: Value = ureq::get(&format!("{url}/v1/documents")).call().unwrap().body_mut().read_json().unwrap();
+    assert_eq!(docs["documents"].as_array().unwrap().len(), 1, "no second copy: {docs}");
+
+    // A protected PDF: its row asks for the password, and with it the upload goes through.
+    let protected = fixtures_dir().join("bad-pdfs").join("password-secret.pdf");
+    c.find(Locator::Id("file-input"))
+        .await
+        .unwrap()
+        .send_keys(&protected.canonicalize().unwrap().display().to_string())
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "the password field",
+        "document.querySelectorAll('#uploads li')[4] && document.querySelectorAll('#uploads li')[4].querySelector('input[type=password]')",
+        30,
+    )
+    .await;
+    let row = c.execute("return document.querySelectorAll('#uploads li')[4].innerText", vec![]).await.unwrap();
+    assert!(row.as_str().unwrap().contains("password-protected"), "{row}");
+    assert!(!row.as_str().unwrap().contains('`'), "no API words: {row}");
+    c.find(Locator::Css("#uploads li:nth-child(5) input[type=password]"))
+        .await
+        .unwrap()
+        .send_keys("secret\n")
+        .await
+        .unwrap();
+    wait_for(
+        &c,
+        "the protected PDF stored",
+        "document.querySelectorAll('#uploads li')[4].dataset.state === 'done'",
+        60,
+    )
+    .await;
+    wait_for(&c, "two documents", "document.querySelectorAll('#documents tbody tr').length === 2", 20).await;
 
     c.close().await.unwrap();
 }
@@ -332,7 +461,7 @@ async fn web_page_in_a_real_browser() {
 async fn with_an_api_key_the_page_asks_for_it_and_leaks_nothing() {
     let Some((driver, chrome)) = browser() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let (_server, url) = serve(dir.path(), Some("sesame-42"));
+    let (_server, url) = serve(dir.path(), Some("sesame-42-open-sesame"));
     // The shell is served without the key and holds no data; the API refuses without it.
     let mut page = ureq::get(&format!("{url}/")).call().unwrap();
     let html = page.body_mut().read_to_string().unwrap();
@@ -343,10 +472,10 @@ async fn with_an_api_key_the_page_asks_for_it_and_leaks_nothing() {
     let (_driver, c) = start_browser(&driver, &chrome).await;
     c.goto(&format!("{url}/")).await.unwrap();
     wait_for(&c, "the key prompt", "document.getElementById('key-dialog').open", 20).await;
-    c.find(Locator::Id("key-input")).await.unwrap().send_keys("sesame-42").await.unwrap();
+    c.find(Locator::Id("key-input")).await.unwrap().send_keys("sesame-42-open-sesame").await.unwrap();
     c.find(Locator::Css("#key-form button[type=submit]")).await.unwrap().click().await.unwrap();
     wait_for(&c, "the document list with the key", "!document.getElementById('documents-empty').hidden", 20).await;
     let stored = c.execute("return sessionStorage.getItem('colqwen-api-key')", vec![]).await.unwrap();
-    assert_eq!(stored, json!("sesame-42"));
+    assert_eq!(stored, json!("sesame-42-open-sesame"));
     c.close().await.unwrap();
 }

@@ -10,6 +10,25 @@ pub enum ServeError {
     /// Binding beyond loopback without an API key.
     #[error("refusing to serve on {0} without an API key: pass --api-key (or COLQWEN_API_KEY), or bind 127.0.0.1")]
     KeyRequired(String),
+    /// An API key too short to be safe.
+    #[error(
+        "the API key has {chars} characters; it needs at least {min} (e.g. `openssl rand -hex 16` gives 32)",
+        min = crate::MIN_API_KEY_CHARS
+    )]
+    KeyTooShort {
+        /// Characters given.
+        chars: usize,
+    },
+    /// Another server runs on this index.
+    #[error(
+        "the index {index} is already served by {url}: use that server (CLI commands on this index go through it), or stop it first"
+    )]
+    AlreadyServed {
+        /// The index folder.
+        index: String,
+        /// The running server.
+        url: String,
+    },
     /// Not an IP address.
     #[error("--host {0:?} is not an IP address (or localhost)")]
     BadHost(String),
@@ -51,6 +70,33 @@ impl ApiError {
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// A limit of the server was reached (413): the message names it.
+    pub(crate) fn too_large(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
+    }
+
+    /// The request does not fit the state of what it names (409).
+    pub(crate) fn conflict(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "conflict", message)
+    }
+
+    pub(crate) fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// The same error, its message starting with `prefix` (e.g. which input of a request).
+    pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
+        self.message = format!("{prefix}{}", self.message);
+        self
+    }
+}
+
+impl From<colqwen::JobConflict> for ApiError {
+    fn from(e: colqwen::JobConflict) -> Self {
+        Self::conflict(e.to_string())
     }
 }
 

@@ -2,17 +2,22 @@
 //!
 //! One process owns the index (its lock) and the model; every request shares them. Searches run on the
 //! device worker ahead of page batches, so they answer while an upload is being ingested. Security by
-//! default: loopback only unless an API key is set; every id validated; request bodies and times bounded;
+//! default: loopback only unless an API key (of at least [`MIN_API_KEY_CHARS`] characters) is set; every id
+//! validated; request bodies, answers and times bounded; no server paths shown beyond loopback ([`paths`]);
 //! CORS off unless origins are named. SIGTERM or Ctrl-C: no new requests or jobs, the running batch finishes
-//! and is flushed, and an interrupted job is resumed at the next start.
+//! and is flushed, and an interrupted job is resumed at the next start. Uploads leave nothing behind that no
+//! document or job needs ([`uploads`]).
 
 mod api;
 mod error;
 mod metrics;
+mod paths;
+mod uploads;
 mod web;
 
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +25,9 @@ use colqwen::{IngestOptions, Jobs, Service};
 
 pub use api::router;
 pub use error::ServeError;
+
+/// Shortest API key accepted: a key short enough to guess is no key.
+pub const MIN_API_KEY_CHARS: usize = 16;
 
 /// The file in the index folder that names the running server (so CLI commands can go through it).
 pub const SERVER_FILE: &str = "server.json";
@@ -58,18 +66,47 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
-    /// Refuses to serve beyond loopback without an API key.
+    /// Refuses to serve beyond loopback without an API key, and any key shorter than [`MIN_API_KEY_CHARS`].
     pub fn check(&self) -> Result<(), ServeError> {
+        if let Some(key) = self.api_key.as_deref().filter(|k| !k.is_empty())
+            && key.chars().count() < MIN_API_KEY_CHARS
+        {
+            return Err(ServeError::KeyTooShort { chars: key.chars().count() });
+        }
+        if !self.is_loopback()? && self.api_key.as_deref().is_none_or(str::is_empty) {
+            return Err(ServeError::KeyRequired(self.host.clone()));
+        }
+        Ok(())
+    }
+
+    /// Whether the server listens on loopback only.
+    pub fn is_loopback(&self) -> Result<bool, ServeError> {
         let ip: IpAddr = if self.host == "localhost" {
             IpAddr::from([127, 0, 0, 1])
         } else {
             self.host.parse().map_err(|_| ServeError::BadHost(self.host.clone()))?
         };
-        if !ip.is_loopback() && self.api_key.as_deref().is_none_or(str::is_empty) {
-            return Err(ServeError::KeyRequired(self.host.clone()));
-        }
-        Ok(())
+        Ok(ip.is_loopback())
     }
+}
+
+/// Binds the configured address (after [`ServeConfig::check`]). Done before the index is opened or created, so
+/// a port that is taken costs nothing and leaves nothing behind.
+pub fn bind(config: &ServeConfig) -> Result<std::net::TcpListener, ServeError> {
+    config.check()?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener =
+        std::net::TcpListener::bind(&addr).map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+    listener.set_nonblocking(true).map_err(ServeError::Runtime)?;
+    Ok(listener)
+}
+
+/// The URL of the server that runs on the index in `index_dir`, as it wrote it in [`SERVER_FILE`] (it may have
+/// died since: ask it).
+pub fn served_url(index_dir: &Path) -> Option<String> {
+    let bytes = std::fs::read(index_dir.join(SERVER_FILE)).ok()?;
+    let info: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(info.get("url")?.as_str()?.trim_end_matches('/').to_string())
 }
 
 /// Shared by every request.
@@ -80,14 +117,42 @@ pub struct AppState {
     pub jobs: Jobs,
     /// The configuration.
     pub config: ServeConfig,
-    /// Where uploads are written (`<index>/uploads`).
-    pub uploads: PathBuf,
+    /// The upload folder (`<index>/uploads`, absolute) and the requests writing into it.
+    pub(crate) uploads: Arc<uploads::Uploads>,
+    /// How server paths are shown to clients.
+    pub(crate) paths: paths::PathView,
+    /// Image decodes of `/v1/embeddings` at once (each may hold up to its pixel budget in memory).
+    pub(crate) image_decodes: Arc<tokio::sync::Semaphore>,
     /// Request counters.
     pub metrics: metrics::HttpMetrics,
 }
 
-/// Serves `service` until SIGTERM or Ctrl-C; `on_ready` gets the bound address.
+impl AppState {
+    /// Removes upload files that no document and no job needs any more ([`uploads::Uploads::sweep`]).
+    pub(crate) fn sweep_uploads(&self) {
+        self.uploads.sweep(|| {
+            // Jobs first: a job that ends between the two reads has stored its pages (its files are sources).
+            let mut keep: HashSet<PathBuf> = self.jobs.files_in_use().into_iter().map(absolute).collect();
+            match self.service.documents() {
+                Ok(docs) => keep.extend(docs.into_iter().map(|d| absolute(PathBuf::from(d.source_path)))),
+                Err(e) => {
+                    // Without the list, nothing can be told apart: keep everything this time.
+                    tracing::warn!("cannot list the documents to sweep the uploads: {e}");
+                    keep.extend(uploads::every_file_below(self.uploads.dir()));
+                }
+            }
+            keep
+        });
+    }
+}
+
+fn absolute(p: PathBuf) -> PathBuf {
+    std::path::absolute(&p).unwrap_or(p)
+}
+
+/// Serves `service` on `listener` (from [`bind`]) until SIGTERM or Ctrl-C; `on_ready` gets the bound address.
 pub fn serve(
+    listener: std::net::TcpListener,
     service: Service,
     ingest: IngestOptions,
     config: ServeConfig,
@@ -96,27 +161,35 @@ pub fn serve(
     config.check()?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
     let service = Arc::new(service);
-    let index_dir = service.index_dir().to_path_buf();
+    let index_dir = absolute(service.index_dir().to_path_buf());
+    let uploads_dir = index_dir.join("uploads");
+    let paths = if config.is_loopback()? {
+        paths::PathView::absolute()
+    } else {
+        paths::PathView::relative(&index_dir, &uploads_dir, &config.allow_paths)
+    };
     let jobs = Jobs::start(service.clone(), ingest)?;
     let state = Arc::new(AppState {
-        uploads: index_dir.join("uploads"),
+        uploads: Arc::new(uploads::Uploads::new(uploads_dir)),
+        paths,
+        image_decodes: Arc::new(tokio::sync::Semaphore::new(1)),
         service,
         jobs,
         config: config.clone(),
         metrics: Default::default(),
     });
+    // What a crash left in the upload folder (a half-written upload, the file of a job that was pruned).
+    state.sweep_uploads();
     let server_file = index_dir.join(SERVER_FILE);
     let result = runtime.block_on(async {
-        let addr = format!("{}:{}", config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .map_err(|source| ServeError::Bind { addr: addr.clone(), source })?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(ServeError::Runtime)?;
         let bound = listener.local_addr().map_err(ServeError::Runtime)?;
         let info = serde_json::json!({ "url": format!("http://{bound}"), "pid": std::process::id() });
         if let Err(e) = std::fs::write(&server_file, info.to_string()) {
             tracing::warn!("cannot write {}: {e}", server_file.display());
         }
         on_ready(bound);
+        tokio::spawn(sweep_when_jobs_end(state.clone()));
         axum::serve(listener, router(state.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await
@@ -129,6 +202,21 @@ pub fn serve(
     drop(state);
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+/// Sweeps the upload folder whenever a job has ended or was pruned (its failed files, duplicates and pruned
+/// jobs' files go).
+async fn sweep_when_jobs_end(state: Arc<AppState>) {
+    let mut seen = state.jobs.ended();
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = state.jobs.ended();
+        if now != seen {
+            seen = now;
+            let state = state.clone();
+            let _ = tokio::task::spawn_blocking(move || state.sweep_uploads()).await;
+        }
+    }
 }
 
 async fn shutdown_signal() {

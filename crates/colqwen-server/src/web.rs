@@ -15,14 +15,16 @@ use crate::error::ApiError;
 static INDEX_HTML: &str = include_str!("../web/index.html");
 static APP_JS: &str = include_str!("../web/app.js");
 static APP_CSS: &str = include_str!("../web/app.css");
+/// A 32 × 32 icon (a PNG inside an ICO file, as every browser reads it).
+static FAVICON: &[u8] = include_bytes!("../web/favicon.ico");
 
 /// Only our own files; images from the API arrive as `blob:` URLs (fetched with the key).
 const CSP: &str = "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; \
                    connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
-/// Paths served without the API key: the shell and its two files.
+/// Paths served without the API key: the shell, its two files and the icon.
 pub(crate) fn is_public(path: &str) -> bool {
-    path == "/" || path == "/web/app.js" || path == "/web/app.css"
+    path == "/" || path == "/web/app.js" || path == "/web/app.css" || path == "/favicon.ico"
 }
 
 fn page(body: &'static str, mime: &'static str) -> Response {
@@ -46,4 +48,11 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
         "app.css" => page(APP_CSS, "text/css; charset=utf-8"),
         _ => ApiError::not_found("no such file of the web page").into_response(),
     }
+}
+
+/// `GET /favicon.ico`: the page's icon (browsers ask for it on their own).
+pub(crate) async fn favicon() -> Response {
+    let mut resp = ([(header::CONTENT_TYPE, "image/x-icon")], FAVICON).into_response();
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400"));
+    resp
 }

@@ -175,10 +175,21 @@ function renderTokens() {
     box.append(b);
   };
   add('All tokens (max)', null, 'The aggregate map: for each spot, the best match of any query token');
-  (state.tokens || []).forEach((t, i) => {
-    const shown = t === '<|endoftext|>' ? '⟨pad⟩' : (t.trim() || '␣');
-    add(shown, i, `Query token ${i + 1}: ${JSON.stringify(t)}`);
+  // The model pads every query with augmentation tokens (`<|endoftext|>` …): they count in the aggregate map
+  // but mean nothing on their own, so only the query's own tokens get a button.
+  const tokens = state.tokens || [];
+  let special = 0;
+  tokens.forEach((t, i) => {
+    if (isSpecialToken(t)) { special++; return; }
+    add(t.trim() || '␣', i, `Query token ${i + 1}: ${JSON.stringify(t)}`);
   });
+  const note = $('token-note');
+  note.textContent = special ? `+ ${special} padding ${special === 1 ? 'token' : 'tokens'} the model adds, in the aggregate only` : '';
+}
+
+/** A tokenizer's special token (`<|endoftext|>`, `<pad>`, `[PAD]` …), not a piece of the user's text. */
+function isSpecialToken(t) {
+  return /^<\|[^|<>]*\|>$/.test(t) || /^<\/?[a-z_]+>$/i.test(t) || /^\[[A-Z]+\]$/.test(t);
 }
 
 async function showPage() {
@@ -252,11 +263,11 @@ async function uploadOne(file, password, li) {
   try {
     resp = await api('/v1/documents', { method: 'POST', body: form });
   } catch (err) {
-    return failed(li, file, 'upload failed: ' + messageOf(err), false);
+    return failed(li, file, 'The upload failed: ' + messageOf(err), false);
   }
   if (!resp.ok) {
-    const message = await errorOf(resp);
-    return failed(li, file, message, /password/i.test(message));
+    const { message, needsPassword } = await uploadRefusal(resp);
+    return failed(li, file, message, needsPassword);
   }
   const body = await resp.json();
   text.textContent = ' queued';
@@ -266,6 +277,30 @@ async function uploadOne(file, password, li) {
   } catch (err) {
     failed(li, file, 'lost the progress of this upload: ' + messageOf(err), false);
   }
+}
+
+/**
+ * Why the server refused an upload, in the page's words: a protected PDF asks for its password (only then:
+ * the server says so in `rejected[].reason`), any other file shows the server's reason for it.
+ */
+async function uploadRefusal(resp) {
+  let body = null;
+  try { body = await resp.json(); } catch (_) { /* not JSON */ }
+  const rejected = body && body.error && Array.isArray(body.error.rejected) ? body.error.rejected[0] : null;
+  if (rejected && rejected.reason === 'password_required') {
+    return { message: 'This PDF is password-protected: enter its password to upload it.', needsPassword: true };
+  }
+  if (rejected && rejected.reason === 'wrong_password') {
+    return { message: 'That password does not open this PDF: try again.', needsPassword: true };
+  }
+  if (rejected) {
+    return { message: rejected.error + (rejected.hint ? ' — ' + rejected.hint : ''), needsPassword: false };
+  }
+  if (resp.status === 413) {
+    return { message: 'The file is larger than this server takes' + (body && body.error ? ` (${body.error.message.replace(/^.*: /, '')}).` : '.'), needsPassword: false };
+  }
+  const e = body && body.error;
+  return { message: e && e.message ? e.message : `The server answered ${resp.status} ${resp.statusText}.`, needsPassword: false };
 }
 
 function failed(li, file, message, needsPassword) {
@@ -294,6 +329,15 @@ function failed(li, file, message, needsPassword) {
 function progress(li, bar, text, status, end) {
   const f = status.files[0] || { pages_todo: 0, pages_stored: 0, pages_failed: 0, pages_skipped: 0, errors: [] };
   const todo = f.pages_todo;
+  if (f.note && f.done) {
+    // Settled without an ingest of its own: a duplicate of a stored document, or deleted meanwhile.
+    bar.max = 1;
+    bar.value = 1;
+    text.textContent = ' ' + f.note;
+    li.dataset.state = f.duplicate_of ? 'done' : status.state;
+    if (end) loadDocuments();
+    return;
+  }
   if (todo > 0) {
     bar.max = todo;
     bar.value = f.pages_stored + f.pages_failed;
@@ -319,7 +363,7 @@ function progress(li, bar, text, status, end) {
     p.setAttribute('role', 'alert');
     p.textContent = errors.join('; ');
     li.append(p);
-    if (status.state === 'done' && f.pages_stored === 0) li.dataset.state = 'error';
+    if (status.state === 'failed' || (status.state === 'done' && f.pages_stored === 0)) li.dataset.state = 'error';
   } else {
     text.textContent = ` ${status.state}`;
   }
@@ -357,9 +401,15 @@ async function follow(job, onStatus) {
 // ---- documents ---------------------------------------------------------------------------------------------
 
 async function loadDocuments() {
-  let body;
+  const body = { documents: [] };
   try {
-    body = await getJson('/v1/documents');
+    // The list comes in pages (`next_cursor`); the page shows every document.
+    let cursor = null;
+    do {
+      const page = await getJson('/v1/documents?limit=1000' + (cursor ? '&cursor=' + cursor : ''));
+      body.documents.push(...page.documents);
+      cursor = page.next_cursor;
+    } while (cursor);
   } catch (err) {
     say('Cannot list the documents: ' + messageOf(err));
     return;

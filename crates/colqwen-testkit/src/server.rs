@@ -45,6 +45,16 @@ pub fn start_with(bin: &Path, index: &Path, model: &Path, extra: &[&str], key: O
         {
             let url = url.trim_end_matches('/').to_string();
             if ureq::get(&format!("{url}/health")).call().is_ok() {
+                // From here on the server's messages go to `<index>/server-stderr.log`: a pipe nobody reads
+                // would block a server that logs much (a long test) once it is full.
+                if let Some(mut err) = child.stderr.take() {
+                    let log = index.join("server-stderr.log");
+                    std::thread::spawn(move || {
+                        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+                            let _ = std::io::copy(&mut err, &mut f);
+                        }
+                    });
+                }
                 return (child, url);
             }
         }

@@ -13,11 +13,15 @@
 //! the same ingest twice adds nothing, and a run killed at any moment resumes where the last flush left it.
 //! Bad files and pages are reported in the [`Summary`] and never stop the run. A cancelled run stops taking
 //! new pages, lets the batch on the device finish, stores and flushes what is done.
+//!
+//! A delete is final, also while a run ingests the document ([`InFlight`]): the run drops the document's
+//! remaining pages, stores none of it after the delete, and its previews go too.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use colqwen_core::{PageIndex, PageInput, PageRecord, doc_id};
@@ -59,6 +63,97 @@ impl Default for IngestOptions {
     }
 }
 
+/// The documents that the ingest runs of one service are writing, so that deleting one of them is final.
+///
+/// A delete ([`InFlight::delete`]) and a store batch ([`InFlight::write`]) exclude each other: the delete marks
+/// the document dropped in every run that holds it and removes its pages while the lock is held, and the store
+/// stage leaves out the pages of dropped documents under the same lock, so no page of a deleted document is
+/// written after its delete returned. A run that read a file before a delete of its document and registers it
+/// after (the planner reads a file before it knows its id) finds the delete among the recent ones (`deleted`,
+/// by epoch) and drops it too. The planner then queues no more of its pages, the other stages skip them, and
+/// the run's end removes previews that its renders wrote after the delete.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    state: Mutex<InFlightState>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct InFlightState {
+    /// Runs in progress.
+    runs: usize,
+    /// Bumped by every delete.
+    epoch: u64,
+    /// Documents held by runs: one "dropped" flag per run that holds the document.
+    docs: HashMap<String, Vec<Arc<AtomicBool>>>,
+    /// Documents deleted while runs were in progress, with the epoch of the delete (cleared when none is left).
+    deleted: HashMap<String, u64>,
+}
+
+impl InFlight {
+    fn lock(&self) -> MutexGuard<'_, InFlightState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Held by the store stage around a batch: no delete runs meanwhile.
+    fn write(&self) -> MutexGuard<'_, InFlightState> {
+        self.lock()
+    }
+
+    /// Drops `doc_id` from every run that holds it and returns the lock: the caller deletes the document's pages
+    /// while holding it, so no run writes a page of it afterwards.
+    pub(crate) fn delete(&self, doc_id: &str) -> MutexGuard<'_, InFlightState> {
+        let mut s = self.lock();
+        s.epoch += 1;
+        for flag in s.docs.get(doc_id).into_iter().flatten() {
+            flag.store(true, Ordering::SeqCst);
+        }
+        if s.runs > 0 {
+            let epoch = s.epoch;
+            s.deleted.insert(doc_id.to_string(), epoch);
+        }
+        s
+    }
+
+    /// Whether a run holds `doc_id` (it is being ingested).
+    pub(crate) fn holds(&self, doc_id: &str) -> bool {
+        self.lock().docs.get(doc_id).is_some_and(|v| !v.is_empty())
+    }
+
+    fn begin_run(&self) {
+        self.lock().runs += 1;
+    }
+
+    fn end_run(&self, held: &[(String, Arc<AtomicBool>)]) {
+        let mut s = self.lock();
+        for (doc_id, flag) in held {
+            if let Some(v) = s.docs.get_mut(doc_id) {
+                v.retain(|f| !Arc::ptr_eq(f, flag));
+                if v.is_empty() {
+                    s.docs.remove(doc_id);
+                }
+            }
+        }
+        s.runs = s.runs.saturating_sub(1);
+        if s.runs == 0 {
+            s.deleted.clear();
+        }
+    }
+
+    fn epoch(&self) -> u64 {
+        self.lock().epoch
+    }
+
+    /// Registers `doc_id` for a run that read its file at `read_epoch`; the flag is set already when the
+    /// document was deleted since.
+    fn register(&self, doc_id: &str, read_epoch: u64) -> Arc<AtomicBool> {
+        let mut s = self.lock();
+        let dropped = s.deleted.get(doc_id).is_some_and(|&e| e > read_epoch);
+        let flag = Arc::new(AtomicBool::new(dropped));
+        s.docs.entry(doc_id.to_string()).or_default().push(flag.clone());
+        flag
+    }
+}
+
 /// One document in flight.
 struct DocState {
     /// The file as given (what messages name).
@@ -75,6 +170,14 @@ struct DocState {
     expected_pages: usize,
     /// Pages not yet stored or failed; the store stage finishes the document when it reaches 0.
     remaining: AtomicUsize,
+    /// Set when the document is deleted during the run ([`InFlight`]): its pages are dropped.
+    dropped: Arc<AtomicBool>,
+}
+
+impl DocState {
+    fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
 }
 
 struct PageJob {
@@ -111,6 +214,9 @@ struct Run<'a> {
     worker: &'a EmbedWorker,
     index: &'a dyn PageIndex,
     previews: &'a Previews,
+    inflight: &'a InFlight,
+    /// Documents this run registered with `inflight` (with their file hash).
+    held: Mutex<Vec<(String, String, Arc<AtomicBool>)>>,
     cancel: &'a AtomicBool,
     opts: &'a IngestOptions,
     progress: &'a dyn Progress,
@@ -150,10 +256,12 @@ impl<'a> Run<'a> {
 
 /// Ingests `files` into `index` (whose manifest must be the worker's model's), with page previews.
 /// Setting `cancel` stops the run early (the summary says so).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn ingest(
     worker: &EmbedWorker,
     index: &dyn PageIndex,
     previews: &Previews,
+    inflight: &InFlight,
     files: &[PathBuf],
     opts: &IngestOptions,
     progress: &dyn Progress,
@@ -166,6 +274,8 @@ pub(crate) fn ingest(
         worker,
         index,
         previews,
+        inflight,
+        held: Mutex::new(Vec::new()),
         cancel,
         opts,
         progress,
@@ -184,6 +294,7 @@ pub(crate) fn ingest(
     let (page_tx, page_rx) = sync_channel::<Item<RenderedPage>>(batch_size * 2 * replicas);
     let page_rx = Mutex::new(page_rx);
     let (emb_tx, emb_rx) = sync_channel::<Item<Embedded>>(batch_size * 2 * replicas);
+    inflight.begin_run();
     std::thread::scope(|s| {
         let run = &run;
         s.spawn(move || plan(run, files, job_tx));
@@ -199,6 +310,7 @@ pub(crate) fn ingest(
         }
         embed_stage(run, &page_rx, emb_tx, batch_size);
     });
+    forget_dropped(&run);
     if let Some(e) = run.fatal.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
         return Err(e);
     }
@@ -221,6 +333,8 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         if run.stopped() {
             return;
         }
+        // A delete of the document from here on drops it (the file is read before its id is known).
+        let read_epoch = run.inflight.epoch();
         // A panic inside the PDF parser fails this file, not the run.
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| open_document(run, path)));
         let doc = match opened {
@@ -237,12 +351,25 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
         // Same bytes as a file earlier in this run: its pages are the same points, stored once.
         if let Some(first) = contents.get(&doc.sha256) {
             run.skipped.fetch_add(doc.page_count, Ordering::Relaxed);
+            run.progress.on_duplicate(path, first);
             if let Ok(mut d) = run.duplicates.lock() {
                 d.push((path.clone(), first.clone()));
             }
             continue;
         }
         contents.insert(doc.sha256.clone(), path.clone());
+        run.progress.on_document_opened(path, &doc.doc_id, doc.page_count);
+        if !run.progress.still_wanted(path, &doc.doc_id) {
+            continue;
+        }
+        let mut doc = doc;
+        doc.dropped = run.inflight.register(&doc.doc_id, read_epoch);
+        if let Ok(mut held) = run.held.lock() {
+            held.push((doc.doc_id.clone(), doc.sha256.clone(), doc.dropped.clone()));
+        }
+        if doc.dropped() {
+            continue;
+        }
         // Fewer pages than the file holds (its page tree, or a tolerant scan), or a truncated file: a named
         // failure (exit 1), and the pages that can be read are still ingested.
         if let Err(e) = doc.pdf.page_count_check() {
@@ -273,6 +400,9 @@ fn plan(run: &Run<'_>, files: &[PathBuf], jobs: SyncSender<PageJob>) {
             if run.stopped() {
                 return;
             }
+            if doc.dropped() {
+                break;
+            }
             if jobs.send(PageJob { doc: doc.clone(), page_index }).is_err() {
                 return;
             }
@@ -302,6 +432,7 @@ fn open_document(run: &Run<'_>, path: &Path) -> Result<DocState> {
         page_count,
         expected_pages,
         remaining: AtomicUsize::new(0),
+        dropped: Arc::default(),
     })
 }
 
@@ -313,7 +444,7 @@ fn render_worker(run: &Run<'_>, jobs: &Mutex<Receiver<PageJob>>, pages: SyncSend
             Err(_) => return,
         };
         let Ok(PageJob { doc, page_index }) = job else { return };
-        if run.stopped() {
+        if run.stopped() || doc.dropped() {
             continue; // drain the queue so the planner is never blocked
         }
         let outcome = render_page(run, &doc, page_index);
@@ -380,8 +511,18 @@ fn embed_stage(
                 Err(_) => open = false,
             }
         }
+        // Pages of a document deleted meanwhile are not worth the device's time.
+        let mut i = 0;
+        while i < batch.len() {
+            if batch[i].0.dropped() {
+                batch.remove(i);
+                inputs.remove(i);
+            } else {
+                i += 1;
+            }
+        }
         if batch.is_empty() {
-            break;
+            continue;
         }
         if run.stopped() {
             // Rendered but not embedded: redone by the next run.
@@ -438,7 +579,13 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
         }
         let mut records = Vec::with_capacity(batch.len());
         let mut done = Vec::with_capacity(batch.len());
+        // Under the lock that a delete takes: a document deleted before this point has none of its pages
+        // written, one deleted after loses them with the rest of it.
+        let gate = run.inflight.write();
         for Item { doc, page_index, outcome } in batch {
+            if doc.dropped() {
+                continue;
+            }
             match outcome {
                 Ok(Embedded { page, vectors }) => {
                     records.push(PageRecord {
@@ -452,12 +599,9 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
                         preview: page.preview,
                         vectors,
                     });
-                    done.push((doc, true));
+                    done.push((doc, Ok(())));
                 }
-                Err(e) => {
-                    run.fail(&doc.path, Some(page_index), e);
-                    done.push((doc, false));
-                }
+                Err(e) => done.push((doc, Err((page_index, e)))),
             }
         }
         let stored = records.len();
@@ -467,13 +611,15 @@ fn store_stage(run: &Run<'_>, items: Receiver<Item<Embedded>>) {
             run.set_fatal(e.into());
             return;
         }
+        drop(gate);
         run.ingested.fetch_add(stored, Ordering::Relaxed);
         since_flush += stored;
-        for (doc, ok) in done {
-            if ok {
-                run.progress.on_pages_stored(&doc.path, 1);
+        for (doc, outcome) in done {
+            match outcome {
+                Ok(()) => run.progress.on_pages_stored(&doc.path, 1),
+                Err((page_index, e)) => run.fail(&doc.path, Some(page_index), e),
             }
-            if doc.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
+            if doc.remaining.fetch_sub(1, Ordering::SeqCst) == 1 && !doc.dropped() {
                 finish_document(run, &doc);
                 since_flush = 0;
             }
@@ -510,6 +656,26 @@ fn finish_document(run: &Run<'_>, doc: &DocState) {
         }
         Err(e) => run.set_fatal(e.into()),
     }
+}
+
+/// The end of a run: its documents are no longer held; previews that its renders wrote for a document deleted
+/// during the run (after the delete removed the document's previews) are removed when none of its pages is
+/// stored.
+fn forget_dropped(run: &Run<'_>) {
+    let held = std::mem::take(&mut *run.held.lock().unwrap_or_else(PoisonError::into_inner));
+    {
+        let _gate = run.inflight.write();
+        for (doc_id, sha256, dropped) in &held {
+            if dropped.load(Ordering::SeqCst) && run.index.pages_of_file(sha256).is_ok_and(|p| p.is_empty()) {
+                tracing::info!(doc = %doc_id, "deleted while it was being ingested: its remaining pages were dropped");
+                if let Err(e) = run.previews.delete(doc_id) {
+                    tracing::warn!("cannot remove the previews of deleted document {doc_id}: {e}");
+                }
+            }
+        }
+    }
+    let held: Vec<(String, Arc<AtomicBool>)> = held.into_iter().map(|(d, _, f)| (d, f)).collect();
+    run.inflight.end_run(&held);
 }
 
 /// Rendering is the CPU-heavy background work of an ingest: on Linux its threads run at nice 10, so that in a

@@ -28,7 +28,7 @@ pub use discover::{Discovery, discover, source_file, stored_path};
 pub use engine::{Engine, EngineOptions};
 pub use error::{Error, Result};
 pub use ingest::IngestOptions;
-pub use jobs::{FileStatus, JobState, JobStatus, Jobs};
+pub use jobs::{FileStatus, JobConflict, JobState, JobStatus, Jobs, MAX_FINISHED_AGE, MAX_FINISHED_JOBS};
 pub use overlay::{overlay_png, viridis};
 pub use previews::Previews;
 pub use progress::{Failure, FailureJson, NoProgress, Progress, Summary, error_chain};

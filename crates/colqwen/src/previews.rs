@@ -87,9 +87,20 @@ impl Previews {
             return Err(Error::InvalidId(doc_id.into()));
         }
         let dir = self.root.join(doc_id);
-        match std::fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_error("remove", &dir, e)),
-            _ => Ok(()),
+        // An ingest that is rendering a page of the document may write a preview into the folder while it is
+        // being removed ("directory not empty"): try again; the ingest removes what it wrote after a delete
+        // itself (see `ingest::InFlight`).
+        let mut tries = 0;
+        loop {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && tries < 5 => tries += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty => {
+                    tracing::warn!("previews of {doc_id} are still being written; the ingest removes them");
+                    return Ok(());
+                }
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error("remove", &dir, e)),
+                _ => return Ok(()),
+            }
         }
     }
 

@@ -116,8 +116,17 @@ impl Summary {
 
 /// Receives ingest events from the pipeline's threads.
 pub trait Progress: Send + Sync {
+    /// A document was opened and read: its id (from its content) and its page count.
+    fn on_document_opened(&self, _path: &Path, _doc_id: &str, _page_count: usize) {}
+    /// Whether the run should still ingest `path` (document `doc_id`), asked once it is opened: a job says no
+    /// for a file it settled meanwhile (its document was deleted after the run had its list of files).
+    fn still_wanted(&self, _path: &Path, _doc_id: &str) -> bool {
+        true
+    }
     /// A document was opened: `pages` to process, `skipped` already in the index.
     fn on_document_queued(&self, _path: &Path, _pages: usize, _skipped: usize) {}
+    /// `path` has the same bytes as `first`, an earlier file of the run: its pages are `first`'s, stored once.
+    fn on_duplicate(&self, _path: &Path, _first: &Path) {}
     /// One page was rendered and preprocessed.
     fn on_page_rendered(&self) {}
     /// `n` pages went through the model.

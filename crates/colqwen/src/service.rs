@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use colqwen_core::{
-    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, SimilarityMaps, Stats, VectorStorage,
+    DocumentInfo, IndexManifest, MultiVector, PageEmbedder, PageIndex, PageInput, SimilarityMaps, Stats, VectorStorage,
     VisualGrid, is_doc_id, normalize, similarity_maps,
 };
 use colqwen_model::DEFAULT_MODEL_ID;
@@ -19,7 +19,7 @@ use colqwen_weaviate::{Weaviate, WeaviateConfig};
 
 use crate::engine::{Engine, EngineOptions, model_identity};
 use crate::error::{Error, Result};
-use crate::ingest::{IngestOptions, ingest};
+use crate::ingest::{InFlight, IngestOptions, ingest};
 use crate::previews::Previews;
 use crate::progress::{Progress, Summary};
 use crate::runtime::Runtime;
@@ -132,6 +132,8 @@ pub struct Service {
     /// `None` when opened without the model (listing, deleting, stats).
     worker: Option<EmbedWorker>,
     metrics: Metrics,
+    /// Documents being ingested, so that a delete during an ingest is final.
+    inflight: InFlight,
 }
 
 impl Service {
@@ -232,6 +234,7 @@ impl Service {
             index_dir: dir.to_path_buf(),
             worker,
             metrics: Metrics::default(),
+            inflight: InFlight::default(),
         }
     }
 
@@ -273,7 +276,7 @@ impl Service {
         cancel: &AtomicBool,
     ) -> Result<Summary> {
         let counting = Counting { inner: progress, metrics: &self.metrics };
-        ingest(self.worker()?, self.index.as_ref(), &self.previews, files, opts, &counting, cancel)
+        ingest(self.worker()?, self.index.as_ref(), &self.previews, &self.inflight, files, opts, &counting, cancel)
     }
 
     /// Ranks the index's pages for `query`.
@@ -317,12 +320,19 @@ impl Service {
 
     /// Page embeddings of images (one multi-vector per image), on the device worker.
     pub fn embed_images(&self, images: &[image::RgbImage]) -> Result<Vec<MultiVector>> {
-        let worker = self.worker()?;
-        let inputs = images
-            .iter()
-            .map(|img| worker.embedder().prepare(img).map_err(Error::Embed))
-            .collect::<Result<Vec<_>>>()?;
-        worker.embed_pages(inputs)
+        let inputs = images.iter().map(|img| self.prepare_image(img)).collect::<Result<Vec<_>>>()?;
+        self.embed_prepared(inputs)
+    }
+
+    /// A page image as the model's input (resized to the model's pixel budget): much smaller than a large
+    /// image, so a caller with many images can prepare each and drop it before decoding the next.
+    pub fn prepare_image(&self, image: &image::RgbImage) -> Result<PageInput> {
+        self.worker()?.embedder().prepare(image).map_err(Error::Embed)
+    }
+
+    /// Page embeddings of prepared inputs ([`Service::prepare_image`]), on the device worker.
+    pub fn embed_prepared(&self, inputs: Vec<PageInput>) -> Result<Vec<MultiVector>> {
+        self.worker()?.embed_pages(inputs)
     }
 
     /// Stored documents.
@@ -335,15 +345,25 @@ impl Service {
         resolve_document(&self.index.documents()?, name)
     }
 
-    /// Deletes a document (by exact id) and its previews; returns the pages deleted.
+    /// Deletes a document (by exact id) and its previews; returns the pages deleted. Final also while an ingest
+    /// of this service is writing the document: that ingest stores none of its pages after this returns, drops
+    /// the rest, and reports it no further. (A run that opens the document's file after this returned ingests it
+    /// anew: a caller that means to stop that too removes the file or answers no to
+    /// [`Progress::still_wanted`] first, as the server's jobs do.)
     pub fn delete_document(&self, doc_id: &str) -> Result<usize> {
         if !is_doc_id(doc_id) {
             return Err(Error::InvalidId(doc_id.into()));
         }
+        let _gate = self.inflight.delete(doc_id);
         let pages = self.index.delete_document(doc_id)?;
         self.index.flush()?;
         self.previews.delete(doc_id)?;
         Ok(pages)
+    }
+
+    /// Whether an ingest of this service is writing document `doc_id` now.
+    pub fn is_ingesting(&self, doc_id: &str) -> bool {
+        self.inflight.holds(doc_id)
     }
 
     /// The preview JPEG of a stored page (1-based page number).
@@ -456,8 +476,17 @@ struct Counting<'a> {
 }
 
 impl Progress for Counting<'_> {
+    fn on_document_opened(&self, path: &Path, doc_id: &str, page_count: usize) {
+        self.inner.on_document_opened(path, doc_id, page_count);
+    }
+    fn still_wanted(&self, path: &Path, doc_id: &str) -> bool {
+        self.inner.still_wanted(path, doc_id)
+    }
     fn on_document_queued(&self, path: &Path, pages: usize, skipped: usize) {
         self.inner.on_document_queued(path, pages, skipped);
+    }
+    fn on_duplicate(&self, path: &Path, first: &Path) {
+        self.inner.on_duplicate(path, first);
     }
     fn on_page_rendered(&self) {
         self.inner.on_page_rendered();

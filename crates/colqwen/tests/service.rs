@@ -369,3 +369,57 @@ fn a_reserved_replica_keeps_queries_off_the_page_lane() {
     let err = pool.embed_pages(vec![bad[0].prepare(&img).unwrap()]).unwrap_err();
     assert!(err.to_string().contains("another replica"), "{err}");
 }
+
+/// Deletes the document from another thread once `after` pages of it are stored (issue 22, item 3).
+struct DeleteAfter<'a> {
+    service: &'a Service,
+    stored: AtomicUsize,
+    after: usize,
+    doc: Mutex<Option<String>>,
+    deleted: Mutex<Option<usize>>,
+}
+
+impl Progress for DeleteAfter<'_> {
+    fn on_document_opened(&self, _path: &Path, doc_id: &str, _page_count: usize) {
+        // The first file's: the one deleted.
+        self.doc.lock().expect("the lock").get_or_insert_with(|| doc_id.to_string());
+    }
+    fn on_pages_stored(&self, _path: &Path, n: usize) {
+        if self.stored.fetch_add(n, Ordering::SeqCst) + n == self.after {
+            let doc = self.doc.lock().expect("the lock").clone().expect("a document was opened");
+            // Another thread, as a server's request would: the store stage goes on meanwhile.
+            let pages = std::thread::scope(|s| {
+                s.spawn(|| self.service.delete_document(&doc).expect("the delete")).join().expect("the deleting thread")
+            });
+            *self.deleted.lock().expect("the lock") = Some(pages);
+        }
+    }
+}
+
+#[test]
+fn a_delete_during_an_ingest_is_final() {
+    let tmp = tempfile::tempdir().unwrap();
+    let index = tmp.path().join("index");
+    let service = Service::open(&options(&index, &tiny_adapter())).unwrap();
+    let progress = DeleteAfter {
+        service: &service,
+        stored: AtomicUsize::new(0),
+        after: 12,
+        doc: Mutex::new(None),
+        deleted: Mutex::new(None),
+    };
+    let files = [pdf(MANUAL), pdf("siscone-refman_p60_diagram.pdf")];
+    let s = service.ingest(&files, &IngestOptions::default(), &progress, &never()).unwrap();
+    let deleted = progress.deleted.lock().unwrap().unwrap();
+    assert!(deleted >= 12, "the pages stored by then were deleted: {deleted}");
+    assert!(s.pages_ingested < 134 + 1, "the rest of the manual was dropped: {}", s.pages_ingested);
+    let docs = service.documents().unwrap();
+    assert_eq!(docs.len(), 1, "only the other file is stored: {docs:?}");
+    assert_eq!(docs[0].page_count, 1);
+    assert_eq!(service.stats().unwrap().pages, 1, "no page of the deleted document came back");
+    let doc = progress.doc.lock().unwrap().clone().unwrap();
+    assert!(!index.join("previews").join(&doc).exists(), "its previews are gone, those rendered after the delete too");
+    // A later ingest of the same file is a new one, and complete.
+    let again = service.ingest(&[pdf(MANUAL)], &IngestOptions::default(), &NoProgress, &never()).unwrap();
+    assert_eq!(again.pages_ingested, 134);
+}

@@ -39,8 +39,7 @@ fn documents(t: &Target) -> anyhow::Result<Vec<DocumentInfo>> {
     match t {
         Target::Local(s) => Ok(s.documents()?),
         Target::Remote(server) => {
-            let v: serde_json::Value = server.get("/v1/documents")?;
-            let docs = v.get("documents").and_then(serde_json::Value::as_array).cloned().unwrap_or_default();
+            let docs = server.get_all("/v1/documents", "documents")?;
             Ok(docs
                 .iter()
                 .map(|d| {

@@ -18,6 +18,8 @@ use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, S
 
 use crate::args::{Cli, Command, DTypeArg, DeviceArg, GlobalArgs, SearchDeviceArg, StorageArg, StorageOpts};
 
+pub use remote::RemoteError;
+
 /// A usage problem found after parsing (exit code 1), with what to do about it.
 #[derive(Debug)]
 pub struct UsageError {

@@ -1,11 +1,16 @@
 //! `colqwen serve`: load the model once, open the index, serve it over HTTP until SIGTERM or Ctrl-C.
+//!
+//! The order matters: a second server on the same index is refused first (naming the running one), then the
+//! port is bound, and only then is the index opened (or created) and the model loaded — so a refused start
+//! costs nothing and leaves no folder behind.
 
 use std::process::ExitCode;
 
 use colqwen::model::LoadOptions;
 use colqwen::{IngestOptions, Service};
-use colqwen_server::ServeConfig;
+use colqwen_server::{ServeConfig, ServeError};
 
+use super::remote::Server;
 use super::service_options;
 use crate::args::{GlobalArgs, ServeArgs};
 
@@ -22,12 +27,28 @@ pub fn run(g: &GlobalArgs, a: &ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: std::time::Duration::from_secs(a.request_timeout),
         cors_origins: a.cors_origins.clone(),
     };
-    config.check()?; // before the model load: a refused address costs nothing
+    config.check()?; // before anything else: a refused address or key costs nothing
+    if let Some(server) = Server::find(&opts.index_dir) {
+        return Err(ServeError::AlreadyServed {
+            index: opts.index_dir.display().to_string(),
+            url: server.url().to_string(),
+        }
+        .into());
+    }
+    let listener = colqwen_server::bind(&config)?;
     let started = std::time::Instant::now();
-    let service = Service::open(&opts)?;
+    let service = Service::open(&opts).map_err(|e| {
+        // Another process holds the index: name its server when it has one.
+        match (super::remote::in_use(&e), colqwen_server::served_url(&opts.index_dir)) {
+            (true, Some(url)) => {
+                anyhow::Error::new(ServeError::AlreadyServed { index: opts.index_dir.display().to_string(), url })
+            }
+            _ => e.into(),
+        }
+    })?;
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "service ready");
     let ingest = IngestOptions { batch_size: a.batch_size, ..Default::default() };
-    colqwen_server::serve(service, ingest, config, |addr| {
+    colqwen_server::serve(listener, service, ingest, config, |addr| {
         eprintln!("colqwen serving {} on http://{addr} (Ctrl-C to stop)", opts.index_dir.display());
     })?;
     Ok(ExitCode::SUCCESS)
