@@ -27,6 +27,10 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 enum Event {
     /// A path passed over while walking folders (a note, not a failure).
     Skipped { path: String, why: &'static str },
+    /// A document was opened and read: its id and page count.
+    Opened { path: String, doc_id: String, pages: usize },
+    /// The file has the same bytes as an earlier file of the run (stored once).
+    Duplicate { path: String, first: String },
     /// A document was opened: `pages` to embed, `skipped` already stored.
     Queued { path: String, pages: usize, skipped: usize },
     /// `n` pages went through the model.
@@ -62,6 +66,12 @@ impl Events {
 }
 
 impl Progress for Events {
+    fn on_document_opened(&self, path: &Path, doc_id: &str, page_count: usize) {
+        self.send(Event::Opened { path: shown(path), doc_id: doc_id.into(), pages: page_count });
+    }
+    fn on_duplicate(&self, path: &Path, first: &Path) {
+        self.send(Event::Duplicate { path: shown(path), first: shown(first) });
+    }
     fn on_document_queued(&self, path: &Path, pages: usize, skipped: usize) {
         self.send(Event::Queued { path: shown(path), pages, skipped });
     }
@@ -181,6 +191,8 @@ impl IngestRun {
 fn event<'py>(py: Python<'py>, e: Event) -> PyResult<Bound<'py, PyAny>> {
     let t = match e {
         Event::Skipped { path, why } => ("skipped", path, why).into_pyobject(py)?.into_any(),
+        Event::Opened { path, doc_id, pages } => ("opened", path, doc_id, pages).into_pyobject(py)?.into_any(),
+        Event::Duplicate { path, first } => ("duplicate", path, first).into_pyobject(py)?.into_any(),
         Event::Queued { path, pages, skipped } => ("queued", path, pages, skipped).into_pyobject(py)?.into_any(),
         Event::Embedded { n } => ("embedded", n).into_pyobject(py)?.into_any(),
         Event::Stored { path, n } => ("stored", path, n).into_pyobject(py)?.into_any(),
@@ -193,7 +205,7 @@ fn event<'py>(py: Python<'py>, e: Event) -> PyResult<Bound<'py, PyAny>> {
 #[pymethods]
 impl IngestRun {
     /// The next event, waiting up to `timeout` seconds (`None` when none came): `("skipped", path, why)`,
-    /// `("queued", path, pages, skipped)`, `("embedded", n)`, `("stored", path, n)`, `("failed", failure)`,
+    /// `("opened", path, doc_id, page_count)`, `("duplicate", path, first)`, `("queued", path, pages, skipped)`, `("embedded", n)`, `("stored", path, n)`, `("failed", failure)`,
     /// `("done", path)`, and last `("end", summary)` (again on every later call). Raises the run's error if it
     /// stopped on one (a full disk, an index server gone), and `KeyboardInterrupt` on Ctrl-C after the run
     /// stopped and flushed what it had.

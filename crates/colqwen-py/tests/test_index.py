@@ -159,3 +159,15 @@ def test_errors_are_exceptions_of_their_kind_with_hints(tmp_path: Path, tiny: st
     assert bare.stats().pages == 1
     with pytest.raises(colqwen.ModelError):
         bare.search("anything")
+
+
+def test_a_copy_is_stored_once_and_named_a_duplicate(tmp_path: Path, tiny: str) -> None:
+    import shutil
+
+    copy = tmp_path / "copy.pdf"
+    shutil.copy(SMALL[0], copy)
+    index = open_index(tmp_path / "idx", tiny)
+    result = index.add([SMALL[0], copy], progress=False)
+    first, dup = result.files
+    assert first.status == "stored" and dup.status == "duplicate" and dup.duplicate_of == str(SMALL[0])
+    assert dup.doc_id == first.doc_id and len(index.documents()) == 1

@@ -73,12 +73,21 @@ class _Files:
             except Exception:
                 pass
 
+    def _duplicate(self, path: str, first: str) -> FileResult:
+        """A file with the same bytes as ``first``: stored once, as ``first``'s document."""
+        f = self.get(path)
+        f.duplicate_of, f.done = first, True
+        f.doc_id = f.doc_id or self.get(first).doc_id
+        return f
+
     def event(self, event: tuple) -> Optional[FileResult]:
         """Applies an event; returns the file it finished, if it finished one."""
         kind = event[0]
         if kind == "opened":
             f = self.get(event[1])
             f.doc_id, f.pages = event[2], event[3]
+        elif kind == "duplicate":
+            return self._duplicate(event[1], event[2])
         elif kind == "queued":
             f = self.get(event[1])
             f.pages_skipped = event[3]
@@ -101,9 +110,7 @@ class _Files:
 
     def finish(self, summary: Dict[str, Any]) -> AddResult:
         for d in summary.get("duplicates", []):
-            f = self.get(d["path"])
-            f.duplicate_of, f.done = d["same_content_as"], True
-            self._doc_id(f)
+            self._duplicate(d["path"], d["same_content_as"])
         return AddResult(
             files=[self.files[p] for p in self.order],
             pages_ingested=summary.get("pages_ingested", 0),
