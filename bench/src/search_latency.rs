@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use colqwen::core::{SearchMode, VectorStorage};
-use colqwen::{DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, SearchOptions, Service, ServiceOptions};
+use colqwen::{
+    DTypeChoice, DeviceChoice, EngineOptions, Runtime, SearchDevice, SearchOptions, Service, ServiceOptions,
+};
 
 pub(crate) fn run(index: &Path, queries: &Path, rounds: usize) -> Result<()> {
     let opts = ServiceOptions {

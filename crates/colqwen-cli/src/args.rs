@@ -165,6 +165,10 @@ pub struct ServeArgs {
     /// Allow cross-origin requests from this origin (repeatable; off by default)
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
+    /// A name clients may give the model by in `model` (OpenAI's and vLLM's routes, GET /v1/models; repeatable;
+    /// its full id is always accepted) [default: the model's short name, e.g. colqwen2.5-v0.2]
+    #[arg(long = "served-model-name")]
+    pub served_model_names: Vec<String>,
     /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
     #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,

@@ -11,6 +11,7 @@
 mod api;
 mod error;
 mod metrics;
+mod openai;
 mod paths;
 mod uploads;
 mod web;
@@ -49,6 +50,9 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Origins allowed to call the API from a browser page of theirs (empty: CORS off).
     pub cors_origins: Vec<String>,
+    /// The names clients may give the model by (`model` of `/v1/embeddings` and `/pooling`, `GET /v1/models`),
+    /// besides its full id; empty: its short name (the last part of its Hub id or folder).
+    pub served_model_names: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +65,7 @@ impl Default for ServeConfig {
             max_upload_bytes: 512 << 20,
             request_timeout: Duration::from_secs(60),
             cors_origins: Vec::new(),
+            served_model_names: Vec::new(),
         }
     }
 }
@@ -123,6 +128,11 @@ pub struct AppState {
     pub(crate) paths: paths::PathView,
     /// Image decodes of `/v1/embeddings` at once (each may hold up to its pixel budget in memory).
     pub(crate) image_decodes: Arc<tokio::sync::Semaphore>,
+    /// The model's served names ([`ServeConfig::served_model_names`], or its short name), the first one the
+    /// name answers carry.
+    pub(crate) served_names: Vec<String>,
+    /// When the server started (seconds since the epoch): the `created` of its model in `GET /v1/models`.
+    pub(crate) started_unix: u64,
     /// Request counters.
     pub metrics: metrics::HttpMetrics,
 }
@@ -173,6 +183,8 @@ pub fn serve(
         uploads: Arc::new(uploads::Uploads::new(uploads_dir)),
         paths,
         image_decodes: Arc::new(tokio::sync::Semaphore::new(1)),
+        served_names: openai::served_names(&config.served_model_names, &service.manifest().model_id),
+        started_unix: openai::unix_now(),
         service,
         jobs,
         config: config.clone(),
