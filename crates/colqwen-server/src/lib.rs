@@ -6,7 +6,8 @@
 //! validated; request bodies, answers and times bounded; no server paths shown beyond loopback ([`paths`]);
 //! CORS off unless origins are named. SIGTERM or Ctrl-C: no new requests or jobs, the running batch finishes
 //! and is flushed, and an interrupted job is resumed at the next start. Uploads leave nothing behind that no
-//! document or job needs ([`uploads`]).
+//! document or job needs ([`uploads`]). Clients written for OpenAI's embeddings API or for vLLM's pooling API
+//! (multi-vector `token_embed`) work unchanged ([`openai`]).
 
 mod api;
 mod error;
