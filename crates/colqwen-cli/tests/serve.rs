@@ -493,7 +493,7 @@ fn a_key_is_required_beyond_loopback() {
         r.call().unwrap().status().as_u16()
     };
     assert_eq!(call("/health", None), 200);
-    for path in ["/v1/documents", "/v1/stats", "/metrics", "/openapi.json", "/v1/jobs"] {
+    for path in ["/v1/documents", "/v1/stats", "/metrics", "/openapi.json", "/v1/jobs", "/v1/models"] {
         assert_eq!(call(path, None), 401, "{path}");
         assert_eq!(call(path, Some("wrong-key!")), 401, "{path}");
         assert_eq!(call(path, Some(key)), 200, "{path}");
@@ -519,9 +519,12 @@ fn a_key_is_required_beyond_loopback() {
         ("stats", server.get("/v1/stats").1),
         ("search", search),
         ("error", missing),
+        ("models", server.get("/v1/models").1),
+        ("wrong model", server.post("/pooling", &json!({ "model": "x", "input": "y" })).1),
     ] {
         let text = v.to_string();
         assert!(!text.contains(&root) && !text.contains(&tmp.path().display().to_string()), "{what}: {text}");
+        assert!(!text.contains(&fixtures_dir().display().to_string()), "{what} shows the model's folder: {text}");
     }
     let (_, docs) = server.get("/v1/documents");
     let shown = docs["documents"][0]["source_path"].as_str().unwrap();
