@@ -4,10 +4,13 @@
 # target/release/colqwen, built here if missing; $COLQWEN_BIN names another).
 #   scripts/python-wheel.sh            # → target/wheels/colqwen-*-cp39-abi3-*.whl (one wheel for CPython ≥ 3.9)
 #   scripts/python-wheel.sh test [pytest args...]
+#   scripts/python-wheel.sh manylinux [test [pytest args...]]
 # maturin and the test tools come from PyPI, pinned, into venvs under target/ (nothing is installed globally).
-# The wheel's platform tag follows this machine's glibc (manylinux_2_35 here); for a manylinux2014 wheel build in
-# PyPA's manylinux2014_x86_64 image with the same command. The CUDA wheel:
-# scripts/cuda-build.sh wheel.
+# The plain wheel reuses the workspace's build and is tagged for this machine's glibc (manylinux_2_35 here): what
+# CI builds and tests. `manylinux` builds the wheel to publish, manylinux2014 (glibc ≥ 2.17, any x86-64 Linux of
+# the last decade): linked by zig (the ziglang wheel from PyPI) against glibc 2.17's symbols, a build of its own
+# under target/x86_64-unknown-linux-gnu (30 min wall / 14 min of CPU on the loaded 2-core dev box, 2026-12-08).
+# The CUDA wheel: scripts/cuda-build.sh wheel.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -18,7 +21,15 @@ if [ ! -x "$tools/bin/maturin" ]; then
   "$tools/bin/pip" install -q "maturin==1.16.0"
 fi
 rm -f target/wheels/colqwen-*.whl
-"$tools/bin/maturin" build --release -m crates/colqwen-py/Cargo.toml --out target/wheels
+if [ "${1:-}" = manylinux ]; then
+  shift
+  "$tools/bin/python" -c "import ziglang" 2>/dev/null || "$tools/bin/pip" install -q "ziglang==0.17.0"
+  # maturin finds zig through the `python` on PATH (`python -m ziglang`).
+  PATH="$repo/$tools/bin:$PATH" "$tools/bin/maturin" build --release -m crates/colqwen-py/Cargo.toml --zig \
+    --compatibility manylinux2014 --out target/wheels
+else
+  "$tools/bin/maturin" build --release -m crates/colqwen-py/Cargo.toml --out target/wheels
+fi
 wheel=$(ls target/wheels/colqwen-*.whl)
 echo "wheel: $wheel ($(du -k "$wheel" | cut -f1) KiB)"
 [ "${1:-}" = test ] || exit 0
