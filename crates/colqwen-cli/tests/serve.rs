@@ -214,7 +214,7 @@ fn folders_below(dir: &Path) -> Vec<PathBuf> {
 fn png_of(w: u32, h: u32) -> String {
     let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 10, 10]));
     let mut out = std::io::Cursor::new(Vec::new());
-    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    img.write_to(&mut out, image::ImageFormat::Png).expect("a PNG is written to memory");
     use base64::Engine as _;
     format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(out.into_inner()))
 }
