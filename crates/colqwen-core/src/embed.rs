@@ -57,6 +57,17 @@ pub trait PageEmbedder: Send + Sync {
     fn default_batch_size(&self) -> usize;
     /// Embeds prepared pages, one multi-vector each, in order; each result is independent of the batch.
     fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError>;
+    /// [`Self::embed_pages`], calling `between` at the points of the forward pass where other work for the same
+    /// device may be slipped in without waiting for the whole batch (between layers; see `colqwen_model::Pace`):
+    /// the embedding worker embeds waiting queries there. Embedders without such points ignore it.
+    fn embed_pages_paced(
+        &self,
+        pages: Vec<PageInput>,
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<MultiVector>, BoxError> {
+        let _ = between;
+        self.embed_pages(pages)
+    }
     /// Embeds text queries.
     fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError>;
     /// Where it runs, for messages and metrics ("cpu", "cuda:0").

@@ -15,6 +15,7 @@ use crate::config::{AdapterConfig, Family, Geometry, ModelConfig, PreprocessorCo
 use crate::error::{Error, Result};
 use crate::nn::Linear;
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::preprocess::{ImageGrid, PixelValues, Preprocessor};
 use crate::profile::{Profiler, Profiling, Stage, Taps, stage};
 use crate::rope::{document_positions, query_positions};
@@ -107,11 +108,13 @@ impl Backbone {
     }
 
     /// The vision tower over `pixel_values` `[ΣP, patch_width]` of images with these grids.
-    fn vision(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Visual> {
+    fn vision(&self, pixel_values: &Tensor, grids: &[ImageGrid], pace: &mut Pace) -> Result<Visual> {
         match self {
-            Self::Qwen2_5(t) => Ok(Visual { tokens: t.vision.forward(pixel_values, grids)?, deepstack: Vec::new() }),
-            Self::Qwen3Vl(t) => t.vision.forward(pixel_values, grids),
-            Self::Qwen3_5(t) => t.vision.forward(pixel_values, grids),
+            Self::Qwen2_5(t) => {
+                Ok(Visual { tokens: t.vision.forward_paced(pixel_values, grids, pace)?, deepstack: Vec::new() })
+            }
+            Self::Qwen3Vl(t) => t.vision.forward(pixel_values, grids, pace),
+            Self::Qwen3_5(t) => t.vision.forward(pixel_values, grids, pace),
         }
     }
 
@@ -125,11 +128,18 @@ impl Backbone {
     }
 
     /// The language model over packed input embeddings → `last_hidden_state` `[N, H]`.
-    fn text(&self, embeds: &Tensor, batch: &PackedBatch, deepstack: Option<DeepStack>) -> Result<Tensor> {
+    fn text(
+        &self,
+        embeds: &Tensor,
+        batch: &PackedBatch,
+        deepstack: Option<DeepStack>,
+        pace: &mut Pace,
+    ) -> Result<Tensor> {
+        let (pos, cu) = (&batch.positions, &batch.cu_seqlens);
         match self {
-            Self::Qwen2_5(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens),
-            Self::Qwen3Vl(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens, deepstack),
-            Self::Qwen3_5(t) => t.text.forward(embeds, &batch.positions, &batch.cu_seqlens),
+            Self::Qwen2_5(t) => t.text.forward_paced(embeds, pos, cu, pace),
+            Self::Qwen3Vl(t) => t.text.forward(embeds, pos, cu, deepstack, pace),
+            Self::Qwen3_5(t) => t.text.forward(embeds, pos, cu, pace),
         }
     }
 }
@@ -147,6 +157,8 @@ pub struct ColQwen {
     device: Device,
     dtype: DType,
     lora_pairs: usize,
+    /// Query batches are padded to a multiple of this many rows (`Ops::query_rows_multiple`).
+    query_rows_multiple: usize,
     /// The device fast path, chosen once at load and shared with every layer.
     ops: Ops,
     /// Where the stages of every layer report when profiling is on.
@@ -202,8 +214,9 @@ impl ColQwen {
         vb.check_adapter_used()?;
         let family = config.family();
         tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");
-        Ok(Self {
+        let model = Self {
             lora_pairs: vb.lora_pairs(),
+            query_rows_multiple: ops.query_rows_multiple(),
             config,
             geometry,
             backbone,
@@ -217,7 +230,9 @@ impl ColQwen {
             upload: stage!(profiling, "upload"),
             download: stage!(profiling, "download"),
             profiling,
-        })
+        };
+        model.warm_up()?;
+        Ok(model)
     }
 
     /// Records the named intermediate tensors of every forward pass into `taps` from now on, or stops with
@@ -348,6 +363,16 @@ impl ColQwen {
 
     /// Embeds preprocessed images, packed into one forward pass.
     pub fn embed_pixel_values<P: Borrow<PixelValues> + Sync>(&self, images: &[P]) -> Result<Vec<MultiVector>> {
+        self.embed_pixel_values_paced(images, &mut Pace::none())
+    }
+
+    /// [`Self::embed_pixel_values`], paced: `pace` runs between layers (see [`Pace`]: the embedding worker
+    /// embeds waiting queries there, on this thread and device, instead of after the whole batch).
+    pub fn embed_pixel_values_paced<P: Borrow<PixelValues> + Sync>(
+        &self,
+        images: &[P],
+        pace: &mut Pace,
+    ) -> Result<Vec<MultiVector>> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
@@ -361,7 +386,7 @@ impl ColQwen {
         // before the patch embedding (trap 9) with the same round-to-nearest-even, so the values are identical,
         // and the upload is half the size in bf16/f16.
         let pixel_values = self.upload.run(|| self.upload_pixels(images, (rows, width)))?;
-        let visual = self.backbone.vision(&pixel_values, &grids)?;
+        let visual = self.backbone.vision(&pixel_values, &grids, pace)?;
         drop(pixel_values);
         let batch = self.document_batch(&grids);
         let embeds = self.scatter_image_features(&batch, &visual.tokens)?;
@@ -369,7 +394,7 @@ impl ColQwen {
         let rows = Tensor::from_vec(rows.clone(), rows.len(), &self.device)?;
         let deepstack =
             (!visual.deepstack.is_empty()).then_some(DeepStack { rows: &rows, features: &visual.deepstack });
-        let hidden = self.backbone.text(&embeds, &batch, deepstack)?;
+        let hidden = self.backbone.text(&embeds, &batch, deepstack, pace)?;
         self.profiling.tap(|| "last_hidden_state".into(), &hidden);
         self.split(&self.head(&hidden)?, &batch.cu_seqlens)
     }
@@ -393,11 +418,39 @@ impl ColQwen {
         if queries.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.query_batch(queries)?;
+        let mut batch = self.query_batch(queries)?;
+        let real = batch.cu_seqlens.len();
+        let rows = batch.ids.len();
+        let pad = rows.next_multiple_of(self.query_rows_multiple) - rows;
+        if pad > 0 {
+            // A sequence of its own: packed attention keeps it apart from the queries, whose rows are unchanged.
+            let id = batch.ids[0];
+            batch.push(vec![id; pad], query_positions(pad));
+        }
         let embeds = self.backbone.embed(&batch.ids)?;
-        let hidden = self.backbone.text(&embeds, &batch, None)?;
+        let hidden = self.backbone.text(&embeds, &batch, None, &mut Pace::none())?;
         self.profiling.tap(|| "last_hidden_state".into(), &hidden);
-        self.split(&self.head(&hidden)?, &batch.cu_seqlens)
+        self.split(&self.head(&hidden)?, &batch.cu_seqlens[..real])
+    }
+
+    /// Pads query batches to a multiple of `rows` rows from now on (see `Ops::query_rows_multiple`: 16 on CUDA,
+    /// 1 on the CPU after load); for tests and benchmarks.
+    pub fn set_query_rows_multiple(&mut self, rows: usize) {
+        self.query_rows_multiple = rows.max(1);
+    }
+
+    /// Runs a query of every padded length up to 64 rows once, on CUDA, so that the first user queries do not
+    /// pay for first launches and cuBLAS's per-shape choices (a no-op on the CPU, where nothing is compiled or
+    /// chosen per shape).
+    pub fn warm_up(&self) -> Result<()> {
+        if self.query_rows_multiple == 1 {
+            return Ok(());
+        }
+        let words = ["page"; 64];
+        for n in (0..=64).step_by(self.query_rows_multiple) {
+            self.embed_queries(&[&words[..n.max(1)].join(" ")])?;
+        }
+        Ok(())
     }
 
     /// One move back to the host, in f32, then split per sequence.

@@ -59,6 +59,18 @@ impl Ops {
         }
     }
 
+    /// Query batches are padded to a multiple of this many rows (a dummy sequence at the end, dropped after):
+    /// on CUDA, queries of nearby lengths then share GEMM shapes, so cuBLAS's per-shape choices and the first
+    /// launch of each shape are paid once per bucket at warm-up, not by the first user query of every new length.
+    /// On the CPU the padding would only add work.
+    pub(crate) fn query_rows_multiple(&self) -> usize {
+        match self {
+            Self::Generic => 1,
+            #[cfg(feature = "cuda")]
+            Self::Cuda | Self::CudaBf16(_) => 16,
+        }
+    }
+
     /// Whether the gated MLP's intermediate width is padded to a multiple of 128 with zero weights, so that
     /// cuBLAS runs its aligned GEMM kernels (2.5× faster for the vision tower's 3420 → 3456 on an H100). On the
     /// CPU the padding would only add work.

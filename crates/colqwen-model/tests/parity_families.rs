@@ -519,3 +519,27 @@ fn colqwen3_5_in_bf16_stays_near_the_f32_reference() {
     eprintln!("bf16 vs f32 golden: per-token cosine worst {worst}, mean {mean}");
     assert!(worst >= 0.9 && mean >= 0.99, "bf16 vs the f32 reference: per-token cosine worst {worst}, mean {mean}");
 }
+
+/// On CUDA query batches are padded to a multiple of 16 rows with a sequence of their own (fewer distinct GEMM
+/// shapes, warmed up at load); the padding must not change a query's rows. Checked here on the CPU path with the
+/// same padding forced, for each family's decoder (DeltaNet's recurrence included).
+#[test]
+fn padded_query_batches_leave_the_queries_unchanged() {
+    for case in [&COLNOMIC, &COLQWEN3, &COLQWEN3_5] {
+        let mut l = load(case);
+        let qs: Vec<&str> = l.manifest.queries.iter().map(String::as_str).collect();
+        let plain = l.model.embed_queries(&qs).unwrap();
+        l.model.set_query_rows_multiple(16);
+        for batch in [&qs[..], &qs[..1]] {
+            let rows: usize = plain.iter().take(batch.len()).map(|q| q.rows).sum();
+            assert!(!rows.is_multiple_of(16), "{}: the case must need padding", case.model);
+            let padded = l.model.embed_queries(batch).unwrap();
+            assert_eq!(padded.len(), batch.len(), "{}: the padding sequence is dropped", case.model);
+            for (j, (a, b)) in padded.iter().zip(&plain).enumerate() {
+                assert_eq!((a.rows, a.dim), (b.rows, b.dim), "{} query {j}", case.model);
+                let d = a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
+                assert!(d <= 1e-5, "{} query {j}: padded vs plain differ by {d:.2e}", case.model);
+            }
+        }
+    }
+}

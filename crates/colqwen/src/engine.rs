@@ -89,11 +89,17 @@ impl PageEmbedder for Engine {
     }
 
     fn embed_pages(&self, pages: Vec<PageInput>) -> Result<Vec<MultiVector>, BoxError> {
-        let pixels = pages
-            .into_iter()
-            .map(|p| p.downcast::<PixelValues>().ok_or("page input was prepared by another model"))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(self.model.embed_pixel_values(&pixels)?)
+        Ok(self.model.embed_pixel_values(&downcast_pages(pages)?)?)
+    }
+
+    fn embed_pages_paced(
+        &self,
+        pages: Vec<PageInput>,
+        between: &mut dyn FnMut(),
+    ) -> Result<Vec<MultiVector>, BoxError> {
+        let pixels = downcast_pages(pages)?;
+        let mut pace = colqwen_model::Pace::new(&self.runtime.device, between);
+        Ok(self.model.embed_pixel_values_paced(&pixels, &mut pace)?)
     }
 
     fn embed_queries(&self, queries: &[&str]) -> Result<Vec<MultiVector>, BoxError> {
@@ -124,6 +130,14 @@ impl PageEmbedder for Engine {
         let ids = prompts.query_ids(query)?;
         ids.iter().map(|&id| prompts.tokenizer().decode(&[id], false).map_err(|e| e.to_string().into())).collect()
     }
+}
+
+/// The model inputs of prepared pages (each prepared by this model's `prepare`).
+fn downcast_pages(pages: Vec<PageInput>) -> Result<Vec<std::sync::Arc<PixelValues>>, BoxError> {
+    pages
+        .into_iter()
+        .map(|p| p.downcast::<PixelValues>().ok_or_else(|| "page input was prepared by another model".into()))
+        .collect()
 }
 
 pub(crate) fn model_identity(model: &str, hub: &HubOptions) -> String {

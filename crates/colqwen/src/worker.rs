@@ -4,6 +4,11 @@
 //! one forward pass by whichever replica is free first (the least busy). With two or more replicas the pool can
 //! keep one free of page batches for queries ([`PoolOptions::reserve_for_queries`], used by the server).
 //!
+//! A replica busy with a page batch still answers queries: between the layers of the batch's forward pass
+//! (`PageEmbedder::embed_pages_paced`, which keeps at most a couple of layers queued on the GPU) it embeds the
+//! queries waiting at that moment, so a search waits for about one layer of a batch, not for the whole batch,
+//! even when the only replica is ingesting.
+//!
 //! A page batch that fails on one replica (out of memory, a lost device, a panic) is retried on a replica that
 //! has not tried it; only when every replica has failed it does the error reach the caller.
 
@@ -204,22 +209,22 @@ fn run(shared: &Shared, me: usize) {
             }
         };
         match work {
-            Work::Queries(jobs) => {
-                let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
-                match contained(|| embedder.embed_queries(&texts)) {
-                    Ok(vectors) if vectors.len() == jobs.len() => {
-                        for (job, v) in jobs.into_iter().zip(vectors) {
-                            let _ = job.reply.send(Ok(v));
-                        }
-                    }
-                    Ok(_) => reply_all(jobs, "the model returned the wrong number of query embeddings"),
-                    Err(reason) => reply_all(jobs, &reason),
-                }
-            }
+            Work::Queries(jobs) => embed_queries(embedder.as_ref(), jobs),
             Work::Pages(mut job) => {
                 let n = job.inputs.len();
+                // Between the batch's layers: the queries waiting now, on this replica (see the module docs).
+                let mut between = || {
+                    let jobs: Vec<QueryJob> = {
+                        let mut lanes = shared.lanes();
+                        let n = lanes.queries.len().min(MAX_QUERY_BATCH);
+                        lanes.queries.drain(..n).collect()
+                    };
+                    if !jobs.is_empty() {
+                        embed_queries(embedder.as_ref(), jobs);
+                    }
+                };
                 // The inputs stay with the job for a retry elsewhere: the replica gets a copy of the handles.
-                let result = contained(|| embedder.embed_pages(job.inputs.clone())).and_then(|v| {
+                let result = contained(|| embedder.embed_pages_paced(job.inputs.clone(), &mut between)).and_then(|v| {
                     if v.len() == n {
                         Ok(v)
                     } else {
@@ -252,6 +257,20 @@ fn run(shared: &Shared, me: usize) {
                 shared.wake.notify_all();
             }
         }
+    }
+}
+
+/// Embeds `jobs` in one forward pass and answers each.
+fn embed_queries(embedder: &dyn PageEmbedder, jobs: Vec<QueryJob>) {
+    let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
+    match contained(|| embedder.embed_queries(&texts)) {
+        Ok(vectors) if vectors.len() == jobs.len() => {
+            for (job, v) in jobs.into_iter().zip(vectors) {
+                let _ = job.reply.send(Ok(v));
+            }
+        }
+        Ok(_) => reply_all(jobs, "the model returned the wrong number of query embeddings"),
+        Err(reason) => reply_all(jobs, &reason),
     }
 }
 

@@ -7,6 +7,7 @@ use super::Config;
 use crate::error::Result;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::profile::{Profiling, Stage, stage};
 use crate::rope::MRope;
 use crate::weights::Weights;
@@ -111,6 +112,17 @@ impl TextModel {
     /// Decoder stack + final norm: `embeds` `[N, D]` of packed sequences (sequence `i` = rows
     /// `cu_seqlens[i]..cu_seqlens[i+1]`), positions `[3][N]` → `last_hidden_state` `[N, D]`.
     pub fn forward(&self, embeds: &Tensor, positions: &[Vec<u32>; 3], cu_seqlens: &[usize]) -> Result<Tensor> {
+        self.forward_paced(embeds, positions, cu_seqlens, &mut Pace::none())
+    }
+
+    /// [`Self::forward`], calling `pace` after every layer.
+    pub(crate) fn forward_paced(
+        &self,
+        embeds: &Tensor,
+        positions: &[Vec<u32>; 3],
+        cu_seqlens: &[usize],
+        pace: &mut Pace,
+    ) -> Result<Tensor> {
         let (cos, sin) = self.rotary_tables.run(|| self.rope.tables(positions, embeds.dtype(), embeds.device()))?;
         let (heads, kv_heads) = self.layers.first().map_or((1, 1), |l| (l.self_attn.heads, l.self_attn.kv_heads));
         let head_dim = self.rope.rot_dim();
@@ -124,6 +136,7 @@ impl TextModel {
                 layer.self_attn.forward(a, &cos, &sin, &plan)
             })?;
             (xs, pending) = (h, Some(delta));
+            pace.layer_done()?;
             if self.profiling.tapping() {
                 self.profiling.tap(|| format!("text.layer.{l}"), &(&xs + pending.as_ref().expect("just set"))?);
             }

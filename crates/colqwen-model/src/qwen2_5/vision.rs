@@ -7,6 +7,7 @@ use super::Config;
 use crate::error::Result;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::preprocess::ImageGrid;
 use crate::profile::{Profiling, Stage, stage};
 use crate::rope::{VisionRope, patch_positions};
@@ -234,6 +235,11 @@ impl VisionModel {
     /// The whole tower: `pixel_values` `[ΣP, 1176]` of the images with these grids → visual tokens
     /// `[ΣT, out_hidden]` in raster order per image, images concatenated.
     pub fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Tensor> {
+        self.forward_paced(pixel_values, grids, &mut Pace::none())
+    }
+
+    /// [`Self::forward`], calling `pace` after every block.
+    pub(crate) fn forward_paced(&self, pixel_values: &Tensor, grids: &[ImageGrid], pace: &mut Pace) -> Result<Tensor> {
         let device = pixel_values.device();
         let layout = self.layout(grids);
         let st = &self.stages;
@@ -260,6 +266,7 @@ impl VisionModel {
                 block.attn.forward(a, &cos, &sin, plan, full)
             })?;
             (xs, pending) = (h, Some(delta));
+            pace.layer_done()?;
         }
         let m = &self.merger;
         let xs = m.stage.run(|| {

@@ -20,6 +20,7 @@ use super::deltanet::{self, Heads, Params};
 use crate::error::Result;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, QkNorm, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::profile::{Profiling, Stage, stage};
 use crate::rope::MRope;
 use crate::weights::Weights;
@@ -377,7 +378,13 @@ impl TextModel {
     ///
     /// Taps: `text.layer.{l}` (each layer's output) and the core stages of the first DeltaNet layer
     /// (`linear0.*`, generic path).
-    pub(crate) fn forward(&self, embeds: &Tensor, positions: &[Vec<u32>; 3], cu_seqlens: &[usize]) -> Result<Tensor> {
+    pub(crate) fn forward(
+        &self,
+        embeds: &Tensor,
+        positions: &[Vec<u32>; 3],
+        cu_seqlens: &[usize],
+        pace: &mut Pace,
+    ) -> Result<Tensor> {
         let device = embeds.device();
         let (cos, sin) = self.rotary_tables.run(|| self.rope.tables(positions, embeds.dtype(), device))?;
         let (plan, delta) = self.attention_plan.run(|| {
@@ -395,6 +402,7 @@ impl TextModel {
                     Mixer::Full(m) => m.forward(a, &cos, &sin, &plan),
                 })?;
             (xs, pending) = (h, Some(d));
+            pace.layer_done()?;
             if self.profiling.tapping() {
                 if let Some(p) = pending.take() {
                     xs = (xs + p)?;

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::model::DeepStack;
 use crate::nn::{AddNorm, AttentionPlan, GatedMlp, Linear, QkNorm, RmsNorm, attention, pre_norm_block};
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::profile::{Profiling, Stage, stage};
 use crate::rope::MRope;
 use crate::weights::Weights;
@@ -144,6 +145,7 @@ impl TextModel {
         positions: &[Vec<u32>; 3],
         cu_seqlens: &[usize],
         deepstack: Option<DeepStack>,
+        pace: &mut Pace,
     ) -> Result<Tensor> {
         let (cos, sin) = self.rotary_tables.run(|| self.rope.tables(positions, embeds.dtype(), embeds.device()))?;
         let (heads, kv_heads) = self.layers.first().map_or((1, 1), |l| (l.self_attn.heads, l.self_attn.kv_heads));
@@ -158,6 +160,7 @@ impl TextModel {
                 layer.self_attn.forward(a, &cos, &sin, &plan)
             })?;
             (xs, pending) = (h, Some(delta));
+            pace.layer_done()?;
             let inject = deepstack.as_ref().zip(features.get(l));
             if inject.is_none() && !self.profiling.tapping() {
                 continue;

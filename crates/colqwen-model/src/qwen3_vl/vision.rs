@@ -13,6 +13,7 @@ use crate::nn::{
     Activation, AddNorm, AttentionPlan, LayerNorm, Linear, Mlp, attention, pad_head_halves, pre_norm_block,
 };
 use crate::ops::Ops;
+use crate::pace::Pace;
 use crate::preprocess::ImageGrid;
 use crate::profile::{Profiling, Stage, stage};
 use crate::rope::{VisionRope, patch_positions};
@@ -235,7 +236,7 @@ impl VisionModel {
     /// the DeepStack features (same shape each), raster order per image, images concatenated.
     ///
     /// Taps: `vision.patch_embed`, `vision.pos_embed`, `vision.block0`, `vision.deepstack.{k}`, `vision.output`.
-    pub(crate) fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid]) -> Result<Visual> {
+    pub(crate) fn forward(&self, pixel_values: &Tensor, grids: &[ImageGrid], pace: &mut Pace) -> Result<Visual> {
         let device = pixel_values.device();
         let st = &self.stages;
         let tap = |name: &str, t: &Tensor| self.profiling.tap(|| format!("vision.{name}"), t);
@@ -276,6 +277,7 @@ impl VisionModel {
                 block.attn.forward(a, &cos, &sin, &plan)
             })?;
             (xs, pending) = (h, Some(delta));
+            pace.layer_done()?;
             let taps_block0 = i == 0 && self.profiling.tapping();
             let feeds: Vec<&PatchMerger> = self.deepstack.iter().filter(|(b, _)| *b == i).map(|(_, m)| m).collect();
             if feeds.is_empty() && !taps_block0 {
