@@ -9,6 +9,9 @@
 #   4. cargo build --release --features cuda into target-cuda/ (then scripts/pack-carry.sh for the device tool).
 # Usage: scripts/cuda-build.sh [cargo args...]        (default: -p colqwen-cli)
 #        scripts/cuda-build.sh test [cargo args...]   (test binaries only: cargo test --no-run)
+#        scripts/cuda-build.sh wheel [maturin args...] (the Python package with CUDA: target-cuda/wheels/colqwen-*.whl;
+#                                                     it loads the same CUDA 13 libraries as the binary, from
+#                                                     LD_LIBRARY_PATH on the GPU machine; colqwen.CUDA is True)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=${COLQWEN_CUDA_WORK:-$HOME/.cache/colqwen-cuda}
@@ -47,6 +50,12 @@ export PATH=$root/bin:$PATH
 export LIBRARY_PATH=$root/lib64:$root/lib64/stubs:${LIBRARY_PATH:-}
 export CUDA_COMPUTE_CAP=90 CUDARC_CUDA_VERSION=13000 CUDAFORGE_THREADS=2
 cd "$repo"
+if [ "${1:-}" = wheel ]; then
+  shift
+  [ -x "$venv/bin/maturin" ] || "$venv/bin/pip" install -q "maturin==1.16.0"
+  exec "$venv/bin/maturin" build --release -m crates/colqwen-py/Cargo.toml --features cuda \
+    --target-dir target-cuda --out target-cuda/wheels "$@"
+fi
 cmd=build
 if [ "${1:-}" = test ]; then cmd=test; shift; set -- --no-run "$@"; fi
 if [ $# -eq 0 ]; then set -- -p colqwen-cli; fi

@@ -12,6 +12,8 @@
 //! - `scale-data MODEL OUT_DIR IMAGES QUERIES PDF...`: the search-at-scale dataset (`scale_data.rs`).
 //! - `scale DATA_DIR WORK_DIR SIZES [OPTIONS]`: the search-at-scale harness, one row per candidate × size
 //!   (`scale.rs`).
+//! - `search-latency INDEX QUERIES_FILE [ROUNDS]`: `Service::search` in-process on an existing index
+//!   (`search_latency.rs`), the baseline of the Python package's overhead.
 //! - `weaviate ADDR PAGES ROWS MUVERA QUERIES STORE_DIR`: the Weaviate backend against the embedded store
 //!   (insert pages/s, query p50/p95, recall@10; see `weaviate.rs`).
 //! - `soak URL CLIENTS SECONDS INDEX_DIR OUT_DIR [THINK_MS]` and `soak-check URL INDEX_DIR OUT_DIR`: the server's soak run
@@ -39,6 +41,7 @@ mod pool;
 mod recall;
 mod scale;
 mod scale_data;
+mod search_latency;
 mod soak;
 mod weaviate;
 
@@ -77,6 +80,11 @@ fn main() -> Result<()> {
             &args[5..],
         ),
         Some("scale") if args.len() >= 4 => scale::run(Path::new(&args[1]), Path::new(&args[2]), &args[3], &args[4..]),
+        Some("search-latency") if args.len() >= 3 => search_latency::run(
+            Path::new(&args[1]),
+            Path::new(&args[2]),
+            args.get(3).map_or(Ok(20), |s| s.parse()).context("ROUNDS: a number")?,
+        ),
         Some("weaviate") if args.len() == 7 => {
             weaviate::run(&args[1], args[2].parse()?, args[3].parse()?, args[4] == "1", args[5].parse()?, &args[6])
         }
@@ -87,6 +95,7 @@ fn main() -> Result<()> {
              | scale-data MODEL OUT_DIR IMAGES QUERIES PDF... | scale DATA_DIR WORK_DIR SIZES [OPTIONS] \
              | weaviate ADDR PAGES ROWS MUVERA(0|1) QUERIES STORE_DIR|- \
              | device-search WORK_DIR SIZES [QUERIES] [CPU_QUERIES] [TWO_STAGE] \
+             | search-latency INDEX QUERIES_FILE [ROUNDS] \
              | soak URL CLIENTS SECONDS INDEX_DIR OUT_DIR [THINK_MS] | soak-check URL INDEX_DIR OUT_DIR"
         ),
     }

@@ -93,22 +93,15 @@ pub enum DeviceArg {
 }
 
 fn parse_device(s: &str) -> Result<DeviceArg, String> {
-    let bad = || format!("{s:?}: expected auto, cpu, cuda, cuda:N, cuda:N,M,… or metal");
-    match s {
-        "auto" => Ok(DeviceArg::Auto),
-        "cpu" => Ok(DeviceArg::Cpu),
-        "metal" => Ok(DeviceArg::Metal),
-        "cuda" => Ok(DeviceArg::CudaAll),
-        _ => {
-            let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
-            let ids: Vec<usize> =
-                list.split(',').map(|n| n.trim().parse().map_err(|_| bad())).collect::<Result<_, _>>()?;
-            if ids.is_empty() || ids.len() > 64 {
-                return Err(bad());
-            }
-            Ok(DeviceArg::Cuda(ids))
-        }
-    }
+    use colqwen::DeviceChoice as D;
+    let list = D::parse_list(s)?;
+    Ok(match list[..] {
+        [D::Auto] => DeviceArg::Auto,
+        [D::Cpu] => DeviceArg::Cpu,
+        [D::Metal] => DeviceArg::Metal,
+        [D::CudaAll] => DeviceArg::CudaAll,
+        _ => DeviceArg::Cuda(list.iter().filter_map(|d| if let D::Cuda(i) = d { Some(*i) } else { None }).collect()),
+    })
 }
 
 #[cfg(test)]
@@ -175,6 +168,10 @@ pub struct ServeArgs {
     /// Allow cross-origin requests from this origin (repeatable; off by default)
     #[arg(long = "cors-origin")]
     pub cors_origins: Vec<String>,
+    /// A name clients may give the model by in `model` (OpenAI's and vLLM's routes, GET /v1/models; repeatable;
+    /// its full id is always accepted) [default: the model's short name, e.g. colqwen2.5-v0.2]
+    #[arg(long = "served-model-name")]
+    pub served_model_names: Vec<String>,
     /// Pages per forward pass [default: 4 on the CPU; on a GPU from its free memory, at most 16]
     #[arg(long, value_parser = positive)]
     pub batch_size: Option<usize>,

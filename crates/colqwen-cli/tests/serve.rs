@@ -120,6 +120,14 @@ impl Drop for Server {
     }
 }
 
+/// A real `w` × `h` red PNG as a data URI.
+fn png_of(w: u32, h: u32) -> String {
+    let img = image::RgbImage::from_pixel(w, h, image::Rgb([200, 10, 10]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).expect("a PNG is written to memory");
+    png_data_uri(&out.into_inner())
+}
+
 /// A server on a fresh index with the 134-page manual uploaded: the server and the job id.
 fn serve_and_upload_manual(index: &Path) -> (Server, String) {
     let server = Server::start(index, &[]);
@@ -207,18 +215,20 @@ fn upload_progress_search_preview_embeddings_delete() {
     }
 
     // Embeddings: a query and a page image, each one multi-vector of 128-wide rows.
-    let png = {
-        let img = image::RgbImage::from_pixel(64, 48, image::Rgb([200, 10, 10]));
-        let mut out = std::io::Cursor::new(Vec::new());
-        img.write_to(&mut out, image::ImageFormat::Png).unwrap();
-        png_data_uri(&out.into_inner())
-    };
+    let png = png_of(64, 48);
     let (status, emb) = server.post("/v1/embeddings", &json!({ "input": ["reset the firmware", png] }));
     assert_eq!(status, 200, "{emb}");
     for item in emb["data"].as_array().unwrap() {
         assert_eq!(item["shape"][1], 128);
         assert_eq!(item["embedding"].as_array().unwrap().len() as u64, item["shape"][0].as_u64().unwrap());
     }
+    assert_eq!(
+        emb["usage"]["prompt_tokens"],
+        emb["data"][0]["shape"][0].as_u64().unwrap() + emb["data"][1]["shape"][0].as_u64().unwrap()
+    );
+    // Without --served-model-name the model answers to its short name (and its full id).
+    let (_, models) = server.get("/v1/models");
+    assert_eq!(models["data"][0]["id"], "colqwen2.5-tiny-v0.2", "{models}");
     let (_, emb64) = server.post("/v1/embeddings", &json!({ "input": "reset", "encoding_format": "base64" }));
     let rows = emb64["data"][0]["shape"][0].as_u64().unwrap();
     use base64::Engine as _;
@@ -237,7 +247,7 @@ fn upload_progress_search_preview_embeddings_delete() {
     let (status, _) = server.post("/v1/search", &json!({ "query": "x", "unknown": 1 }));
     assert!((400..500).contains(&status));
     // serde would read a struct from an array of its fields (`[["x"]]` as `{"input": ["x"]}`): refused.
-    for path in ["/v1/search", "/v1/embeddings", "/v1/documents/paths"] {
+    for path in ["/v1/search", "/v1/embeddings", "/pooling", "/v1/documents/paths"] {
         for body in [json!([["reset"]]), json!(["reset", 10]), json!("reset"), json!(3)] {
             let (status, err) = server.post(path, &body);
             assert_eq!(status, 422, "{path} {body}: {err}");
@@ -354,7 +364,7 @@ fn a_key_is_required_beyond_loopback() {
         r.call().unwrap().status().as_u16()
     };
     assert_eq!(call("/health", None), 200);
-    for path in ["/v1/documents", "/v1/stats", "/metrics", "/openapi.json", "/v1/jobs"] {
+    for path in ["/v1/documents", "/v1/stats", "/metrics", "/openapi.json", "/v1/jobs", "/v1/models"] {
         assert_eq!(call(path, None), 401, "{path}");
         assert_eq!(call(path, Some("wrong-key!")), 401, "{path}");
         assert_eq!(call(path, Some(key)), 200, "{path}");
@@ -380,9 +390,12 @@ fn a_key_is_required_beyond_loopback() {
         ("stats", server.get("/v1/stats").1),
         ("search", search),
         ("error", missing),
+        ("models", server.get("/v1/models").1),
+        ("wrong model", server.post("/pooling", &json!({ "model": "x", "input": "y" })).1),
     ] {
         let text = v.to_string();
         assert!(!text.contains(&root) && !text.contains(&tmp.path().display().to_string()), "{what}: {text}");
+        assert!(!text.contains(&fixtures_dir().display().to_string()), "{what} shows the model's folder: {text}");
     }
     let (_, docs) = server.get("/v1/documents");
     let shown = docs["documents"][0]["source_path"].as_str().unwrap();
@@ -826,4 +839,81 @@ fn refused_starts_leave_nothing_and_name_the_running_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(server.url()), "the running server is named: {err}");
+}
+
+/// Clients written for OpenAI and vLLM (issue 24): `GET /v1/models` lists the served names, `model` may be any
+/// of them or the full id (anything else is OpenAI's 404 `model_not_found`), `usage` counts the rows embedded, and
+/// vLLM's `POST /pooling` (`task: token_embed`, text `input` or chat `messages` with an image) answers
+/// `data[i].data = [n_tokens][dim]`, the same vectors as `/v1/embeddings`.
+#[test]
+fn openai_and_vllm_clients_are_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server =
+        Server::start(&tmp.path().join("index"), &["--served-model-name", "tiny", "--served-model-name", "t2"]);
+    let (status, models) = server.get("/v1/models");
+    assert_eq!(status, 200, "{models}");
+    let ids: Vec<&str> = models["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tiny", "t2"]);
+    let full = tiny_adapter().display().to_string();
+    assert_eq!(models["data"][0]["root"], full.as_str());
+
+    let png = png_of(64, 48);
+    let (status, emb) =
+        server.post("/v1/embeddings", &json!({ "model": "tiny", "input": ["reset the firmware", png] }));
+    assert_eq!(status, 200, "{emb}");
+    assert_eq!(emb["model"], "tiny");
+    let rows = |v: &Value| v.as_array().unwrap().len() as u64;
+    let (q, page) = (&emb["data"][0]["embedding"], &emb["data"][1]["embedding"]);
+    assert_eq!(emb["usage"]["prompt_tokens"], rows(q) + rows(page), "{}", emb["usage"]);
+    assert_eq!(emb["usage"]["total_tokens"], emb["usage"]["prompt_tokens"]);
+    for model in ["t2", full.as_str()] {
+        assert_eq!(server.post("/v1/embeddings", &json!({ "model": model, "input": "x" })).0, 200, "{model}");
+    }
+    // The short name is not served when names are given; another model is OpenAI's 404 with a hint.
+    for model in ["colqwen2.5-tiny-v0.2", "text-embedding-3-small"] {
+        let (status, err) = server.post("/v1/embeddings", &json!({ "model": model, "input": "x" }));
+        assert_eq!((status, err["error"]["code"].as_str()), (404, Some("model_not_found")), "{err}");
+        assert!(err["error"]["hint"].as_str().unwrap().contains("\"tiny\""), "{err}");
+    }
+
+    // vLLM's requests, as its ColQwen3 example sends them: text queries, then a page in chat form.
+    let (status, pooled) = server.post("/pooling", &json!({ "model": "tiny", "input": ["reset the firmware"] }));
+    assert_eq!(status, 200, "{pooled}");
+    assert_eq!((pooled["object"].as_str(), pooled["data"][0]["object"].as_str()), (Some("list"), Some("pooling")));
+    assert_eq!(&pooled["data"][0]["data"], q);
+    assert_eq!(pooled["usage"]["prompt_tokens"], rows(q));
+    let chat = json!({ "model": "tiny", "task": "token_embed", "messages": [{ "role": "user", "content": [
+        { "type": "image_url", "image_url": { "url": png } },
+        { "type": "text", "text": "Describe the image." },
+    ]}]});
+    let (status, pooled) = server.post("/pooling", &chat);
+    assert_eq!(status, 200, "{pooled}");
+    assert_eq!(&pooled["data"][0]["data"], page);
+    let (_, b64) = server.post("/pooling", &json!({ "input": "reset the firmware", "encoding_format": "base64" }));
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(b64["data"][0]["data"].as_str().unwrap()).unwrap();
+    assert_eq!(raw.len() as u64, rows(q) * 128 * 4);
+    for (body, says) in [
+        (json!({ "input": "x", "task": "embed" }), "token_embed"),
+        (json!({ "input": "x", "messages": [] }), "not both"),
+        (
+            json!({ "messages": [{ "role": "user", "content": [
+            { "type": "image_url", "image_url": { "url": "http://127.0.0.1:1/page.png" } }] }] }),
+            "fetches no URL",
+        ),
+        (
+            json!({ "messages": [{ "role": "user", "content": [
+            { "type": "image_url", "image_url": { "url": png } }, { "type": "image_url", "image_url": { "url": png } }] }] }),
+            "2 images",
+        ),
+        (json!({}), "send `input`"),
+    ] {
+        let (status, err) = server.post("/pooling", &body);
+        assert_eq!(status, 400, "{body}: {err}");
+        assert!(err["error"]["message"].as_str().unwrap().contains(says), "{body}: {err}");
+    }
+    let (status, _) = server.post("/pooling", &json!({ "model": "gpt-4o", "input": "x" }));
+    assert_eq!(status, 404);
+    let (status, _) = server.post("/pooling", &json!({ "messages": [{ "role": 5, "content": "x" }] }));
+    assert_eq!(status, 422, "a role that is not a string is refused");
 }

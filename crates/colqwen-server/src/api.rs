@@ -86,6 +86,8 @@ pub fn router(state: Arc<AppState>) -> axum::Router {
         .route("/v1/pages/{doc_id}/{page}/preview", get(preview))
         .route("/v1/pages/{doc_id}/{page}/similarity", get(similarity))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/pooling", post(pooling))
         .route("/v1/stats", get(stats))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout));
@@ -776,7 +778,7 @@ fn default_k() -> usize {
 
 async fn search(State(state): S, JsonObject(req): JsonObject<SearchRequest>) -> ApiResult<Json<Value>> {
     if req.query.trim().is_empty() {
-        return Err(ApiError::bad_request("`query` is empty"));
+        return Err(colqwen::Error::EmptyQuery.into());
     }
     if req.query.chars().count() > MAX_QUERY_CHARS {
         return Err(ApiError::bad_request(format!("`query` is longer than {MAX_QUERY_CHARS} characters")));
@@ -957,28 +959,82 @@ enum EmbedInput {
 }
 
 /// OpenAI-style embeddings: strings are queries, `data:image/...;base64,` URIs are page images. One
-/// multi-vector (`[[f32; 128]; n]`) per input.
+/// multi-vector (`[[f32; 128]; n]`) per input, its `shape` beside it (a client that decodes base64 into one flat
+/// list keeps it there), and `usage` (every row embedded is a prompt token).
 async fn embeddings(State(state): S, JsonObject(req): JsonObject<EmbeddingsRequest>) -> ApiResult<Json<Value>> {
     let inputs = match req.input {
         EmbedInput::One(s) => vec![s],
         EmbedInput::Many(v) => v,
     };
-    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
-        return Err(ApiError::bad_request(format!("`input` must hold 1 to {MAX_EMBED_INPUTS} items")));
-    }
     let base64_out = match req.encoding_format.as_deref() {
         None | Some("float") => false,
         Some("base64") => true,
         Some(_) => return Err(ApiError::bad_request("`encoding_format` must be float or base64")),
     };
-    // A local model folder is a server path: shown as such ([`crate::paths`]); either form is accepted.
-    let served = state.paths.model(&state.service.manifest().model_id);
-    if let Some(m) = &req.model
-        && !m.is_empty()
-        && *m != served
-        && *m != state.service.manifest().model_id
-    {
-        return Err(ApiError::bad_request(format!("this server embeds with {served}, not {m}")));
+    check_model(&state, req.model.as_deref())?;
+    let vectors = embed_inputs(state.clone(), inputs).await?;
+    let tokens = vectors.iter().map(|v| v.rows).sum();
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let shape = json!([v.rows, v.dim]);
+            json!({ "object": "embedding", "index": i, "embedding": encode_rows(&v, base64_out), "shape": shape })
+        })
+        .collect();
+    Ok(Json(json!({
+        "object": "list", "data": data, "model": state.served_names[0], "usage": crate::openai::usage_json(tokens),
+    })))
+}
+
+/// `GET /v1/models`: the model under each of its served names (OpenAI's model list; `root`: its full id).
+async fn models(State(state): S) -> Json<Value> {
+    let root = state.paths.model(&state.service.manifest().model_id);
+    Json(crate::openai::models_json(&state.served_names, &root, state.started_unix))
+}
+
+/// `POST /pooling`: vLLM's pooling API for multi-vector models (`task: token_embed`), see [`crate::openai`].
+async fn pooling(
+    State(state): S,
+    JsonObject(req): JsonObject<crate::openai::PoolingRequest>,
+) -> ApiResult<Json<Value>> {
+    check_model(&state, req.model.as_deref())?;
+    let (inputs, base64_out) = req.inputs()?;
+    let vectors = embed_inputs(state.clone(), inputs).await?;
+    let tokens = vectors.iter().map(|v| v.rows).sum();
+    let data: Vec<Value> = vectors
+        .iter()
+        .enumerate()
+        .map(|(i, v)| json!({ "index": i, "object": "pooling", "data": encode_rows(v, base64_out) }))
+        .collect();
+    Ok(Json(json!({
+        "id": format!("pool-{:016x}", crate::uploads::rand_id()), "object": "list", "created": crate::openai::unix_now(),
+        "model": state.served_names[0], "data": data, "usage": crate::openai::usage_json(tokens),
+    })))
+}
+
+/// A request's `model`: absent, a served name, or the model's id (as recorded, or as shown to clients).
+fn check_model(state: &AppState, requested: Option<&str>) -> ApiResult<()> {
+    let id = &state.service.manifest().model_id;
+    let shown = state.paths.model(id);
+    crate::openai::check_model(requested, &state.served_names, &[id.as_str(), shown.as_str()])
+}
+
+/// A multi-vector as JSON: `[[f32; dim]; rows]`, or base64 of its little-endian f32 values, row after row.
+fn encode_rows(v: &colqwen::core::MultiVector, base64_out: bool) -> Value {
+    if base64_out {
+        let bytes: Vec<u8> = v.data.iter().flat_map(|f| f.to_le_bytes()).collect();
+        json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+    } else {
+        json!(v.rows().map(<[f32]>::to_vec).collect::<Vec<_>>())
+    }
+}
+
+/// Embeds a request's inputs, in order: strings are queries, `data:image/...;base64,` URIs page images (shared
+/// by `/v1/embeddings` and `/pooling`).
+async fn embed_inputs(state: Arc<AppState>, inputs: Vec<String>) -> ApiResult<Vec<colqwen::core::MultiVector>> {
+    if inputs.is_empty() || inputs.len() > MAX_EMBED_INPUTS {
+        return Err(ApiError::bad_request(format!("`input` must hold 1 to {MAX_EMBED_INPUTS} items")));
     }
     let mut texts: Vec<(usize, String)> = Vec::new();
     let mut images: Vec<(usize, String)> = Vec::new();
@@ -1063,22 +1119,10 @@ async fn embeddings(State(state): S, JsonObject(req): JsonObject<EmbeddingsReque
                 out[i] = Some(v);
             }
         }
-        let data: Vec<Value> = out
+        Ok(out
             .into_iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let v = v.unwrap_or(colqwen::core::MultiVector { rows: 0, dim: 0, data: Vec::new() });
-                let shape = json!([v.rows, v.dim]);
-                let embedding = if base64_out {
-                    let bytes: Vec<u8> = v.data.iter().flat_map(|f| f.to_le_bytes()).collect();
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes))
-                } else {
-                    json!(v.rows().map(<[f32]>::to_vec).collect::<Vec<_>>())
-                };
-                json!({ "object": "embedding", "index": i, "embedding": embedding, "shape": shape })
-            })
-            .collect();
-        Ok(Json(json!({ "object": "list", "data": data, "model": served })))
+            .map(|v| v.unwrap_or(colqwen::core::MultiVector { rows: 0, dim: 0, data: Vec::new() }))
+            .collect())
     })
     .await
 }

@@ -57,11 +57,14 @@ pub(crate) struct ApiError {
     pub(crate) code: &'static str,
     pub(crate) message: String,
     pub(crate) hint: Option<String>,
+    /// The library's kind of error (`colqwen::Error::kind`), when the error is one of the library's: finer than
+    /// `code` (a client maps it to its own error class, as the Python package does).
+    pub(crate) kind: Option<&'static str>,
 }
 
 impl ApiError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), hint: None }
+        Self { status, code, message: message.into(), hint: None, kind: None }
     }
 
     pub(crate) fn bad_request(message: impl Into<String>) -> Self {
@@ -115,7 +118,7 @@ impl From<colqwen::Error> for ApiError {
             E::WorkerStopped => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
-        Self { status, code, message: colqwen::error_chain(&e), hint: e.hint() }
+        Self { status, code, message: colqwen::error_chain(&e), hint: e.hint(), kind: Some(e.kind()) }
     }
 }
 
@@ -124,9 +127,12 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, "{}", self.message);
         }
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "hint": self.hint }
         });
+        if let Some(kind) = self.kind {
+            body["error"]["kind"] = kind.into();
+        }
         (self.status, Json(body)).into_response()
     }
 }

@@ -6,11 +6,13 @@
 //! validated; request bodies, answers and times bounded; no server paths shown beyond loopback ([`paths`]);
 //! CORS off unless origins are named. SIGTERM or Ctrl-C: no new requests or jobs, the running batch finishes
 //! and is flushed, and an interrupted job is resumed at the next start. Uploads leave nothing behind that no
-//! document or job needs ([`uploads`]).
+//! document or job needs ([`uploads`]). Clients written for OpenAI's embeddings API or for vLLM's pooling API
+//! (multi-vector `token_embed`) work unchanged ([`openai`]).
 
 mod api;
 mod error;
 mod metrics;
+mod openai;
 mod paths;
 mod uploads;
 mod web;
@@ -49,6 +51,9 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Origins allowed to call the API from a browser page of theirs (empty: CORS off).
     pub cors_origins: Vec<String>,
+    /// The names clients may give the model by (`model` of `/v1/embeddings` and `/pooling`, `GET /v1/models`),
+    /// besides its full id; empty: its short name (the last part of its Hub id or folder).
+    pub served_model_names: Vec<String>,
 }
 
 impl Default for ServeConfig {
@@ -61,6 +66,7 @@ impl Default for ServeConfig {
             max_upload_bytes: 512 << 20,
             request_timeout: Duration::from_secs(60),
             cors_origins: Vec::new(),
+            served_model_names: Vec::new(),
         }
     }
 }
@@ -123,6 +129,11 @@ pub struct AppState {
     pub(crate) paths: paths::PathView,
     /// Image decodes of `/v1/embeddings` at once (each may hold up to its pixel budget in memory).
     pub(crate) image_decodes: Arc<tokio::sync::Semaphore>,
+    /// The model's served names ([`ServeConfig::served_model_names`], or its short name), the first one the
+    /// name answers carry.
+    pub(crate) served_names: Vec<String>,
+    /// When the server started (seconds since the epoch): the `created` of its model in `GET /v1/models`.
+    pub(crate) started_unix: u64,
     /// Request counters.
     pub metrics: metrics::HttpMetrics,
 }
@@ -173,6 +184,8 @@ pub fn serve(
         uploads: Arc::new(uploads::Uploads::new(uploads_dir)),
         paths,
         image_decodes: Arc::new(tokio::sync::Semaphore::new(1)),
+        served_names: openai::served_names(&config.served_model_names, &service.manifest().model_id),
+        started_unix: openai::unix_now(),
         service,
         jobs,
         config: config.clone(),

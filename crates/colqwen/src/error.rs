@@ -156,6 +156,41 @@ impl Error {
         }
     }
 
+    /// A stable snake_case name of the kind of error, for bindings that map each kind to a class of their own
+    /// (the Python package's exceptions): finer than the variants where an index error says more (an index in
+    /// use, a missing index, a full disk, a failing index server), coarser where variants mean the same to a
+    /// caller (every model failure is `model`).
+    pub fn kind(&self) -> &'static str {
+        use colqwen_core::IndexError as I;
+        match self {
+            Self::Model(_) | Self::Embed(_) | Self::EmbedBatch { .. } | Self::NoModel | Self::WorkerStopped => "model",
+            Self::ModelMismatch { .. } | Self::Index(I::ManifestMismatch { .. }) => "model_mismatch",
+            Self::Pdf(_) | Self::OpenPanicked(_) | Self::NotRegularFile(_) => "pdf",
+            Self::Index(I::InUse { .. }) => "index_in_use",
+            Self::NoIndex(_) | Self::Index(I::NotFound { .. } | I::NoCollection { .. }) => "no_index",
+            Self::Index(I::NoSpace { .. }) => "no_space",
+            Self::Index(
+                I::Unreachable { .. }
+                | I::AccessRefused { .. }
+                | I::Timeout { .. }
+                | I::Remote { .. }
+                | I::NotReady { .. }
+                | I::NotTheServer { .. },
+            ) => "index_server",
+            Self::Index(I::InvalidLocation { .. }) | Self::PoolingUnsupported => "usage",
+            Self::Index(_) => "index",
+            Self::Io { .. } => "io",
+            Self::DeviceUnavailable { .. } | Self::NoDevice => "device",
+            Self::NoSuchDocument(_) => "no_such_document",
+            Self::NoSuchPage { .. } => "no_such_page",
+            Self::InvalidId(_) => "invalid_id",
+            Self::EmptyQuery => "empty_query",
+            Self::Cancelled => "cancelled",
+            Self::NoSuchJob(_) => "no_such_job",
+            Self::NoMap { .. } | Self::Overlay(_) => "no_map",
+        }
+    }
+
     /// Whether the user can fix it (exit 1) rather than a bug or environment failure (exit 2).
     pub fn user_fixable(&self) -> bool {
         match self {

@@ -35,5 +35,5 @@ pub use progress::{Failure, FailureJson, NoProgress, Progress, Summary, error_ch
 pub use runtime::{DTypeChoice, DeviceChoice, Runtime};
 pub use search::{DeviceScorer, MAX_K, SearchDevice, SearchHit, SearchOptions};
 pub use service::PageMaps;
-pub use service::{LATENCY_BUCKETS, Metrics, Service, ServiceOptions};
+pub use service::{LATENCY_BUCKETS, Metrics, Service, ServiceOptions, remote_state_dir};
 pub use worker::{EmbedWorker, PoolOptions};

@@ -94,6 +94,26 @@ pub struct Summary {
     pub seconds: f64,
 }
 
+impl Summary {
+    /// The summary as JSON for machines (`colqwen ingest --json`, the Python package): counts, rate, whether it
+    /// was cancelled, duplicates and every failure with its hint.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "documents": self.documents,
+            "pages_ingested": self.pages_ingested,
+            "pages_skipped": self.pages_skipped,
+            "pages_replaced": self.pages_replaced,
+            "seconds": self.seconds,
+            "pages_per_second": if self.seconds > 0.0 { self.pages_ingested as f64 / self.seconds } else { 0.0 },
+            "cancelled": self.cancelled,
+            "duplicates": self.duplicates.iter().map(|(f, first)| serde_json::json!({
+                "path": f.display().to_string(), "same_content_as": first.display().to_string(),
+            })).collect::<Vec<_>>(),
+            "failures": self.failures.iter().map(Failure::to_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
 /// Receives ingest events from the pipeline's threads.
 pub trait Progress: Send + Sync {
     /// A document was opened and read: its id (from its content) and its page count.

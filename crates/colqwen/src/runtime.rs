@@ -21,6 +21,44 @@ pub enum DeviceChoice {
     Metal,
 }
 
+impl DeviceChoice {
+    /// Parses a device list as the command line and the bindings write it: `auto`, `cpu`, `cuda` (every visible
+    /// GPU), `cuda:N` or `cuda:N,M,…` (those GPUs), `metal`.
+    pub fn parse_list(s: &str) -> std::result::Result<Vec<Self>, String> {
+        let bad = || format!("{s:?}: expected auto, cpu, cuda, cuda:N, cuda:N,M,… or metal");
+        match s {
+            "auto" => Ok(vec![Self::Auto]),
+            "cpu" => Ok(vec![Self::Cpu]),
+            "metal" => Ok(vec![Self::Metal]),
+            "cuda" => Ok(vec![Self::CudaAll]),
+            _ => {
+                let list = s.strip_prefix("cuda:").ok_or_else(bad)?;
+                let ids: Vec<Self> = list
+                    .split(',')
+                    .map(|n| n.trim().parse::<usize>().map(Self::Cuda).map_err(|_| bad()))
+                    .collect::<std::result::Result<_, _>>()?;
+                if ids.is_empty() || ids.len() > 64 {
+                    return Err(bad());
+                }
+                Ok(ids)
+            }
+        }
+    }
+}
+
+impl DTypeChoice {
+    /// Parses `auto`, `f32`, `bf16` or `f16`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "f16" => Ok(Self::F16),
+            _ => Err(format!("{s:?}: expected auto, f32, bf16 or f16")),
+        }
+    }
+}
+
 /// Compute precision, as the user asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DTypeChoice {

@@ -50,6 +50,15 @@ pub struct ServiceOptions {
     pub search_device: SearchDevice,
 }
 
+/// The folder of this machine's state for a remote index (jobs, uploads, `server.json`, preview cache):
+/// `<data_dir>/colqwen/remote/<host>_<port>_<Collection>`, the host's characters other than letters, digits and
+/// dots written `_`. The CLI and the Python package pass the user's data folder.
+pub fn remote_state_dir(data_dir: &Path, location: &colqwen_weaviate::Location) -> PathBuf {
+    let host: String =
+        location.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
+    data_dir.join("colqwen").join("remote").join(format!("{host}_{}_{}", location.port, location.collection))
+}
+
 /// An index's model identity split into what to load and the Hub revision: a local folder (its absolute path,
 /// which may contain `@`) as it is; `org/name@rev` into `org/name` and `rev`.
 fn hub_id_and_revision(model_id: &str) -> (&str, Option<&str>) {

@@ -97,7 +97,7 @@ pub fn run(g: &GlobalArgs, a: &IngestArgs) -> anyhow::Result<ExitCode> {
     drop(service);
     summary.failures.splice(0..0, found.problems);
     if g.json {
-        print_json(&summary_json(&summary))?;
+        print_json(&summary.to_json())?;
     } else if !g.quiet {
         print_summary(&summary, &index)?;
     }
@@ -177,22 +177,6 @@ fn read_password(path: &Path) -> anyhow::Result<String> {
     })?;
     let text = String::from_utf8_lossy(&text);
     Ok(text.lines().next().unwrap_or_default().to_string())
-}
-
-fn summary_json(s: &Summary) -> serde_json::Value {
-    serde_json::json!({
-        "documents": s.documents,
-        "pages_ingested": s.pages_ingested,
-        "pages_skipped": s.pages_skipped,
-        "pages_replaced": s.pages_replaced,
-        "seconds": s.seconds,
-        "pages_per_second": if s.seconds > 0.0 { s.pages_ingested as f64 / s.seconds } else { 0.0 },
-        "cancelled": s.cancelled,
-        "duplicates": s.duplicates.iter().map(|(f, first)| serde_json::json!({
-            "path": f.display().to_string(), "same_content_as": first.display().to_string(),
-        })).collect::<Vec<_>>(),
-        "failures": s.failures.iter().map(colqwen::Failure::to_json).collect::<Vec<_>>(),
-    })
 }
 
 fn print_summary(s: &Summary, dir: &Path) -> anyhow::Result<()> {

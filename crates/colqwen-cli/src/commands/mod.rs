@@ -71,10 +71,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 pub fn index_dir(g: &GlobalArgs) -> anyhow::Result<PathBuf> {
     let data = || dirs::data_dir().context("cannot find the user's data directory; pass --index DIR");
     if let Some(remote) = remote_index(g)? {
-        let l = &remote.location;
-        let host: String =
-            l.host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' }).collect();
-        return Ok(data()?.join("colqwen").join("remote").join(format!("{host}_{}_{}", l.port, l.collection)));
+        return Ok(colqwen::remote_state_dir(&data()?, &remote.location));
     }
     if let Some(dir) = &g.index {
         return Ok(dir.clone());

@@ -26,6 +26,7 @@ pub fn run(g: &GlobalArgs, a: &ServeArgs) -> anyhow::Result<ExitCode> {
         max_upload_bytes: a.max_upload_mib.saturating_mul(1 << 20),
         request_timeout: std::time::Duration::from_secs(a.request_timeout),
         cors_origins: a.cors_origins.clone(),
+        served_model_names: a.served_model_names.clone(),
     };
     config.check()?; // before anything else: a refused address or key costs nothing
     if let Some(server) = Server::find(&opts.index_dir) {
