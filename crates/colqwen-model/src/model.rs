@@ -474,9 +474,10 @@ impl ColQwen {
         self.query_rows_multiple = rows.max(1);
     }
 
-    /// Runs a query of every padded length up to 64 rows once, on CUDA, so that the first user queries do not
-    /// pay for first launches and cuBLAS's per-shape choices (a no-op on the CPU, where nothing is compiled or
-    /// chosen per shape).
+    /// Runs queries of 1, 16, 32, 48 and 64 words once, on CUDA (with the prompt's fixed tokens around them,
+    /// one query per padded bucket from the shortest query up to about 64 words), so that the first user
+    /// queries do not pay for first launches and cuBLAS's per-shape choices (a no-op on the CPU, where nothing
+    /// is compiled or chosen per shape).
     pub fn warm_up(&self) -> Result<()> {
         if self.query_rows_multiple == 1 {
             return Ok(());
