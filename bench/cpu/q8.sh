@@ -49,7 +49,7 @@ EOF
     python3 bench/gpu/compare.py "$OUT/emb-mixed.safetensors" "$OUT/emb-f32.safetensors"
     for d in f32 q8; do
       load
-      "$BENCH" cpu-embed "$M" $d "$W/pages-full" bench/gpu/queries.txt /dev/null "$CACHE" "${PAGES_FULL:-4}"
+      "$BENCH" cpu-embed "$M" $d "$W/pages-full" bench/gpu/queries.txt - "$CACHE" "${PAGES_FULL:-4}"
     done
     ;;
   serve)
@@ -79,7 +79,7 @@ EOF
     if [ -n "${INGEST-1}" ]; then
       for d in f32 q8; do
         load
-        taskset -c "$cores" "$BENCH" cpu-embed "$M" $d "$W/pages-full" /dev/stdin /dev/null "$CACHE" 1 <<< "reset the firmware"
+        taskset -c "$cores" "$BENCH" cpu-embed "$M" $d "$W/pages-full" /dev/stdin - "$CACHE" 1 <<< "reset the firmware"
       done
     fi
     ;;

@@ -1,4 +1,4 @@
-//! `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
+//! `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors|- [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
 //! dense f32 or 8-bit text weights (`TextWeights::Q8`). Prints one JSON line each for the load (seconds), the
 //! query encodes at batch 1 (first call apart: candle re-tiles the 8-bit weights on first use; then p50 / p95
 //! over the rest), and the page embeds (batches of 4, the CPU default: pages/s); writes the embeddings as
@@ -20,7 +20,7 @@ fn percentile(sorted: &[f64], p: usize) -> f64 {
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let [model, dtype, images, queries, out, rest @ ..] = args else {
         bail!(
-            "usage: cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]"
+            "usage: cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors|- [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]"
         )
     };
     let text_weights = match dtype.as_str() {
@@ -28,6 +28,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "q8" => TextWeights::Q8,
         other => bail!("{other}: f32 or q8"),
     };
+    crate::check_output(Path::new(out))?;
     let cache_dir = rest.first().filter(|s| s.as_str() != "-").map(PathBuf::from);
     let max_pages: usize = rest.get(1).map_or(Ok(usize::MAX), |s| s.parse()).context("MAX_PAGES: a number")?;
     let t = Instant::now();
@@ -85,6 +86,5 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
             tensors.insert(format!("image.{stem}"), to_tensor(e)?);
         }
     }
-    candle_core::safetensors::save(&tensors, Path::new(out))?;
-    Ok(())
+    crate::save_embeddings(&tensors, Path::new(out))
 }

@@ -3,11 +3,11 @@
 //! - `render OUT_DIR MAX_PIXELS PDF...`: renders every page (as ingest does) to `OUT_DIR/<pdf>-<page>.png`.
 //! - `recall MODEL SIZES QUERIES PDF...`: recall@10 of two-stage vs exact search (see `recall.rs`).
 //! - `http URL CLIENTS SECONDS QUERIES [KEY]`: search latency over HTTP under concurrent clients (`http.rs`).
-//! - `embed MODEL IMAGE_DIR OUT.safetensors BATCHES [QUERIES_FILE]`: embeds all PNGs at each batch size
+//! - `embed MODEL IMAGE_DIR OUT.safetensors|- BATCHES [QUERIES_FILE]`: embeds all PNGs at each batch size
 //!   (comma list, e.g. `1,8,16,32`), prints one JSON line per batch size (pages/s, seconds), writes the
 //!   embeddings of the last run (`image.<file stem>`) and of the queries (`query.<i>`), and times queries at
 //!   batch 1.
-//! - `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
+//! - `cpu-embed MODEL f32|q8 IMAGE_DIR|- QUERIES OUT.safetensors|- [CACHE_DIR|-] [MAX_PAGES] [MAX_VISUAL_TOKENS]`: the model on the CPU with
 //!   dense or 8-bit text weights: load time, query latency, pages/s, embeddings (`cpu.rs`).
 //! - `scale-data MODEL OUT_DIR IMAGES QUERIES PDF...`: the search-at-scale dataset (`scale_data.rs`).
 //! - `scale DATA_DIR WORK_DIR SIZES [OPTIONS]`: the search-at-scale harness, one row per candidate × size
@@ -124,6 +124,7 @@ fn render(out: &Path, max_pixels: u64, pdfs: &[String]) -> Result<()> {
 }
 
 fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<&String>) -> Result<()> {
+    check_output(out)?;
     let rt = Runtime::resolve(DeviceChoice::Auto, DTypeChoice::Auto)?;
     let t = Instant::now();
     let files = ModelFiles::resolve(model, None, &HubOptions { offline: true, ..Default::default() })?;
@@ -209,7 +210,34 @@ fn embed(model: &str, images: &Path, out: &Path, batches: &str, queries: Option<
             );
         }
     }
-    candle_core::safetensors::save(&tensors, out)?;
+    save_embeddings(&tensors, out)
+}
+
+/// Writes the embeddings to `out`; `-` writes nothing (timings only). safetensors 0.8 writes a sibling temp file
+/// and renames it over `out`, so an existing `out` that is not a regular file is refused: run as root with
+/// `/dev/null` as OUT, that rename replaced the machine's null device with a plain file (2026-12-08), and every
+/// later reader of /dev/null (rustc probing through cargo among them) read back what had been written to it.
+fn save_embeddings(tensors: &HashMap<String, Tensor>, out: &Path) -> Result<()> {
+    if out == Path::new("-") {
+        return Ok(());
+    }
+    check_output(out)?;
+    candle_core::safetensors::save(tensors, out)?;
+    Ok(())
+}
+
+/// Called before the work too, so that a wrong OUT fails in a second rather than after the embeds.
+fn check_output(out: &Path) -> Result<()> {
+    if out != Path::new("-")
+        && let Ok(meta) = std::fs::symlink_metadata(out)
+        && !meta.is_file()
+    {
+        bail!(
+            "{}: exists and is not a regular file; the embeddings are written to a temp file renamed over it, which \
+             would replace it (give a file path, or - to write nothing)",
+            out.display()
+        );
+    }
     Ok(())
 }
 
