@@ -24,9 +24,8 @@ pub(crate) enum Linear {
         /// GELU (tanh) after the bias, in the same epilogue.
         gelu: bool,
     },
-    /// 8-bit weight on the CPU ([`Ops::CpuQ8`]): candle's quantized matmul over Q8_0 blocks (`crate::quant`),
-    /// f32 in and out, then the f32 bias.
-    Q8 { weight: candle_core::quantized::QMatMul, shape: (usize, usize), bias: Option<Tensor> },
+    /// 8-bit weight on the CPU ([`Ops::CpuQ8`]): Q8_0 blocks (`crate::quant`), f32 in and out, then the f32 bias.
+    Q8 { weight: std::sync::Arc<crate::quant::Q8Matmul>, shape: (usize, usize), bias: Option<Tensor> },
 }
 
 impl std::fmt::Debug for Linear {
@@ -73,7 +72,7 @@ impl Linear {
             let key = if names == [""] { vb.name().to_string() } else { vb.full(&names.join("+")) };
             let full: Vec<String> = parts.iter().map(|&(n, _)| at(n).full("weight")).collect();
             let q = vb.q8(&key, &full, (rows, in_dim), weight)?;
-            let weight = candle_core::quantized::QMatMul::from_arc(q)?;
+            let weight = std::sync::Arc::new(crate::quant::Q8Matmul::new(q)?);
             return Ok(Self::Q8 { weight, shape: (rows, in_dim), bias: bias()? });
         }
         let w = weight()?;
@@ -123,7 +122,7 @@ impl Module for Linear {
                 }
             }
             Self::Q8 { weight, bias, .. } => {
-                let ys = weight.forward(&xs.contiguous()?)?;
+                let ys = weight.forward(xs)?;
                 match bias {
                     Some(b) => ys.broadcast_add(b),
                     None => Ok(ys),

@@ -5,13 +5,12 @@
 //!
 //! Why 8 bits, and why only there: a query encode on the CPU reads every text-tower weight once per batch of
 //! waiting queries (≈ 2.8 G weights for the 3B model: 11 GB in f32) for a few dozen token rows, so it is bound
-//! by memory and by multiply-adds. candle 0.11's x86 kernels for Q8_0 (`quantized/repack_x86.rs`: weights
-//! re-tiled into 16-row tiles once, on first use; activations quantized to 8 bits per 256-value row block;
-//! `vpdpbusd` on AVX-512 VNNI or AVX-VNNI) read a quarter of the bytes and do 4× the multiply-adds per
-//! instruction. Those kernels need `in % 256 == 0` and `out % 16 == 0`, which every projection of the published
-//! checkpoints meets; other shapes whose `in` is a multiple of the 32-weight block ([`fits`]: the tiny test
-//! fixtures) run candle's generic Q8_0 dot products, and the rest stays f32. The vision tower stays f32 (queries
-//! never run it), as do norms, embeddings and the head.
+//! by memory and by multiply-adds. 8-bit weights are a quarter of the bytes, and `vpdpbusd` (AVX-512 VNNI) does
+//! 4× the multiply-adds per instruction. On such CPUs the projections run our own kernel ([`vnni`]: the Q8_0
+//! blocks re-tiled at load, activations quantized per 32 values by GGML's rule); elsewhere candle 0.11's
+//! quantized matmul over the same blocks (its AVX-VNNI tiles where `in % 256 == 0` and `out % 16 == 0`, else
+//! generic dot products). Shapes whose `in` is not a multiple of the 32-weight block ([`fits`]) stay f32. The
+//! vision tower stays f32 (queries never run it), as do norms, embeddings and the head.
 //!
 //! The cache is one GGUF file per checkpoint (the format GGML tools read; candle writes it), named by a hash of
 //! the source files' paths and holding their fingerprint (canonical path, size and modification time of every
@@ -28,6 +27,50 @@ use candle_core::quantized::{GgmlDType, GgmlType, QStorage, QTensor, gguf_file, 
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+
+mod vnni;
+
+/// An 8-bit projection as the layers run it: our AVX-512 VNNI tiles ([`vnni`]) where the CPU has those
+/// instructions, else candle's quantized matmul over the same Q8_0 blocks (its AVX-VNNI tiles or generic dot
+/// products).
+pub(crate) enum Q8Matmul {
+    Tiles(vnni::Tiles),
+    Candle(candle_core::quantized::QMatMul),
+}
+
+impl Q8Matmul {
+    /// The layer of the Q8_0 weight `q` `[rows, cols]`; on a VNNI CPU its blocks are re-tiled now (all cores) and
+    /// `q` is not kept.
+    pub(crate) fn new(q: Arc<QTensor>) -> Result<Self> {
+        let (rows, cols) = q.shape().dims2()?;
+        if q.dtype() == GgmlDType::Q8_0
+            && vnni::available()
+            && let Some(tiles) = vnni::Tiles::pack(&q.data()?, rows, cols)
+        {
+            return Ok(Self::Tiles(tiles));
+        }
+        Ok(Self::Candle(candle_core::quantized::QMatMul::from_arc(q)?))
+    }
+
+    /// `[N, in]` f32 → `[N, out]` f32.
+    pub(crate) fn forward(&self, xs: &Tensor) -> candle_core::Result<Tensor> {
+        use candle_core::Module;
+        match self {
+            Self::Candle(q) => q.forward(&xs.contiguous()?),
+            Self::Tiles(t) => {
+                let xs = xs.to_dtype(DType::F32)?.contiguous()?;
+                let (m, _) = xs.dims2()?;
+                let (storage, layout) = xs.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    candle_core::bail!("8-bit weights run on the CPU")
+                };
+                let x = &cpu.as_slice::<f32>()?[layout.start_offset()..];
+                let ys = t.matmul(&x[..xs.elem_count()], m);
+                Tensor::from_vec(ys, (m, t.rows()), &Device::Cpu)
+            }
+        }
+    }
+}
 
 /// Version of what a cache entry means (key names, stacking order, block format): bumped when that changes, so
 /// that caches of an older layout are rebuilt instead of trusted.
@@ -56,8 +99,8 @@ pub(crate) fn tiled(rows: usize, cols: usize) -> bool {
 pub(crate) fn kernel_level() -> &'static str {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512vnni") && std::arch::is_x86_feature_detected!("avx512f") {
-            return "avx512-vnni";
+        if vnni::available() {
+            return "avx512-vnni (colqwen's tiles)";
         }
         if std::arch::is_x86_feature_detected!("avxvnni") {
             return "avx-vnni";
@@ -92,6 +135,10 @@ pub(crate) fn quantize(w: &Tensor) -> Result<QTensor> {
 pub(crate) fn prepack(weights: &[Arc<QTensor>]) -> Result<()> {
     use candle_core::Module;
     use rayon::prelude::*;
+    if vnni::available() {
+        // The layers run our own tiles (built as they were loaded); candle's would be 3 GB more, never read.
+        return Ok(());
+    }
     let t = std::time::Instant::now();
     weights.par_iter().try_for_each(|q| -> Result<()> {
         let (rows, cols) = q.shape().dims2()?;
