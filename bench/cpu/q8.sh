@@ -9,7 +9,7 @@
 #   PART=serve    `colqwen serve` pinned to CORES (default 0,1): time from launch to ready and the time of each
 #                 search over HTTP (empty index: one query encode + an empty scan), f32 then q8 (starting from the
 #                 8-bit weight cache that PART=quality built); then ingest pages/s on CORES (one page at full
-#                 resolution per path; INGEST= to skip).
+#                 resolution per path; INGEST= to skip; DTYPES=q8 for the 8-bit path only).
 # On the GPU machine: carry .carry/cpu-colqwen.xz, cpu-colqwen-bench.xz (`scripts/pack-carry.sh --cpu`) and .whl/
 # (the checkpoint generator's wheels), M unset (made here). Elsewhere: M=checkpoint BIN=colqwen BENCH=colqwen-bench.
 set -uo pipefail
@@ -54,7 +54,7 @@ EOF
     ;;
   serve)
     cores=${CORES:-0,1}
-    for d in f32 q8; do
+    for d in ${DTYPES:-f32 q8}; do
       idx=$W/idx-$d
       rm -rf "$idx"
       load

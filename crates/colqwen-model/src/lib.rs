@@ -12,6 +12,7 @@
 //! names.
 
 pub mod config;
+mod deferred;
 mod device;
 mod error;
 #[cfg(feature = "cuda")]

@@ -110,11 +110,11 @@ pub(crate) struct DeepStack<'a> {
 }
 
 impl Backbone {
-    fn load(config: &ModelConfig, vb: &Weights) -> Result<Self> {
+    fn load(config: &ModelConfig, vb: &Weights, defer_vision: bool) -> Result<Self> {
         Ok(match config {
-            ModelConfig::Qwen2_5(c) => Self::Qwen2_5(qwen2_5::Towers::new(c, vb)?),
-            ModelConfig::Qwen3Vl(c) => Self::Qwen3Vl(qwen3_vl::Towers::new(c, vb)?),
-            ModelConfig::Qwen3_5(c) => Self::Qwen3_5(qwen3_5::Towers::new(c, vb)?),
+            ModelConfig::Qwen2_5(c) => Self::Qwen2_5(qwen2_5::Towers::new(c, vb, defer_vision)?),
+            ModelConfig::Qwen3Vl(c) => Self::Qwen3Vl(qwen3_vl::Towers::new(c, vb, defer_vision)?),
+            ModelConfig::Qwen3_5(c) => Self::Qwen3_5(qwen3_5::Towers::new(c, vb, defer_vision)?),
         })
     }
 
@@ -131,10 +131,10 @@ impl Backbone {
     fn vision(&self, pixel_values: &Tensor, grids: &[ImageGrid], pace: &mut Pace) -> Result<Visual> {
         match self {
             Self::Qwen2_5(t) => {
-                Ok(Visual { tokens: t.vision.forward_paced(pixel_values, grids, pace)?, deepstack: Vec::new() })
+                Ok(Visual { tokens: t.vision()?.forward_paced(pixel_values, grids, pace)?, deepstack: Vec::new() })
             }
-            Self::Qwen3Vl(t) => t.vision.forward(pixel_values, grids, pace),
-            Self::Qwen3_5(t) => t.vision.forward(pixel_values, grids, pace),
+            Self::Qwen3Vl(t) => t.vision()?.forward(pixel_values, grids, pace),
+            Self::Qwen3_5(t) => t.vision()?.forward(pixel_values, grids, pace),
         }
     }
 
@@ -222,7 +222,11 @@ impl ColQwen {
             opts.cache_dir.as_deref(),
             &profiling,
         )?;
-        let backbone = Backbone::load(&config, &vb)?;
+        // A model with 8-bit text weights is loaded to answer queries on the CPU (`serve --dtype q8`): its vision
+        // tower, which queries never run, is built from the checkpoint on the first page instead of at start-up
+        // (the f32 widening of its weights was ~40 % of the 3B model's start-up page faults). Decided here, once.
+        let defer_vision = opts.text_weights == TextWeights::Q8;
+        let backbone = Backbone::load(&config, &vb, defer_vision)?;
         let head_vb = vb.pp("custom_text_proj");
         let dim = match head_vb.shape_of("weight")?.as_deref() {
             // The head's width is its weight's: colpali-engine hard-codes 320 for ColQwen3 and 128 for ColQwen2.5
@@ -242,7 +246,7 @@ impl ColQwen {
             }
         };
         let head = Linear::new(geometry.hidden, dim, true, head_vb)?;
-        vb.check_adapter_used()?;
+        vb.check_adapter_used(if defer_vision { Some(crate::weights::VISION_TOWER) } else { None })?;
         vb.finish()?;
         let family = config.family();
         tracing::info!(%family, device = ?device, ?dtype, ops = ops.name(), text_ops = text_ops.name(), dim, lora_pairs = vb.lora_pairs(), "loaded model");

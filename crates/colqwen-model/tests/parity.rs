@@ -74,7 +74,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 /// Embedding of golden image `i` from the golden `pixel_values` (isolates the model from the resampler).
 fn embed_golden_pixels(m: &ColQwen, i: usize) -> (Tensor, Tensor, Tensor) {
     let grid = golden_grid(i);
-    let vision = towers(m).vision.forward(&golden_pixel_values(i), &[grid]).unwrap();
+    let vision = towers(m).vision().unwrap().forward(&golden_pixel_values(i), &[grid]).unwrap();
     let batch = m.document_batch(&[grid]);
     let embeds = m.scatter_image_features(&batch, &vision).unwrap();
     let hidden = towers(m).text.forward(&embeds, &batch.positions, &batch.cu_seqlens).unwrap();
@@ -98,7 +98,7 @@ fn document_token_ids_grids_and_positions_are_exact() {
         for s in 0..3 {
             assert_eq!(batch.positions[s], as_u32(pos[s * l..(s + 1) * l].to_vec()), "image {i}: position stream {s}");
         }
-        let layout = towers(m).vision.layout(&[pv.grid]);
+        let layout = towers(m).vision().unwrap().layout(&[pv.grid]);
         let (wi, _) = inputs().i64(&key("image", i, "window_index"));
         assert_eq!(layout.window_index, wi.iter().map(|&x| x as usize).collect::<Vec<_>>(), "image {i}: window_index");
         let (cu, _) = inputs().i64(&key("image", i, "cu_window_seqlens"));
@@ -164,7 +164,7 @@ fn patch_embedding_matches() {
     let m = adapter_model();
     let g = Golden::load("adapter");
     for i in 0..manifest().images.len() {
-        let ours = towers(m).vision.embed_patches(&golden_pixel_values(i)).unwrap();
+        let ours = towers(m).vision().unwrap().embed_patches(&golden_pixel_values(i)).unwrap();
         let (theirs, shape) = g.f32(&key("image", i, "patch_embed"));
         assert_rows_close(&format!("image {i} patch_embed"), &flat(&ours), &theirs, shape[1], F32_PARITY);
     }

@@ -11,6 +11,7 @@ pub mod vision;
 
 pub use config::Config;
 
+use crate::deferred::Deferred;
 use crate::error::Result;
 use crate::weights::Weights;
 use text::TextModel;
@@ -39,17 +40,26 @@ pub(crate) fn module_key(disk_key: &str) -> String {
 /// The two towers of a loaded ColQwen3.
 pub struct Towers {
     /// Vision transformer with its DeepStack mergers (`visual.*`).
-    pub vision: VisionModel,
+    vision: Deferred<VisionModel>,
     /// Language model (`language_model.*`).
     pub text: TextModel,
 }
 
 impl Towers {
-    /// Loads `visual.*` and `language_model.*` under the checkpoint root `vb`.
-    pub(crate) fn new(cfg: &Config, vb: &Weights) -> Result<Self> {
-        Ok(Self {
-            vision: VisionModel::new(&cfg.vision, true, vb.pp("visual"))?,
-            text: TextModel::new(cfg, vb.pp("language_model"))?,
-        })
+    /// Loads `visual.*` and `language_model.*` under the checkpoint root `vb`; with `defer_vision`, `visual.*`
+    /// on the first page instead.
+    pub(crate) fn new(cfg: &Config, vb: &Weights, defer_vision: bool) -> Result<Self> {
+        let vision = if defer_vision {
+            let (v, vb) = (cfg.vision.clone(), vb.pp("visual"));
+            Deferred::later(move || VisionModel::new(&v, true, vb.clone()))
+        } else {
+            Deferred::now(VisionModel::new(&cfg.vision, true, vb.pp("visual"))?)
+        };
+        Ok(Self { vision, text: TextModel::new(cfg, vb.pp("language_model"))? })
+    }
+
+    /// The vision tower, built now if the model was loaded with it deferred (see `LoadOptions`).
+    pub fn vision(&self) -> Result<&VisionModel> {
+        self.vision.get()
     }
 }
