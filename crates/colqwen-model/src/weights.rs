@@ -469,6 +469,44 @@ mod tests {
         lora_merge_matches(DType::F32);
     }
 
+    /// An adapter pair of a module built later (the deferred vision tower) is not "unused" at load, and is merged
+    /// when that module is built.
+    #[test]
+    fn adapter_pairs_of_a_deferred_tower_wait_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Device::Cpu;
+        let w = Tensor::ones((8, 32), DType::BF16, &dev).unwrap();
+        let (a, b) =
+            (Tensor::ones((2, 32), DType::F32, &dev).unwrap(), Tensor::ones((8, 2), DType::F32, &dev).unwrap());
+        let (base, adapter) = (dir.path().join("model.safetensors"), dir.path().join("adapter_model.safetensors"));
+        let module = "model.visual.blocks.0.mlp.up_proj";
+        candle_core::safetensors::save(&HashMap::from([(format!("{module}.weight"), w)]), &base).unwrap();
+        let lora = HashMap::from([
+            (format!("base_model.model.{module}.lora_A.weight"), a),
+            (format!("base_model.model.{module}.lora_B.weight"), b),
+        ]);
+        candle_core::safetensors::save(&lora, &adapter).unwrap();
+        let config: AdapterConfig = serde_json::from_str(r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 2}"#).unwrap();
+        let ops = (&Ops::Generic, &Ops::Generic);
+        let weights = Weights::open(
+            &[base],
+            crate::qwen2_5::module_key,
+            Some((&adapter, config)),
+            DType::F32,
+            &dev,
+            ops,
+            None,
+            &Profiling::new(&dev),
+        )
+        .unwrap();
+        assert!(weights.check_adapter_used(None).is_err(), "the vision module was not loaded");
+        assert!(weights.check_adapter_used(Some(VISION_TOWER)).is_ok(), "deferred: checked when built");
+        let merged = weights.pp(VISION_TOWER).pp("blocks.0.mlp.up_proj").get(&[8, 32], "weight").unwrap();
+        // 1 + s·(B·A) = 1 + 1·2.
+        assert_eq!(merged.flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![3.0; 8 * 32]);
+        assert!(weights.check_adapter_used(None).is_ok());
+    }
+
     fn lora_merge_matches(dtype: DType) {
         let dir = tempfile::tempdir().unwrap();
         let dev = Device::Cpu;

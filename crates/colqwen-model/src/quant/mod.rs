@@ -130,8 +130,9 @@ pub(crate) fn quantize(w: &Tensor) -> Result<QTensor> {
 
 /// Has candle re-tile every weight of `weights` for its x86 kernels now, on all cores, instead of inside the
 /// first query: a one-row product through each weight (the re-tiling runs on one thread per weight, on first use;
-/// 3 GB of tiles for the 3B model). On a CPU without VNNI candle does not re-tile Q8_0 and this only reads the
-/// weights once.
+/// 3 GB of tiles for the 3B model), where candle's kernels run them: CPUs with AVX-VNNI but not AVX-512 VNNI.
+/// With AVX-512 VNNI the layers run our tiles, built as they were loaded, and this does nothing; without VNNI
+/// candle does not re-tile Q8_0 and this only reads the weights once.
 pub(crate) fn prepack(weights: &[Arc<QTensor>]) -> Result<()> {
     use candle_core::Module;
     use rayon::prelude::*;
