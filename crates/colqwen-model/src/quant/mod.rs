@@ -59,7 +59,10 @@ impl Q8Matmul {
             Self::Candle(q) => q.forward(&xs.contiguous()?),
             Self::Tiles(t) => {
                 let xs = xs.to_dtype(DType::F32)?.contiguous()?;
-                let (m, _) = xs.dims2()?;
+                let (m, k) = xs.dims2()?;
+                if k != t.cols() {
+                    candle_core::bail!("8-bit projection of width {} given rows of width {k}", t.cols())
+                }
                 let (storage, layout) = xs.storage_and_layout();
                 let candle_core::Storage::Cpu(cpu) = &*storage else {
                     candle_core::bail!("8-bit weights run on the CPU")

@@ -71,9 +71,10 @@ pub(crate) fn available() -> bool {
 
 impl Tiles {
     /// Tiles of the weight whose Q8_0 blocks are `bytes` (`n` rows of `k / 32` blocks, GGML's row-major layout),
-    /// built on all cores. `k` must be a multiple of 32 and `bytes` exactly that long (else `None`).
+    /// built on all cores. `None` where this CPU lacks the kernel's instructions ([`available`]: so every `Tiles`
+    /// can run), or unless `k` is a multiple of 32 and `bytes` exactly that long.
     pub(crate) fn pack(bytes: &[u8], n: usize, k: usize) -> Option<Self> {
-        if n == 0 || k == 0 || !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * Q8_0_BYTES {
+        if !available() || n == 0 || k == 0 || !k.is_multiple_of(BLOCK) || bytes.len() != n * (k / BLOCK) * Q8_0_BYTES {
             return None;
         }
         let kb = k / BLOCK;
@@ -112,6 +113,11 @@ impl Tiles {
     /// Output width `n`.
     pub(crate) fn rows(&self) -> usize {
         self.n
+    }
+
+    /// Input width `k`.
+    pub(crate) fn cols(&self) -> usize {
+        self.k
     }
 
     /// `x` `[m, k]` (row-major f32) times the weight transposed: `[m, n]`. Runs on candle's CPU thread pool, the
@@ -203,8 +209,8 @@ fn quantize_rows(x: &[f32], k: usize, kp: usize, q: &mut [i8], d: &mut [f32], co
 fn run(tile: &[TileBlock], acts: &Acts, m0: usize, out: &mut [[f32; ROWS]]) {
     #[cfg(target_arch = "x86_64")]
     {
-        // SAFETY: `Tiles` is only built where `available()` said the CPU has these instructions (the caller,
-        // `Q8Matmul::new`, checks it); the rows exist (`m0 + out.len() <= m`).
+        // SAFETY: `Tiles::pack` builds tiles only where `available()` found these instructions; the rows exist
+        // (`m0 + out.len() <= m`).
         unsafe {
             match out.len() {
                 1 => tile_rows::<1>(tile, acts, m0, out),
