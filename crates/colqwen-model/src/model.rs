@@ -51,7 +51,9 @@ pub enum TextWeights {
     /// shapes fit candle's x86 8-bit kernels, which also quantize the activations to 8 bits per row block; the
     /// vision tower, norms, embeddings and head stay f32. About 4× less memory traffic per query encode, at
     /// a measured cost in accuracy (README, `bench/results.md`). The merged and quantized weights are cached in
-    /// [`LoadOptions::cache_dir`], so only the first load quantizes. An error on any other device or dtype.
+    /// [`LoadOptions::cache_dir`], so only the first load quantizes. An error on any other device or dtype. Such a
+    /// model is for answering queries, so its vision tower is built from the checkpoint on the first page, not at
+    /// load (a checkpoint lacking a vision weight fails then, naming it).
     Q8,
 }
 

@@ -58,7 +58,8 @@ impl Towers {
         Ok(Self { vision, text: TextModel::new(cfg, vb.pp("language_model"))? })
     }
 
-    /// The vision tower, built now if the model was loaded with it deferred (see `LoadOptions`).
+    /// The vision tower, built now if the model was loaded with it deferred (8-bit text weights,
+    /// `TextWeights::Q8`).
     pub fn vision(&self) -> Result<&VisionModel> {
         self.vision.get()
     }
