@@ -17,7 +17,11 @@ pub struct MultiVector {
 impl MultiVector {
     /// From row-major values; `None` unless `data` is a non-empty multiple of `dim`.
     pub fn new(data: Vec<f32>, dim: usize) -> Option<Self> {
-        (dim > 0 && !data.is_empty() && data.len() % dim == 0).then(|| Self { rows: data.len() / dim, dim, data })
+        (dim > 0 && !data.is_empty() && data.len().is_multiple_of(dim)).then(|| Self {
+            rows: data.len() / dim,
+            dim,
+            data,
+        })
     }
 
     /// Row `i`.

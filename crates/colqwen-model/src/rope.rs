@@ -93,8 +93,10 @@ impl MRope {
         let n = positions[0].len();
         let half = self.inv_freq.len();
         let mut angles = Vec::with_capacity(n * half);
+        #[allow(clippy::needless_range_loop)]
         for tok in 0..n {
             for (f, &s) in self.inv_freq.iter().zip(&self.stream) {
+                // Each frequency reads its own position stream (`s`), so the token is an index, not an iterator.
                 angles.push(positions[s][tok] as f32 * f);
             }
         }

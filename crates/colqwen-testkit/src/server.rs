@@ -61,5 +61,6 @@ pub fn start_with(bin: &Path, index: &Path, model: &Path, extra: &[&str], key: O
         std::thread::sleep(Duration::from_millis(100));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the server did not come up");
 }
