@@ -16,14 +16,14 @@ pub(crate) struct Deferred<T> {
 }
 
 impl<T> Deferred<T> {
-    /// Built already.
-    pub(crate) fn now(value: T) -> Self {
-        Self { value: OnceLock::from(value), build: Mutex::new(None) }
-    }
-
-    /// Built by `build` on the first [`Deferred::get`].
-    pub(crate) fn later(build: impl Fn() -> Result<T> + Send + Sync + 'static) -> Self {
-        Self { value: OnceLock::new(), build: Mutex::new(Some(Box::new(build))) }
+    /// What `build` makes: built now, or with `defer` on the first [`Deferred::get`] (errors of a build now are
+    /// returned here, as any other load error).
+    pub(crate) fn new(defer: bool, build: impl Fn() -> Result<T> + Send + Sync + 'static) -> Result<Self> {
+        Ok(if defer {
+            Self { value: OnceLock::new(), build: Mutex::new(Some(Box::new(build))) }
+        } else {
+            Self { value: OnceLock::from(build()?), build: Mutex::new(None) }
+        })
     }
 
     /// The value, built now when this is its first use (one build however many threads ask at once).
@@ -60,10 +60,11 @@ mod tests {
     fn built_once_on_first_use_and_retried_after_a_failure() {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        let d = Deferred::later(move || {
+        let d = Deferred::new(true, move || {
             let n = c.fetch_add(1, Ordering::SeqCst);
             if n == 0 { Err(candle_core::Error::Msg("missing weight".into()).into()) } else { Ok(n) }
-        });
+        })
+        .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 0, "nothing built before use");
         assert!(d.get().is_err());
         std::thread::scope(|s| {
@@ -72,6 +73,6 @@ mod tests {
             }
         });
         assert_eq!(calls.load(Ordering::SeqCst), 2, "one failed build, then one build for every thread");
-        assert_eq!(*Deferred::now(7).get().unwrap(), 7);
+        assert_eq!(*Deferred::new(false, || Ok(7)).unwrap().get().unwrap(), 7);
     }
 }

@@ -48,8 +48,8 @@ pub enum TextWeights {
     #[default]
     Dense,
     /// 8-bit on the CPU, for the f32 model: Q8_0 blocks (32 weights with one f16 scale) for the projections whose
-    /// shapes fit candle's x86 8-bit kernels, which also quantize the activations to 8 bits per row block; the
-    /// vision tower, norms, embeddings and head stay f32. About 4× less memory traffic per query encode, at
+    /// input width is a multiple of 32, run with activations quantized to 8 bits per 32 values (`crate::quant`:
+    /// our AVX-512 VNNI kernel, else candle's); the vision tower, norms, embeddings and head stay f32. About 4× less memory traffic per query encode, at
     /// a measured cost in accuracy (README, `bench/results.md`). The merged and quantized weights are cached in
     /// [`LoadOptions::cache_dir`], so only the first load quantizes. An error on any other device or dtype. Such a
     /// model is for answering queries, so its vision tower is built from the checkpoint on the first page, not at

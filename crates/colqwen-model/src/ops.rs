@@ -13,9 +13,8 @@ pub(crate) enum Ops {
     /// candle's own ops, as the reference orders them: the CPU, Metal, and every dtype there.
     Generic,
     /// The CPU's f32 model with 8-bit projections (`--dtype q8`, only ever the language model's ops: see
-    /// [`Ops::for_text`]): [`Ops::Generic`], except that a projection whose shape fits candle's x86 8-bit kernels
-    /// holds its weight in Q8_0 (`crate::quant`), and its GEMM quantizes the activations to 8 bits per row
-    /// block.
+    /// [`Ops::for_text`]): [`Ops::Generic`], except that a projection whose input width is a multiple of 32 holds
+    /// its weight in Q8_0 and quantizes its activations to 8 bits (`crate::quant`).
     CpuQ8,
     /// CUDA in f32 or f16: candle's ops, with the two choices that pay on a GPU in any dtype: candle's fused
     /// RMSNorm kernel (instead of nine memory-bound passes; in half precision at most one ulp from the

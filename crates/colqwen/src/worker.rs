@@ -55,6 +55,14 @@ struct Lanes {
     stopping: bool,
 }
 
+impl Lanes {
+    /// The oldest waiting queries, up to one forward pass's worth ([`MAX_QUERY_BATCH`]).
+    fn take_queries(&mut self) -> Vec<QueryJob> {
+        let n = self.queries.len().min(MAX_QUERY_BATCH);
+        self.queries.drain(..n).collect()
+    }
+}
+
 struct Shared {
     lanes: Mutex<Lanes>,
     wake: Condvar,
@@ -192,8 +200,7 @@ fn run(shared: &Shared, me: usize) {
             let mut lanes = shared.lanes();
             loop {
                 if !lanes.queries.is_empty() {
-                    let n = lanes.queries.len().min(MAX_QUERY_BATCH);
-                    break Work::Queries(lanes.queries.drain(..n).collect());
+                    break Work::Queries(lanes.take_queries());
                 }
                 if lanes.on_pages < shared.page_slots
                     && let Some(pos) = lanes.pages.iter().position(|j| !j.failed.iter().any(|(r, _)| *r == me))
@@ -214,11 +221,7 @@ fn run(shared: &Shared, me: usize) {
                 let n = job.inputs.len();
                 // Between the batch's layers: the queries waiting now, on this replica (see the module docs).
                 let mut between = || {
-                    let jobs: Vec<QueryJob> = {
-                        let mut lanes = shared.lanes();
-                        let n = lanes.queries.len().min(MAX_QUERY_BATCH);
-                        lanes.queries.drain(..n).collect()
-                    };
+                    let jobs = shared.lanes().take_queries();
                     if !jobs.is_empty() {
                         embed_queries(embedder.as_ref(), jobs);
                     }

@@ -39,12 +39,11 @@ pub(crate) enum Q8Matmul {
 }
 
 impl Q8Matmul {
-    /// The layer of the Q8_0 weight `q` `[rows, cols]`; on a VNNI CPU its blocks are re-tiled now (all cores) and
-    /// `q` is not kept.
+    /// The layer of the Q8_0 weight `q` `[rows, cols]`; on a VNNI CPU ([`vnni::Tiles::pack`] decides) its blocks
+    /// are re-tiled now (all cores) and `q` is not kept.
     pub(crate) fn new(q: Arc<QTensor>) -> Result<Self> {
         let (rows, cols) = q.shape().dims2()?;
         if q.dtype() == GgmlDType::Q8_0
-            && vnni::available()
             && let Some(tiles) = vnni::Tiles::pack(&q.data()?, rows, cols)
         {
             return Ok(Self::Tiles(tiles));

@@ -45,12 +45,8 @@ impl Towers {
     /// Loads `visual.*` and `language_model.*` under the checkpoint root `vb`; with `defer_vision`, `visual.*`
     /// on the first page instead.
     pub(crate) fn new(cfg: &Config, vb: &Weights, defer_vision: bool) -> Result<Self> {
-        let vision = if defer_vision {
-            let (v, vb) = (cfg.vision.clone(), vb.pp("visual"));
-            Deferred::later(move || VisionModel::new(&v, false, vb.clone()))
-        } else {
-            Deferred::now(VisionModel::new(&cfg.vision, false, vb.pp("visual"))?)
-        };
+        let (v, visual) = (cfg.vision.clone(), vb.pp("visual"));
+        let vision = Deferred::new(defer_vision, move || VisionModel::new(&v, false, visual.clone()))?;
         Ok(Self { vision, text: TextModel::new(cfg, vb.pp("language_model"))? })
     }
 
